@@ -1,0 +1,197 @@
+//! Configuration: rules and bounds, then `build()` hands back the layer and the store.
+
+use std::fmt;
+use std::time::Duration;
+
+use tracing_core::Subscriber;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::ProgressLayer;
+use super::classify::{Classifier, TrackRule};
+use crate::store::{Limits, Store, StoreInner};
+
+/// Builds a [`ProgressLayer`] and its [`Store`].
+///
+/// | setting | default | what it bounds |
+/// |---|---|---|
+/// | [`history_limit`](Builder::history_limit) | 1,000 | finished operations kept |
+/// | [`history_max_age`](Builder::history_max_age) | 24 h | age of finished operations kept |
+/// | [`max_finished_children`](Builder::max_finished_children) | 1,000 | finished children kept per parent before folding |
+/// | [`max_finished_nodes`](Builder::max_finished_nodes) | 10,000 | finished nodes kept per operation before folding |
+/// | [`max_depth`](Builder::max_depth) | 32 | nesting depth; deeper spans are attached at the limit |
+/// | [`max_text_len`](Builder::max_text_len) | 64 KiB | length of a message or text field |
+/// | [`max_metadata_fields`](Builder::max_metadata_fields) | 64 | metadata fields per node |
+/// | [`capture_panics`](Builder::capture_panics) | on | chains a panic hook to keep panic messages |
+///
+/// ```
+/// use std::time::Duration;
+/// use tracing_progress::TrackRule;
+/// use tracing_subscriber::prelude::*;
+/// # fn docs() -> Result<(), tracing_progress::BuildError> {
+/// let (layer, store) = tracing_progress::Builder::new()
+///     .track(TrackRule::span("process_song").level("song").name_field("title"))
+///     .history_limit(100)
+///     .history_max_age(Duration::from_secs(3600))
+///     .build()?;
+/// let _subscriber = tracing_subscriber::registry().with(layer);
+/// # Ok(()) }
+/// # docs().unwrap();
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct Builder {
+    rules: Vec<TrackRule>,
+    limits: Limits,
+    capture_panics: bool,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("rules", &self.rules)
+            .field("limits", &self.limits)
+            .field("capture_panics", &self.capture_panics)
+            .finish()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A setting that cannot work; the message says which and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildError(String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl Builder {
+    /// Defaults as in the table above; no rules (only spans with `progress.*` fields are tracked).
+    pub fn new() -> Self {
+        Builder {
+            rules: Vec::new(),
+            limits: Limits::default(),
+            capture_panics: true,
+        }
+    }
+
+    /// Tracks spans that match `rule` even without `progress.*` fields. The first matching
+    /// rule decides level type, name field and operation type.
+    pub fn track(mut self, rule: TrackRule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// How many finished operations history keeps (at least 1).
+    pub fn history_limit(mut self, n: usize) -> Self {
+        self.limits.history_limit = n;
+        self
+    }
+
+    /// How long finished operations stay in history.
+    pub fn history_max_age(mut self, age: Duration) -> Self {
+        self.limits.history_max_age = age;
+        self
+    }
+
+    /// Finished children kept per parent; older ones are folded into per-parent summaries.
+    pub fn max_finished_children(mut self, n: usize) -> Self {
+        self.limits.max_finished_children = n;
+        self
+    }
+
+    /// Finished nodes kept per operation; the earliest finished are folded first.
+    pub fn max_finished_nodes(mut self, n: usize) -> Self {
+        self.limits.max_finished_nodes = n;
+        self
+    }
+
+    /// Deepest level kept (root = 0, 1 to 64). Tracked spans nested deeper are attached to the
+    /// node at this depth's parent, marked `flattened`.
+    pub fn max_depth(mut self, depth: u16) -> Self {
+        self.limits.max_depth = depth;
+        self
+    }
+
+    /// Longest message or text field in bytes (at least 16); longer text is truncated with a marker.
+    pub fn max_text_len(mut self, bytes: usize) -> Self {
+        self.limits.max_text_len = bytes;
+        self
+    }
+
+    /// Most metadata fields per node; more are dropped and noted in `input_errors`.
+    pub fn max_metadata_fields(mut self, n: usize) -> Self {
+        self.limits.max_metadata_entries = n;
+        self
+    }
+
+    /// Whether to chain a panic hook that keeps panic messages for spans closed by unwinding.
+    /// Without it a panicking span still fails, with a generic message.
+    pub fn capture_panics(mut self, on: bool) -> Self {
+        self.capture_panics = on;
+        self
+    }
+
+    /// Checks the settings and builds the layer and its store.
+    pub fn build<S>(self) -> Result<(ProgressLayer<S>, Store), BuildError>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let l = &self.limits;
+        let err = |m: &str| Err(BuildError(m.to_string()));
+        if l.history_limit == 0 {
+            return err("history_limit must be at least 1");
+        }
+        if l.max_finished_children == 0 || l.max_finished_nodes == 0 {
+            return err("max_finished_children and max_finished_nodes must be at least 1");
+        }
+        if !(1..=64).contains(&l.max_depth) {
+            return err("max_depth must be between 1 and 64 (JSON readers limit nesting)");
+        }
+        if l.max_text_len < 16 {
+            return err("max_text_len must be at least 16 bytes");
+        }
+        for rule in &self.rules {
+            rule.validate().map_err(BuildError)?;
+        }
+        let store = StoreInner::new(self.limits);
+        let layer = ProgressLayer::new(
+            store.clone(),
+            Classifier::new(self.rules),
+            self.capture_panics,
+        );
+        Ok((layer, Store::from_inner(store)))
+    }
+}
+
+/// The layer and store with default settings (no rules: spans with `progress.*` fields).
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+/// let (layer, store) = tracing_progress::layer();
+/// tracing_subscriber::registry().with(layer).with(tracing_subscriber::fmt::layer()).init();
+/// ```
+pub fn layer<S>() -> (ProgressLayer<S>, Store)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    match Builder::new().build() {
+        Ok(pair) => pair,
+        // The defaults are valid; this arm only exists so that no path can panic.
+        Err(_) => {
+            let store = StoreInner::new(Limits::default());
+            (
+                ProgressLayer::new(store.clone(), Classifier::new(Vec::new()), true),
+                Store::from_inner(store),
+            )
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Which spans are tracked, decided once per callsite.
+//!
+//! A span is tracked when its callsite declares a `progress.*` field or matches a
+//! [`TrackRule`]. The reject path for untracked spans is a scan of the field names plus the
+//! rules' string comparisons, with no lock and no allocation; the per-callsite [`SpanClass`]
+//! (interned names for a tracked callsite) is built once and cached by metadata address.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tracing_core::Metadata;
+
+/// Prefix of the reserved field namespace.
+pub(crate) const PREFIX: &str = "progress.";
+
+/// A rule that tracks spans without editing them: match by span name and/or target.
+///
+/// With no `level`, the level type is the span name. With no `name_field`, a node's name is
+/// `progress.name` if present, else the span name.
+///
+/// ```
+/// use tracing_progress::TrackRule;
+/// // every `process_song` span is a "song", named after its `title` argument
+/// let rule = TrackRule::span("process_song").level("song").name_field("title");
+/// // every span in a module, level type = span name
+/// let all = TrackRule::target("my_app::pipeline");
+/// ```
+#[derive(Clone, Debug)]
+pub struct TrackRule {
+    span_name: Option<String>,
+    target_prefix: Option<String>,
+    level: Option<String>,
+    name_field: Option<String>,
+    operation: Option<String>,
+}
+
+impl TrackRule {
+    /// Tracks spans with exactly this name (from `#[instrument]`, the function name).
+    pub fn span(name: impl Into<String>) -> Self {
+        TrackRule {
+            span_name: Some(name.into()),
+            target_prefix: None,
+            level: None,
+            name_field: None,
+            operation: None,
+        }
+    }
+
+    /// Tracks every span whose target starts with this prefix (a module path).
+    pub fn target(prefix: impl Into<String>) -> Self {
+        TrackRule {
+            span_name: None,
+            target_prefix: Some(prefix.into()),
+            level: None,
+            name_field: None,
+            operation: None,
+        }
+    }
+
+    /// Also requires the target to start with this prefix.
+    pub fn in_target(mut self, prefix: impl Into<String>) -> Self {
+        self.target_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Level type for matching spans (default: the span name).
+    pub fn level(mut self, level: impl Into<String>) -> Self {
+        self.level = Some(level.into());
+        self
+    }
+
+    /// Takes the node's display name from this field (e.g. a function argument).
+    pub fn name_field(mut self, field: impl Into<String>) -> Self {
+        self.name_field = Some(field.into());
+        self
+    }
+
+    /// Operation type when a matching span is the outermost tracked span.
+    pub fn operation(mut self, operation_type: impl Into<String>) -> Self {
+        self.operation = Some(operation_type.into());
+        self
+    }
+
+    #[inline]
+    fn matches(&self, meta: &Metadata<'_>) -> bool {
+        self.span_name.as_deref().is_none_or(|n| n == meta.name())
+            && self
+                .target_prefix
+                .as_deref()
+                .is_none_or(|t| meta.target().starts_with(t))
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.span_name.as_deref().is_some_and(str::is_empty) {
+            return Err("TrackRule::span needs a non-empty span name".into());
+        }
+        if self.span_name.is_none() && self.target_prefix.as_deref().is_none_or(str::is_empty) {
+            return Err("TrackRule::target needs a non-empty target prefix".into());
+        }
+        if self.level.as_deref().is_some_and(str::is_empty) {
+            return Err("TrackRule::level needs a non-empty level type".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the layer knows about one tracked callsite.
+pub(crate) struct SpanClass {
+    pub(crate) level_type: Arc<str>,
+    pub(crate) span_name: Arc<str>,
+    pub(crate) target: Arc<str>,
+    pub(crate) operation_type: Option<Arc<str>>,
+    pub(crate) name_field: Option<Arc<str>>,
+    /// Interned field names, by field index.
+    pub(crate) field_names: Box<[Arc<str>]>,
+    /// Last `progress.level` value seen here, reused when the next span says the same.
+    last_level: Mutex<Option<Arc<str>>>,
+}
+
+impl SpanClass {
+    pub(crate) fn field_name(&self, index: usize, fallback: &str) -> Arc<str> {
+        self.field_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(fallback))
+    }
+
+    /// Interns a `progress.level` value.
+    pub(crate) fn intern_level(&self, value: &str) -> Arc<str> {
+        let mut last = self.last_level.lock();
+        match &*last {
+            Some(l) if &**l == value => l.clone(),
+            _ => {
+                let l: Arc<str> = Arc::from(value);
+                *last = Some(l.clone());
+                l
+            }
+        }
+    }
+}
+
+pub(crate) struct Classifier {
+    rules: Vec<TrackRule>,
+    cache: RwLock<HashMap<usize, Arc<SpanClass>>>,
+}
+
+impl Classifier {
+    pub(crate) fn new(rules: Vec<TrackRule>) -> Self {
+        Classifier {
+            rules,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a callsite declares any `progress.*` field.
+    #[inline]
+    pub(crate) fn declares_progress(meta: &Metadata<'_>) -> bool {
+        meta.fields().iter().any(|f| f.name().starts_with(PREFIX))
+    }
+
+    /// The class of a span callsite, or `None` if its spans are not tracked.
+    #[inline]
+    pub(crate) fn classify(&self, meta: &'static Metadata<'static>) -> Option<Arc<SpanClass>> {
+        if !Self::declares_progress(meta) && !self.rules.iter().any(|r| r.matches(meta)) {
+            return None;
+        }
+        let key = meta as *const Metadata<'static> as usize;
+        if let Some(class) = self.cache.read().get(&key) {
+            return Some(class.clone());
+        }
+        let class = Arc::new(self.build(meta));
+        self.cache.write().entry(key).or_insert(class.clone());
+        Some(class)
+    }
+
+    /// Classifies an event callsite's fields (events are never tracked themselves, but their
+    /// field names are interned the same way).
+    pub(crate) fn event_class(&self, meta: &'static Metadata<'static>) -> Arc<SpanClass> {
+        let key = meta as *const Metadata<'static> as usize;
+        if let Some(class) = self.cache.read().get(&key) {
+            return class.clone();
+        }
+        let class = Arc::new(self.build(meta));
+        self.cache.write().entry(key).or_insert(class.clone());
+        class
+    }
+
+    fn build(&self, meta: &'static Metadata<'static>) -> SpanClass {
+        let rule = self.rules.iter().find(|r| r.matches(meta));
+        let span_name: Arc<str> = Arc::from(meta.name());
+        SpanClass {
+            level_type: rule
+                .and_then(|r| r.level.as_deref())
+                .map(Arc::from)
+                .unwrap_or_else(|| span_name.clone()),
+            span_name,
+            target: Arc::from(meta.target()),
+            operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
+            name_field: rule.and_then(|r| r.name_field.as_deref()).map(Arc::from),
+            field_names: meta.fields().iter().map(|f| Arc::from(f.name())).collect(),
+            last_level: Mutex::new(None),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The recording side: a [`Layer`] that maps spans to progress nodes.
+//!
+//! This module is the hot path. Per tracked span it keeps one private [`Tracked`] value in the
+//! span's extensions (the operation it belongs to and its slot there, plus entered/busy time in
+//! atomics). Untracked spans cost a field-name scan at creation and an extensions lookup on
+//! enter/exit/close. The layer never emits `tracing` events, never holds an extensions guard
+//! while calling out, and only ever locks the one operation a span belongs to.
+
+mod builder;
+pub(crate) mod classify;
+mod panic;
+pub(crate) mod span_ext;
+mod visitor;
+
+use std::any::TypeId;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use tracing_core::span::{Attributes, Id, Record};
+use tracing_core::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+pub use builder::{BuildError, Builder, layer};
+use classify::{Classifier, SpanClass};
+use visitor::FieldVisitor;
+
+use crate::model::{ErrorInfo, ErrorOrigin, Metadata, NodeId};
+use crate::store::tree::{ROOT_SLOT, Update};
+use crate::store::{CloseOutcome, NewNode, OperationCell, StoreInner};
+
+/// A `tracing_subscriber` [`Layer`] that builds the progress tree.
+///
+/// Create it with [`layer()`](crate::layer) or [`Builder`]; both hand back the [`Store`]
+/// (crate::Store) to query. `S` is the subscriber the layer is added to and is inferred.
+///
+/// [`Layer`]: tracing_subscriber::Layer
+pub struct ProgressLayer<S> {
+    shared: Arc<Shared>,
+    with_context: span_ext::WithContext,
+    _subscriber: PhantomData<fn(S)>,
+}
+
+struct Shared {
+    store: Arc<StoreInner>,
+    classifier: Classifier,
+    capture_panics: bool,
+}
+
+impl<S> fmt::Debug for ProgressLayer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressLayer")
+            .field("capture_panics", &self.shared.capture_panics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-span state in the registry's extensions.
+pub(crate) struct Tracked {
+    pub(crate) op: Arc<OperationCell>,
+    pub(crate) slot: u32,
+    pub(crate) id: NodeId,
+    /// Where tracked children attach: this node, or past the depth limit the same place as
+    /// this node's siblings.
+    attach: (u32, NodeId, u16),
+    started: AtomicBool,
+    /// How many threads have the span entered right now (async spans can overlap).
+    entered: AtomicU32,
+    entered_at_ns: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+impl Tracked {
+    /// Applies an update to this node (used by the extension trait and `on_record`).
+    pub(crate) fn apply(&self, update: Update) {
+        if update.is_empty() {
+            return;
+        }
+        self.op.with_tree(|t| t.apply(self.slot, self.id, update));
+    }
+
+    /// Marks this node failed.
+    pub(crate) fn fail(
+        &self,
+        message: Arc<str>,
+        origin: ErrorOrigin,
+        target: Arc<str>,
+        location: Option<Arc<str>>,
+        fields: Metadata,
+    ) {
+        let at_us = self.op.store().clock.now_us();
+        let error = ErrorInfo {
+            message,
+            origin,
+            node_id: self.id,
+            path: Vec::new(),
+            target,
+            location,
+            fields,
+            at_us,
+        };
+        self.op.with_tree(|t| t.fail(self.slot, self.id, error));
+    }
+}
+
+impl<S> ProgressLayer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn new(store: Arc<StoreInner>, classifier: Classifier, capture_panics: bool) -> Self {
+        if capture_panics {
+            panic::install_hook();
+        }
+        ProgressLayer {
+            shared: Arc::new(Shared {
+                store,
+                classifier,
+                capture_panics,
+            }),
+            with_context: span_ext::WithContext::new::<S>(),
+            _subscriber: PhantomData,
+        }
+    }
+
+    /// The nearest tracked span at or above `span`, as (operation, attach point, own slot/id).
+    fn nearest_tracked(
+        span: Option<SpanRef<'_, S>>,
+    ) -> Option<(Arc<OperationCell>, (u32, NodeId, u16), NodeId)> {
+        let span = span?;
+        span.scope().find_map(|s| {
+            s.extensions()
+                .get::<Tracked>()
+                .map(|t| (t.op.clone(), t.attach, t.id))
+        })
+    }
+
+    fn new_tracked(
+        &self,
+        class: &SpanClass,
+        attrs: &Attributes<'_>,
+        id: &Id,
+        ctx: &Context<'_, S>,
+    ) -> Option<Tracked> {
+        let store = &self.shared.store;
+        let mut visitor = FieldVisitor::new(class, store.limits.max_text_len, false);
+        attrs.record(&mut visitor);
+        let FieldVisitor {
+            mut update, extra, ..
+        } = visitor;
+        let span = ctx.span(id)?;
+        let parent = Self::nearest_tracked(span.parent());
+        let created_ns = store.clock.now_ns();
+        let name = update
+            .name
+            .take()
+            .unwrap_or_else(|| class.span_name.clone());
+        let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
+        let node_id = NodeId::next();
+        let max_depth = store.limits.max_depth;
+        let mut new = NewNode {
+            id: node_id,
+            level_type,
+            name,
+            span_name: class.span_name.clone(),
+            target: class.target.clone(),
+            created_us: store.clock.ns_to_unix_us(created_ns),
+            flattened: false,
+        };
+        if let Some((op, (pslot, pid, pdepth), parent_id)) = parent {
+            let depth = pdepth.saturating_add(1);
+            new.flattened = pid != parent_id;
+            let attached = op.with_tree(|t| {
+                let slot = t.add_child(pslot, pid, new)?;
+                t.apply(slot, node_id, update);
+                Some(slot)
+            });
+            if let Some(slot) = attached {
+                let attach = if depth < max_depth {
+                    (slot, node_id, depth)
+                } else {
+                    (pslot, pid, pdepth)
+                };
+                return Some(Tracked::new(op, slot, node_id, attach));
+            }
+            // The parent node is gone (cannot normally happen): track as a new operation.
+            return None;
+        }
+        let operation_type = extra
+            .operation
+            .or_else(|| class.operation_type.clone())
+            .unwrap_or_else(|| new.level_type.clone());
+        let op = store.start_operation(new, operation_type);
+        op.with_tree(|t| t.apply(ROOT_SLOT, node_id, update));
+        Some(Tracked::new(
+            op,
+            ROOT_SLOT,
+            node_id,
+            (ROOT_SLOT, node_id, 0),
+        ))
+    }
+}
+
+impl Tracked {
+    fn new(op: Arc<OperationCell>, slot: u32, id: NodeId, attach: (u32, NodeId, u16)) -> Self {
+        Tracked {
+            op,
+            slot,
+            id,
+            attach,
+            started: AtomicBool::new(false),
+            entered: AtomicU32::new(0),
+            entered_at_ns: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for ProgressLayer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(class) = self.shared.classifier.classify(attrs.metadata()) else {
+            return;
+        };
+        let Some(tracked) = self.new_tracked(&class, attrs, id, &ctx) else {
+            return;
+        };
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(tracked);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let ext = span.extensions();
+        let Some(tracked) = ext.get::<Tracked>() else {
+            return;
+        };
+        let Some(class) = self.shared.classifier.classify(span.metadata()) else {
+            return;
+        };
+        let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, false);
+        values.record(&mut visitor);
+        tracked.apply(visitor.update);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let is_error = *meta.level() == Level::ERROR;
+        if !is_error && !Classifier::declares_progress(meta) {
+            return;
+        }
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        let Some(span) = scope
+            .into_iter()
+            .find(|s| s.extensions().get::<Tracked>().is_some())
+        else {
+            return;
+        };
+        let class = self.shared.classifier.event_class(meta);
+        let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, true);
+        event.record(&mut visitor);
+        let FieldVisitor {
+            mut update, extra, ..
+        } = visitor;
+        let ext = span.extensions();
+        let Some(tracked) = ext.get::<Tracked>() else {
+            return;
+        };
+        if is_error {
+            let message = extra
+                .event_message
+                .or(extra.event_error)
+                .unwrap_or_else(|| Arc::from(format!("error event in {}", meta.name())));
+            let mut fields = Metadata::default();
+            for (k, v) in std::mem::take(&mut update.metadata) {
+                fields.insert(k, v);
+            }
+            let location = meta
+                .file()
+                .map(|f| Arc::from(format!("{f}:{}", meta.line().unwrap_or(0))));
+            tracked.apply(update);
+            tracked.fail(
+                message,
+                ErrorOrigin::Event,
+                class.target.clone(),
+                location,
+                fields,
+            );
+        } else {
+            if update.message.is_none() {
+                update.message = extra.event_message;
+            }
+            tracked.apply(update);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let ext = span.extensions();
+        let Some(t) = ext.get::<Tracked>() else {
+            return;
+        };
+        let now = self.shared.store.clock.now_ns();
+        if t.entered.fetch_add(1, Ordering::AcqRel) == 0 {
+            t.entered_at_ns.store(now, Ordering::Release);
+        }
+        if !t.started.swap(true, Ordering::AcqRel) {
+            let at = self.shared.store.clock.ns_to_unix_us(now);
+            t.op.with_tree(|tree| tree.start(t.slot, t.id, at));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let ext = span.extensions();
+        let Some(t) = ext.get::<Tracked>() else {
+            return;
+        };
+        if t.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = self.shared.store.clock.now_ns();
+            let since = t.entered_at_ns.load(Ordering::Acquire);
+            t.busy_ns
+                .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        // Take our data out and release the guard before doing anything else.
+        let Some(t) = span.extensions_mut().remove::<Tracked>() else {
+            return;
+        };
+        let store = &self.shared.store;
+        let now = store.clock.now_ns();
+        let mut busy = t.busy_ns.load(Ordering::Relaxed);
+        if t.entered.load(Ordering::Acquire) > 0 {
+            busy += now.saturating_sub(t.entered_at_ns.load(Ordering::Acquire));
+        }
+        if std::thread::panicking() {
+            let (message, location) =
+                match self.shared.capture_panics.then(panic::last_panic).flatten() {
+                    Some((m, l)) => (m, l),
+                    None => (Arc::from("panicked while the span was open"), None),
+                };
+            t.fail(
+                message,
+                ErrorOrigin::Panic,
+                span.metadata().target().into(),
+                location,
+                Metadata::default(),
+            );
+        }
+        let outcome = if t.op.is_cancelled() {
+            CloseOutcome::Cancelled
+        } else {
+            CloseOutcome::Completed
+        };
+        let at = store.clock.ns_to_unix_us(now);
+        let root_closed =
+            t.op.with_tree(|tree| tree.close(t.slot, t.id, at, busy, outcome));
+        if root_closed {
+            store.finish_operation(&t.op);
+        }
+    }
+
+    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
+        if id == TypeId::of::<Self>() {
+            Some(self as *const Self as *const ())
+        } else if id == TypeId::of::<span_ext::WithContext>() {
+            Some(&self.with_context as *const span_ext::WithContext as *const ())
+        } else {
+            None
+        }
+    }
+}

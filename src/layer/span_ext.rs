@@ -1,0 +1,199 @@
+//! `ProgressSpanExt`: progress updates on a `tracing::Span` without re-recording fields.
+//!
+//! Recording `progress.current` with `span.record` works, but `fmt` appends every re-recorded
+//! field to its output (tokio-rs/tracing#2334). These methods reach the layer directly: the
+//! span's dispatcher is downcast to a private [`WithContext`] (a function pointer the layer
+//! exposes through `downcast_raw`), which finds the node in the span's extensions. Without
+//! the layer installed every method is a silent no-op.
+
+use std::sync::Arc;
+
+use tracing::Span;
+use tracing_core::{Dispatch, span::Id};
+use tracing_subscriber::registry::LookupSpan;
+
+use super::Tracked;
+use super::visitor::sanitize;
+use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
+use crate::store::tree::Update;
+
+/// A function that runs a closure on the nearest tracked node of a span, if any.
+pub(crate) struct WithContext(fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked)));
+
+impl WithContext {
+    pub(crate) fn new<S>() -> Self
+    where
+        S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        WithContext(with_tracked::<S>)
+    }
+}
+
+fn with_tracked<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&Tracked))
+where
+    S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Some(subscriber) = dispatch.downcast_ref::<S>() else {
+        return;
+    };
+    let Some(span) = subscriber.span(id) else {
+        return;
+    };
+    for s in span.scope() {
+        if let Some(t) = s.extensions().get::<Tracked>() {
+            f(t);
+            return;
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for tracing::Span {}
+}
+
+/// Progress methods on [`tracing::Span`].
+///
+/// Each method acts on the nearest *tracked* span at or above this one, so
+/// `Span::current().inc(1)` works from inside an untracked helper span. When the layer is not
+/// installed (or the span is disabled), every method does nothing and the queries return
+/// `false`/`None`.
+///
+/// ```
+/// use tracing_progress::ProgressSpanExt;
+/// use tracing_subscriber::prelude::*;
+/// let (layer, store) = tracing_progress::layer();
+/// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+///     let span = tracing::info_span!("scan", progress.level = "scan");
+///     let _g = span.enter();
+///     span.set_total(10);
+///     span.inc(3);
+///     span.set_message("scanning");
+///     let op = store.get(span.operation_id().unwrap()).unwrap();
+///     assert_eq!((op.root.current, op.root.total), (3, Some(10)));
+///     assert_eq!(op.root.message.as_deref(), Some("scanning"));
+/// });
+/// // without the layer: no-ops
+/// tracing::info_span!("scan").inc(1);
+/// ```
+pub trait ProgressSpanExt: sealed::Sealed {
+    /// Sets the number of units expected.
+    fn set_total(&self, total: u64);
+    /// Sets the number of units done.
+    fn set_current(&self, current: u64);
+    /// Adds to the number of units done.
+    fn inc(&self, delta: u64);
+    /// Sets the message.
+    fn set_message(&self, message: &str);
+    /// Sets one metadata field.
+    fn set_metadata(&self, name: &str, value: FieldValue);
+    /// Marks the node failed with this message (it ends as failed when it closes).
+    fn fail(&self, message: &str);
+    /// Whether the node's operation was asked to cancel.
+    fn is_cancelled(&self) -> bool;
+    /// Id of the nearest tracked node.
+    fn progress_id(&self) -> Option<NodeId>;
+    /// Id of the operation the nearest tracked node belongs to.
+    fn operation_id(&self) -> Option<OperationId>;
+}
+
+fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
+            (ctx.0)(dispatch, id, &mut f);
+        }
+    });
+}
+
+fn update(span: &Span, f: impl Fn(&mut Update)) {
+    with_node(span, |t| {
+        let mut u = Update::default();
+        f(&mut u);
+        t.apply(u);
+    });
+}
+
+impl ProgressSpanExt for Span {
+    fn set_total(&self, total: u64) {
+        update(self, |u| u.total = Some(total));
+    }
+
+    fn set_current(&self, current: u64) {
+        update(self, |u| u.current = Some(current));
+    }
+
+    fn inc(&self, delta: u64) {
+        update(self, |u| u.inc = delta);
+    }
+
+    fn set_message(&self, message: &str) {
+        with_node(self, |t| {
+            let max = t.op.store().limits.max_text_len;
+            t.apply(Update {
+                message: Some(Arc::from(sanitize(message, max))),
+                ..Update::default()
+            });
+        });
+    }
+
+    fn set_metadata(&self, name: &str, value: FieldValue) {
+        with_node(self, |t| {
+            let max = t.op.store().limits.max_text_len;
+            let value = match &value {
+                FieldValue::Str(s) => FieldValue::Str(Arc::from(sanitize(s, max))),
+                other => other.clone(),
+            };
+            t.apply(Update {
+                metadata: vec![(Arc::from(sanitize(name, 256)), value)],
+                ..Update::default()
+            });
+        });
+    }
+
+    fn fail(&self, message: &str) {
+        with_node(self, |t| {
+            let max = t.op.store().limits.max_text_len;
+            let target = self
+                .metadata()
+                .map(|m| Arc::from(m.target()))
+                .unwrap_or_else(|| Arc::from(""));
+            t.fail(
+                Arc::from(sanitize(message, max)),
+                ErrorOrigin::Explicit,
+                target,
+                None,
+                Metadata::default(),
+            );
+        });
+    }
+
+    fn is_cancelled(&self) -> bool {
+        let mut cancelled = false;
+        with_node(self, |t| cancelled = t.op.is_cancelled());
+        cancelled
+    }
+
+    fn progress_id(&self) -> Option<NodeId> {
+        let mut id = None;
+        with_node(self, |t| id = Some(t.id));
+        id
+    }
+
+    fn operation_id(&self) -> Option<OperationId> {
+        let mut id = None;
+        with_node(self, |t| id = Some(t.op.id));
+        id
+    }
+}
+
+/// Whether the operation of the current span was asked to cancel; `false` outside tracked
+/// spans. Shorthand for `Span::current().is_cancelled()`.
+///
+/// ```
+/// if tracing_progress::is_cancelled() {
+///     return; // stop early; the node will end as cancelled
+/// }
+/// ```
+pub fn is_cancelled() -> bool {
+    Span::current().is_cancelled()
+}

@@ -1,0 +1,341 @@
+//! Turns recorded fields into an [`Update`]: progress fields by name, everything else metadata.
+//!
+//! Bad input has one defined outcome per case (also in the crate docs):
+//! * a `progress.total`/`current`/`inc` that is negative, not a number, NaN or infinite is
+//!   ignored and noted in the node's `input_errors`;
+//! * a float is rounded to the nearest integer;
+//! * text longer than the limit is cut at a character boundary and ends with
+//!   `…[truncated, N bytes]`; control characters other than `\n` and `\t` are written as
+//!   `\u{..}` escapes, so nothing is lost and terminals stay safe;
+//! * an unknown `progress.*` field is kept as metadata and noted in `input_errors`.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write};
+use std::sync::Arc;
+
+use tracing_core::field::{Field, Visit};
+
+use super::classify::{PREFIX, SpanClass};
+use crate::model::FieldValue;
+use crate::store::tree::Update;
+
+/// What the visitor collected beyond the update itself.
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub(crate) level: Option<Arc<str>>,
+    pub(crate) operation: Option<Arc<str>>,
+    /// The event's `message` field (events only).
+    pub(crate) event_message: Option<Arc<str>>,
+    /// The event's `error` field (events only), used as the failure text without a message.
+    pub(crate) event_error: Option<Arc<str>>,
+}
+
+pub(crate) struct FieldVisitor<'a> {
+    class: &'a SpanClass,
+    max_text: usize,
+    is_event: bool,
+    /// Real length of a Debug value that was cut while formatting, for the truncation marker.
+    cut_len: Option<usize>,
+    pub(crate) update: Update,
+    pub(crate) extra: Extra,
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    Total,
+    Current,
+    Inc,
+}
+
+impl<'a> FieldVisitor<'a> {
+    pub(crate) fn new(class: &'a SpanClass, max_text: usize, is_event: bool) -> Self {
+        FieldVisitor {
+            class,
+            max_text,
+            is_event,
+            cut_len: None,
+            update: Update::default(),
+            extra: Extra::default(),
+        }
+    }
+
+    fn text(&self, s: &str) -> Arc<str> {
+        Arc::from(sanitize_sized(
+            s,
+            self.max_text,
+            self.cut_len.unwrap_or(s.len()),
+        ))
+    }
+
+    fn set_number(&mut self, which: Num, value: u64) {
+        match which {
+            Num::Total => self.update.total = Some(value),
+            Num::Current => self.update.current = Some(value),
+            Num::Inc => self.update.inc = self.update.inc.saturating_add(value),
+        }
+    }
+
+    fn bad_number(&mut self, field: &Field, shown: &dyn fmt::Display) {
+        let mut msg = String::new();
+        let _ = write!(
+            msg,
+            "{} ignored: {shown} is not a non-negative number",
+            field.name()
+        );
+        let msg = sanitize(&msg, 256).into_owned();
+        self.update.input_errors.push(Arc::from(msg));
+    }
+
+    fn number_field(field: &Field) -> Option<Num> {
+        match field.name().strip_prefix(PREFIX)? {
+            "total" => Some(Num::Total),
+            "current" => Some(Num::Current),
+            "inc" => Some(Num::Inc),
+            _ => None,
+        }
+    }
+
+    /// Handles a text value for any field.
+    fn text_field(&mut self, field: &Field, value: &str, from_debug: bool) {
+        if let Some(which) = Self::number_field(field) {
+            match parse_count(value) {
+                Some(v) => self.set_number(which, v),
+                None => self.bad_number(field, &format_args!("{:?}", truncate_chars(value, 40))),
+            }
+            return;
+        }
+        let name = field.name();
+        match name.strip_prefix(PREFIX) {
+            Some("level") => {
+                self.extra.level = Some(self.class.intern_level(&sanitize(value, 128)))
+            }
+            Some("name") => self.update.name = Some(self.text(value)),
+            Some("operation") => self.extra.operation = Some(self.text(value)),
+            Some("message") => self.update.message = Some(self.text(value)),
+            Some("unit") => self.update.unit = Some(self.text(value)),
+            Some(_) => self.unknown_progress_field(field, FieldValue::Str(self.text(value))),
+            None if self.is_event && name == "message" => {
+                self.extra.event_message = Some(self.text(value))
+            }
+            None => {
+                if self.is_event && name == "error" {
+                    self.extra.event_error = Some(self.text(value));
+                }
+                if self.class.name_field.as_deref() == Some(name) {
+                    let unquoted = if from_debug {
+                        strip_debug_quotes(value)
+                    } else {
+                        value
+                    };
+                    self.update.name = Some(self.text(unquoted));
+                }
+                let v = FieldValue::Str(self.text(value));
+                self.meta(field, v);
+            }
+        }
+    }
+
+    fn unknown_progress_field(&mut self, field: &Field, value: FieldValue) {
+        self.update.input_errors.push(Arc::from(format!(
+            "unknown progress field {:?} kept as metadata",
+            field.name()
+        )));
+        self.meta(field, value);
+    }
+
+    fn meta(&mut self, field: &Field, value: FieldValue) {
+        let name = self.class.field_name(field.index(), field.name());
+        self.update.metadata.push((name, value));
+    }
+
+    /// Handles a non-text value.
+    fn value_field(&mut self, field: &Field, value: FieldValue) {
+        let name = field.name();
+        if let Some(which) = Self::number_field(field) {
+            match value {
+                FieldValue::U64(v) => self.set_number(which, v),
+                FieldValue::I64(v) if v >= 0 => self.set_number(which, v as u64),
+                FieldValue::F64(v) if v.is_finite() && v >= 0.0 => {
+                    self.set_number(which, v.round().min(u64::MAX as f64) as u64)
+                }
+                other => self.bad_number(field, &other),
+            }
+            return;
+        }
+        match name.strip_prefix(PREFIX) {
+            // `progress.track = true` only marks the span as tracked.
+            Some("track") if matches!(value, FieldValue::Bool(_)) => {}
+            Some("level" | "name" | "operation" | "message" | "unit") => {
+                let text = value.to_string();
+                self.text_field(field, &text, false);
+            }
+            Some(_) => self.unknown_progress_field(field, value),
+            None => {
+                if self.class.name_field.as_deref() == Some(name) {
+                    self.update.name = Some(self.text(&value.to_string()));
+                }
+                self.meta(field, value);
+            }
+        }
+    }
+}
+
+impl Visit for FieldVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.value_field(field, FieldValue::F64(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.value_field(field, FieldValue::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.value_field(field, FieldValue::U64(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        match i64::try_from(value) {
+            Ok(v) => self.record_i64(field, v),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        match u64::try_from(value) {
+            Ok(v) => self.record_u64(field, v),
+            Err(_) => self.record_debug(field, &value),
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.value_field(field, FieldValue::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text_field(field, value, false);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            let _ = write!(text, ": {s}");
+            source = s.source();
+        }
+        self.text_field(field, &text, false);
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut text = String::new();
+        let mut writer = LimitedWriter::new(&mut text, self.max_text + 1);
+        let _ = write!(writer, "{value:?}");
+        let total = writer.total;
+        self.cut_len = (total > text.len()).then_some(total);
+        self.text_field(field, &text, true);
+        self.cut_len = None;
+    }
+}
+
+/// Stops collecting after `limit` bytes, so a huge Debug value cannot allocate without bound.
+struct LimitedWriter<'a> {
+    out: &'a mut String,
+    limit: usize,
+    /// Bytes offered, kept or not.
+    total: usize,
+}
+
+impl<'a> LimitedWriter<'a> {
+    fn new(out: &'a mut String, limit: usize) -> Self {
+        LimitedWriter {
+            out,
+            limit,
+            total: 0,
+        }
+    }
+}
+
+impl Write for LimitedWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.total += s.len();
+        let room = self.limit.saturating_sub(self.out.len());
+        if room == 0 {
+            return Ok(());
+        }
+        self.out.push_str(truncate_chars(s, room));
+        Ok(())
+    }
+}
+
+/// Parses a count given as text: an integer, or a non-negative finite float (rounded).
+fn parse_count(s: &str) -> Option<u64> {
+    let s = s.trim().trim_matches('"');
+    if let Ok(v) = s.parse::<u64>() {
+        return Some(v);
+    }
+    let f = s.parse::<f64>().ok()?;
+    (f.is_finite() && f >= 0.0).then(|| f.round().min(u64::MAX as f64) as u64)
+}
+
+fn strip_debug_quotes(s: &str) -> &str {
+    s.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_chars(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Limits length and escapes control characters (except newline and tab).
+pub(crate) fn sanitize(s: &str, max: usize) -> Cow<'_, str> {
+    sanitize_sized(s, max, s.len())
+}
+
+/// [`sanitize`] for text that may already be a cut prefix of `full_len` bytes.
+fn sanitize_sized(s: &str, max: usize, full_len: usize) -> Cow<'_, str> {
+    let clean = |c: char| !c.is_control() || c == '\n' || c == '\t';
+    if s.len() <= max && full_len == s.len() && s.chars().all(clean) {
+        return Cow::Borrowed(s);
+    }
+    let kept = truncate_chars(s, max);
+    let mut out = String::with_capacity(kept.len() + 32);
+    for c in kept.chars() {
+        if clean(c) {
+            out.push(c);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    if kept.len() < full_len {
+        let _ = write!(out, "…[truncated, {full_len} bytes]");
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_truncates_on_char_boundary_with_marker() {
+        let s = "é".repeat(10);
+        let out = sanitize(&s, 5);
+        assert_eq!(out, "éé…[truncated, 20 bytes]");
+    }
+
+    #[test]
+    fn sanitize_escapes_control_characters_but_keeps_newlines() {
+        assert_eq!(sanitize("a\u{1b}[31mb\nc\td", 100), "a\\u{1b}[31mb\nc\td");
+        assert!(matches!(sanitize("plain", 100), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn counts_parse_from_text() {
+        assert_eq!(parse_count(" 12 "), Some(12));
+        assert_eq!(parse_count("2.6"), Some(3));
+        assert_eq!(parse_count("\"7\""), Some(7));
+        assert_eq!(parse_count("-1"), None);
+        assert_eq!(parse_count("NaN"), None);
+        assert_eq!(parse_count("abc"), None);
+    }
+}

@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(docsrs, deny(rustdoc::broken_intra_doc_links))]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod layer;
+pub mod model;
+mod store;
+
+pub use layer::layer;
+pub use layer::span_ext::{ProgressSpanExt, is_cancelled};
+pub use layer::{BuildError, Builder, ProgressLayer, classify::TrackRule};
+pub use model::{
+    ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId,
+    OperationId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status, Timing,
+};
+pub use store::{CancelError, HistoryQuery, Store, StoreStats, Subscription, Update};
+
+/// Brings [`ProgressSpanExt`] into scope without adding names: `use tracing_progress::prelude::*;`.
+pub mod prelude {
+    pub use crate::ProgressSpanExt as _;
+}

@@ -1,0 +1,427 @@
+//! The progress model: plain data, no locks, no `tracing-subscriber` types.
+//!
+//! Everything the store hands out is one of these types. They serialize to a documented JSON
+//! shape whose version is [`SCHEMA_VERSION`]; a field is only ever added in a minor version, and
+//! a rename or removal bumps the version.
+//!
+//! * [`ProgressState`] is one operation: the outermost tracked span and everything below it.
+//! * [`ProgressLevel`] is one node of that tree (a setlist, a song, an action, a block, ...).
+//! * Times are microseconds: `*_at_us` are wall-clock times since the Unix epoch, `*_us`
+//!   without `_at` are durations.
+
+mod render;
+mod value;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+pub use value::{FieldValue, Metadata};
+
+/// Version of the JSON shape of [`ProgressState`] (its `schema_version` field).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Identifier of a node, unique within the process: never reused, unlike `tracing` span ids.
+///
+/// An operation's id is the id of its root node.
+///
+/// ```
+/// use tracing_progress::NodeId;
+/// let id: NodeId = "42".parse().unwrap();
+/// assert_eq!(id.as_u64(), 42);
+/// assert_eq!(id.to_string(), "42");
+/// assert!("x".parse::<NodeId>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(u64);
+
+/// Identifier of an operation: the [`NodeId`] of its root node.
+pub type OperationId = NodeId;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl NodeId {
+    /// Hands out the next id; a process-wide counter, so ids never repeat across stores.
+    pub(crate) fn next() -> Self {
+        NodeId(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The numeric value.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Wraps a numeric value, for ids read back from JSON, a URL or a command line.
+    pub fn from_u64(v: u64) -> Self {
+        NodeId(v)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for NodeId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim()
+            .parse::<u64>()
+            .map(NodeId)
+            .map_err(|_| ParseError::new("node id", s, "a non-negative integer"))
+    }
+}
+
+/// Lifecycle of a node or operation.
+///
+/// ```
+/// use tracing_progress::Status;
+/// assert_eq!("failed".parse::<Status>().unwrap(), Status::Failed);
+/// assert!(Status::Cancelled.is_finished());
+/// assert!(!Status::Running.is_finished());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, not entered yet.
+    Pending,
+    /// Entered at least once and not closed.
+    Running,
+    /// Closed with no error and no cancellation.
+    Completed,
+    /// An ERROR event happened inside it, it was marked failed, or it closed during a panic.
+    Failed,
+    /// Closed after its operation was asked to cancel.
+    Cancelled,
+}
+
+impl Status {
+    /// Whether the node is closed (completed, failed or cancelled).
+    pub fn is_finished(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+
+    /// The lowercase name used in JSON and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "pending" => Status::Pending,
+            "running" => Status::Running,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "cancelled" | "canceled" => Status::Cancelled,
+            _ => {
+                return Err(ParseError::new(
+                    "status",
+                    s,
+                    "one of pending, running, completed, failed, cancelled",
+                ));
+            }
+        })
+    }
+}
+
+/// A value that could not be parsed; says what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    what: &'static str,
+    input: String,
+    expected: &'static str,
+}
+
+impl ParseError {
+    fn new(what: &'static str, input: &str, expected: &'static str) -> Self {
+        let input: String = input.chars().take(64).collect();
+        ParseError {
+            what,
+            input,
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} {:?}: expected {}",
+            self.what, self.input, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Where a failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorOrigin {
+    /// An ERROR-level event inside the level (this covers `#[instrument(err)]`).
+    Event,
+    /// The span closed while its thread was panicking.
+    Panic,
+    /// Marked failed through [`ProgressSpanExt::fail`](crate::ProgressSpanExt::fail).
+    Explicit,
+}
+
+/// A failure with its context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorInfo {
+    /// The error text: the event's message, its `error` field, or the panic message.
+    pub message: Arc<str>,
+    /// Where the failure came from.
+    pub origin: ErrorOrigin,
+    /// The failing node.
+    pub node_id: NodeId,
+    /// Names from the operation's root down to the failing node.
+    pub path: Vec<Arc<str>>,
+    /// The `tracing` target of the event or span that failed.
+    pub target: Arc<str>,
+    /// Source location (`file:line`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Arc<str>>,
+    /// Other fields of the error event.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub fields: Metadata,
+    /// When it happened (µs since the Unix epoch).
+    pub at_us: u64,
+}
+
+/// What an ancestor keeps of the failures below it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FailureSummary {
+    /// How many nodes below this one failed.
+    pub count: u64,
+    /// The most recent failure below this one, with its path.
+    pub last: ErrorInfo,
+}
+
+/// Finished children of one level type that were folded away to keep memory bounded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FoldedChildren {
+    /// Level type of the folded children.
+    pub level_type: Arc<str>,
+    /// How many were folded.
+    pub count: u64,
+    /// How many of them completed.
+    pub completed: u64,
+    /// How many failed.
+    pub failed: u64,
+    /// How many were cancelled.
+    pub cancelled: u64,
+    /// Shortest duration (µs).
+    pub min_us: u64,
+    /// Mean duration (µs).
+    pub mean_us: u64,
+    /// Longest duration (µs).
+    pub max_us: u64,
+}
+
+/// Timing of one node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Timing {
+    /// When the span was created (µs since the Unix epoch).
+    pub created_at_us: u64,
+    /// When it was first entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_us: Option<u64>,
+    /// When it closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at_us: Option<u64>,
+    /// From start (or creation, if never entered) to close, or to the snapshot if still open.
+    pub elapsed_us: u64,
+    /// Time spent entered (executing inside the span).
+    pub busy_us: u64,
+    /// Time alive but not entered: `elapsed - busy` measured from creation.
+    pub idle_us: u64,
+}
+
+/// One node of the progress tree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProgressLevel {
+    /// Store-assigned id, unique in the process.
+    pub id: NodeId,
+    /// Kind of level: `setlist`, `song`, `action`, `block`, ... (from `progress.level`, a
+    /// builder rule, or the span name).
+    pub level_type: Arc<str>,
+    /// Display name (from `progress.name`, the rule's name field, or the span name).
+    pub name: Arc<str>,
+    /// The `tracing` span name.
+    pub span_name: Arc<str>,
+    /// The `tracing` target.
+    pub target: Arc<str>,
+    /// Current status.
+    pub status: Status,
+    /// Units done: explicit (`progress.current`, `inc`) or, if never set, the number of
+    /// finished tracked children.
+    pub current: u64,
+    /// Units expected, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Completion in percent (0 to 100), rolled up from running children; `None` when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// Unit of `current`/`total` (`progress.unit`), e.g. `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Arc<str>>,
+    /// Latest message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Arc<str>>,
+    /// Timing.
+    pub timing: Timing,
+    /// This node's own failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Failures of descendants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_below: Option<FailureSummary>,
+    /// All other fields of the span and its progress events.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
+    /// Input that could not be used as given (a non-numeric total, ...), most recent last,
+    /// at most 8; see the crate docs for each case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_errors: Vec<Arc<str>>,
+    /// True when this node sits at the depth limit and its tracked descendants were attached
+    /// to it directly instead of nesting deeper.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flattened: bool,
+    /// Retained children in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ProgressLevel>,
+    /// Summaries of finished children folded away, one per level type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<FoldedChildren>,
+}
+
+impl ProgressLevel {
+    /// Visits this node and all retained descendants, depth first, parents before children.
+    ///
+    /// ```
+    /// # use tracing_progress::ProgressLevel;
+    /// fn count(level: &ProgressLevel) -> usize { level.walk().count() }
+    /// ```
+    pub fn walk(&self) -> impl Iterator<Item = &ProgressLevel> {
+        let mut stack = vec![self];
+        std::iter::from_fn(move || {
+            let next = stack.pop()?;
+            stack.extend(next.children.iter().rev());
+            Some(next)
+        })
+    }
+
+    /// Finds a node by id among this node and its retained descendants.
+    pub fn find(&self, id: NodeId) -> Option<&ProgressLevel> {
+        self.walk().find(|l| l.id == id)
+    }
+
+    /// The first retained child with this name, if any.
+    pub fn child(&self, name: &str) -> Option<&ProgressLevel> {
+        self.children.iter().find(|c| &*c.name == name)
+    }
+}
+
+/// Counters about one operation's tree.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OperationMetrics {
+    /// Tracked spans seen in this operation, folded ones included.
+    pub nodes_seen: u64,
+    /// Nodes currently retained in the tree.
+    pub nodes_retained: u64,
+    /// Finished nodes folded into summaries.
+    pub nodes_folded: u64,
+    /// Nodes that failed.
+    pub nodes_failed: u64,
+    /// Progress updates applied (records, events and extension-trait calls).
+    pub updates: u64,
+    /// Input errors (see [`ProgressLevel::input_errors`]).
+    pub input_errors: u64,
+}
+
+/// One operation: the outermost tracked span and its whole tree.
+///
+/// ```
+/// # fn docs(store: tracing_progress::Store) {
+/// for op in store.active() {
+///     println!("{} {} {:?}%", op.operation_type, op.status, op.root.percentage);
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProgressState {
+    /// Version of this JSON shape ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Operation id (the root node's id).
+    pub id: OperationId,
+    /// Operation type: `progress.operation`, a rule's operation type, or the root's level type.
+    pub operation_type: Arc<str>,
+    /// The root node's name.
+    pub name: Arc<str>,
+    /// The root node's status.
+    pub status: Status,
+    /// Whether cancellation was requested.
+    pub cancel_requested: bool,
+    /// When the root was first entered (µs since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_us: Option<u64>,
+    /// When the root closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at_us: Option<u64>,
+    /// The root's own error, or else the latest failure anywhere below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Counters about the tree.
+    pub metrics: OperationMetrics,
+    /// When this snapshot was taken (µs since the Unix epoch).
+    pub snapshot_at_us: u64,
+    /// The root node and its tree.
+    pub root: ProgressLevel,
+}
+
+impl ProgressState {
+    /// Finds a node anywhere in the retained tree.
+    pub fn find(&self, id: NodeId) -> Option<&ProgressLevel> {
+        self.root.find(id)
+    }
+
+    /// Serializes to JSON (the documented, versioned shape).
+    pub fn to_json(&self) -> String {
+        // Serializing this plain data cannot fail: all map keys are strings.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A plain indented dump of the tree, one node per line (the same as `Display`).
+    pub fn render_tree(&self) -> String {
+        self.to_string()
+    }
+}

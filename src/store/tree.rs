@@ -1,0 +1,745 @@
+//! One operation's tree: a slot arena of nodes behind the operation's own lock.
+//!
+//! Every structural change and progress update of an operation goes through its [`Tree`],
+//! so two threads working on *different* operations never touch the same lock. Finished
+//! nodes are folded into per-parent summaries past the configured limits, so an operation with
+//! a million blocks keeps a bounded number of nodes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::model::{
+    ErrorInfo, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId, OperationMetrics,
+    ProgressLevel, ProgressState, SCHEMA_VERSION, Status, Timing,
+};
+use crate::store::Limits;
+
+/// At most this many input errors are kept per node (older ones are dropped first).
+const MAX_INPUT_ERRORS: usize = 8;
+
+/// Slot of the root node: the first node pushed into a new tree.
+pub(crate) const ROOT_SLOT: u32 = 0;
+
+/// The data a new node starts with.
+pub(crate) struct NewNode {
+    pub(crate) id: NodeId,
+    pub(crate) level_type: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) span_name: Arc<str>,
+    pub(crate) target: Arc<str>,
+    pub(crate) created_us: u64,
+    pub(crate) flattened: bool,
+}
+
+/// Fields that rarely change, boxed to keep a live node small.
+#[derive(Default)]
+struct Cold {
+    unit: Option<Arc<str>>,
+    error: Option<ErrorInfo>,
+    failures_below: Option<FailureSummary>,
+    folded: Vec<FoldedChildren>,
+    input_errors: Vec<Arc<str>>,
+    flattened: bool,
+}
+
+pub(crate) struct Node {
+    id: NodeId,
+    parent: Option<u32>,
+    status: Status,
+    explicit_current: bool,
+    level_type: Arc<str>,
+    name: Arc<str>,
+    span_name: Arc<str>,
+    target: Arc<str>,
+    current: u64,
+    total: Option<u64>,
+    message: Option<Arc<str>>,
+    created_us: u64,
+    started_us: Option<u64>,
+    completed_us: Option<u64>,
+    busy_ns: u64,
+    /// Slots of retained children, in creation order.
+    children: Vec<u32>,
+    /// Finished tracked children, folded ones included.
+    finished_children: u64,
+    /// Finished children still retained in `children`.
+    retained_finished_children: u32,
+    metadata: Metadata,
+    cold: Option<Box<Cold>>,
+}
+
+impl Node {
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Default::default)
+    }
+
+    fn duration_us(&self) -> u64 {
+        let start = self.started_us.unwrap_or(self.created_us);
+        self.completed_us.unwrap_or(start).saturating_sub(start)
+    }
+}
+
+/// How a node ended, decided by the layer at close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseOutcome {
+    Completed,
+    Cancelled,
+}
+
+/// One progress update, applied under the operation's lock.
+#[derive(Default)]
+pub(crate) struct Update {
+    pub(crate) total: Option<u64>,
+    pub(crate) current: Option<u64>,
+    pub(crate) inc: u64,
+    pub(crate) message: Option<Arc<str>>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) unit: Option<Arc<str>>,
+    pub(crate) metadata: Vec<(Arc<str>, FieldValue)>,
+    pub(crate) input_errors: Vec<Arc<str>>,
+}
+
+impl Update {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.total.is_none()
+            && self.current.is_none()
+            && self.inc == 0
+            && self.message.is_none()
+            && self.name.is_none()
+            && self.unit.is_none()
+            && self.metadata.is_empty()
+            && self.input_errors.is_empty()
+    }
+}
+
+pub(crate) struct Tree {
+    nodes: Vec<Option<Node>>,
+    free: Vec<u32>,
+    /// Finished nodes in completion order, for operation-wide folding. May hold stale entries
+    /// (already folded); it is compacted when it grows past twice the limit.
+    finished: VecDeque<(u32, NodeId)>,
+    finished_retained: usize,
+    metrics: OperationMetrics,
+    limits: Limits,
+    pub(crate) operation_type: Arc<str>,
+}
+
+impl Tree {
+    pub(crate) fn new(root: NewNode, operation_type: Arc<str>, limits: Limits) -> Self {
+        let mut tree = Tree {
+            nodes: Vec::with_capacity(4),
+            free: Vec::new(),
+            finished: VecDeque::new(),
+            finished_retained: 0,
+            metrics: OperationMetrics::default(),
+            limits,
+            operation_type,
+        };
+        tree.insert(root, None);
+        tree
+    }
+
+    fn insert(&mut self, new: NewNode, parent: Option<u32>) -> u32 {
+        let node = Node {
+            id: new.id,
+            parent,
+            status: Status::Pending,
+            explicit_current: false,
+            level_type: new.level_type,
+            name: new.name,
+            span_name: new.span_name,
+            target: new.target,
+            current: 0,
+            total: None,
+            message: None,
+            created_us: new.created_us,
+            started_us: None,
+            completed_us: None,
+            busy_ns: 0,
+            children: Vec::new(),
+            finished_children: 0,
+            retained_finished_children: 0,
+            metadata: Metadata::default(),
+            cold: new.flattened.then(|| {
+                Box::new(Cold {
+                    flattened: true,
+                    ..Cold::default()
+                })
+            }),
+        };
+        self.metrics.nodes_seen += 1;
+        self.metrics.nodes_retained += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.nodes[slot as usize] = Some(node);
+                slot
+            }
+            None => {
+                self.nodes.push(Some(node));
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn node(&self, slot: u32, id: NodeId) -> Option<&Node> {
+        self.nodes
+            .get(slot as usize)?
+            .as_ref()
+            .filter(|n| n.id == id)
+    }
+
+    fn node_mut(&mut self, slot: u32, id: NodeId) -> Option<&mut Node> {
+        self.nodes
+            .get_mut(slot as usize)?
+            .as_mut()
+            .filter(|n| n.id == id)
+    }
+
+    fn slot(&self, slot: u32) -> Option<&Node> {
+        self.nodes.get(slot as usize)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Adds a child under `(parent_slot, parent_id)`; `None` if the parent is gone.
+    pub(crate) fn add_child(
+        &mut self,
+        parent_slot: u32,
+        parent_id: NodeId,
+        new: NewNode,
+    ) -> Option<u32> {
+        self.node(parent_slot, parent_id)?;
+        let slot = self.insert(new, Some(parent_slot));
+        if let Some(parent) = self.slot_mut(parent_slot) {
+            parent.children.push(slot);
+        }
+        Some(slot)
+    }
+
+    /// First enter: pending becomes running.
+    pub(crate) fn start(&mut self, slot: u32, id: NodeId, now_us: u64) {
+        if let Some(n) = self.node_mut(slot, id) {
+            if n.status == Status::Pending {
+                n.status = Status::Running;
+            }
+            n.started_us.get_or_insert(now_us);
+        }
+    }
+
+    /// Applies an update; returns false if the node is gone or closed (the update is dropped).
+    pub(crate) fn apply(&mut self, slot: u32, id: NodeId, update: Update) -> bool {
+        if update.is_empty() {
+            return true;
+        }
+        let max_meta = self.limits.max_metadata_entries;
+        let Some(n) = self.node_mut(slot, id) else {
+            return false;
+        };
+        if n.status.is_finished() {
+            return false;
+        }
+        if let Some(t) = update.total {
+            n.total = Some(t);
+        }
+        if let Some(c) = update.current {
+            n.current = c;
+            n.explicit_current = true;
+        }
+        if update.inc > 0 {
+            if !n.explicit_current {
+                // The first explicit count starts from zero, not from the derived child count.
+                n.current = 0;
+                n.explicit_current = true;
+            }
+            n.current = n.current.saturating_add(update.inc);
+        }
+        if update.message.is_some() {
+            n.message = update.message;
+        }
+        if let Some(name) = update.name {
+            n.name = name;
+        }
+        if update.unit.is_some() {
+            n.cold().unit = update.unit;
+        }
+        let mut errors = update.input_errors.len() as u64;
+        for (k, v) in update.metadata {
+            if n.metadata.len() < max_meta || n.metadata.get(&k).is_some() {
+                n.metadata.insert(k, v);
+            } else {
+                errors += 1;
+                push_input_error(
+                    n.cold(),
+                    Arc::from(format!(
+                        "metadata field {k:?} dropped: node already has {max_meta} fields"
+                    )),
+                );
+            }
+        }
+        if !update.input_errors.is_empty() {
+            let cold = n.cold();
+            for e in update.input_errors {
+                push_input_error(cold, e);
+            }
+        }
+        self.metrics.input_errors += errors;
+        self.metrics.updates += 1;
+        true
+    }
+
+    /// Marks a node failed and tells every ancestor. The node keeps its first error.
+    pub(crate) fn fail(&mut self, slot: u32, id: NodeId, mut error: ErrorInfo) {
+        let Some(path) = self.path(slot, id) else {
+            return;
+        };
+        error.path = path;
+        let Some(n) = self.node_mut(slot, id) else {
+            return;
+        };
+        let first = n.status != Status::Failed;
+        n.status = Status::Failed;
+        let mut parent = n.parent;
+        let cold = n.cold();
+        if cold.error.is_none() {
+            cold.error = Some(error.clone());
+        }
+        if first {
+            self.metrics.nodes_failed += 1;
+        }
+        while let Some(p) = parent {
+            let Some(pn) = self.slot_mut(p) else { break };
+            parent = pn.parent;
+            let cold = pn.cold();
+            match &mut cold.failures_below {
+                Some(s) => {
+                    s.count += 1;
+                    s.last = error.clone();
+                }
+                None => {
+                    cold.failures_below = Some(FailureSummary {
+                        count: 1,
+                        last: error.clone(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Names from the root down to this node.
+    fn path(&self, slot: u32, id: NodeId) -> Option<Vec<Arc<str>>> {
+        let mut path = Vec::new();
+        let mut cur = Some(self.node(slot, id)?);
+        while let Some(n) = cur {
+            path.push(n.name.clone());
+            cur = n.parent.and_then(|p| self.slot(p));
+        }
+        path.reverse();
+        Some(path)
+    }
+
+    /// Closes a node; a failed node stays failed. Returns true when the root closed.
+    pub(crate) fn close(
+        &mut self,
+        slot: u32,
+        id: NodeId,
+        now_us: u64,
+        busy_ns: u64,
+        outcome: CloseOutcome,
+    ) -> bool {
+        let Some(n) = self.node_mut(slot, id) else {
+            return false;
+        };
+        if n.status.is_finished() && n.completed_us.is_some() {
+            return false;
+        }
+        n.status = match (n.status, outcome) {
+            (Status::Failed, _) => Status::Failed,
+            (_, CloseOutcome::Cancelled) => Status::Cancelled,
+            (_, CloseOutcome::Completed) => Status::Completed,
+        };
+        n.completed_us = Some(now_us);
+        n.busy_ns = busy_ns;
+        let parent = n.parent;
+        let Some(parent) = parent else {
+            return true;
+        };
+        self.finished_retained += 1;
+        self.finished.push_back((slot, id));
+        let per_parent = self.limits.max_finished_children;
+        let over = match self.slot_mut(parent) {
+            Some(p) => {
+                p.finished_children += 1;
+                p.retained_finished_children += 1;
+                p.retained_finished_children as usize > per_parent
+            }
+            None => false,
+        };
+        if over {
+            self.fold_oldest_child(parent);
+        }
+        self.enforce_operation_limit();
+        false
+    }
+
+    /// Per-parent limit: fold the oldest finished child, sparing failed ones while possible.
+    fn fold_oldest_child(&mut self, parent: u32) {
+        let Some(p) = self.slot(parent) else { return };
+        let finished = |s: &&u32| self.slot(**s).is_some_and(|c| c.status.is_finished());
+        let victim = p
+            .children
+            .iter()
+            .filter(finished)
+            .find(|s| self.slot(**s).is_some_and(|c| c.status != Status::Failed))
+            .or_else(|| p.children.iter().find(finished))
+            .copied();
+        if let Some(v) = victim {
+            self.fold(v);
+        }
+    }
+
+    /// Operation-wide limit on retained finished nodes: fold in completion order.
+    fn enforce_operation_limit(&mut self) {
+        let max = self.limits.max_finished_nodes;
+        while self.finished_retained > max {
+            let Some((slot, id)) = self.finished.pop_front() else {
+                break;
+            };
+            if self.node(slot, id).is_some() {
+                self.fold(slot);
+            }
+        }
+        if self.finished.len() > 2 * max + 64 {
+            let nodes = &self.nodes;
+            self.finished.retain(|(slot, id)| {
+                nodes
+                    .get(*slot as usize)
+                    .and_then(|n| n.as_ref())
+                    .is_some_and(|n| n.id == *id)
+            });
+        }
+    }
+
+    /// Removes a finished node and its subtree, adding it to its parent's folded summary.
+    fn fold(&mut self, slot: u32) {
+        let Some(n) = self.slot(slot) else { return };
+        let Some(parent) = n.parent else { return };
+        if !n.status.is_finished() {
+            return;
+        }
+        let (level_type, status, duration) = (n.level_type.clone(), n.status, n.duration_us());
+        // Remove the subtree; only finished nodes can be in it (a span outlives its children).
+        let mut stack = vec![slot];
+        let mut removed = 0u64;
+        while let Some(s) = stack.pop() {
+            if let Some(node) = self.nodes.get_mut(s as usize).and_then(Option::take) {
+                if node.status.is_finished() && node.parent.is_some() {
+                    self.finished_retained = self.finished_retained.saturating_sub(1);
+                }
+                stack.extend(node.children.iter().copied());
+                self.free.push(s);
+                removed += 1;
+            }
+        }
+        self.metrics.nodes_folded += removed;
+        self.metrics.nodes_retained = self.metrics.nodes_retained.saturating_sub(removed);
+        let Some(p) = self.slot_mut(parent) else {
+            return;
+        };
+        if let Some(pos) = p.children.iter().position(|c| *c == slot) {
+            p.children.remove(pos);
+        }
+        p.retained_finished_children = p.retained_finished_children.saturating_sub(1);
+        let folded = &mut p.cold().folded;
+        let entry = match folded.iter().position(|f| f.level_type == level_type) {
+            Some(i) => &mut folded[i],
+            None => {
+                folded.push(FoldedChildren {
+                    level_type,
+                    count: 0,
+                    completed: 0,
+                    failed: 0,
+                    cancelled: 0,
+                    min_us: u64::MAX,
+                    mean_us: 0,
+                    max_us: 0,
+                });
+                let last = folded.len() - 1;
+                &mut folded[last]
+            }
+        };
+        // Running mean in integers: exact enough for µs and never overflows.
+        entry.count += 1;
+        let delta = duration as i128 - entry.mean_us as i128;
+        entry.mean_us = (entry.mean_us as i128 + delta / entry.count as i128).max(0) as u64;
+        entry.min_us = entry.min_us.min(duration);
+        entry.max_us = entry.max_us.max(duration);
+        match status {
+            Status::Failed => entry.failed += 1,
+            Status::Cancelled => entry.cancelled += 1,
+            _ => entry.completed += 1,
+        }
+    }
+
+    /// Builds the model tree. Iterative, so deep trees cannot overflow the stack.
+    pub(crate) fn snapshot(
+        &self,
+        id: NodeId,
+        cancel_requested: bool,
+        now_us: u64,
+    ) -> ProgressState {
+        let mut order = Vec::with_capacity(self.metrics.nodes_retained as usize);
+        let mut stack = vec![ROOT_SLOT];
+        while let Some(s) = stack.pop() {
+            if let Some(n) = self.slot(s) {
+                order.push(s);
+                stack.extend(n.children.iter().rev().copied());
+            }
+        }
+        let mut built: Vec<Option<(ProgressLevel, Option<f64>)>> = Vec::new();
+        built.resize_with(self.nodes.len(), || None);
+        for &s in order.iter().rev() {
+            let Some(n) = self.slot(s) else { continue };
+            let mut children = Vec::with_capacity(n.children.len());
+            let mut partial = 0.0;
+            for &c in &n.children {
+                if let Some((level, fraction)) = built.get_mut(c as usize).and_then(Option::take) {
+                    if !level.status.is_finished() {
+                        partial += fraction.unwrap_or(0.0);
+                    }
+                    children.push(level);
+                }
+            }
+            let level = self.build_level(n, children, partial, now_us);
+            let fraction = level.percentage.map(|p| p / 100.0);
+            if let Some(slot) = built.get_mut(s as usize) {
+                *slot = Some((level, fraction));
+            }
+        }
+        let root = built
+            .get_mut(ROOT_SLOT as usize)
+            .and_then(Option::take)
+            .map(|(l, _)| l)
+            .unwrap_or_else(|| self.placeholder_root(id, now_us));
+        let error = root
+            .error
+            .clone()
+            .or_else(|| root.failures_below.as_ref().map(|f| f.last.clone()));
+        ProgressState {
+            schema_version: SCHEMA_VERSION,
+            id,
+            operation_type: self.operation_type.clone(),
+            name: root.name.clone(),
+            status: root.status,
+            cancel_requested,
+            started_at_us: root.timing.started_at_us,
+            completed_at_us: root.timing.completed_at_us,
+            error,
+            metrics: self.metrics.clone(),
+            snapshot_at_us: now_us,
+            root,
+        }
+    }
+
+    fn build_level(
+        &self,
+        n: &Node,
+        children: Vec<ProgressLevel>,
+        partial: f64,
+        now_us: u64,
+    ) -> ProgressLevel {
+        let current = if n.explicit_current {
+            n.current
+        } else {
+            n.finished_children
+        };
+        let percentage = match (n.status, n.total) {
+            (Status::Completed, _) => Some(100.0),
+            (_, Some(t)) if t > 0 => {
+                Some(((current as f64 + partial) / t as f64).clamp(0.0, 1.0) * 100.0)
+            }
+            _ => None,
+        };
+        let start = n.started_us.unwrap_or(n.created_us);
+        let end = n.completed_us.unwrap_or(now_us).max(start);
+        let alive = end.saturating_sub(n.created_us);
+        let busy_us = n.busy_ns / 1_000;
+        let cold = n.cold.as_deref();
+        ProgressLevel {
+            id: n.id,
+            level_type: n.level_type.clone(),
+            name: n.name.clone(),
+            span_name: n.span_name.clone(),
+            target: n.target.clone(),
+            status: n.status,
+            current,
+            total: n.total,
+            percentage,
+            unit: cold.and_then(|c| c.unit.clone()),
+            message: n.message.clone(),
+            timing: Timing {
+                created_at_us: n.created_us,
+                started_at_us: n.started_us,
+                completed_at_us: n.completed_us,
+                elapsed_us: end - start,
+                busy_us,
+                idle_us: alive.saturating_sub(busy_us),
+            },
+            error: cold.and_then(|c| c.error.clone()),
+            failures_below: cold.and_then(|c| c.failures_below.clone()),
+            metadata: n.metadata.clone(),
+            input_errors: cold.map(|c| c.input_errors.clone()).unwrap_or_default(),
+            flattened: cold.is_some_and(|c| c.flattened),
+            children,
+            folded: cold.map(|c| c.folded.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Only reachable if the root slot were lost; keeps snapshots total instead of panicking.
+    fn placeholder_root(&self, id: NodeId, now_us: u64) -> ProgressLevel {
+        let empty: Arc<str> = Arc::from("");
+        ProgressLevel {
+            id,
+            level_type: self.operation_type.clone(),
+            name: empty.clone(),
+            span_name: empty.clone(),
+            target: empty,
+            status: Status::Completed,
+            current: 0,
+            total: None,
+            percentage: None,
+            unit: None,
+            message: None,
+            timing: Timing {
+                created_at_us: now_us,
+                ..Timing::default()
+            },
+            error: None,
+            failures_below: None,
+            metadata: Metadata::default(),
+            input_errors: Vec::new(),
+            flattened: false,
+            children: Vec::new(),
+            folded: Vec::new(),
+        }
+    }
+}
+
+fn push_input_error(cold: &mut Cold, e: Arc<str>) {
+    if cold.input_errors.len() >= MAX_INPUT_ERRORS {
+        cold.input_errors.remove(0);
+    }
+    cold.input_errors.push(e);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_node(name: &str) -> NewNode {
+        let s: Arc<str> = Arc::from(name);
+        NewNode {
+            id: NodeId::next(),
+            level_type: Arc::from("block"),
+            name: s.clone(),
+            span_name: s.clone(),
+            target: s,
+            created_us: 0,
+            flattened: false,
+        }
+    }
+
+    fn limits(per_parent: usize, per_op: usize) -> Limits {
+        Limits {
+            max_finished_children: per_parent,
+            max_finished_nodes: per_op,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn folding_keeps_per_parent_bound_and_summary() {
+        let root = new_node("root");
+        let root_id = root.id;
+        let mut tree = Tree::new(root, Arc::from("op"), limits(3, 1_000));
+        for i in 0..10u64 {
+            let child = new_node("b");
+            let id = child.id;
+            let slot = tree.add_child(ROOT_SLOT, root_id, child).unwrap();
+            tree.start(slot, id, i * 10);
+            tree.close(slot, id, i * 10 + 5, 5_000, CloseOutcome::Completed);
+        }
+        let snap = tree.snapshot(root_id, false, 1_000);
+        assert_eq!(snap.root.children.len(), 3);
+        assert_eq!(
+            snap.root.current, 10,
+            "folded children still count as finished"
+        );
+        let folded = &snap.root.folded[0];
+        assert_eq!(
+            (folded.count, folded.completed, folded.min_us, folded.max_us),
+            (7, 7, 5, 5)
+        );
+        assert_eq!(snap.metrics.nodes_folded, 7);
+        assert_eq!(snap.metrics.nodes_retained, 4);
+    }
+
+    #[test]
+    fn failed_children_are_spared_while_others_can_go() {
+        let root = new_node("root");
+        let root_id = root.id;
+        let mut tree = Tree::new(root, Arc::from("op"), limits(2, 1_000));
+        let bad = new_node("bad");
+        let bad_id = bad.id;
+        let bad_slot = tree.add_child(ROOT_SLOT, root_id, bad).unwrap();
+        let err = ErrorInfo {
+            message: Arc::from("boom"),
+            origin: crate::model::ErrorOrigin::Event,
+            node_id: bad_id,
+            path: vec![],
+            target: Arc::from("t"),
+            location: None,
+            fields: Metadata::default(),
+            at_us: 1,
+        };
+        tree.fail(bad_slot, bad_id, err);
+        tree.close(bad_slot, bad_id, 2, 0, CloseOutcome::Completed);
+        for _ in 0..5 {
+            let c = new_node("ok");
+            let id = c.id;
+            let s = tree.add_child(ROOT_SLOT, root_id, c).unwrap();
+            tree.close(s, id, 3, 0, CloseOutcome::Completed);
+        }
+        let snap = tree.snapshot(root_id, false, 10);
+        assert!(snap.root.child("bad").is_some(), "failed child kept");
+        assert_eq!(snap.root.children.len(), 2);
+        assert_eq!(snap.root.failures_below.as_ref().unwrap().count, 1);
+        assert_eq!(
+            snap.root.failures_below.as_ref().unwrap().last.path.len(),
+            2
+        );
+    }
+
+    #[test]
+    fn operation_limit_folds_in_completion_order_and_queue_stays_bounded() {
+        let root = new_node("root");
+        let root_id = root.id;
+        let mut tree = Tree::new(root, Arc::from("op"), limits(usize::MAX, 5));
+        for _ in 0..1_000 {
+            let c = new_node("c");
+            let id = c.id;
+            let s = tree.add_child(ROOT_SLOT, root_id, c).unwrap();
+            tree.close(s, id, 1, 0, CloseOutcome::Completed);
+        }
+        assert!(tree.finished.len() <= 2 * 5 + 64);
+        assert!(
+            tree.nodes.len() <= 7,
+            "slots are reused: {}",
+            tree.nodes.len()
+        );
+        let snap = tree.snapshot(root_id, false, 10);
+        assert_eq!(snap.root.children.len(), 5);
+        assert_eq!(snap.root.current, 1_000);
+    }
+}

@@ -1,0 +1,155 @@
+//! Our layer next to fmt, EnvFilter and per-layer filters changes nothing they do.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tracing::{debug_span, info, info_span, warn};
+use tracing_progress::{Builder, ProgressSpanExt};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn workload() {
+    let setlist = info_span!(
+        "setlist",
+        progress.level = "setlist",
+        progress.total = 2,
+        venue = "club"
+    );
+    let _s = setlist.enter();
+    info!("starting");
+    for i in 0..2 {
+        let song = info_span!(
+            "song",
+            progress.level = "song",
+            progress.current = tracing::field::Empty,
+            i
+        );
+        let _g = song.enter();
+        song.set_total(10);
+        for n in 0..10 {
+            song.inc(1);
+            if n == 5 {
+                song.record("progress.current", 6u64);
+            }
+        }
+        info!(progress.inc = 1u64, "song done");
+        debug_span!("hidden", progress.level = "hidden")
+            .in_scope(|| warn!("inside a filtered span"));
+        tracing::debug!("filtered out");
+    }
+    tracing::error!(code = 7, "one failure");
+}
+
+fn fmt_layer<S>(buf: &Buffer) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(buf.clone())
+        .without_time()
+        .with_ansi(false)
+}
+
+fn fmt_output(with_progress: bool) -> String {
+    let buf = Buffer::default();
+    let filter = EnvFilter::new("info");
+    if with_progress {
+        let (layer, _store) = Builder::new().build().unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .with(fmt_layer(&buf));
+        tracing::subscriber::with_default(subscriber, workload);
+    } else {
+        let subscriber = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt_layer(&buf));
+        tracing::subscriber::with_default(subscriber, workload);
+    }
+    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn fmt_output_is_byte_identical_with_and_without_our_layer() {
+    let without = fmt_output(false);
+    let with = fmt_output(true);
+    assert!(
+        without.contains("song done") && without.contains("one failure"),
+        "{without}"
+    );
+    assert!(!without.contains("filtered out"));
+    assert_eq!(with, without);
+}
+
+#[test]
+fn layer_order_does_not_matter_for_fmt_output() {
+    let buf = Buffer::default();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(buf.clone())
+        .without_time()
+        .with_ansi(false);
+    let (layer, store) = Builder::new().build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(fmt)
+        .with(EnvFilter::new("info"))
+        .with(layer);
+    tracing::subscriber::with_default(subscriber, workload);
+    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(out, fmt_output(false));
+    assert_eq!(store.history(&Default::default()).len(), 1);
+}
+
+#[test]
+fn per_layer_filter_hides_spans_from_us_only() {
+    let (layer, store) = Builder::new().build().unwrap();
+    let buf = Buffer::default();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(buf.clone())
+        .without_time()
+        .with_ansi(false);
+    let subscriber = tracing_subscriber::registry()
+        .with(layer.with_filter(LevelFilter::INFO))
+        .with(fmt.with_filter(LevelFilter::DEBUG));
+    tracing::subscriber::with_default(subscriber, || {
+        let root = info_span!("root", progress.level = "root");
+        let _r = root.enter();
+        let dbg = debug_span!("dbg", progress.level = "dbg");
+        let _d = dbg.enter();
+        tracing::debug!("debug event for fmt");
+        info_span!("leaf", progress.level = "leaf").in_scope(|| {
+            tracing::Span::current().inc(2);
+        });
+    });
+    let op = &store.history(&Default::default())[0];
+    // the debug span is invisible to our layer: the leaf attaches to the root
+    assert_eq!(op.root.children.len(), 1);
+    assert_eq!(&*op.root.children[0].name, "leaf");
+    assert_eq!(op.root.children[0].current, 2);
+    let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        out.contains("dbg") && out.contains("debug event for fmt"),
+        "fmt still sees it: {out}"
+    );
+}

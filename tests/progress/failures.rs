@@ -1,0 +1,158 @@
+//! Error, panic and cancel paths: final status, context, and what the ancestors show.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use tracing::info_span;
+use tracing_progress::{Builder, CancelError, ErrorOrigin, ProgressSpanExt, Status};
+
+use crate::support::{node, only_finished, with_layer};
+
+#[tracing::instrument(err, fields(progress.level = "block", block_id = "block-007"))]
+fn run_block(fail: bool) -> Result<(), String> {
+    if fail {
+        Err("decoder exploded".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[test]
+fn instrument_err_fails_the_block_and_ancestors_show_the_path() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let setlist = info_span!("setlist", progress.level = "setlist", progress.name = "S");
+        let _s = setlist.enter();
+        let song = info_span!("song", progress.level = "song", progress.name = "song-2");
+        let _g = song.enter();
+        let _ = run_block(false);
+        let _ = run_block(true);
+    });
+    let op = only_finished(&store);
+    let failed: Vec<_> = op
+        .root
+        .walk()
+        .filter(|l| l.status == Status::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "only the block failed:\n{op}");
+    let err = failed[0].error.as_ref().unwrap();
+    assert_eq!(&*err.message, "decoder exploded");
+    assert_eq!(err.origin, ErrorOrigin::Event);
+    assert_eq!(
+        err.path.iter().map(|p| &**p).collect::<Vec<_>>(),
+        ["S", "song-2", "run_block"]
+    );
+    assert!(err.location.as_deref().unwrap().contains("failures.rs"));
+    // ancestors stay completed but show the failure and where it is
+    let song = node(&op, "song-2");
+    assert_eq!(song.status, Status::Completed);
+    assert_eq!(song.failures_below.as_ref().unwrap().count, 1);
+    assert_eq!(
+        op.root.failures_below.as_ref().unwrap().last.node_id,
+        failed[0].id
+    );
+    assert_eq!(op.error.as_ref().unwrap().message, err.message);
+    assert_eq!(op.metrics.nodes_failed, 1);
+}
+
+#[test]
+fn error_event_keeps_its_fields_as_context() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let span = info_span!("job", progress.level = "job");
+        let _g = span.enter();
+        tracing::error!(file = "a.wav", code = 3, "cannot open input");
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.status, Status::Failed);
+    let err = op.root.error.as_ref().unwrap();
+    assert_eq!(&*err.message, "cannot open input");
+    assert_eq!(
+        err.fields.get("file").and_then(|v| v.as_str()),
+        Some("a.wav")
+    );
+    assert_eq!(err.fields.get("code").and_then(|v| v.as_u64()), Some(3));
+}
+
+#[test]
+fn panic_inside_a_span_fails_it_with_the_panic_message() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let root = info_span!("root", progress.level = "root");
+        let _r = root.enter();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let span = info_span!("worker", progress.level = "worker");
+            let _g = span.enter();
+            panic!("index out of range: 7");
+        }));
+        assert!(result.is_err());
+    });
+    let op = only_finished(&store);
+    let worker = node(&op, "worker");
+    assert_eq!(worker.status, Status::Failed);
+    let err = worker.error.as_ref().unwrap();
+    assert_eq!(err.origin, ErrorOrigin::Panic);
+    assert_eq!(&*err.message, "index out of range: 7");
+    assert!(err.location.as_deref().unwrap().contains("failures.rs"));
+    assert_eq!(
+        op.root.status,
+        Status::Completed,
+        "the panic was caught below the root"
+    );
+    assert_eq!(op.root.failures_below.as_ref().unwrap().count, 1);
+}
+
+#[test]
+fn cancel_is_seen_by_code_and_ends_nodes_as_cancelled() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let root = info_span!("batch", progress.level = "batch", progress.total = 100);
+        let _g = root.enter();
+        let id = root.operation_id().unwrap();
+        let done = info_span!("item", progress.level = "item", progress.name = "done");
+        done.in_scope(|| {});
+        drop(done);
+        for i in 0..100 {
+            let item = info_span!("item", progress.level = "item", progress.name = i);
+            let _i = item.enter();
+            if i == 3 {
+                store.cancel(id).unwrap();
+            }
+            if item.is_cancelled() && tracing_progress::is_cancelled() {
+                break;
+            }
+        }
+        assert!(store.get(id).unwrap().cancel_requested);
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.status, Status::Cancelled);
+    assert!(op.cancel_requested);
+    assert_eq!(
+        node(&op, "done").status,
+        Status::Completed,
+        "finished before the request"
+    );
+    assert_eq!(node(&op, "3").status, Status::Cancelled);
+    assert_eq!(op.root.children.len(), 5);
+    assert_eq!(store.cancel(op.id), Err(CancelError::NotActive(op.id)));
+}
+
+#[test]
+fn explicit_fail_through_the_extension_trait() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let span = info_span!("job", progress.level = "job");
+        span.fail("validation failed: 3 bad rows");
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.status, Status::Failed);
+    assert_eq!(
+        op.root.error.as_ref().unwrap().origin,
+        ErrorOrigin::Explicit
+    );
+}
+
+#[test]
+fn failed_stays_failed_even_after_cancel() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let span = info_span!("job", progress.level = "job");
+        let _g = span.enter();
+        tracing::error!("boom");
+        store.cancel(span.operation_id().unwrap()).unwrap();
+    });
+    assert_eq!(only_finished(&store).status, Status::Failed);
+}

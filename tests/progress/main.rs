@@ -1,0 +1,11 @@
+//! Integration tests of the layer and store, one binary (less linking) with a module per topic.
+
+mod support;
+
+mod bad_input;
+mod composition;
+mod concurrency;
+mod failures;
+mod rules;
+mod store_api;
+mod tree_shape;
