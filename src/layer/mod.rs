@@ -33,8 +33,8 @@ use crate::store::{CloseOutcome, NewNode, OperationCell, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
 ///
-/// Create it with [`layer()`](crate::layer) or [`Builder`]; both hand back the [`Store`]
-/// (crate::Store) to query. `S` is the subscriber the layer is added to and is inferred.
+/// Create it with [`layer()`](crate::layer) or [`Builder`]; both hand back the [`Store`](crate::Store)
+/// to query. `S` is the subscriber the layer is added to and is inferred.
 ///
 /// [`Layer`]: tracing_subscriber::Layer
 pub struct ProgressLayer<S> {
@@ -64,12 +64,27 @@ pub(crate) struct Tracked {
     pub(crate) id: NodeId,
     /// Where tracked children attach: this node, or past the depth limit the same place as
     /// this node's siblings.
-    attach: (u32, NodeId, u16),
+    attach: Attach,
     started: AtomicBool,
     /// How many threads have the span entered right now (async spans can overlap).
     entered: AtomicU32,
     entered_at_ns: AtomicU64,
     busy_ns: AtomicU64,
+}
+
+/// A node that children attach to, with its depth.
+#[derive(Clone, Copy)]
+struct Attach {
+    slot: u32,
+    id: NodeId,
+    depth: u16,
+}
+
+/// The nearest tracked ancestor of a new span.
+struct Parent {
+    op: Arc<OperationCell>,
+    attach: Attach,
+    id: NodeId,
 }
 
 impl Tracked {
@@ -124,15 +139,14 @@ where
         }
     }
 
-    /// The nearest tracked span at or above `span`, as (operation, attach point, own slot/id).
-    fn nearest_tracked(
-        span: Option<SpanRef<'_, S>>,
-    ) -> Option<(Arc<OperationCell>, (u32, NodeId, u16), NodeId)> {
-        let span = span?;
-        span.scope().find_map(|s| {
-            s.extensions()
-                .get::<Tracked>()
-                .map(|t| (t.op.clone(), t.attach, t.id))
+    /// The nearest tracked span at or above `span`.
+    fn nearest_tracked(span: Option<SpanRef<'_, S>>) -> Option<Parent> {
+        span?.scope().find_map(|s| {
+            s.extensions().get::<Tracked>().map(|t| Parent {
+                op: t.op.clone(),
+                attach: t.attach,
+                id: t.id,
+            })
         })
     }
 
@@ -168,19 +182,29 @@ where
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
         };
-        if let Some((op, (pslot, pid, pdepth), parent_id)) = parent {
-            let depth = pdepth.saturating_add(1);
-            new.flattened = pid != parent_id;
+        if let Some(Parent {
+            op,
+            attach: at,
+            id: parent_id,
+        }) = parent
+        {
+            let depth = at.depth.saturating_add(1);
+            new.flattened = at.id != parent_id;
             let attached = op.with_tree(|t| {
-                let slot = t.add_child(pslot, pid, new)?;
+                let slot = t.add_child(at.slot, at.id, new)?;
                 t.apply(slot, node_id, update);
                 Some(slot)
             });
             if let Some(slot) = attached {
+                // At the depth limit, children go where this node went: beside it.
                 let attach = if depth < max_depth {
-                    (slot, node_id, depth)
+                    Attach {
+                        slot,
+                        id: node_id,
+                        depth,
+                    }
                 } else {
-                    (pslot, pid, pdepth)
+                    at
                 };
                 return Some(Tracked::new(op, slot, node_id, attach));
             }
@@ -193,17 +217,17 @@ where
             .unwrap_or_else(|| new.level_type.clone());
         let op = store.start_operation(new, operation_type);
         op.with_tree(|t| t.apply(ROOT_SLOT, node_id, update));
-        Some(Tracked::new(
-            op,
-            ROOT_SLOT,
-            node_id,
-            (ROOT_SLOT, node_id, 0),
-        ))
+        let attach = Attach {
+            slot: ROOT_SLOT,
+            id: node_id,
+            depth: 0,
+        };
+        Some(Tracked::new(op, ROOT_SLOT, node_id, attach))
     }
 }
 
 impl Tracked {
-    fn new(op: Arc<OperationCell>, slot: u32, id: NodeId, attach: (u32, NodeId, u16)) -> Self {
+    fn new(op: Arc<OperationCell>, slot: u32, id: NodeId, attach: Attach) -> Self {
         Tracked {
             op,
             slot,
@@ -345,7 +369,7 @@ where
         if std::thread::panicking() {
             let (message, location) =
                 match self.shared.capture_panics.then(panic::last_panic).flatten() {
-                    Some((m, l)) => (m, l),
+                    Some(p) => (p.message, p.location),
                     None => (Arc::from("panicked while the span was open"), None),
                 };
             t.fail(

@@ -8,8 +8,15 @@ use std::cell::RefCell;
 use std::panic;
 use std::sync::{Arc, Once};
 
+/// A panic's message and `file:line`.
+#[derive(Clone)]
+pub(crate) struct PanicContext {
+    pub(crate) message: Arc<str>,
+    pub(crate) location: Option<Arc<str>>,
+}
+
 thread_local! {
-    static LAST_PANIC: RefCell<Option<(Arc<str>, Option<Arc<str>>)>> = const { RefCell::new(None) };
+    static LAST_PANIC: RefCell<Option<PanicContext>> = const { RefCell::new(None) };
 }
 
 static INSTALL: Once = Once::new();
@@ -31,7 +38,10 @@ pub(crate) fn install_hook() {
             let message = super::visitor::sanitize(message, 4096);
             let _ = LAST_PANIC.try_with(|p| {
                 if let Ok(mut p) = p.try_borrow_mut() {
-                    *p = Some((Arc::from(message.as_ref()), location));
+                    *p = Some(PanicContext {
+                        message: Arc::from(message.as_ref()),
+                        location,
+                    });
                 }
             });
             previous(info);
@@ -40,7 +50,7 @@ pub(crate) fn install_hook() {
 }
 
 /// The current thread's last panic message and location, if the hook saw one.
-pub(crate) fn last_panic() -> Option<(Arc<str>, Option<Arc<str>>)> {
+pub(crate) fn last_panic() -> Option<PanicContext> {
     LAST_PANIC
         .try_with(|p| p.try_borrow().ok().and_then(|p| p.clone()))
         .ok()

@@ -17,8 +17,11 @@ use super::visitor::sanitize;
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
 use crate::store::tree::Update;
 
-/// A function that runs a closure on the nearest tracked node of a span, if any.
-pub(crate) struct WithContext(fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked)));
+/// Runs a closure on the nearest tracked node of a span, if any.
+type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked));
+
+/// What the layer hands out through `downcast_raw`: a [`VisitTracked`] for its subscriber type.
+pub(crate) struct WithContext(VisitTracked);
 
 impl WithContext {
     pub(crate) fn new<S>() -> Self

@@ -217,6 +217,8 @@ pub struct ErrorInfo {
 pub struct FailureSummary {
     /// How many nodes below this one failed.
     pub count: u64,
+    /// The first failure below this one, with its path: usually the root cause.
+    pub first: ErrorInfo,
     /// The most recent failure below this one, with its path.
     pub last: ErrorInfo,
 }
@@ -397,7 +399,7 @@ pub struct ProgressState {
     /// When the root closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at_us: Option<u64>,
-    /// The root's own error, or else the latest failure anywhere below it.
+    /// The root's own error, or else the first failure below it (the likely root cause).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     /// Counters about the tree.

@@ -65,10 +65,10 @@ fn write_level(f: &mut fmt::Formatter<'_>, l: &ProgressLevel, depth: usize) -> f
     if let Some(below) = &l.failures_below {
         writeln!(
             f,
-            "{indent}    failed below: {} (last: {} - {})",
+            "{indent}    failed below: {} (first: {} - {})",
             below.count,
-            below.last.path.join(" > "),
-            below.last.message
+            below.first.path.join(" > "),
+            below.first.message
         )?;
     }
     for folded in &l.folded {

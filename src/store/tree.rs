@@ -320,6 +320,7 @@ impl Tree {
                 None => {
                     cold.failures_below = Some(FailureSummary {
                         count: 1,
+                        first: error.clone(),
                         last: error.clone(),
                     })
                 }
@@ -525,7 +526,7 @@ impl Tree {
         let error = root
             .error
             .clone()
-            .or_else(|| root.failures_below.as_ref().map(|f| f.last.clone()));
+            .or_else(|| root.failures_below.as_ref().map(|f| f.first.clone()));
         ProgressState {
             schema_version: SCHEMA_VERSION,
             id,
