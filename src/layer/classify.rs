@@ -11,6 +11,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tracing_core::Metadata;
 
+use crate::store::tree::Callsite;
+
 /// Prefix of the reserved field namespace.
 pub(crate) const PREFIX: &str = "progress.";
 
@@ -108,8 +110,7 @@ impl TrackRule {
 /// What the layer knows about one tracked callsite.
 pub(crate) struct SpanClass {
     pub(crate) level_type: Arc<str>,
-    pub(crate) span_name: Arc<str>,
-    pub(crate) target: Arc<str>,
+    pub(crate) callsite: Arc<Callsite>,
     pub(crate) operation_type: Option<Arc<str>>,
     pub(crate) name_field: Option<Arc<str>>,
     /// Interned field names, by field index.
@@ -194,8 +195,10 @@ impl Classifier {
                 .and_then(|r| r.level.as_deref())
                 .map(Arc::from)
                 .unwrap_or_else(|| span_name.clone()),
-            span_name,
-            target: Arc::from(meta.target()),
+            callsite: Arc::new(Callsite {
+                span_name,
+                target: Arc::from(meta.target()),
+            }),
             operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
             name_field: rule.and_then(|r| r.name_field.as_deref()).map(Arc::from),
             field_names: meta.fields().iter().map(|f| Arc::from(f.name())).collect(),

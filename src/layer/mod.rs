@@ -169,7 +169,7 @@ where
         let name = update
             .name
             .take()
-            .unwrap_or_else(|| class.span_name.clone());
+            .unwrap_or_else(|| class.callsite.span_name.clone());
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
         let node_id = NodeId::next();
         let max_depth = store.limits.max_depth;
@@ -177,8 +177,7 @@ where
             id: node_id,
             level_type,
             name,
-            span_name: class.span_name.clone(),
-            target: class.target.clone(),
+            callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
         };
@@ -312,7 +311,7 @@ where
             tracked.fail(
                 message,
                 ErrorOrigin::Event,
-                class.target.clone(),
+                class.callsite.target.clone(),
                 location,
                 fields,
             );
@@ -401,5 +400,15 @@ where
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracked_extension_is_small() {
+        let size = std::mem::size_of::<super::Tracked>();
+        println!("Tracked: {size} bytes");
+        assert!(size <= 80, "Tracked is {size} bytes");
     }
 }

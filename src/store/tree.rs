@@ -20,13 +20,18 @@ const MAX_INPUT_ERRORS: usize = 8;
 /// Slot of the root node: the first node pushed into a new tree.
 pub(crate) const ROOT_SLOT: u32 = 0;
 
+/// Names shared by every node of one callsite (one pointer per node instead of two).
+pub(crate) struct Callsite {
+    pub(crate) span_name: Arc<str>,
+    pub(crate) target: Arc<str>,
+}
+
 /// The data a new node starts with.
 pub(crate) struct NewNode {
     pub(crate) id: NodeId,
     pub(crate) level_type: Arc<str>,
     pub(crate) name: Arc<str>,
-    pub(crate) span_name: Arc<str>,
-    pub(crate) target: Arc<str>,
+    pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,
 }
@@ -49,14 +54,15 @@ pub(crate) struct Node {
     explicit_current: bool,
     level_type: Arc<str>,
     name: Arc<str>,
-    span_name: Arc<str>,
-    target: Arc<str>,
+    callsite: Arc<Callsite>,
     current: u64,
     total: Option<u64>,
     message: Option<Arc<str>>,
     created_us: u64,
-    started_us: Option<u64>,
-    completed_us: Option<u64>,
+    /// 0 until first entered (timestamps are µs since 1970, never 0 in practice).
+    started_us: u64,
+    /// 0 until closed.
+    completed_us: u64,
     busy_ns: u64,
     /// Slots of retained children, in creation order.
     children: Vec<u32>,
@@ -73,9 +79,17 @@ impl Node {
         self.cold.get_or_insert_with(Default::default)
     }
 
+    fn started(&self) -> Option<u64> {
+        (self.started_us != 0).then_some(self.started_us)
+    }
+
+    fn completed(&self) -> Option<u64> {
+        (self.completed_us != 0).then_some(self.completed_us)
+    }
+
     fn duration_us(&self) -> u64 {
-        let start = self.started_us.unwrap_or(self.created_us);
-        self.completed_us.unwrap_or(start).saturating_sub(start)
+        let start = self.started().unwrap_or(self.created_us);
+        self.completed().unwrap_or(start).saturating_sub(start)
     }
 }
 
@@ -147,14 +161,13 @@ impl Tree {
             explicit_current: false,
             level_type: new.level_type,
             name: new.name,
-            span_name: new.span_name,
-            target: new.target,
+            callsite: new.callsite,
             current: 0,
             total: None,
             message: None,
             created_us: new.created_us,
-            started_us: None,
-            completed_us: None,
+            started_us: 0,
+            completed_us: 0,
             busy_ns: 0,
             children: Vec::new(),
             finished_children: 0,
@@ -224,7 +237,9 @@ impl Tree {
             if n.status == Status::Pending {
                 n.status = Status::Running;
             }
-            n.started_us.get_or_insert(now_us);
+            if n.started_us == 0 {
+                n.started_us = now_us.max(1);
+            }
         }
     }
 
@@ -352,7 +367,7 @@ impl Tree {
         let Some(n) = self.node_mut(slot, id) else {
             return false;
         };
-        if n.status.is_finished() && n.completed_us.is_some() {
+        if n.status.is_finished() && n.completed_us != 0 {
             return false;
         }
         n.status = match (n.status, outcome) {
@@ -360,7 +375,7 @@ impl Tree {
             (_, CloseOutcome::Cancelled) => Status::Cancelled,
             (_, CloseOutcome::Completed) => Status::Completed,
         };
-        n.completed_us = Some(now_us);
+        n.completed_us = now_us.max(1);
         n.busy_ns = busy_ns;
         let parent = n.parent;
         let Some(parent) = parent else {
@@ -562,8 +577,8 @@ impl Tree {
             }
             _ => None,
         };
-        let start = n.started_us.unwrap_or(n.created_us);
-        let end = n.completed_us.unwrap_or(now_us).max(start);
+        let start = n.started().unwrap_or(n.created_us);
+        let end = n.completed().unwrap_or(now_us).max(start);
         let alive = end.saturating_sub(n.created_us);
         let busy_us = n.busy_ns / 1_000;
         let cold = n.cold.as_deref();
@@ -571,8 +586,8 @@ impl Tree {
             id: n.id,
             level_type: n.level_type.clone(),
             name: n.name.clone(),
-            span_name: n.span_name.clone(),
-            target: n.target.clone(),
+            span_name: n.callsite.span_name.clone(),
+            target: n.callsite.target.clone(),
             status: n.status,
             current,
             total: n.total,
@@ -581,8 +596,8 @@ impl Tree {
             message: n.message.clone(),
             timing: Timing {
                 created_at_us: n.created_us,
-                started_at_us: n.started_us,
-                completed_at_us: n.completed_us,
+                started_at_us: n.started(),
+                completed_at_us: n.completed(),
                 elapsed_us: end - start,
                 busy_us,
                 idle_us: alive.saturating_sub(busy_us),
@@ -644,8 +659,10 @@ mod tests {
             id: NodeId::next(),
             level_type: Arc::from("block"),
             name: s.clone(),
-            span_name: s.clone(),
-            target: s,
+            callsite: Arc::new(Callsite {
+                span_name: s.clone(),
+                target: s,
+            }),
             created_us: 0,
             flattened: false,
         }
@@ -660,6 +677,15 @@ mod tests {
     }
 
     #[test]
+    fn live_node_fits_the_size_budget() {
+        // The budget is 300 bytes per live node: the arena slot plus the span-extension entry
+        // (the layer's `Tracked`, about 80 bytes, checked in layer tests).
+        let slot = std::mem::size_of::<Option<Node>>();
+        println!("arena slot: {slot} bytes");
+        assert!(slot <= 220, "arena slot is {slot} bytes");
+    }
+
+    #[test]
     fn folding_keeps_per_parent_bound_and_summary() {
         let root = new_node("root");
         let root_id = root.id;
@@ -668,8 +694,8 @@ mod tests {
             let child = new_node("b");
             let id = child.id;
             let slot = tree.add_child(ROOT_SLOT, root_id, child).unwrap();
-            tree.start(slot, id, i * 10);
-            tree.close(slot, id, i * 10 + 5, 5_000, CloseOutcome::Completed);
+            tree.start(slot, id, 100 + i * 10);
+            tree.close(slot, id, 105 + i * 10, 5_000, CloseOutcome::Completed);
         }
         let snap = tree.snapshot(root_id, false, 1_000);
         assert_eq!(snap.root.children.len(), 3);
