@@ -6,6 +6,7 @@
 //! (interned names for a tracked callsite) is built once and cached by metadata address.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -141,16 +142,39 @@ impl SpanClass {
     }
 }
 
+/// Hashes callsite addresses: they are already unique, so one multiply spreads them (SipHash
+/// would cost more than the rest of the lookup).
+#[derive(Default)]
+pub(crate) struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+}
+
+type ClassCache = HashMap<usize, Arc<SpanClass>, BuildHasherDefault<AddressHasher>>;
+
 pub(crate) struct Classifier {
     rules: Vec<TrackRule>,
-    cache: RwLock<HashMap<usize, Arc<SpanClass>>>,
+    cache: RwLock<ClassCache>,
 }
 
 impl Classifier {
     pub(crate) fn new(rules: Vec<TrackRule>) -> Self {
         Classifier {
             rules,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(ClassCache::default()),
         }
     }
 

@@ -60,6 +60,8 @@ impl<S> fmt::Debug for ProgressLayer<S> {
 /// Per-span state in the registry's extensions.
 pub(crate) struct Tracked {
     pub(crate) op: Arc<OperationCell>,
+    /// The callsite's class, so `on_record` needs no cache lookup.
+    class: Arc<SpanClass>,
     pub(crate) slot: u32,
     pub(crate) id: NodeId,
     /// Where tracked children attach: this node, or past the depth limit the same place as
@@ -152,7 +154,7 @@ where
 
     fn new_tracked(
         &self,
-        class: &SpanClass,
+        class: &Arc<SpanClass>,
         attrs: &Attributes<'_>,
         id: &Id,
         ctx: &Context<'_, S>,
@@ -205,7 +207,7 @@ where
                 } else {
                     at
                 };
-                return Some(Tracked::new(op, slot, node_id, attach));
+                return Some(Tracked::new(op, class.clone(), slot, node_id, attach));
             }
             // The parent node is gone (cannot normally happen): track as a new operation.
             return None;
@@ -221,14 +223,21 @@ where
             id: node_id,
             depth: 0,
         };
-        Some(Tracked::new(op, ROOT_SLOT, node_id, attach))
+        Some(Tracked::new(op, class.clone(), ROOT_SLOT, node_id, attach))
     }
 }
 
 impl Tracked {
-    fn new(op: Arc<OperationCell>, slot: u32, id: NodeId, attach: Attach) -> Self {
+    fn new(
+        op: Arc<OperationCell>,
+        class: Arc<SpanClass>,
+        slot: u32,
+        id: NodeId,
+        attach: Attach,
+    ) -> Self {
         Tracked {
             op,
+            class,
             slot,
             id,
             attach,
@@ -262,10 +271,8 @@ where
         let Some(tracked) = ext.get::<Tracked>() else {
             return;
         };
-        let Some(class) = self.shared.classifier.classify(span.metadata()) else {
-            return;
-        };
-        let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, false);
+        let max_text = self.shared.store.limits.max_text_len;
+        let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
         values.record(&mut visitor);
         tracked.apply(visitor.update);
     }
