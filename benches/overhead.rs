@@ -22,6 +22,9 @@
 //!   threads, thread spawns included). `different_operations` vs `same_operation` (one
 //!   child node per thread under one operation) shows whether operations share a lock;
 //!   `one_thread` is a single thread doing its 100k alone, the ideal for "no contention".
+//!   These spans are each created on their own thread; `different_operations_one_creator`
+//!   uses two operations created back to back on one thread, where cache-line sharing
+//!   between their registry/heap data can slow both (it changes from run to run).
 //! * `snapshot/get_10k_live`: `Store::get` of an operation with 10,000 open children.
 //!
 //! How to read it:
@@ -30,13 +33,14 @@
 //! * `progress_untracked / floor`: the tax on spans that do not ask for progress (ideally
 //!   close to 1: our layer only scans field names and looks up extensions).
 //! * `different_operations` close to `one_thread` means operations do not serialize;
-//!   `same_operation` above it shows contention on one operation's lock.
+//!   `same_operation` above it shows contention on one operation's lock. On a loaded
+//!   two-core machine any other busy process also shows up here as a slowdown.
 //!
 //! `tracing-indicatif` offers no way to pick the draw target; indicatif does not draw when
 //! stderr is not a terminal, so run with stderr redirected (`2>/dev/null`) to keep terminal
 //! drawing out of its numbers (a note is printed when stderr is a terminal).
 //!
-//! Run: `cargo bench --bench overhead` (about 3 minutes), or quicker and noisier with
+//! Run: `cargo bench --bench overhead` (2 to 3 minutes), or quicker and noisier with
 //! `-- --warm-up-time 1 --measurement-time 2`.
 
 use std::hint::black_box;
@@ -200,17 +204,42 @@ fn hammer(iters: u64, spans: &[&Span]) -> Duration {
     start.elapsed()
 }
 
+/// Creates a span on a fresh thread, as a worker creating its own span would. Spans made
+/// back to back on one thread can end up sharing cache lines, which is a layout effect
+/// (it varies from run to run) rather than the locking this group is about.
+fn span_on_own_thread(
+    dispatch: &Dispatch,
+    make: fn(Option<&Span>) -> Span,
+    parent: Option<&Span>,
+) -> Span {
+    std::thread::scope(|s| {
+        s.spawn(|| dispatcher::with_default(dispatch, || make(parent)))
+            .join()
+            .expect("span creation does not panic")
+    })
+}
+
+fn root_op(_: Option<&Span>) -> Span {
+    info_span!("op", progress.level = "op")
+}
+
+fn worker(parent: Option<&Span>) -> Span {
+    info_span!(parent: parent.and_then(Span::id), "worker", progress.level = "worker")
+}
+
 fn parallel_updates(c: &mut Criterion) {
     let (dispatch, _store) = progress_dispatch();
-    // Spans remember their dispatcher, so worker threads need no `with_default`.
-    let (op_a, op_b, worker_1, worker_2) = dispatcher::with_default(&dispatch, || {
-        let op_a = info_span!("op_a", progress.level = "op");
-        let op_b = info_span!("op_b", progress.level = "op");
-        let shared = info_span!("op_shared", progress.level = "op");
-        let worker_1 = info_span!(parent: &shared, "worker", progress.level = "worker");
-        let worker_2 = info_span!(parent: &shared, "worker", progress.level = "worker");
-        (op_a, op_b, worker_1, worker_2)
-    });
+    // Spans remember their dispatcher, so the hammering threads need no `with_default`.
+    let op_a = span_on_own_thread(&dispatch, root_op, None);
+    let op_b = span_on_own_thread(&dispatch, root_op, None);
+    let shared = span_on_own_thread(&dispatch, root_op, None);
+    let worker_1 = span_on_own_thread(&dispatch, worker, Some(&shared));
+    let worker_2 = span_on_own_thread(&dispatch, worker, Some(&shared));
+    // The same two operations created back to back on this thread (see `span_on_own_thread`).
+    let (op_c, op_d) = dispatcher::with_default(&dispatch, || (root_op(None), root_op(None)));
+    assert_ne!(op_a.operation_id(), op_b.operation_id());
+    assert_eq!(worker_1.operation_id(), shared.operation_id());
+    assert_eq!(worker_2.operation_id(), shared.operation_id());
 
     let mut group = c.benchmark_group("parallel_updates");
     // Each iteration is milliseconds long: few samples, flat sampling.
@@ -220,6 +249,9 @@ fn parallel_updates(c: &mut Criterion) {
     });
     group.bench_function("different_operations", |b| {
         b.iter_custom(|iters| hammer(iters, &[&op_a, &op_b]))
+    });
+    group.bench_function("different_operations_one_creator", |b| {
+        b.iter_custom(|iters| hammer(iters, &[&op_c, &op_d]))
     });
     group.bench_function("same_operation", |b| {
         b.iter_custom(|iters| hammer(iters, &[&worker_1, &worker_2]))

@@ -156,8 +156,7 @@ where
         &self,
         class: &Arc<SpanClass>,
         attrs: &Attributes<'_>,
-        id: &Id,
-        ctx: &Context<'_, S>,
+        span: &SpanRef<'_, S>,
     ) -> Option<Tracked> {
         let store = &self.shared.store;
         let mut visitor = FieldVisitor::new(class, store.limits.max_text_len, false);
@@ -165,7 +164,6 @@ where
         let FieldVisitor {
             mut update, extra, ..
         } = visitor;
-        let span = ctx.span(id)?;
         let parent = Self::nearest_tracked(span.parent());
         let created_ns = store.clock.now_ns();
         let name = update
@@ -257,10 +255,8 @@ where
         let Some(class) = self.shared.classifier.classify(attrs.metadata()) else {
             return;
         };
-        let Some(tracked) = self.new_tracked(&class, attrs, id, &ctx) else {
-            return;
-        };
-        if let Some(span) = ctx.span(id) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(tracked) = self.new_tracked(&class, attrs, &span) {
             span.extensions_mut().insert(tracked);
         }
     }

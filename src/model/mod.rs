@@ -299,12 +299,12 @@ pub struct ProgressLevel {
     pub message: Option<Arc<str>>,
     /// Timing.
     pub timing: Timing,
-    /// This node's own failure.
+    /// This node's own failure (boxed: rare, and it keeps snapshots of big trees small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorInfo>,
+    pub error: Option<Box<ErrorInfo>>,
     /// Failures of descendants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failures_below: Option<FailureSummary>,
+    pub failures_below: Option<Box<FailureSummary>>,
     /// All other fields of the span and its progress events.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,

@@ -64,8 +64,8 @@ pub(crate) struct Node {
     /// 0 until closed.
     completed_us: u64,
     busy_ns: u64,
-    /// Slots of retained children, in creation order.
-    children: Vec<u32>,
+    /// Slots of retained children, in creation order. A deque: folding takes the oldest.
+    children: VecDeque<u32>,
     /// Finished tracked children, folded ones included.
     finished_children: u64,
     /// Finished children still retained in `children`.
@@ -169,7 +169,7 @@ impl Tree {
             started_us: 0,
             completed_us: 0,
             busy_ns: 0,
-            children: Vec::new(),
+            children: VecDeque::new(),
             finished_children: 0,
             retained_finished_children: 0,
             metadata: Metadata::default(),
@@ -226,7 +226,7 @@ impl Tree {
         self.node(parent_slot, parent_id)?;
         let slot = self.insert(new, Some(parent_slot));
         if let Some(parent) = self.slot_mut(parent_slot) {
-            parent.children.push(slot);
+            parent.children.push_back(slot);
         }
         Some(slot)
     }
@@ -540,7 +540,8 @@ impl Tree {
             .unwrap_or_else(|| self.placeholder_root(id, now_us));
         let error = root
             .error
-            .clone()
+            .as_deref()
+            .cloned()
             .or_else(|| root.failures_below.as_ref().map(|f| f.first.clone()));
         ProgressState {
             schema_version: SCHEMA_VERSION,
@@ -602,8 +603,8 @@ impl Tree {
                 busy_us,
                 idle_us: alive.saturating_sub(busy_us),
             },
-            error: cold.and_then(|c| c.error.clone()),
-            failures_below: cold.and_then(|c| c.failures_below.clone()),
+            error: cold.and_then(|c| c.error.clone()).map(Box::new),
+            failures_below: cold.and_then(|c| c.failures_below.clone()).map(Box::new),
             metadata: n.metadata.clone(),
             input_errors: cold.map(|c| c.input_errors.clone()).unwrap_or_default(),
             flattened: cold.is_some_and(|c| c.flattened),
