@@ -28,7 +28,7 @@ use classify::{Classifier, SpanClass};
 use visitor::FieldVisitor;
 
 use crate::model::{ErrorInfo, ErrorOrigin, Metadata, NodeId};
-use crate::store::tree::{ROOT_SLOT, Update};
+use crate::store::tree::{LiveCounters, ROOT_SLOT, Update};
 use crate::store::{CloseOutcome, NewNode, OperationCell, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
@@ -62,6 +62,8 @@ pub(crate) struct Tracked {
     pub(crate) op: Arc<OperationCell>,
     /// The callsite's class, so `on_record` needs no cache lookup.
     class: Arc<SpanClass>,
+    /// The node's counters, shared with the tree: counter updates take no lock.
+    live: Arc<LiveCounters>,
     pub(crate) slot: u32,
     pub(crate) id: NodeId,
     /// Where tracked children attach: this node, or past the depth limit the same place as
@@ -90,12 +92,24 @@ struct Parent {
 }
 
 impl Tracked {
-    /// Applies an update to this node (used by the extension trait and `on_record`).
+    /// Applies an update to this node: counter-only updates lock-free, others under the
+    /// operation's lock.
     pub(crate) fn apply(&self, update: Update) {
-        if update.is_empty() {
-            return;
+        if update.is_counters_only() {
+            self.count(update.total, update.current, update.inc);
+        } else if !update.is_empty() {
+            self.op.with_tree(|t| t.apply(self.slot, self.id, update));
         }
-        self.op.with_tree(|t| t.apply(self.slot, self.id, update));
+    }
+
+    /// Counter-only update (the extension trait's hot path): atomics, no lock.
+    #[inline]
+    pub(crate) fn count(&self, total: Option<u64>, current: Option<u64>, inc: u64) -> bool {
+        let changed = self.live.apply(total, current, inc);
+        if changed {
+            self.op.mark_changed();
+        }
+        changed
     }
 
     /// Marks this node failed.
@@ -192,9 +206,9 @@ where
             let attached = op.with_tree(|t| {
                 let slot = t.add_child(at.slot, at.id, new)?;
                 t.apply(slot, node_id, update);
-                Some(slot)
+                Some((slot, t.live(slot, node_id)?))
             });
-            if let Some(slot) = attached {
+            if let Some((slot, live)) = attached {
                 // At the depth limit, children go where this node went: beside it.
                 let attach = if depth < max_depth {
                     Attach {
@@ -205,7 +219,7 @@ where
                 } else {
                     at
                 };
-                return Some(Tracked::new(op, class.clone(), slot, node_id, attach));
+                return Some(Tracked::new(op, class.clone(), live, slot, node_id, attach));
             }
             // The parent node is gone (cannot normally happen): track as a new operation.
             return None;
@@ -215,13 +229,23 @@ where
             .or_else(|| class.operation_type.clone())
             .unwrap_or_else(|| new.level_type.clone());
         let op = store.start_operation(new, operation_type);
-        op.with_tree(|t| t.apply(ROOT_SLOT, node_id, update));
+        let live = op.with_tree(|t| {
+            t.apply(ROOT_SLOT, node_id, update);
+            t.live(ROOT_SLOT, node_id)
+        })?;
         let attach = Attach {
             slot: ROOT_SLOT,
             id: node_id,
             depth: 0,
         };
-        Some(Tracked::new(op, class.clone(), ROOT_SLOT, node_id, attach))
+        Some(Tracked::new(
+            op,
+            class.clone(),
+            live,
+            ROOT_SLOT,
+            node_id,
+            attach,
+        ))
     }
 }
 
@@ -229,6 +253,7 @@ impl Tracked {
     fn new(
         op: Arc<OperationCell>,
         class: Arc<SpanClass>,
+        live: Arc<LiveCounters>,
         slot: u32,
         id: NodeId,
         attach: Attach,
@@ -236,6 +261,7 @@ impl Tracked {
         Tracked {
             op,
             class,
+            live,
             slot,
             id,
             attach,
@@ -412,6 +438,6 @@ mod tests {
     fn tracked_extension_is_small() {
         let size = std::mem::size_of::<super::Tracked>();
         println!("Tracked: {size} bytes");
-        assert!(size <= 80, "Tracked is {size} bytes");
+        assert!(size <= 88, "Tracked is {size} bytes");
     }
 }

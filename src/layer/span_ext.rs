@@ -108,25 +108,23 @@ fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
     });
 }
 
-fn update(span: &Span, f: impl Fn(&mut Update)) {
-    with_node(span, |t| {
-        let mut u = Update::default();
-        f(&mut u);
-        t.apply(u);
-    });
-}
-
 impl ProgressSpanExt for Span {
     fn set_total(&self, total: u64) {
-        update(self, |u| u.total = Some(total));
+        with_node(self, |t| {
+            t.count(Some(total), None, 0);
+        });
     }
 
     fn set_current(&self, current: u64) {
-        update(self, |u| u.current = Some(current));
+        with_node(self, |t| {
+            t.count(None, Some(current), 0);
+        });
     }
 
     fn inc(&self, delta: u64) {
-        update(self, |u| u.inc = delta);
+        with_node(self, |t| {
+            t.count(None, None, delta);
+        });
     }
 
     fn set_message(&self, message: &str) {

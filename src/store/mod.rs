@@ -59,8 +59,12 @@ pub(crate) struct OperationCell {
     pub(crate) id: OperationId,
     tree: Mutex<Tree>,
     cancel: AtomicBool,
-    /// Bumped on every change, so subscribers can tell what changed without locking.
+    /// Bumped when something changes after a subscriber looked, so subscribers can tell what
+    /// changed without locking.
     version: AtomicU64,
+    /// Set by the first change after a subscriber looked; while it is set, writers only read it
+    /// (a shared cache line, no contention between threads updating one operation).
+    dirty: AtomicBool,
     store: Arc<StoreInner>,
 }
 
@@ -68,13 +72,20 @@ impl OperationCell {
     /// Runs `f` on the tree under the operation's lock, then tells subscribers.
     #[inline]
     pub(crate) fn with_tree<R>(&self, f: impl FnOnce(&mut Tree) -> R) -> R {
-        let mut tree = self.tree.lock();
-        let out = f(&mut tree);
-        // Bumped under the lock, so a snapshot and the version it reads always agree.
-        self.version.fetch_add(1, Ordering::SeqCst);
-        drop(tree);
-        self.store.notifier.changed();
+        let out = f(&mut self.tree.lock());
+        self.mark_changed();
         out
+    }
+
+    /// Tells subscribers that something changed. Costs one load unless a subscriber has
+    /// looked since the last change.
+    #[inline]
+    pub(crate) fn mark_changed(&self) {
+        if !self.dirty.load(Ordering::SeqCst) {
+            self.dirty.store(true, Ordering::SeqCst);
+            self.version.fetch_add(1, Ordering::SeqCst);
+            self.store.notifier.changed();
+        }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -86,15 +97,17 @@ impl OperationCell {
     }
 
     fn snapshot(&self) -> ProgressState {
-        self.versioned_snapshot().1
-    }
-
-    /// A snapshot and the version it reflects.
-    fn versioned_snapshot(&self) -> (u64, ProgressState) {
         let tree = self.tree.lock();
         let now = self.store.clock.now_us();
+        tree.snapshot(self.id, self.is_cancelled(), now)
+    }
+
+    /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
+    /// that does not make it into this snapshot bumps the version again.
+    fn versioned_snapshot(&self) -> (u64, ProgressState) {
+        self.dirty.store(false, Ordering::SeqCst);
         let version = self.version.load(Ordering::SeqCst);
-        (version, tree.snapshot(self.id, self.is_cancelled(), now))
+        (version, self.snapshot())
     }
 }
 
@@ -137,6 +150,7 @@ impl StoreInner {
             tree: Mutex::new(Tree::new(root, operation_type, self.limits.clone())),
             cancel: AtomicBool::new(false),
             version: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
             store: self.clone(),
         });
         self.active.write().insert(id, cell.clone());

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::model::{
     ErrorInfo, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId, OperationMetrics,
@@ -19,6 +20,72 @@ const MAX_INPUT_ERRORS: usize = 8;
 
 /// Slot of the root node: the first node pushed into a new tree.
 pub(crate) const ROOT_SLOT: u32 = 0;
+
+/// A node's counters, shared by the tree and the span so progress updates need no lock.
+///
+/// SeqCst on purpose: subscribers clear an operation's `dirty` flag and then snapshot; an
+/// update that saw `dirty` still set must be visible to that snapshot (see
+/// `OperationCell::mark_changed`).
+#[derive(Default)]
+pub(crate) struct LiveCounters {
+    current: AtomicU64,
+    /// `NO_TOTAL` until set.
+    total: AtomicU64,
+    explicit: AtomicBool,
+    updates: AtomicU64,
+}
+
+const NO_TOTAL: u64 = u64::MAX;
+
+impl LiveCounters {
+    fn new() -> Self {
+        LiveCounters {
+            total: AtomicU64::new(NO_TOTAL),
+            ..Default::default()
+        }
+    }
+
+    /// Applies the counter part of an update; true if anything changed.
+    #[inline]
+    pub(crate) fn apply(&self, total: Option<u64>, current: Option<u64>, inc: u64) -> bool {
+        let mut changed = false;
+        if let Some(t) = total {
+            // u64::MAX itself is kept as "unknown": nobody counts that far.
+            self.total.swap(t, Ordering::SeqCst);
+            changed = true;
+        }
+        if let Some(c) = current {
+            self.current.swap(c, Ordering::SeqCst);
+            changed = true;
+        }
+        if inc > 0 {
+            let _ = self
+                .current
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                    Some(c.saturating_add(inc))
+                });
+            changed = true;
+        }
+        if changed {
+            if !self.explicit.load(Ordering::Relaxed) && (current.is_some() || inc > 0) {
+                self.explicit.store(true, Ordering::SeqCst);
+            }
+            self.updates.fetch_add(1, Ordering::Relaxed);
+        }
+        changed
+    }
+
+    fn current(&self) -> Option<u64> {
+        self.explicit
+            .load(Ordering::SeqCst)
+            .then(|| self.current.load(Ordering::SeqCst))
+    }
+
+    fn total(&self) -> Option<u64> {
+        let t = self.total.load(Ordering::SeqCst);
+        (t != NO_TOTAL).then_some(t)
+    }
+}
 
 /// Names shared by every node of one callsite (one pointer per node instead of two).
 pub(crate) struct Callsite {
@@ -51,12 +118,10 @@ pub(crate) struct Node {
     id: NodeId,
     parent: Option<u32>,
     status: Status,
-    explicit_current: bool,
     level_type: Arc<str>,
     name: Arc<str>,
     callsite: Arc<Callsite>,
-    current: u64,
-    total: Option<u64>,
+    live: Arc<LiveCounters>,
     message: Option<Arc<str>>,
     created_us: u64,
     /// 0 until first entered (timestamps are µs since 1970, never 0 in practice).
@@ -115,10 +180,12 @@ pub(crate) struct Update {
 
 impl Update {
     pub(crate) fn is_empty(&self) -> bool {
-        self.total.is_none()
-            && self.current.is_none()
-            && self.inc == 0
-            && self.message.is_none()
+        self.total.is_none() && self.current.is_none() && self.inc == 0 && self.is_counters_only()
+    }
+
+    /// Nothing but total/current/inc (possibly nothing at all).
+    pub(crate) fn is_counters_only(&self) -> bool {
+        self.message.is_none()
             && self.name.is_none()
             && self.unit.is_none()
             && self.metadata.is_empty()
@@ -158,12 +225,10 @@ impl Tree {
             id: new.id,
             parent,
             status: Status::Pending,
-            explicit_current: false,
             level_type: new.level_type,
             name: new.name,
             callsite: new.callsite,
-            current: 0,
-            total: None,
+            live: Arc::new(LiveCounters::new()),
             message: None,
             created_us: new.created_us,
             started_us: 0,
@@ -216,6 +281,11 @@ impl Tree {
         self.nodes.get_mut(slot as usize)?.as_mut()
     }
 
+    /// The counters of a node, for the span that owns it.
+    pub(crate) fn live(&self, slot: u32, id: NodeId) -> Option<Arc<LiveCounters>> {
+        self.node(slot, id).map(|n| n.live.clone())
+    }
+
     /// Adds a child under `(parent_slot, parent_id)`; `None` if the parent is gone.
     pub(crate) fn add_child(
         &mut self,
@@ -255,21 +325,7 @@ impl Tree {
         if n.status.is_finished() {
             return false;
         }
-        if let Some(t) = update.total {
-            n.total = Some(t);
-        }
-        if let Some(c) = update.current {
-            n.current = c;
-            n.explicit_current = true;
-        }
-        if update.inc > 0 {
-            if !n.explicit_current {
-                // The first explicit count starts from zero, not from the derived child count.
-                n.current = 0;
-                n.explicit_current = true;
-            }
-            n.current = n.current.saturating_add(update.inc);
-        }
+        let counted = n.live.apply(update.total, update.current, update.inc);
         if update.message.is_some() {
             n.message = update.message;
         }
@@ -300,7 +356,10 @@ impl Tree {
             }
         }
         self.metrics.input_errors += errors;
-        self.metrics.updates += 1;
+        if !counted {
+            // Counter updates are counted by the node's own counters.
+            self.metrics.updates += 1;
+        }
         true
     }
 
@@ -450,6 +509,7 @@ impl Tree {
         let mut removed = 0u64;
         while let Some(s) = stack.pop() {
             if let Some(node) = self.nodes.get_mut(s as usize).and_then(Option::take) {
+                self.metrics.updates += node.live.updates.load(Ordering::Relaxed);
                 if node.status.is_finished() && node.parent.is_some() {
                     self.finished_retained = self.finished_retained.saturating_sub(1);
                 }
@@ -499,45 +559,51 @@ impl Tree {
     }
 
     /// Builds the model tree. Iterative, so deep trees cannot overflow the stack.
-    pub(crate) fn snapshot(
-        &self,
+    pub(crate) fn snapshot<'a>(
+        &'a self,
         id: NodeId,
         cancel_requested: bool,
         now_us: u64,
     ) -> ProgressState {
-        let mut order = Vec::with_capacity(self.metrics.nodes_retained as usize);
-        let mut stack = vec![ROOT_SLOT];
-        while let Some(s) = stack.pop() {
-            if let Some(n) = self.slot(s) {
-                order.push(s);
-                stack.extend(n.children.iter().rev().copied());
-            }
+        // Depth-first with an explicit stack of frames: each finished level moves once, into
+        // its parent's preallocated children, and deep trees cannot overflow the call stack.
+        struct Frame<'a> {
+            node: &'a Node,
+            next_child: usize,
+            children: Vec<ProgressLevel>,
+            partial: f64,
         }
-        let mut built: Vec<Option<(ProgressLevel, Option<f64>)>> = Vec::new();
-        built.resize_with(self.nodes.len(), || None);
-        for &s in order.iter().rev() {
-            let Some(n) = self.slot(s) else { continue };
-            let mut children = Vec::with_capacity(n.children.len());
-            let mut partial = 0.0;
-            for &c in &n.children {
-                if let Some((level, fraction)) = built.get_mut(c as usize).and_then(Option::take) {
-                    if !level.status.is_finished() {
-                        partial += fraction.unwrap_or(0.0);
-                    }
-                    children.push(level);
+        let frame = |node: &'a Node| Frame {
+            node,
+            next_child: 0,
+            children: Vec::with_capacity(node.children.len()),
+            partial: 0.0,
+        };
+        let mut live_updates = 0;
+        let mut root = None;
+        let mut stack: Vec<Frame<'_>> = self.slot(ROOT_SLOT).map(frame).into_iter().collect();
+        while let Some(top) = stack.last_mut() {
+            if let Some(&child) = top.node.children.get(top.next_child) {
+                top.next_child += 1;
+                if let Some(c) = self.slot(child) {
+                    stack.push(frame(c));
                 }
+                continue;
             }
-            let level = self.build_level(n, children, partial, now_us);
-            let fraction = level.percentage.map(|p| p / 100.0);
-            if let Some(slot) = built.get_mut(s as usize) {
-                *slot = Some((level, fraction));
+            let Some(done) = stack.pop() else { break };
+            live_updates += done.node.live.updates.load(Ordering::Relaxed);
+            let level = self.build_level(done.node, done.children, done.partial, now_us);
+            match stack.last_mut() {
+                Some(parent) => {
+                    if !level.status.is_finished() {
+                        parent.partial += level.percentage.map_or(0.0, |p| p / 100.0);
+                    }
+                    parent.children.push(level);
+                }
+                None => root = Some(level),
             }
         }
-        let root = built
-            .get_mut(ROOT_SLOT as usize)
-            .and_then(Option::take)
-            .map(|(l, _)| l)
-            .unwrap_or_else(|| self.placeholder_root(id, now_us));
+        let root = root.unwrap_or_else(|| self.placeholder_root(id, now_us));
         let error = root
             .error
             .as_deref()
@@ -553,7 +619,10 @@ impl Tree {
             started_at_us: root.timing.started_at_us,
             completed_at_us: root.timing.completed_at_us,
             error,
-            metrics: self.metrics.clone(),
+            metrics: OperationMetrics {
+                updates: self.metrics.updates + live_updates,
+                ..self.metrics.clone()
+            },
             snapshot_at_us: now_us,
             root,
         }
@@ -566,12 +635,9 @@ impl Tree {
         partial: f64,
         now_us: u64,
     ) -> ProgressLevel {
-        let current = if n.explicit_current {
-            n.current
-        } else {
-            n.finished_children
-        };
-        let percentage = match (n.status, n.total) {
+        let current = n.live.current().unwrap_or(n.finished_children);
+        let total = n.live.total();
+        let percentage = match (n.status, total) {
             (Status::Completed, _) => Some(100.0),
             (_, Some(t)) if t > 0 => {
                 Some(((current as f64 + partial) / t as f64).clamp(0.0, 1.0) * 100.0)
@@ -591,7 +657,7 @@ impl Tree {
             target: n.callsite.target.clone(),
             status: n.status,
             current,
-            total: n.total,
+            total,
             percentage,
             unit: cold.and_then(|c| c.unit.clone()),
             message: n.message.clone(),
