@@ -11,6 +11,9 @@
 
 mod layer;
 pub mod model;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 mod store;
 
 pub use layer::layer;
@@ -20,6 +23,9 @@ pub use model::{
     ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId,
     OperationId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status, Timing,
 };
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub use otel::OtelExport;
 pub use store::{CancelError, HistoryQuery, Store, StoreStats, Subscription, Update};
 
 /// Brings [`ProgressSpanExt`] into scope without adding names: `use tracing_progress::prelude::*;`.

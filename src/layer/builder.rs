@@ -43,6 +43,8 @@ pub struct Builder {
     rules: Vec<TrackRule>,
     limits: Limits,
     capture_panics: bool,
+    #[cfg(feature = "otel")]
+    otel: Option<crate::otel::OtelExport>,
 }
 
 impl fmt::Debug for Builder {
@@ -80,7 +82,18 @@ impl Builder {
             rules: Vec::new(),
             limits: Limits::default(),
             capture_panics: true,
+            #[cfg(feature = "otel")]
+            otel: None,
         }
+    }
+
+    /// Writes progress onto the spans of a `tracing_opentelemetry` layer added *after* this
+    /// one; see [`otel`](crate::otel).
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn otel(mut self, export: crate::otel::OtelExport) -> Self {
+        self.otel = Some(export);
+        self
     }
 
     /// Tracks spans that match `rule` even without `progress.*` fields. The first matching
@@ -163,11 +176,17 @@ impl Builder {
             rule.validate().map_err(BuildError)?;
         }
         let store = StoreInner::new(self.limits);
-        let layer = ProgressLayer::new(
+        #[allow(unused_mut)]
+        let mut layer = ProgressLayer::new(
             store.clone(),
             Classifier::new(self.rules),
             self.capture_panics,
         );
+        #[cfg(feature = "otel")]
+        if let Some(export) = self.otel {
+            export.validate().map_err(BuildError)?;
+            layer.set_otel(crate::otel::Exporter::new(export, store.clone()));
+        }
         Ok((layer, Store::from_inner(store)))
     }
 }

@@ -47,6 +47,8 @@ struct Shared {
     store: Arc<StoreInner>,
     classifier: Classifier,
     capture_panics: bool,
+    #[cfg(feature = "otel")]
+    otel: Option<Arc<crate::otel::Exporter>>,
 }
 
 impl<S> fmt::Debug for ProgressLayer<S> {
@@ -74,6 +76,9 @@ pub(crate) struct Tracked {
     entered: AtomicU32,
     entered_at_ns: AtomicU64,
     busy_ns: AtomicU64,
+    /// Throttle state of this span's OpenTelemetry progress events.
+    #[cfg(feature = "otel")]
+    otel_events: crate::otel::SpanEvents,
 }
 
 /// A node that children attach to, with its depth.
@@ -110,6 +115,22 @@ impl Tracked {
             self.op.mark_changed();
         }
         changed
+    }
+
+    /// A progress event for the OpenTelemetry span, if one is due.
+    #[cfg(feature = "otel")]
+    pub(crate) fn otel_event_due(
+        &self,
+        exporter: Option<&crate::otel::Exporter>,
+    ) -> Option<crate::otel::ProgressEvent> {
+        let exporter = exporter?;
+        let now = self.op.store().clock.now_ns();
+        exporter
+            .due(&self.otel_events, now)
+            .then(|| crate::otel::ProgressEvent {
+                current: self.live.current().unwrap_or(0),
+                total: self.live.total(),
+            })
     }
 
     /// Marks this node failed.
@@ -149,10 +170,25 @@ where
                 store,
                 classifier,
                 capture_panics,
+                #[cfg(feature = "otel")]
+                otel: None,
             }),
             with_context: span_ext::WithContext::new::<S>(),
             _subscriber: PhantomData,
         }
+    }
+
+    #[cfg(feature = "otel")]
+    pub(crate) fn set_otel(&mut self, exporter: Arc<crate::otel::Exporter>) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.otel = Some(exporter);
+        }
+    }
+
+    /// The OpenTelemetry side, if configured.
+    #[cfg(feature = "otel")]
+    pub(crate) fn otel(&self) -> Option<&crate::otel::Exporter> {
+        self.shared.otel.as_deref()
     }
 
     /// The nearest tracked span at or above `span`.
@@ -269,6 +305,8 @@ impl Tracked {
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
+            #[cfg(feature = "otel")]
+            otel_events: crate::otel::SpanEvents::default(),
         }
     }
 }
@@ -284,6 +322,10 @@ where
         let Some(span) = ctx.span(id) else { return };
         if let Some(tracked) = self.new_tracked(&class, attrs, &span) {
             span.extensions_mut().insert(tracked);
+            #[cfg(feature = "otel")]
+            if let Some(otel) = self.otel() {
+                otel.check_order(id);
+            }
         }
     }
 
@@ -297,6 +339,21 @@ where
         let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
         values.record(&mut visitor);
         tracked.apply(visitor.update);
+        #[cfg(feature = "otel")]
+        {
+            let due = tracked.otel_event_due(self.otel());
+            drop(ext);
+            if let (Some(otel), Some(event)) = (self.otel(), due) {
+                otel.emit_progress(id, event);
+            }
+        }
+    }
+
+    fn on_register_dispatch(&self, _dispatch: &tracing_core::Dispatch) {
+        #[cfg(feature = "otel")]
+        if let Some(otel) = self.otel() {
+            otel.register_dispatch(_dispatch);
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -349,6 +406,14 @@ where
                 update.message = extra.event_message;
             }
             tracked.apply(update);
+            #[cfg(feature = "otel")]
+            {
+                let due = tracked.otel_event_due(self.otel());
+                drop(ext);
+                if let (Some(otel), Some(event)) = (self.otel(), due) {
+                    otel.emit_progress(&span.id(), event);
+                }
+            }
         }
     }
 
@@ -365,6 +430,17 @@ where
         if !t.started.swap(true, Ordering::AcqRel) {
             let at = self.shared.store.clock.ns_to_unix_us(now);
             t.op.with_tree(|tree| tree.start(t.slot, t.id, at));
+            // Heartbeats need the root's OpenTelemetry span context; take it without our guard.
+            #[cfg(feature = "otel")]
+            if t.slot == ROOT_SLOT
+                && let Some(otel) = self.otel().filter(|o| o.heartbeat_enabled())
+            {
+                let op = t.op.clone();
+                drop(ext);
+                if let Some(sc) = otel.span_context(id) {
+                    let _ = op.otel_root.set(sc);
+                }
+            }
         }
     }
 
@@ -414,8 +490,20 @@ where
             CloseOutcome::Completed
         };
         let at = store.clock.ns_to_unix_us(now);
-        let root_closed =
-            t.op.with_tree(|tree| tree.close(t.slot, t.id, at, busy, outcome));
+        #[cfg(feature = "otel")]
+        let mut report = None;
+        let root_closed = t.op.with_tree(|tree| {
+            tree.close(t.slot, t.id, at, busy, outcome, |_tree| {
+                #[cfg(feature = "otel")]
+                if self.otel().is_some() {
+                    report = _tree.final_report(t.slot, t.id, t.op.id, t.op.is_cancelled());
+                }
+            })
+        });
+        #[cfg(feature = "otel")]
+        if let (Some(otel), Some(report)) = (self.otel(), report) {
+            otel.finish(&id, report);
+        }
         if root_closed {
             store.finish_operation(&t.op);
         }

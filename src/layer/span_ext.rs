@@ -17,8 +17,9 @@ use super::visitor::sanitize;
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
 use crate::store::tree::Update;
 
-/// Runs a closure on the nearest tracked node of a span, if any.
-type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked));
+/// Runs a closure on the nearest tracked node of a span, if any; `counts` says whether the
+/// closure changes counters (which may be due an OpenTelemetry progress event).
+type VisitTracked = fn(&Dispatch, &Id, bool, &mut dyn FnMut(&Tracked));
 
 /// What the layer hands out through `downcast_raw`: a [`VisitTracked`] for its subscriber type.
 pub(crate) struct WithContext(VisitTracked);
@@ -32,10 +33,11 @@ impl WithContext {
     }
 }
 
-fn with_tracked<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&Tracked))
+fn with_tracked<S>(dispatch: &Dispatch, id: &Id, counts: bool, f: &mut dyn FnMut(&Tracked))
 where
     S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
 {
+    let _ = counts;
     let Some(subscriber) = dispatch.downcast_ref::<S>() else {
         return;
     };
@@ -43,8 +45,20 @@ where
         return;
     };
     for s in span.scope() {
-        if let Some(t) = s.extensions().get::<Tracked>() {
+        let ext = s.extensions();
+        if let Some(t) = ext.get::<Tracked>() {
             f(t);
+            #[cfg(feature = "otel")]
+            if counts {
+                let layer = dispatch.downcast_ref::<super::ProgressLayer<S>>();
+                let otel = layer.and_then(|l| l.otel());
+                let due = t.otel_event_due(otel);
+                // OpenTelemetry locks the span's extensions: release ours first.
+                drop(ext);
+                if let (Some(otel), Some(event)) = (otel, due) {
+                    otel.emit_progress(&s.id(), event);
+                }
+            }
             return;
         }
     }
@@ -100,31 +114,36 @@ pub trait ProgressSpanExt: sealed::Sealed {
     fn operation_id(&self) -> Option<OperationId>;
 }
 
-fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
+fn with_node(span: &Span, f: impl FnMut(&Tracked)) {
+    visit(span, false, f);
+}
+
+/// Like [`with_node`] for counter updates.
+fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
+    visit(span, true, |t| {
+        t.count(total, current, inc);
+    });
+}
+
+fn visit(span: &Span, counts: bool, mut f: impl FnMut(&Tracked)) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
-            (ctx.0)(dispatch, id, &mut f);
+            (ctx.0)(dispatch, id, counts, &mut f);
         }
     });
 }
 
 impl ProgressSpanExt for Span {
     fn set_total(&self, total: u64) {
-        with_node(self, |t| {
-            t.count(Some(total), None, 0);
-        });
+        count(self, Some(total), None, 0);
     }
 
     fn set_current(&self, current: u64) {
-        with_node(self, |t| {
-            t.count(None, Some(current), 0);
-        });
+        count(self, None, Some(current), 0);
     }
 
     fn inc(&self, delta: u64) {
-        with_node(self, |t| {
-            t.count(None, None, delta);
-        });
+        count(self, None, None, delta);
     }
 
     fn set_message(&self, message: &str) {

@@ -66,6 +66,9 @@ pub(crate) struct OperationCell {
     /// (a shared cache line, no contention between threads updating one operation).
     dirty: AtomicBool,
     store: Arc<StoreInner>,
+    /// The root's OpenTelemetry span context, kept for heartbeats.
+    #[cfg(feature = "otel")]
+    pub(crate) otel_root: std::sync::OnceLock<opentelemetry::trace::SpanContext>,
 }
 
 impl OperationCell {
@@ -125,6 +128,8 @@ pub(crate) struct StoreInner {
     active: RwLock<HashMap<OperationId, Arc<OperationCell>>>,
     history: RwLock<History>,
     notifier: subscribe::Notifier,
+    /// Set when the OpenTelemetry layer was found to run before ours (feature `otel`).
+    pub(crate) otel_misordered: AtomicBool,
 }
 
 impl StoreInner {
@@ -135,7 +140,20 @@ impl StoreInner {
             clock: Clock::new(),
             active: RwLock::new(HashMap::new()),
             notifier: subscribe::Notifier::default(),
+            otel_misordered: AtomicBool::new(false),
         })
+    }
+
+    /// Running operations whose root has an OpenTelemetry span, with a fresh snapshot each.
+    #[cfg(feature = "otel")]
+    pub(crate) fn heartbeat_targets(
+        &self,
+    ) -> Vec<(opentelemetry::trace::SpanContext, ProgressState)> {
+        let cells: Vec<_> = self.active.read().values().cloned().collect();
+        cells
+            .iter()
+            .filter_map(|c| Some((c.otel_root.get()?.clone(), c.snapshot())))
+            .collect()
     }
 
     /// Registers a new operation whose root is `root`.
@@ -152,6 +170,8 @@ impl StoreInner {
             version: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
             store: self.clone(),
+            #[cfg(feature = "otel")]
+            otel_root: std::sync::OnceLock::new(),
         });
         self.active.write().insert(id, cell.clone());
         self.notifier.changed();
@@ -231,6 +251,9 @@ pub struct StoreStats {
     pub history: usize,
     /// Finished operations dropped from history by the count or age bound.
     pub history_evicted: u64,
+    /// Whether the OpenTelemetry layer was found to run before the progress layer, so that
+    /// progress attributes cannot reach exported spans (feature `otel`; see the README).
+    pub otel_misordered: bool,
 }
 
 impl Store {
@@ -300,6 +323,7 @@ impl Store {
             active: self.inner.active.read().len(),
             history: history.len(),
             history_evicted: history.evicted(),
+            otel_misordered: self.inner.otel_misordered.load(Ordering::Relaxed),
         }
     }
 

@@ -75,13 +75,13 @@ impl LiveCounters {
         changed
     }
 
-    fn current(&self) -> Option<u64> {
+    pub(crate) fn current(&self) -> Option<u64> {
         self.explicit
             .load(Ordering::SeqCst)
             .then(|| self.current.load(Ordering::SeqCst))
     }
 
-    fn total(&self) -> Option<u64> {
+    pub(crate) fn total(&self) -> Option<u64> {
         let t = self.total.load(Ordering::SeqCst);
         (t != NO_TOTAL).then_some(t)
     }
@@ -415,6 +415,7 @@ impl Tree {
     }
 
     /// Closes a node; a failed node stays failed. Returns true when the root closed.
+    /// `closed` sees the tree right after the node closed, before any folding.
     pub(crate) fn close(
         &mut self,
         slot: u32,
@@ -422,6 +423,7 @@ impl Tree {
         now_us: u64,
         busy_ns: u64,
         outcome: CloseOutcome,
+        closed: impl FnOnce(&Self),
     ) -> bool {
         let Some(n) = self.node_mut(slot, id) else {
             return false;
@@ -437,6 +439,7 @@ impl Tree {
         n.completed_us = now_us.max(1);
         n.busy_ns = busy_ns;
         let parent = n.parent;
+        closed(self);
         let Some(parent) = parent else {
             return true;
         };
@@ -556,6 +559,37 @@ impl Tree {
             Status::Cancelled => entry.cancelled += 1,
             _ => entry.completed += 1,
         }
+    }
+
+    /// What the OpenTelemetry export writes onto a span at close (call after `close`).
+    #[cfg(feature = "otel")]
+    pub(crate) fn final_report(
+        &self,
+        slot: u32,
+        id: NodeId,
+        operation_id: NodeId,
+        cancel_requested: bool,
+    ) -> Option<crate::otel::FinalReport> {
+        let n = self.node(slot, id)?;
+        // All children are finished at close, so no running fraction is left to add.
+        let level = self.build_level(n, Vec::new(), 0.0, n.completed_us);
+        Some(crate::otel::FinalReport {
+            node_id: id,
+            operation_id,
+            status: n.status,
+            level_type: n.level_type.clone(),
+            name: n.name.clone(),
+            current: level.current,
+            total: level.total,
+            percentage: level.percentage,
+            unit: level.unit,
+            duration_us: level.timing.elapsed_us,
+            busy_us: level.timing.busy_us,
+            idle_us: level.timing.idle_us,
+            failures_below: level.failures_below.map_or(0, |f| f.count),
+            cancel_requested,
+            error: level.error.map(|e| *e),
+        })
     }
 
     /// Builds the model tree. Iterative, so deep trees cannot overflow the stack.
@@ -762,7 +796,14 @@ mod tests {
             let id = child.id;
             let slot = tree.add_child(ROOT_SLOT, root_id, child).unwrap();
             tree.start(slot, id, 100 + i * 10);
-            tree.close(slot, id, 105 + i * 10, 5_000, CloseOutcome::Completed);
+            tree.close(
+                slot,
+                id,
+                105 + i * 10,
+                5_000,
+                CloseOutcome::Completed,
+                |_| {},
+            );
         }
         let snap = tree.snapshot(root_id, false, 1_000);
         assert_eq!(snap.root.children.len(), 3);
@@ -798,12 +839,12 @@ mod tests {
             at_us: 1,
         };
         tree.fail(bad_slot, bad_id, err);
-        tree.close(bad_slot, bad_id, 2, 0, CloseOutcome::Completed);
+        tree.close(bad_slot, bad_id, 2, 0, CloseOutcome::Completed, |_| {});
         for _ in 0..5 {
             let c = new_node("ok");
             let id = c.id;
             let s = tree.add_child(ROOT_SLOT, root_id, c).unwrap();
-            tree.close(s, id, 3, 0, CloseOutcome::Completed);
+            tree.close(s, id, 3, 0, CloseOutcome::Completed, |_| {});
         }
         let snap = tree.snapshot(root_id, false, 10);
         assert!(snap.root.child("bad").is_some(), "failed child kept");
@@ -824,7 +865,7 @@ mod tests {
             let c = new_node("c");
             let id = c.id;
             let s = tree.add_child(ROOT_SLOT, root_id, c).unwrap();
-            tree.close(s, id, 1, 0, CloseOutcome::Completed);
+            tree.close(s, id, 1, 0, CloseOutcome::Completed, |_| {});
         }
         assert!(tree.finished.len() <= 2 * 5 + 64);
         assert!(

@@ -1,0 +1,167 @@
+//! The setlist workload shared by the examples: `#[instrument]`ed functions for
+//! setlist → song → action → block → subprocess, with progress fields saying what each level
+//! is. One block (onset detection in the second song) fails. Include it with
+//! `#[path = "support/setlist_sim.rs"] mod setlist_sim;`.
+
+#![allow(dead_code)] // each example uses a different part
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tracing::{info, instrument};
+use tracing_progress::ProgressSpanExt;
+
+/// Speed-up factor from `SETLIST_SPEED` (default 1).
+pub fn speed() -> u64 {
+    std::env::var("SETLIST_SPEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(1)
+}
+
+/// Simulated work: `ms` milliseconds divided by the speed-up.
+pub fn work(ms: u64) {
+    std::thread::sleep(Duration::from_micros(ms * 1_000 / speed()));
+}
+
+/// One song of the setlist.
+pub struct Song {
+    pub id: &'static str,
+    pub file: &'static str,
+    pub seconds: f64,
+}
+
+/// The demo setlist.
+pub const SONGS: [Song; 3] = [
+    Song {
+        id: "song-001",
+        file: "audio1.wav",
+        seconds: 180.5,
+    },
+    Song {
+        id: "song-002",
+        file: "audio2.wav",
+        seconds: 212.0,
+    },
+    Song {
+        id: "song-003",
+        file: "audio3.wav",
+        seconds: 157.3,
+    },
+];
+
+/// Runs the subprocess level of one song somewhere else (another process).
+pub type SubprocessRunner = fn(&Song) -> Result<(), String>;
+
+/// Set once before running to move the subprocess level out of this process.
+pub static SUBPROCESS: OnceLock<SubprocessRunner> = OnceLock::new();
+
+const ACTIONS: [(&str, &str, u64); 4] = [
+    ("LoadAudio", "set_file_path", 1),
+    ("DetectOnsets", "detect_onsets", 2),
+    ("SeparateStems", "separate", 2),
+    ("ExportStems", "export", 1),
+];
+
+#[instrument(skip_all, fields(
+    progress.operation = "setlist_processing",
+    progress.level = "setlist",
+    progress.name = name,
+    progress.total = songs.len(),
+    setlist_id = "abc123",
+))]
+pub fn process_setlist(name: &str, songs: &[Song]) {
+    for (i, song) in songs.iter().enumerate() {
+        if let Err(e) = process_song(i + 1, songs.len(), song) {
+            // The song failed; the setlist carries on with the next one.
+            tracing::warn!(song = song.file, error = %e, "song failed, continuing");
+        }
+        if tracing_progress::is_cancelled() {
+            info!("setlist cancelled");
+            break;
+        }
+    }
+}
+
+#[instrument(err, skip_all, fields(
+    progress.level = "song",
+    progress.name = song.file,
+    progress.total = ACTIONS.len(),
+    song_id = song.id,
+    duration_s = song.seconds,
+))]
+fn process_song(index: usize, of: usize, song: &Song) -> Result<(), String> {
+    info!(progress.message = %format!("Processing song {index}/{of}: {}", song.file));
+    for (action, method, blocks) in ACTIONS {
+        execute_action(action, method, blocks, song)?;
+    }
+    Ok(())
+}
+
+#[instrument(err, skip_all, fields(
+    progress.level = "action",
+    progress.name = %format!("{action} → {method}"),
+    progress.total = blocks,
+))]
+fn execute_action(action: &str, method: &str, blocks: u64, song: &Song) -> Result<(), String> {
+    for n in 1..=blocks {
+        run_block(&format!("{action}{n}"), &format!("block-{:03}", n), song)?;
+    }
+    Ok(())
+}
+
+#[instrument(err, skip_all, fields(
+    progress.level = "block",
+    progress.name = name,
+    progress.total = tracing::field::Empty,
+    progress.unit = "events",
+    block_id = id,
+))]
+fn run_block(name: &str, id: &str, song: &Song) -> Result<(), String> {
+    let span = tracing::Span::current();
+    let steps = 20u64;
+    span.set_total(steps * 5);
+    for step in 1..=steps {
+        work(8);
+        span.inc(5);
+        if name.starts_with("DetectOnsets") {
+            span.set_metadata("events_found", (step * 5 + 7).into());
+        }
+        if name == "DetectOnsets2" && song.id == "song-002" && step == 12 {
+            return Err(format!("onset detector diverged at frame {}", step * 512));
+        }
+    }
+    if name.starts_with("Load") {
+        span.set_metadata(
+            "output",
+            format!("audio_data (44100 Hz, 2 channels, {:.1}s)", song.seconds).into(),
+        );
+    }
+    if name.starts_with("Export") {
+        encode(song)?;
+    }
+    Ok(())
+}
+
+#[instrument(err, skip_all, fields(
+    progress.level = "subprocess",
+    progress.name = "ffmpeg",
+    command = %format!("ffmpeg -i {} -c:a flac stems.flac", song.file),
+    progress.total = 4,
+))]
+fn encode(song: &Song) -> Result<(), String> {
+    if let Some(run) = SUBPROCESS.get() {
+        return run(song);
+    }
+    encode_work()
+}
+
+/// The subprocess's own work: four steps, counted on the current span.
+pub fn encode_work() -> Result<(), String> {
+    for _ in 0..4 {
+        work(15);
+        tracing::Span::current().inc(1);
+    }
+    Ok(())
+}
