@@ -255,7 +255,14 @@ where
                 } else {
                     at
                 };
-                return Some(Tracked::new(op, class.clone(), live, slot, node_id, attach));
+                return Some(Tracked::new(
+                    op,
+                    class.clone(),
+                    live,
+                    (slot, node_id),
+                    attach,
+                    created_ns,
+                ));
             }
             // The parent node is gone (cannot normally happen): track as a new operation.
             return None;
@@ -278,21 +285,22 @@ where
             op,
             class.clone(),
             live,
-            ROOT_SLOT,
-            node_id,
+            (ROOT_SLOT, node_id),
             attach,
+            created_ns,
         ))
     }
 }
 
 impl Tracked {
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
     fn new(
         op: Arc<OperationCell>,
         class: Arc<SpanClass>,
         live: Arc<LiveCounters>,
-        slot: u32,
-        id: NodeId,
+        (slot, id): (u32, NodeId),
         attach: Attach,
+        created_ns: u64,
     ) -> Self {
         Tracked {
             op,
@@ -306,7 +314,7 @@ impl Tracked {
             entered_at_ns: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             #[cfg(feature = "otel")]
-            otel_events: crate::otel::SpanEvents::default(),
+            otel_events: crate::otel::SpanEvents::new(created_ns),
         }
     }
 }

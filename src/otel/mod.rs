@@ -178,10 +178,20 @@ pub(crate) struct Exporter {
 }
 
 /// Per-span throttle state, kept with the span.
-#[derive(Default)]
 pub(crate) struct SpanEvents {
     last_ns: AtomicU64,
     sent: AtomicU32,
+}
+
+impl SpanEvents {
+    /// Starts the first interval at the span's creation: a span shorter than one interval
+    /// exports no progress events (its final values arrive as attributes anyway).
+    pub(crate) fn new(created_ns: u64) -> Self {
+        SpanEvents {
+            last_ns: AtomicU64::new(created_ns),
+            sent: AtomicU32::new(0),
+        }
+    }
 }
 
 /// A progress event to emit once no extensions guard is held.
@@ -259,13 +269,13 @@ impl Exporter {
         }
         let last = state.last_ns.load(Ordering::Relaxed);
         let interval = self.config.event_interval.as_nanos() as u64;
-        if last != 0 && now_ns.saturating_sub(last) < interval {
+        if now_ns.saturating_sub(last) < interval {
             return false;
         }
         // One winner per interval when threads race.
         if state
             .last_ns
-            .compare_exchange(last, now_ns.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(last, now_ns, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
             return false;
@@ -294,8 +304,8 @@ impl Exporter {
         let mut attrs = vec![
             KeyValue::new(attributes::STATUS, r.status.as_str()),
             KeyValue::new(attributes::CURRENT, int(r.current)),
-            KeyValue::new(attributes::LEVEL, r.level_type.to_string()),
-            KeyValue::new(attributes::NAME, r.name.to_string()),
+            KeyValue::new(attributes::LEVEL, r.level_type.clone()),
+            KeyValue::new(attributes::NAME, r.name.clone()),
             KeyValue::new(attributes::NODE_ID, int(r.node_id.as_u64())),
             KeyValue::new(attributes::OPERATION_ID, int(r.operation_id.as_u64())),
             KeyValue::new(attributes::DURATION_MS, r.duration_us as f64 / 1e3),
@@ -314,7 +324,7 @@ impl Exporter {
             }
         }
         if let Some(unit) = &r.unit {
-            attrs.push(KeyValue::new(attributes::UNIT, unit.to_string()));
+            attrs.push(KeyValue::new(attributes::UNIT, unit.clone()));
         }
         if r.failures_below > 0 {
             attrs.push(KeyValue::new(
