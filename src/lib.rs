@@ -9,19 +9,22 @@
 )]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+mod estimate;
 mod layer;
 pub mod model;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
 mod store;
+pub mod view;
 
 pub use layer::layer;
 pub use layer::span_ext::{ProgressSpanExt, is_cancelled};
 pub use layer::{BuildError, Builder, ProgressLayer, classify::TrackRule};
 pub use model::{
-    ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId,
-    OperationId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status, Timing,
+    ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, FailureSummary, FieldValue, FoldedChildren,
+    Metadata, NodeId, OperationId, OperationMetrics, ProgressLevel, ProgressState, ResourceUsage,
+    SCHEMA_VERSION, Status, Timing,
 };
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]

@@ -322,6 +322,60 @@ pub struct ProgressLevel {
     /// Summaries of finished children folded away, one per level type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub folded: Vec<FoldedChildren>,
+    /// Time-remaining estimate and rate, for running nodes once there is enough signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
+    /// True when a running node has made no progress for much longer than usual.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stalled: bool,
+    /// Process CPU and memory sampled while this node ran (feature `resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceUsage>,
+}
+
+/// What an [`Estimate`] is based on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateBasis {
+    /// The node's own smoothed rate of progress.
+    Rate,
+    /// Durations of finished nodes of the same level type and name (before the first unit).
+    History,
+    /// Combined from the estimates of its children.
+    Children,
+}
+
+/// Remaining-time estimate of a running node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Estimate {
+    /// Expected time until the node completes (µs).
+    pub remaining_us: u64,
+    /// Optimistic bound (µs).
+    pub low_us: u64,
+    /// Pessimistic bound (µs).
+    pub high_us: u64,
+    /// Smoothed progress rate in units per second, when rate-based.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
+    /// What the estimate is based on.
+    pub basis: EstimateBasis,
+}
+
+/// Process resource usage attributed to a node: sampled while it was running.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ResourceUsage {
+    /// Samples taken while the node ran.
+    pub samples: u32,
+    /// Mean process CPU in percent of one core.
+    pub cpu_percent_mean: f64,
+    /// Peak process CPU in percent of one core.
+    pub cpu_percent_peak: f64,
+    /// Mean resident memory (bytes).
+    pub rss_bytes_mean: u64,
+    /// Peak resident memory (bytes).
+    pub rss_bytes_peak: u64,
 }
 
 impl ProgressLevel {

@@ -710,6 +710,9 @@ impl Tree {
             flattened: cold.is_some_and(|c| c.flattened),
             children,
             folded: cold.map(|c| c.folded.clone()).unwrap_or_default(),
+            estimate: None,
+            stalled: false,
+            resources: None,
         }
     }
 
@@ -739,6 +742,9 @@ impl Tree {
             flattened: false,
             children: Vec::new(),
             folded: Vec::new(),
+            estimate: None,
+            stalled: false,
+            resources: None,
         }
     }
 }

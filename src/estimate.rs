@@ -1,0 +1,1 @@
+//! Remaining-time estimates and stall detection (being written).
