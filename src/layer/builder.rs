@@ -45,6 +45,8 @@ pub struct Builder {
     capture_panics: bool,
     #[cfg(feature = "otel")]
     otel: Option<crate::otel::OtelExport>,
+    #[cfg(feature = "resources")]
+    resources: Option<Duration>,
 }
 
 impl fmt::Debug for Builder {
@@ -84,7 +86,19 @@ impl Builder {
             capture_panics: true,
             #[cfg(feature = "otel")]
             otel: None,
+            #[cfg(feature = "resources")]
+            resources: None,
         }
+    }
+
+    /// Samples process CPU and memory every `interval` on a background thread and attributes
+    /// each sample to the nodes running at that moment ([`ResourceUsage`](crate::ResourceUsage)
+    /// on every level). At least 10 ms; off by default.
+    #[cfg(feature = "resources")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "resources")))]
+    pub fn sample_resources(mut self, interval: Duration) -> Self {
+        self.resources = Some(interval);
+        self
     }
 
     /// Writes progress onto the spans of a `tracing_opentelemetry` layer added *after* this
@@ -186,6 +200,13 @@ impl Builder {
         if let Some(export) = self.otel {
             export.validate().map_err(BuildError)?;
             layer.set_otel(crate::otel::Exporter::new(export, store.clone()));
+        }
+        #[cfg(feature = "resources")]
+        if let Some(interval) = self.resources {
+            if interval < Duration::from_millis(10) {
+                return err("sample_resources needs an interval of at least 10 ms");
+            }
+            crate::resources::spawn_sampler(std::sync::Arc::downgrade(&store), interval);
         }
         Ok((layer, Store::from_inner(store)))
     }

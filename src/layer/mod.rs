@@ -346,9 +346,11 @@ where
         let max_text = self.shared.store.limits.max_text_len;
         let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
         values.record(&mut visitor);
+        #[cfg(feature = "otel")]
+        let counts = visitor.update.has_counters();
         tracked.apply(visitor.update);
         #[cfg(feature = "otel")]
-        {
+        if counts {
             let due = tracked.otel_event_due(self.otel());
             drop(ext);
             if let (Some(otel), Some(event)) = (self.otel(), due) {
@@ -413,9 +415,11 @@ where
             if update.message.is_none() {
                 update.message = extra.event_message;
             }
+            #[cfg(feature = "otel")]
+            let counts = update.has_counters();
             tracked.apply(update);
             #[cfg(feature = "otel")]
-            {
+            if counts {
                 let due = tracked.otel_event_due(self.otel());
                 drop(ext);
                 if let (Some(otel), Some(event)) = (self.otel(), due) {

@@ -178,6 +178,15 @@ impl StoreInner {
         cell
     }
 
+    /// Attributes a process resource sample to every running node of every operation.
+    #[cfg(feature = "resources")]
+    pub(crate) fn record_resources(&self, cpu_percent: f64, rss_bytes: u64) {
+        let cells: Vec<_> = self.active.read().values().cloned().collect();
+        for cell in cells {
+            cell.with_tree(|t| t.record_resources(cpu_percent, rss_bytes));
+        }
+    }
+
     /// Moves a closed operation from the active map to history.
     pub(crate) fn finish_operation(&self, cell: &OperationCell) {
         let state = Arc::new(cell.snapshot());

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::model::{
     ErrorInfo, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId, OperationMetrics,
-    ProgressLevel, ProgressState, SCHEMA_VERSION, Status, Timing,
+    ProgressLevel, ProgressState, ResourceUsage, SCHEMA_VERSION, Status, Timing,
 };
 use crate::store::Limits;
 
@@ -112,6 +112,41 @@ struct Cold {
     folded: Vec<FoldedChildren>,
     input_errors: Vec<Arc<str>>,
     flattened: bool,
+    /// Process CPU/memory samples taken while the node ran (feature `resources`).
+    #[cfg_attr(not(feature = "resources"), allow(dead_code))]
+    resources: Option<ResourceAcc>,
+}
+
+/// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ResourceAcc {
+    samples: u32,
+    cpu_sum: f64,
+    cpu_peak: f64,
+    rss_sum: u128,
+    rss_peak: u64,
+}
+
+impl ResourceAcc {
+    #[cfg_attr(not(feature = "resources"), allow(dead_code))]
+    fn add(&mut self, cpu_percent: f64, rss_bytes: u64) {
+        self.samples = self.samples.saturating_add(1);
+        self.cpu_sum += cpu_percent;
+        self.cpu_peak = self.cpu_peak.max(cpu_percent);
+        self.rss_sum += u128::from(rss_bytes);
+        self.rss_peak = self.rss_peak.max(rss_bytes);
+    }
+
+    fn usage(&self) -> ResourceUsage {
+        let n = f64::from(self.samples.max(1));
+        ResourceUsage {
+            samples: self.samples,
+            cpu_percent_mean: self.cpu_sum / n,
+            cpu_percent_peak: self.cpu_peak,
+            rss_bytes_mean: (self.rss_sum / u128::from(self.samples.max(1))) as u64,
+            rss_bytes_peak: self.rss_peak,
+        }
+    }
 }
 
 pub(crate) struct Node {
@@ -181,6 +216,12 @@ pub(crate) struct Update {
 impl Update {
     pub(crate) fn is_empty(&self) -> bool {
         self.total.is_none() && self.current.is_none() && self.inc == 0 && self.is_counters_only()
+    }
+
+    /// Whether it changes total, current or inc.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) fn has_counters(&self) -> bool {
+        self.total.is_some() || self.current.is_some() || self.inc > 0
     }
 
     /// Nothing but total/current/inc (possibly nothing at all).
@@ -592,6 +633,19 @@ impl Tree {
         })
     }
 
+    /// Attributes one process resource sample to every running node (feature `resources`).
+    #[cfg(feature = "resources")]
+    pub(crate) fn record_resources(&mut self, cpu_percent: f64, rss_bytes: u64) {
+        for node in self.nodes.iter_mut().flatten() {
+            if node.status == Status::Running {
+                node.cold()
+                    .resources
+                    .get_or_insert_with(ResourceAcc::default)
+                    .add(cpu_percent, rss_bytes);
+            }
+        }
+    }
+
     /// Builds the model tree. Iterative, so deep trees cannot overflow the stack.
     pub(crate) fn snapshot<'a>(
         &'a self,
@@ -712,7 +766,9 @@ impl Tree {
             folded: cold.map(|c| c.folded.clone()).unwrap_or_default(),
             estimate: None,
             stalled: false,
-            resources: None,
+            resources: cold
+                .and_then(|c| c.resources.as_ref())
+                .map(ResourceAcc::usage),
         }
     }
 

@@ -1,0 +1,1 @@
+//! A live terminal view of running operations (feature `terminal`); being written.
