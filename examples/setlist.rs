@@ -15,48 +15,69 @@ mod setlist_sim;
 use std::time::Duration;
 
 use setlist_sim::{SONGS, process_setlist, speed};
-use tracing_progress::{HistoryQuery, Store};
+use tracing_progress::HistoryQuery;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
 
-fn print_running(store: &Store) {
-    for op in store.active() {
-        println!("--- running: {} ---", op.name);
-        print!("{}", op.render_tree());
+/// Without the `terminal` feature: a thread prints the running tree now and then, as a UI
+/// polling the store would.
+#[cfg(not(feature = "terminal"))]
+fn start_reporter(store: tracing_progress::Store) -> impl FnOnce() {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let reporter = std::thread::spawn(move || {
+        let mut sub = store.subscribe();
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1_000 / speed()));
+            if !sub.poll().changed.is_empty() {
+                for op in store.active() {
+                    println!("--- running: {} ---", op.name);
+                    print!("{}", op.render_tree());
+                }
+            }
+        }
+    });
+    move || {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = reporter.join();
     }
 }
 
 fn main() {
-    let (progress, store) = tracing_progress::layer();
+    let builder = tracing_progress::Builder::new();
+    // With `resources`: CPU and memory sampled off the hot path, shown per level.
+    #[cfg(feature = "resources")]
+    let builder = builder.sample_resources(Duration::from_millis(100));
+    let (progress, store) = builder.build().expect("valid settings");
+
+    // With `terminal`: the running tree redrawn in place on a TTY (logs print above it), or
+    // plain periodic text when stdout is not a terminal.
+    #[cfg(feature = "terminal")]
+    let live = tracing_progress::terminal::LiveView::new(store.clone())
+        .plain_interval(Duration::from_millis(1_000 / speed()))
+        .start();
+    #[cfg(feature = "terminal")]
+    let log_writer = live.log_writer();
+    #[cfg(not(feature = "terminal"))]
+    let log_writer = std::io::stderr;
+
     // The log filter sits on the fmt layer only (a per-layer filter): a global `warn` filter
     // would disable the INFO spans for every layer, ours included.
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::registry()
         .with(progress)
-        .with(
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(log_filter),
-        )
+        .with(fmt::layer().with_writer(log_writer).with_filter(log_filter))
         .init();
 
-    // A reporter thread prints the running tree now and then, like a UI would poll.
-    let reporter_store = store.clone();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reporter_done = done.clone();
-    let reporter = std::thread::spawn(move || {
-        let mut sub = reporter_store.subscribe();
-        while !reporter_done.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1_000 / speed()));
-            if !sub.poll().changed.is_empty() {
-                print_running(&reporter_store);
-            }
-        }
-    });
+    #[cfg(not(feature = "terminal"))]
+    let stop_reporter = start_reporter(store.clone());
 
     process_setlist("My Setlist", &SONGS);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = reporter.join();
+
+    #[cfg(feature = "terminal")]
+    live.finish();
+    #[cfg(not(feature = "terminal"))]
+    stop_reporter();
 
     println!("=== final state ===");
     for op in store.history(&HistoryQuery::new()) {

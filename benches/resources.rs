@@ -1,0 +1,49 @@
+//! Does sampling process resources slow the instrumented code? (target: ≤ 2%)
+//!
+//! `resource_sampling/*` runs a small operation (setlist with 10 blocks, 10 `inc`s each) under
+//! our layer without sampling (`off`) and with the sampler thread waking every 10 ms (`on_10ms`,
+//! 100x more often than a UI needs). `on_10ms / off` is the slowdown.
+//!
+//! Run: `cargo bench --features resources --bench resources`.
+
+use std::time::Duration;
+
+use criterion::Criterion;
+use tracing::{Dispatch, dispatcher, info_span};
+use tracing_progress::{Builder, ProgressSpanExt};
+use tracing_subscriber::layer::SubscriberExt;
+
+fn small_operation() {
+    let op = info_span!("setlist", progress.level = "setlist", progress.total = 10);
+    op.in_scope(|| {
+        for _ in 0..10 {
+            let block = info_span!("block", progress.level = "block", progress.total = 10);
+            block.in_scope(|| {
+                for _ in 0..10 {
+                    block.inc(1);
+                }
+            });
+        }
+    });
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(40)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args();
+    let mut group = c.benchmark_group("resource_sampling");
+    for (name, builder) in [
+        ("off", Builder::new()),
+        ("on_10ms", Builder::new().sample_resources(Duration::from_millis(10))),
+    ] {
+        let (layer, _store) = builder.build().expect("valid settings");
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        dispatcher::with_default(&dispatch, || {
+            group.bench_function(name, |b| b.iter(small_operation));
+        });
+    }
+    group.finish();
+    c.final_summary();
+}
