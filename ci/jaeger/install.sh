@@ -76,10 +76,10 @@ fi
 tmp=$outdir/jaeger.tmp.$$
 trap 'rm -f "$tmp"' EXIT
 say "building $JAEGER_PKG@$JAEGER_MODULE_VERSION (Jaeger $JAEGER_APP_VERSION) with $gover, CGO_ENABLED=0"
-say "this takes ~10-20 min on 2 cores when cold; log: $log"
+say "a cold build (downloads ~1.3 GB of modules, ~1.6 GB GOCACHE) took ~6 min on 2 cores; log: $log"
 start=$(date +%s)
 {
-  echo "# $(date -u +%FT%TZ) $GO build ${buildflags[*]} -o $tmp $JAEGER_PKG  (in $tooldir)"
+  echo "# $(date -u +%FT%TZ) in $tooldir: CGO_ENABLED=0 $GO build $(printf '%q ' "${buildflags[@]}")-o $tmp $JAEGER_PKG"
   echo "# GOMODCACHE=$("$GO" env GOMODCACHE) GOCACHE=$("$GO" env GOCACHE) GOPROXY=$("$GO" env GOPROXY)"
 } >"$log"
 if ! (cd "$tooldir" && CGO_ENABLED=0 GOWORK=off GOFLAGS="${GOFLAGS:-}" \
@@ -88,7 +88,7 @@ if ! (cd "$tooldir" && CGO_ENABLED=0 GOWORK=off GOFLAGS="${GOFLAGS:-}" \
   tail -n 30 "$log" >&2
   exit 1
 fi
-if ! "$tmp" version >>"$log" 2>&1; then
+if ! { "$tmp" version && echo; } >>"$log" 2>&1; then
   say "built binary does not run ('jaeger version' failed); last lines of $log:"
   tail -n 30 "$log" >&2
   exit 1

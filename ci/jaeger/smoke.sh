@@ -63,7 +63,7 @@ say "posted trace $trace_id (2 spans) to $otlp/v1/traces -> $code $(cat "$out/sm
 # --- query, with retries -----------------------------------------------------------------
 rfc3339() { python3 -c 'import sys,datetime; print(datetime.datetime.fromtimestamp(int(sys.argv[1])/1e9, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))' "$1"; }
 tmin=$(rfc3339 $(( t0 - 60000000000 ))); tmax=$(rfc3339 $(( now_ns + 60000000000 )))
-v3_url="$query/api/v3/traces?query.service_name=$service&query.start_time_min=$tmin&query.start_time_max=$tmax"
+v3_url="$query/api/v3/traces?query.service_name=$service&query.start_time_min=$tmin&query.start_time_max=$tmax&query.num_traces=20"
 legacy_url="$query/api/traces?service=$service"
 
 fetch_until() {  # fetch_until NAME URL CHECK-SPANS -> file $out/NAME.json
