@@ -36,7 +36,10 @@ fn main() {
     let mut group = c.benchmark_group("resource_sampling");
     for (name, builder) in [
         ("off", Builder::new()),
-        ("on_10ms", Builder::new().sample_resources(Duration::from_millis(10))),
+        (
+            "on_10ms",
+            Builder::new().sample_resources(Duration::from_millis(10)),
+        ),
     ] {
         let (layer, _store) = builder.build().expect("valid settings");
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use setlist_sim::{SONGS, process_setlist, speed};
 use tracing_progress::HistoryQuery;
+use tracing_progress::view::{Detail, Verbose};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -81,7 +82,10 @@ fn main() {
 
     println!("=== final state ===");
     for op in store.history(&HistoryQuery::new()) {
-        print!("{}", op.render_tree());
+        println!(
+            "{}",
+            Verbose::new(Detail::Verbose).max_children(8).render(&op)
+        );
         if let Some(e) = &op.error {
             println!("error: {} (at {})", e.message, e.path.join(" > "));
         }

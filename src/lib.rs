@@ -10,6 +10,9 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 mod estimate;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod layer;
 pub mod model;
 #[cfg(feature = "otel")]

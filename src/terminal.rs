@@ -44,7 +44,7 @@ const MIN_REFRESH: Duration = Duration::from_millis(100);
 /// |---|---|
 /// | [`refresh`](LiveView::refresh) | 100 ms (the minimum: ≤ 10 redraws/s) |
 /// | [`plain_interval`](LiveView::plain_interval) | 1 s |
-/// | [`render_with`](LiveView::render_with) | the verbose view, normal detail, long runs collapsed |
+/// | [`render_with`](LiveView::render_with) | the verbose view, one line per level, long runs collapsed |
 /// | [`plain_render_with`](LiveView::plain_render_with) | the verbose view, full detail |
 /// | [`plain`](LiveView::plain) | decided by whether stdout is a terminal |
 #[must_use]
@@ -151,6 +151,7 @@ impl LiveView {
                             let text = frame(&active, &*self.plain_render);
                             let mut out = io::stdout().lock();
                             let _ = out.write_all(text.as_bytes());
+                            let _ = out.write_all(b"\n\n");
                             let _ = out.flush();
                         }
                         None => {}
@@ -181,11 +182,16 @@ fn frame(
 }
 
 fn default_render(state: &ProgressState) -> String {
-    state.render_tree()
+    // One line per level keeps the live view short enough to redraw in place.
+    crate::view::Verbose::new(crate::view::Detail::Summary)
+        .max_children(6)
+        .render(state)
 }
 
 fn default_plain_render(state: &ProgressState) -> String {
-    state.render_tree()
+    crate::view::Verbose::new(crate::view::Detail::Verbose)
+        .max_children(8)
+        .render(state)
 }
 
 /// A running live view; finish it (or drop it) to stop drawing and clear the view.

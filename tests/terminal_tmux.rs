@@ -15,7 +15,11 @@ fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo test --all-features`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test --all-features`",
+        path.display()
+    );
     path
 }
 
@@ -31,13 +35,19 @@ fn screen(session: &str) -> String {
 
 /// Lines that start a drawing of the running setlist.
 fn view_headers(screen: &str) -> usize {
-    screen.lines().filter(|l| l.starts_with("Setlist: \"My Setlist\"")).count()
+    screen
+        .lines()
+        .filter(|l| l.starts_with("Setlist: \"My Setlist\""))
+        .count()
 }
 
 #[test]
 fn live_view_redraws_in_place_with_logs_above_and_leaves_no_garbage() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install tmux for this test");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install tmux for this test"
+        );
         eprintln!("skipped: tmux is not installed");
         return;
     }
@@ -47,7 +57,17 @@ fn live_view_redraws_in_place_with_logs_above_and_leaves_no_garbage() {
         example_binary("setlist").display()
     );
     let started = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "50", &command])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "50",
+            &command,
+        ])
         .status()
         .expect("start tmux");
     assert!(started.success());
@@ -65,29 +85,52 @@ fn live_view_redraws_in_place_with_logs_above_and_leaves_no_garbage() {
             break;
         }
         let headers = view_headers(&s);
-        assert!(headers <= 1, "the view was drawn {headers} times instead of in place:\n{s}");
+        assert!(
+            headers <= 1,
+            "the view was drawn {headers} times instead of in place:\n{s}"
+        );
         if headers == 1 {
             saw_running_view = true;
-            let header_at = s.lines().position(|l| l.starts_with("Setlist: \"My Setlist\""));
-            let log_at = s.lines().position(|l| l.contains("song failed, continuing"));
+            let header_at = s
+                .lines()
+                .position(|l| l.starts_with("Setlist: \"My Setlist\""));
+            let log_at = s
+                .lines()
+                .position(|l| l.contains("song failed, continuing"));
             if let (Some(h), Some(l)) = (header_at, log_at) {
                 assert!(l < h, "the log line is printed above the view:\n{s}");
                 saw_log_above_view = true;
             }
         }
     }
-    assert!(!final_screen.is_empty(), "the example did not finish in time");
+    assert!(
+        !final_screen.is_empty(),
+        "the example did not finish in time"
+    );
     assert!(saw_running_view, "the live view was never on screen");
-    assert!(saw_log_above_view, "no log line was seen above the live view");
+    assert!(
+        saw_log_above_view,
+        "no log line was seen above the live view"
+    );
     // After exit: the logs stay, the live view is gone (only the final report remains).
     assert_eq!(
         final_screen.matches("song failed, continuing").count(),
         1,
         "the log line is printed once and kept:\n{final_screen}"
     );
-    let before_final = final_screen.split("=== final state ===").next().unwrap_or("");
-    assert_eq!(view_headers(before_final), 0, "the live view was left on screen:\n{final_screen}");
-    assert!(!before_final.contains("Running"), "running lines left behind:\n{final_screen}");
+    let before_final = final_screen
+        .split("=== final state ===")
+        .next()
+        .unwrap_or("");
+    assert_eq!(
+        view_headers(before_final),
+        0,
+        "the live view was left on screen:\n{final_screen}"
+    );
+    assert!(
+        !before_final.contains("Running"),
+        "running lines left behind:\n{final_screen}"
+    );
     drop(cleanup);
 }
 
@@ -96,7 +139,9 @@ fn scopeguard(session: String) -> impl Drop {
     struct Kill(String);
     impl Drop for Kill {
         fn drop(&mut self) {
-            let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
         }
     }
     Kill(session)

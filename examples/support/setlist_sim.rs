@@ -22,7 +22,14 @@ pub fn speed() -> u64 {
 
 /// Simulated work: `ms` milliseconds divided by the speed-up.
 pub fn work(ms: u64) {
-    std::thread::sleep(Duration::from_micros(ms * 1_000 / speed()));
+    // A third computing (so CPU figures mean something), the rest waiting on "I/O".
+    let total = Duration::from_micros(ms * 1_000 / speed());
+    let spin_until = std::time::Instant::now() + total / 3;
+    let mut x = 0u64;
+    while std::time::Instant::now() < spin_until {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    std::thread::sleep(total - total / 3);
 }
 
 /// One song of the setlist.
@@ -89,7 +96,7 @@ pub fn process_setlist(name: &str, songs: &[Song]) {
     progress.name = song.file,
     progress.total = ACTIONS.len(),
     song_id = song.id,
-    duration_s = song.seconds,
+    length = %format!("{:.1}s", song.seconds),
 ))]
 fn process_song(index: usize, of: usize, song: &Song) -> Result<(), String> {
     info!(progress.message = %format!("Processing song {index}/{of}: {}", song.file));

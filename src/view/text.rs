@@ -1,0 +1,374 @@
+//! Deterministic text pieces shared by the views: times, durations, percentages, counts, names.
+//!
+//! Everything here is integer arithmetic or fixed-precision `format!`, so the same snapshot
+//! always renders to the same bytes on every platform, whatever the local time zone.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use crate::model::{ProgressLevel, Status};
+
+const US_PER_S: u64 = 1_000_000;
+const S_PER_DAY: u64 = 86_400;
+
+// === public formatting ===
+
+/// A wall-clock time in microseconds since the Unix epoch as UTC `YYYY-MM-DD HH:MM:SS`.
+///
+/// Sub-second digits are cut, not rounded. The calendar is the proleptic Gregorian one,
+/// computed here (no time-zone database, no `chrono`).
+///
+/// ```
+/// use tracing_progress::view::format_timestamp;
+/// assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
+/// assert_eq!(format_timestamp(1_705_314_600_000_000), "2024-01-15 10:30:00");
+/// assert_eq!(format_timestamp(1_709_251_199_999_999), "2024-02-29 23:59:59");
+/// ```
+pub fn format_timestamp(at_us: u64) -> String {
+    let secs = at_us / US_PER_S;
+    let (year, month, day) = civil_from_days(secs / S_PER_DAY);
+    let s = secs % S_PER_DAY;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// A duration in microseconds as a clock, `H:MM:SS` (seconds cut, hours unbounded).
+///
+/// Used for elapsed and remaining times.
+///
+/// ```
+/// use tracing_progress::view::format_clock;
+/// assert_eq!(format_clock(135_000_000), "0:02:15");
+/// assert_eq!(format_clock(93_784_900_000), "26:03:04");
+/// ```
+pub fn format_clock(us: u64) -> String {
+    let s = us / US_PER_S;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// A duration in microseconds sized to its magnitude: `850ms` under a second, `3.2s` under a
+/// minute (tenths cut, not rounded), otherwise the clock form of [`format_clock`].
+///
+/// Used for the duration of finished levels.
+///
+/// ```
+/// use tracing_progress::view::format_duration;
+/// assert_eq!(format_duration(850_400), "850ms");
+/// assert_eq!(format_duration(3_290_000), "3.2s");
+/// assert_eq!(format_duration(60_000_000), "0:01:00");
+/// ```
+pub fn format_duration(us: u64) -> String {
+    if us < US_PER_S {
+        format!("{}ms", us / 1_000)
+    } else if us < 60 * US_PER_S {
+        let tenths = us / 100_000;
+        format!("{}.{}s", tenths / 10, tenths % 10)
+    } else {
+        format_clock(us)
+    }
+}
+
+/// A percentage: whole numbers from 10% up, one decimal below 10%, rounded to nearest.
+///
+/// Exactly zero reads `0%`; anything short of 100 never reads `100%` (it stops at `99%`), so a
+/// running level does not look finished. Negative input reads `0%`, non-finite input `?%`.
+///
+/// ```
+/// use tracing_progress::view::format_percent;
+/// assert_eq!(format_percent(84.67), "85%");
+/// assert_eq!(format_percent(7.56), "7.6%");
+/// assert_eq!(format_percent(99.7), "99%");
+/// assert_eq!(format_percent(0.0), "0%");
+/// ```
+pub fn format_percent(p: f64) -> String {
+    if !p.is_finite() {
+        return "?%".to_owned();
+    }
+    if p <= 0.0 {
+        return "0%".to_owned();
+    }
+    let tenths = (p * 10.0).round();
+    if tenths < 100.0 {
+        let t = tenths as u64;
+        return format!("{}.{}%", t / 10, t % 10);
+    }
+    let mut whole = p.round();
+    if p < 100.0 && whole >= 100.0 {
+        whole = 99.0;
+    }
+    format!("{}%", count(whole as u64))
+}
+
+// === calendar ===
+
+/// Year, month (1-12) and day (1-31) of a day number counted from 1970-01-01.
+///
+/// Howard Hinnant's `civil_from_days`: shift the epoch to 0000-03-01 so the leap day ends each
+/// year, split into 400-year eras (146,097 days), then into years and a March-based month.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = z / 146_097;
+    let doe = z % 146_097; // day of era, 0..=146_096
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year, 0..=365
+    let mp = (5 * doy + 2) / 153; // March = 0 .. February = 11
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    (year, month, day)
+}
+
+// === private pieces ===
+
+/// `9,950`: thousands separated by commas.
+pub(crate) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A clock without hours when under one: `0:31`, `12:05`, then `1:02:03`.
+pub(crate) fn clock_short(us: u64) -> String {
+    let s = us / US_PER_S;
+    if s < 3600 {
+        format!("{}:{:02}", s / 60, s % 60)
+    } else {
+        format_clock(us)
+    }
+}
+
+/// A rate per second: one decimal under 100, whole (with separators) from there.
+pub(crate) fn rate(r: f64) -> String {
+    if !r.is_finite() || r <= 0.0 {
+        "0.0".to_owned()
+    } else if r < 99.95 {
+        format!("{r:.1}")
+    } else {
+        count(r.round() as u64)
+    }
+}
+
+/// Bytes in binary units labelled the usual way: `512 B`, `64 KB`, `128 MB`, `1.5 GB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const KB: u64 = 1 << 10;
+    const MB: u64 = 1 << 20;
+    const GB: u64 = 1 << 30;
+    if n < KB {
+        format!("{n} B")
+    } else if n < MB {
+        format!("{} KB", n / KB)
+    } else if n < GB {
+        format!("{} MB", n / MB)
+    } else {
+        let tenths = n / (GB / 10);
+        format!("{}.{} GB", count(tenths / 10), tenths % 10)
+    }
+}
+
+/// `word` for one, `words` otherwise.
+pub(crate) fn plural(word: &str, n: u64) -> String {
+    if n == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// `events_found` → `Events Found`: words split at `_`, `.`, `-` and spaces, each capitalized;
+/// the word `id` reads `ID`.
+pub(crate) fn title_words(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for word in name.split(['_', '.', '-', ' ']).filter(|w| !w.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if word.eq_ignore_ascii_case("id") {
+            out.push_str("ID");
+            continue;
+        }
+        let mut chars = one_line(word).into_owned().into_bytes();
+        // The first byte is ASCII or the start of a multi-byte char; only ASCII is uppercased.
+        if let Some(first) = chars.first_mut() {
+            first.make_ascii_uppercase();
+        }
+        out.push_str(&String::from_utf8(chars).unwrap_or_default());
+    }
+    out
+}
+
+/// User text made safe for one line: control characters (newlines included, tabs excepted)
+/// written as `\n` or `\u{1b}` escapes.
+pub(crate) fn one_line(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => {
+                let _ = write!(out, "{}", c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The first line of user text, made safe: for one-line summaries of long messages.
+pub(crate) fn first_line(s: &str) -> Cow<'_, str> {
+    match s.split_once('\n') {
+        Some((first, _)) => Cow::Owned(format!("{} …", one_line(first))),
+        None => one_line(s),
+    }
+}
+
+/// Status with a capital: `Running`.
+pub(crate) fn status_word(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "Pending",
+        Status::Running => "Running",
+        Status::Completed => "Completed",
+        Status::Failed => "Failed",
+        Status::Cancelled => "Cancelled",
+    }
+}
+
+// === tree pieces shared by the views ===
+
+/// Children folded away below `level`, all level types together.
+pub(crate) fn folded_total(level: &ProgressLevel) -> u64 {
+    level.folded.iter().map(|f| f.count).sum()
+}
+
+/// Position of the retained child at `index` among its siblings, and what it is out of.
+///
+/// Folded children are counted before the retained ones (they are the ones that finished
+/// first). The "out of" is the parent's total when that counts children (no unit), otherwise
+/// the number of siblings known.
+pub(crate) fn position(parent: &ProgressLevel, index: usize) -> (u64, u64) {
+    let folded = folded_total(parent);
+    let siblings = folded + parent.children.len() as u64;
+    let of = match (parent.total, &parent.unit) {
+        (Some(total), None) => total,
+        _ => siblings,
+    };
+    (folded + index as u64 + 1, of)
+}
+
+/// Level type of a level's children: the first retained child's, else the first folded one's.
+pub(crate) fn child_type(level: &ProgressLevel) -> Option<&str> {
+    level
+        .children
+        .first()
+        .map(|c| &*c.level_type)
+        .or_else(|| level.folded.first().map(|f| &*f.level_type))
+}
+
+/// What `current`/`total` count: the unit, else the children's level type (pluralized for
+/// `n`), else nothing.
+pub(crate) fn units_of(level: &ProgressLevel, n: u64) -> Option<String> {
+    match &level.unit {
+        Some(unit) => Some(one_line(unit).into_owned()),
+        None => child_type(level).map(|t| plural(&one_line(t), n)),
+    }
+}
+
+/// `127/150 events`, `3/10 songs`, `12 blocks`, `16 MB/40 MB` (unit `bytes`), or `None` when
+/// there is nothing to count.
+pub(crate) fn counts(level: &ProgressLevel) -> Option<String> {
+    if level.unit.as_deref() == Some("bytes") {
+        return match level.total {
+            Some(total) => Some(format!("{}/{}", bytes(level.current), bytes(total))),
+            None if level.current > 0 => Some(bytes(level.current)),
+            None => None,
+        };
+    }
+    let (text, n) = match level.total {
+        Some(total) => (format!("{}/{}", count(level.current), count(total)), total),
+        None if level.current > 0 => (count(level.current), level.current),
+        None => return None,
+    };
+    Some(match units_of(level, n) {
+        Some(units) => format!("{text} {units}"),
+        None => text,
+    })
+}
+
+/// `85% (127/150 events)`, `85%`, `127/150 events`, or `None`.
+pub(crate) fn progress(level: &ProgressLevel) -> Option<String> {
+    let pct = level.percentage.map(format_percent);
+    match (pct, counts(level)) {
+        (Some(p), Some(c)) => Some(format!("{p} ({c})")),
+        (Some(p), None) => Some(p),
+        (None, Some(c)) => Some(c),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walks the calendar one day at a time from 1970 and compares every day.
+    #[test]
+    fn civil_from_days_matches_a_day_by_day_calendar() {
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
+        for days in 0..(600 * 366) {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            let len = match m {
+                2 if leap(y) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            d += 1;
+            if d > len {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_time_does_not_overflow() {
+        assert_eq!(format_timestamp(u64::MAX), "586524-01-19 08:01:49");
+    }
+
+    #[test]
+    fn small_pieces() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1_000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(clock_short(31_000_000), "0:31");
+        assert_eq!(clock_short(3_723_000_000), "1:02:03");
+        assert_eq!(rate(1.25), "1.2");
+        assert_eq!(rate(1234.5), "1,235");
+        assert_eq!(bytes(128 << 20), "128 MB");
+        assert_eq!(bytes(3 << 29), "1.5 GB");
+        assert_eq!(title_words("events_found"), "Events Found");
+        assert_eq!(title_words("block_id"), "Block ID");
+        assert_eq!(title_words("otel.name"), "Otel Name");
+        assert_eq!(one_line("a\nb\u{1b}"), "a\\nb\\u{1b}");
+        assert_eq!(plural("song", 1), "song");
+        assert_eq!(plural("song", 0), "songs");
+    }
+}

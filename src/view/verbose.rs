@@ -1,0 +1,718 @@
+//! The verbose renderer: a snapshot as indented, labelled text.
+
+use std::fmt::Write;
+
+use super::text::{
+    bytes, clock_short, count, counts, first_line, format_clock, format_duration, format_percent,
+    format_timestamp, one_line, plural, position, progress, rate, status_word, title_words,
+    units_of,
+};
+use crate::model::{
+    ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, FoldedChildren, ProgressLevel,
+    ProgressState, Status,
+};
+
+/// How much the [`Verbose`] renderer writes per level.
+///
+/// | detail | per level |
+/// |---|---|
+/// | [`Summary`](Detail::Summary) | one line: position, name, id, status, progress, ETA, error |
+/// | [`Normal`](Detail::Normal) | a block: status, start/end times, duration, estimate, message, progress, errors |
+/// | [`Verbose`](Detail::Verbose) | the `Normal` block plus metadata, metrics (CPU, memory, rates, counters), busy/idle time (when it waited), error fields, input errors |
+///
+/// All three start with the same header (operation, start time, status).
+///
+/// ```
+/// use tracing_progress::view::Detail;
+/// assert_eq!(Detail::default(), Detail::Verbose);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Detail {
+    /// The header, then one line per level.
+    Summary,
+    /// Status, timing and progress of each level; no metadata or metrics.
+    Normal,
+    /// Everything in the snapshot (the default).
+    #[default]
+    Verbose,
+}
+
+/// Renders a [`ProgressState`] snapshot as the verbose text view.
+///
+/// A small builder; the defaults are no depth limit and at most 20 children shown per parent.
+///
+/// * **Header**: `Setlist: "My Setlist" (ID: 42)`, `Started:` and
+///   `Status: Running (3/10 songs completed, 30%)`.
+/// * **Levels**, indented two spaces per depth: a title `Song 4/10: audio4.wav (ID: 17)` (the
+///   position counts folded siblings first; "out of" is the parent's total, or the number of
+///   siblings when the parent counts something else), then lines by [`Detail`].
+/// * [`max_depth`](Verbose::max_depth) stops descending and says how many levels, of which
+///   types, were hidden; [`max_children`](Verbose::max_children) shows the first and last few
+///   children of a parent and collapses the middle into one line counted by status:
+///   `… 9,990 more blocks: 9,947 completed, 33 failed, 10 running`.
+/// * Children folded away by the store read one line each:
+///   `… 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10`.
+///
+/// Output is deterministic (UTC times, cut durations, see [`format_timestamp`],
+/// [`format_clock`], [`format_duration`], [`format_percent`]) and uses only ASCII plus `›` and
+/// `…`; names and messages from the program are kept as they are, with control characters
+/// escaped.
+///
+/// [`format_timestamp`]: super::format_timestamp
+/// [`format_clock`]: super::format_clock
+/// [`format_duration`]: super::format_duration
+/// [`format_percent`]: super::format_percent
+///
+/// ```
+/// use tracing_progress::ProgressState;
+/// use tracing_progress::view::{Detail, Verbose};
+///
+/// let state: ProgressState = serde_json::from_str(r#"{
+///   "schema_version": 1, "id": 42, "operation_type": "setlist", "name": "My Setlist",
+///   "status": "running", "cancel_requested": false, "started_at_us": 1705314600000000,
+///   "snapshot_at_us": 1705314735000000,
+///   "metrics": {"nodes_seen": 2, "nodes_retained": 2, "nodes_folded": 0, "nodes_failed": 0,
+///               "updates": 3, "input_errors": 0},
+///   "root": {"id": 42, "level_type": "setlist", "name": "My Setlist", "span_name": "run",
+///     "target": "app", "status": "running", "current": 0, "total": 2, "percentage": 42.0,
+///     "timing": {"created_at_us": 1705314600000000, "started_at_us": 1705314600000000,
+///                "elapsed_us": 135000000, "busy_us": 135000000, "idle_us": 0},
+///     "children": [{"id": 43, "level_type": "song", "name": "audio1.wav", "span_name": "song",
+///       "target": "app", "status": "running", "current": 85, "total": 100, "percentage": 85.0,
+///       "unit": "events",
+///       "timing": {"created_at_us": 1705314600000000, "started_at_us": 1705314600000000,
+///                  "elapsed_us": 135000000, "busy_us": 135000000, "idle_us": 0}}]}
+/// }"#).unwrap();
+///
+/// let text = Verbose::new(Detail::Summary).render(&state);
+/// assert_eq!(text, "\
+/// Setlist: \"My Setlist\" (ID: 42)
+/// Started: 2024-01-15 10:30:00
+/// Status: Running (0/2 songs completed, 42%)
+///
+/// Song 1/2: audio1.wav (ID: 43) - Running 85% (85/100 events)
+/// ");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verbose {
+    detail: Detail,
+    max_depth: usize,
+    max_children: usize,
+}
+
+impl Default for Verbose {
+    /// `Verbose::new(Detail::Verbose)`.
+    fn default() -> Self {
+        Verbose::new(Detail::Verbose)
+    }
+}
+
+impl Verbose {
+    /// A renderer at this detail, with no depth limit and at most 20 children per parent.
+    ///
+    /// ```
+    /// use tracing_progress::view::{Detail, Verbose};
+    /// let view = Verbose::new(Detail::Normal).max_depth(2).max_children(10);
+    /// # let _ = view;
+    /// ```
+    pub fn new(detail: Detail) -> Self {
+        Verbose {
+            detail,
+            max_depth: usize::MAX,
+            max_children: 20,
+        }
+    }
+
+    /// Shows levels down to this depth (the root's children are depth 1); the levels at the
+    /// limit say how many descendants, of which types, were left out. `0` shows only the
+    /// header.
+    ///
+    /// ```
+    /// use tracing_progress::view::{Detail, Verbose};
+    /// let songs_only = Verbose::new(Detail::Summary).max_depth(1);
+    /// # let _ = songs_only;
+    /// ```
+    #[must_use]
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth;
+        self
+    }
+
+    /// Shows at most this many children of each parent: the first half (rounded up) and the
+    /// last half; the ones in between become one line counting them by status. `0` reduces
+    /// every parent's children to that one line.
+    ///
+    /// ```
+    /// use tracing_progress::view::{Detail, Verbose};
+    /// // 3 first + 3 last children, then "… 9,994 more blocks: ..." in between.
+    /// let view = Verbose::new(Detail::Normal).max_children(6);
+    /// # let _ = view;
+    /// ```
+    #[must_use]
+    pub fn max_children(mut self, n: usize) -> Self {
+        self.max_children = n;
+        self
+    }
+
+    /// The text view of one snapshot, every line ending in `\n`.
+    ///
+    /// Reads only the snapshot; the tree is walked without recursion, so any depth is safe.
+    /// See [`Verbose`] for an example.
+    pub fn render(&self, state: &ProgressState) -> String {
+        let mut r = Renderer {
+            opts: self,
+            out: String::new(),
+        };
+        r.render(state);
+        r.out
+    }
+}
+
+// === impl Renderer ===
+
+/// One thing to write below the header, in output order on a stack.
+enum Item<'a> {
+    Level {
+        level: &'a ProgressLevel,
+        depth: usize,
+        index: u64,
+        of: u64,
+    },
+    Folded {
+        folded: &'a FoldedChildren,
+        depth: usize,
+    },
+    Collapsed {
+        hidden: &'a [ProgressLevel],
+        depth: usize,
+        after_shown: bool,
+    },
+    DepthHidden {
+        level: &'a ProgressLevel,
+        depth: usize,
+    },
+}
+
+struct Renderer<'a> {
+    opts: &'a Verbose,
+    out: String,
+}
+
+impl<'a> Renderer<'a> {
+    fn summary(&self) -> bool {
+        self.opts.detail == Detail::Summary
+    }
+
+    fn verbose(&self) -> bool {
+        self.opts.detail == Detail::Verbose
+    }
+
+    /// Writes `indent` spaces, `text` and a newline.
+    fn line(&mut self, indent: usize, text: &str) {
+        push_indent(&mut self.out, indent);
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+
+    /// `Label: text`, with further lines of a multi-line text indented under it.
+    fn labelled(&mut self, indent: usize, label: &str, text: &str) {
+        let mut lines = text.split('\n');
+        let first = lines.next().unwrap_or_default();
+        self.line(indent, &format!("{label}: {}", one_line(first)));
+        for more in lines {
+            self.line(indent + 2, &one_line(more));
+        }
+    }
+
+    fn render(&mut self, state: &'a ProgressState) {
+        self.header(state);
+        if !self.summary() {
+            self.body(&state.root, 0, true);
+        }
+        let mut stack = Vec::new();
+        self.push_children(&mut stack, &state.root, 1);
+        if self.summary() && !stack.is_empty() {
+            self.out.push('\n');
+        }
+        while let Some(item) = stack.pop() {
+            if !self.summary() {
+                self.out.push('\n');
+            }
+            match item {
+                Item::Level {
+                    level,
+                    depth,
+                    index,
+                    of,
+                } => {
+                    let title = format!(
+                        "{} {}/{}: {} (ID: {})",
+                        title_words(&level.level_type),
+                        count(index),
+                        count(of),
+                        one_line(&level.name),
+                        level.id
+                    );
+                    if self.summary() {
+                        let line = format!("{title} - {}", summary_status(level));
+                        self.line(2 * (depth - 1), &line);
+                    } else {
+                        self.line(2 * (depth - 1), &title);
+                        self.body(level, 2 * depth, false);
+                    }
+                    self.push_children(&mut stack, level, depth + 1);
+                }
+                Item::Folded { folded, depth } => {
+                    self.line(2 * (depth - 1), &folded_line(folded));
+                }
+                Item::Collapsed {
+                    hidden,
+                    depth,
+                    after_shown,
+                } => {
+                    self.line(2 * (depth - 1), &collapsed_line(hidden, after_shown));
+                }
+                Item::DepthHidden { level, depth } => {
+                    let line = depth_hidden_line(level, self.opts.max_depth);
+                    self.line(2 * (depth - 1), &line);
+                }
+            }
+        }
+    }
+
+    /// Pushes what goes below `parent` (whose children are at `depth`), last item first.
+    fn push_children(&self, stack: &mut Vec<Item<'a>>, parent: &'a ProgressLevel, depth: usize) {
+        if parent.children.is_empty() && parent.folded.is_empty() {
+            return;
+        }
+        if depth > self.opts.max_depth {
+            stack.push(Item::DepthHidden {
+                level: parent,
+                depth,
+            });
+            return;
+        }
+        let children = &parent.children;
+        let n = children.len();
+        let (head, tail) = if n > self.opts.max_children {
+            let m = self.opts.max_children;
+            (m - m / 2, m / 2)
+        } else {
+            (n, 0)
+        };
+        let level_item = |i: usize| {
+            let (index, of) = position(parent, i);
+            Item::Level {
+                level: &children[i],
+                depth,
+                index,
+                of,
+            }
+        };
+        for i in (n - tail..n).rev() {
+            stack.push(level_item(i));
+        }
+        if head + tail < n {
+            stack.push(Item::Collapsed {
+                hidden: &children[head..n - tail],
+                depth,
+                after_shown: head > 0,
+            });
+        }
+        for i in (0..head).rev() {
+            stack.push(level_item(i));
+        }
+        for folded in parent.folded.iter().rev() {
+            stack.push(Item::Folded { folded, depth });
+        }
+    }
+
+    fn header(&mut self, state: &ProgressState) {
+        let root = &state.root;
+        let title = format!(
+            "{}: \"{}\" (ID: {})",
+            title_words(&root.level_type),
+            one_line(&state.name),
+            state.id
+        );
+        self.line(0, &title);
+        match state.started_at_us.or(root.timing.started_at_us) {
+            Some(at) => self.line(0, &format!("Started: {}", format_timestamp(at))),
+            None => self.line(
+                0,
+                &format!("Created: {}", format_timestamp(root.timing.created_at_us)),
+            ),
+        }
+        let mut status = status_word(state.status).to_owned();
+        if let Some(p) = root_progress(root, state.status) {
+            let _ = write!(status, " ({p})");
+        }
+        if state.cancel_requested && !state.status.is_finished() {
+            status.push_str(", cancel requested");
+        }
+        if root.stalled {
+            status.push_str(", STALLED");
+        }
+        self.line(0, &format!("Status: {status}"));
+        if self.summary() {
+            if let Some(error) = &root.error {
+                let line = format!("Error: {}{}", first_line(&error.message), at_path(error));
+                self.line(0, &line);
+            }
+            if let Some(below) = &root.failures_below {
+                self.line(0, &failures_below_line(below));
+            }
+        }
+    }
+
+    /// The lines under a level's title (`Normal` and `Verbose`). The root's status, start and
+    /// progress are in the header already.
+    fn body(&mut self, l: &ProgressLevel, indent: usize, is_root: bool) {
+        let t = &l.timing;
+        if !is_root {
+            let mut status = status_word(l.status).to_owned();
+            if l.stalled {
+                status.push_str(", STALLED");
+            }
+            self.line(indent, &format!("Status: {status}"));
+            match t.started_at_us {
+                Some(at) => self.line(indent, &format!("Started: {}", format_timestamp(at))),
+                None => self.line(
+                    indent,
+                    &format!("Created: {}", format_timestamp(t.created_at_us)),
+                ),
+            }
+        }
+        if let Some(at) = t.completed_at_us {
+            let label = match l.status {
+                Status::Completed => "Completed",
+                _ => "Ended",
+            };
+            self.line(indent, &format!("{label}: {}", format_timestamp(at)));
+        }
+        match l.status {
+            Status::Pending => {}
+            Status::Running => {
+                self.line(indent, &format!("Elapsed: {}", format_clock(t.elapsed_us)));
+            }
+            _ => self.line(
+                indent,
+                &format!("Duration: {}", format_duration(t.elapsed_us)),
+            ),
+        }
+        // Only worth a line when the level waited: otherwise busy is the whole duration.
+        if self.verbose() && l.status != Status::Pending && t.idle_us > 0 {
+            let line = format!(
+                "Busy: {}, Idle: {}",
+                format_duration(t.busy_us),
+                format_duration(t.idle_us)
+            );
+            self.line(indent, &line);
+        }
+        if let Some(e) = &l.estimate {
+            let mut line = format!("Estimated Remaining: {}", format_clock(e.remaining_us));
+            if e.low_us != e.high_us {
+                let _ = write!(
+                    line,
+                    " ({}-{})",
+                    clock_short(e.low_us),
+                    clock_short(e.high_us)
+                );
+            }
+            self.line(indent, &line);
+        }
+        if let Some(m) = &l.message {
+            self.labelled(indent, "Message", m);
+        }
+        if self.verbose() {
+            for (name, value) in l.metadata.iter() {
+                if !is_counter(name, value) {
+                    self.labelled(indent, &title_words(name), &value.to_string());
+                }
+            }
+        }
+        // A completed level with nothing counted would only repeat "100%".
+        let implied = l.status == Status::Completed && counts(l).is_none();
+        if !is_root
+            && !implied
+            && let Some(p) = progress(l)
+        {
+            self.line(indent, &format!("Progress: {p}"));
+        }
+        if self.verbose() {
+            self.metrics(l, indent);
+        }
+        if let Some(e) = &l.error {
+            self.error(e, indent);
+        }
+        if let Some(below) = &l.failures_below {
+            self.line(indent, &failures_below_line(below));
+            if self.verbose() && below.count > 1 {
+                let line = format!(
+                    "Last Failure: {}{}",
+                    first_line(&below.last.message),
+                    at_path(&below.last)
+                );
+                self.line(indent, &line);
+            }
+        }
+        if self.verbose() {
+            if !l.input_errors.is_empty() {
+                self.line(indent, "Input Errors:");
+                for e in &l.input_errors {
+                    self.line(indent + 2, &format!("- {}", one_line(e)));
+                }
+            }
+            if l.flattened {
+                self.line(
+                    indent,
+                    "Flattened: deeper levels were attached here (store depth limit)",
+                );
+            }
+        }
+    }
+
+    fn metrics(&mut self, l: &ProgressLevel, indent: usize) {
+        let mut items = Vec::new();
+        if let Some(r) = l.resources.as_ref().filter(|r| r.samples > 0) {
+            let (mean, peak) = (
+                format_percent(r.cpu_percent_mean),
+                format_percent(r.cpu_percent_peak),
+            );
+            items.push(with_peak("CPU", mean, peak));
+            items.push(with_peak(
+                "Memory",
+                bytes(r.rss_bytes_mean),
+                bytes(r.rss_bytes_peak),
+            ));
+        }
+        if let Some(per_s) = l.estimate.as_ref().and_then(|e| e.rate_per_s) {
+            let per = match units_of(l, 2) {
+                Some(units) => format!(" {units}/sec"),
+                None => "/sec".to_owned(),
+            };
+            items.push(format!("Rate: {}{per}", rate(per_s)));
+        }
+        for (name, value) in l.metadata.iter() {
+            if let (true, FieldValue::U64(n)) = (is_counter(name, value), value) {
+                let mut item = format!("{}: {}", title_words(name), count(*n));
+                if l.timing.elapsed_us > 0 {
+                    let per_s = *n as f64 / (l.timing.elapsed_us as f64 / 1e6);
+                    let _ = write!(item, " ({}/sec)", rate(per_s));
+                }
+                items.push(item);
+            }
+        }
+        if !items.is_empty() {
+            self.line(indent, "Metrics:");
+            for item in items {
+                self.line(indent + 2, &format!("- {item}"));
+            }
+        }
+    }
+
+    fn error(&mut self, e: &ErrorInfo, indent: usize) {
+        let label = if self.verbose() && e.origin == ErrorOrigin::Panic {
+            "Error (panic)"
+        } else {
+            "Error"
+        };
+        self.labelled(indent, label, &e.message);
+        if !e.path.is_empty() {
+            self.line(indent, &format!("At: {}", path(e)));
+        }
+        if let Some(location) = &e.location {
+            self.line(indent, &format!("Location: {}", one_line(location)));
+        }
+        if self.verbose() && !e.fields.is_empty() {
+            self.line(indent, "Error Fields:");
+            for (name, value) in e.fields.iter() {
+                let line = format!("- {}: {}", title_words(name), one_line(&value.to_string()));
+                self.line(indent + 2, &line);
+            }
+        }
+    }
+}
+
+// === single lines ===
+
+fn push_indent(out: &mut String, n: usize) {
+    out.extend(std::iter::repeat_n(' ', n));
+}
+
+/// A u64 metadata field that reads as a counter (not an `id` or `*_id`).
+fn is_counter(name: &str, value: &FieldValue) -> bool {
+    matches!(value, FieldValue::U64(_)) && name != "id" && !name.ends_with("_id")
+}
+
+fn with_peak(label: &str, mean: String, peak: String) -> String {
+    if mean == peak {
+        format!("{label}: {mean}")
+    } else {
+        format!("{label}: {mean} (peak {peak})")
+    }
+}
+
+/// Names from the root to the failing node, joined with ` › `.
+fn path(e: &ErrorInfo) -> String {
+    let names: Vec<_> = e.path.iter().map(|n| one_line(n)).collect();
+    names.join(" › ")
+}
+
+/// ` (at Big Run › Render)`, or nothing when the path is unknown.
+fn at_path(e: &ErrorInfo) -> String {
+    if e.path.is_empty() {
+        String::new()
+    } else {
+        format!(" (at {})", path(e))
+    }
+}
+
+/// `Failures Below: 33, first: checksum mismatch (at Big Run › Render › block-300)`.
+fn failures_below_line(below: &FailureSummary) -> String {
+    format!(
+        "Failures Below: {}, first: {}{}",
+        count(below.count),
+        first_line(&below.first.message),
+        at_path(&below.first)
+    )
+}
+
+/// `3/10 songs completed, 30%` for the header's status line.
+fn root_progress(root: &ProgressLevel, status: Status) -> Option<String> {
+    let pct = root.percentage.map(format_percent);
+    let mut counted = counts(root);
+    if let Some(c) = &mut counted
+        && root.unit.is_none()
+        && (!root.children.is_empty() || !root.folded.is_empty())
+        && !status.is_finished()
+    {
+        c.push_str(" completed");
+    }
+    match (counted, pct) {
+        (Some(c), Some(p)) => Some(format!("{c}, {p}")),
+        (Some(c), None) => Some(c),
+        (None, Some(p)) => Some(p),
+        (None, None) => None,
+    }
+}
+
+/// The part after ` - ` on a `Summary` line.
+fn summary_status(l: &ProgressLevel) -> String {
+    let mut s = status_word(l.status).to_owned();
+    match l.status {
+        Status::Pending => {}
+        Status::Running => {
+            if let Some(p) = progress(l) {
+                let _ = write!(s, " {p}");
+            }
+            if let Some(e) = &l.estimate {
+                let _ = write!(s, ", ETA {}", format_clock(e.remaining_us));
+            }
+        }
+        _ => {
+            let _ = write!(s, " in {}", format_duration(l.timing.elapsed_us));
+        }
+    }
+    if let Some(e) = &l.error {
+        let _ = write!(s, ", error: {}", first_line(&e.message));
+    }
+    if let Some(below) = &l.failures_below {
+        let _ = write!(s, ", {} failed below", count(below.count));
+    }
+    if l.stalled {
+        s.push_str(", STALLED");
+    }
+    s
+}
+
+/// Counts by status, in a fixed order, zeros left out: `9,947 completed, 33 failed, 10 running`.
+fn status_counts(by_status: [(u64, &str); 5]) -> String {
+    let parts: Vec<String> = by_status
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, word)| format!("{} {word}", count(*n)))
+        .collect();
+    parts.join(", ")
+}
+
+fn folded_line(f: &FoldedChildren) -> String {
+    let counted = status_counts([
+        (f.completed, "completed"),
+        (f.failed, "failed"),
+        (f.cancelled, "cancelled"),
+        (0, ""),
+        (0, ""),
+    ]);
+    format!(
+        "… {} {} folded: {counted}; took {} to {}, mean {}",
+        count(f.count),
+        plural(&one_line(&f.level_type), f.count),
+        format_duration(f.min_us),
+        format_duration(f.max_us),
+        format_duration(f.mean_us)
+    )
+}
+
+fn collapsed_line(hidden: &[ProgressLevel], after_shown: bool) -> String {
+    let mut by = [0u64; 5];
+    for c in hidden {
+        let slot = match c.status {
+            Status::Completed => 0,
+            Status::Failed => 1,
+            Status::Cancelled => 2,
+            Status::Running => 3,
+            Status::Pending => 4,
+        };
+        by[slot] += 1;
+    }
+    let n = hidden.len() as u64;
+    let kind = match hidden.first() {
+        Some(first) if hidden.iter().all(|c| c.level_type == first.level_type) => {
+            plural(&one_line(&first.level_type), n)
+        }
+        _ if n == 1 => "child".to_owned(),
+        _ => "children".to_owned(),
+    };
+    let more = if after_shown { "more " } else { "" };
+    let counted = status_counts([
+        (by[0], "completed"),
+        (by[1], "failed"),
+        (by[2], "cancelled"),
+        (by[3], "running"),
+        (by[4], "pending"),
+    ]);
+    format!("… {} {more}{kind}: {counted}", count(n))
+}
+
+/// `… 345 levels hidden below (max depth 2): 5 actions, 340 blocks`.
+fn depth_hidden_line(level: &ProgressLevel, max_depth: usize) -> String {
+    let mut by_type: Vec<(&str, u64)> = Vec::new();
+    for node in level.walk() {
+        if !std::ptr::eq(node, level) {
+            bump(&mut by_type, &node.level_type, 1);
+        }
+        for f in &node.folded {
+            bump(&mut by_type, &f.level_type, f.count);
+        }
+    }
+    let total: u64 = by_type.iter().map(|(_, n)| n).sum();
+    let parts: Vec<String> = by_type
+        .iter()
+        .map(|(t, n)| format!("{} {}", count(*n), plural(&one_line(t), *n)))
+        .collect();
+    format!(
+        "… {} {} hidden below (max depth {max_depth}): {}",
+        count(total),
+        plural("level", total),
+        parts.join(", ")
+    )
+}
+
+fn bump<'t>(by_type: &mut Vec<(&'t str, u64)>, t: &'t str, n: u64) {
+    match by_type.iter_mut().find(|(k, _)| *k == t) {
+        Some((_, total)) => *total += n,
+        None => by_type.push((t, n)),
+    }
+}

@@ -1,0 +1,807 @@
+//! The text views (`tracing_progress::view`) against fixed snapshots built from JSON.
+//!
+//! Whole renderings are compared with files in `tests/golden/`; after an intended change of
+//! format, regenerate them with `UPDATE_GOLDEN=1 cargo test --test view` and review the diff.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use tracing_progress::ProgressState;
+use tracing_progress::view::{
+    Detail, Verbose, active_path, format_clock, format_duration, format_percent, format_timestamp,
+};
+
+// === fixture builders ===
+
+/// 2024-01-15 10:30:00 UTC in µs since the Unix epoch.
+const BASE_US: u64 = 1_705_314_600_000_000;
+/// Snapshot time of the running fixtures: 10:32:20.
+const NOW_MS: u64 = 140_000;
+const MIB: u64 = 1 << 20;
+
+/// `ms` milliseconds after [`BASE_US`], in µs.
+fn at(ms: u64) -> u64 {
+    BASE_US + ms * 1_000
+}
+
+/// Deep-merges `patch` into `base` (objects merge, everything else replaces).
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// A level created at `start_ms`, started then and finished at `end_ms` (or still open at
+/// [`NOW_MS`]); `extra` is merged in last.
+fn level(
+    id: u64,
+    level_type: &str,
+    name: &str,
+    status: &str,
+    start_ms: u64,
+    end_ms: Option<u64>,
+    extra: Value,
+) -> Value {
+    let elapsed_us = (end_ms.unwrap_or(NOW_MS) - start_ms) * 1_000;
+    let mut v = json!({
+        "id": id, "level_type": level_type, "name": name, "span_name": level_type,
+        "target": "app", "status": status, "current": 0,
+        "timing": {
+            "created_at_us": at(start_ms), "started_at_us": at(start_ms),
+            "elapsed_us": elapsed_us, "busy_us": elapsed_us, "idle_us": 0
+        }
+    });
+    if let Some(end) = end_ms {
+        v["timing"]["completed_at_us"] = json!(at(end));
+        v["percentage"] = json!(100.0);
+    }
+    merge(&mut v, extra);
+    v
+}
+
+/// An operation around `root`.
+fn state(root: Value, extra: Value) -> ProgressState {
+    let mut v = json!({
+        "schema_version": 1, "id": root["id"], "operation_type": root["level_type"],
+        "name": root["name"], "status": root["status"], "cancel_requested": false,
+        "started_at_us": root["timing"]["started_at_us"],
+        "metrics": {"nodes_seen": 0, "nodes_retained": 0, "nodes_folded": 0, "nodes_failed": 0,
+                    "updates": 0, "input_errors": 0},
+        "snapshot_at_us": at(NOW_MS),
+        "root": root
+    });
+    if let Some(done) = v["root"]["timing"].get("completed_at_us").cloned() {
+        v["completed_at_us"] = done;
+    }
+    merge(&mut v, extra);
+    serde_json::from_value(v).expect("fixture is a valid snapshot")
+}
+
+fn error(node_id: u64, message: &str, path: &[&str], at_ms: u64, extra: Value) -> Value {
+    let mut v = json!({
+        "message": message, "origin": "event", "node_id": node_id, "path": path,
+        "target": "app::blocks", "at_us": at(at_ms)
+    });
+    merge(&mut v, extra);
+    v
+}
+
+/// A setlist at song 4 of 10 (songs 1-3 folded), its second action detecting onsets.
+fn running_setlist() -> ProgressState {
+    let load = level(
+        18,
+        "action",
+        "LoadAudio",
+        "completed",
+        5_000,
+        Some(8_200),
+        json!({
+            "timing": {"busy_us": 3_000_000, "idle_us": 200_000},
+            "metadata": {"block": "LoadAudio1", "block_id": "block-001",
+                         "output": "audio_data (44100 Hz, 2 channels, 180.5s)"}
+        }),
+    );
+    let detect = level(
+        19,
+        "action",
+        "DetectOnsets",
+        "running",
+        35_000,
+        None,
+        json!({
+            "current": 127, "total": 150, "unit": "events", "percentage": 84.67,
+            "message": "detecting onsets",
+            "metadata": {"block": "DetectOnsets1", "block_id": "block-002", "events_found": 127},
+            "estimate": {"remaining_us": 18_000_000, "low_us": 10_000_000, "high_us": 25_000_000,
+                         "rate_per_s": 1.2, "basis": "rate"},
+            "resources": {"samples": 105, "cpu_percent_mean": 45.0, "cpu_percent_peak": 45.0,
+                          "rss_bytes_mean": 128 * MIB, "rss_bytes_peak": 140 * MIB}
+        }),
+    );
+    let normalize = json!({
+        "id": 20, "level_type": "action", "name": "Normalize", "span_name": "action",
+        "target": "app", "status": "pending", "current": 0,
+        "timing": {"created_at_us": at(5_000), "elapsed_us": 135_000_000, "busy_us": 0,
+                   "idle_us": 135_000_000}
+    });
+    let song = level(
+        17,
+        "song",
+        "audio4.wav",
+        "running",
+        5_000,
+        None,
+        json!({
+            "current": 1, "total": 5, "percentage": 36.93,
+            "metadata": {"format": "wav"},
+            "estimate": {"remaining_us": 930_000_000, "low_us": 720_000_000,
+                         "high_us": 1_200_000_000, "basis": "children"},
+            "children": [load, detect, normalize]
+        }),
+    );
+    let root = level(
+        42,
+        "setlist",
+        "My Setlist",
+        "running",
+        0,
+        None,
+        json!({
+            "current": 3, "total": 10, "percentage": 33.69,
+            "metadata": {"venue": "Main Hall"},
+            "estimate": {"remaining_us": 1_200_000_000, "low_us": 900_000_000,
+                         "high_us": 1_800_000_000, "basis": "children"},
+            "resources": {"samples": 140, "cpu_percent_mean": 38.2, "cpu_percent_peak": 96.0,
+                          "rss_bytes_mean": 120 * MIB, "rss_bytes_peak": 150 * MIB},
+            "folded": [{"level_type": "song", "count": 3, "completed": 3, "failed": 0,
+                        "cancelled": 0, "min_us": 110_000_000, "mean_us": 130_000_000,
+                        "max_us": 160_000_000}],
+            "children": [song]
+        }),
+    );
+    state(root, json!({}))
+}
+
+/// A run where block-37 failed to decode; its action failed and the operation failed.
+fn failed_block() -> ProgressState {
+    let path = ["Night Run", "audio4.wav", "Decode", "block-37"];
+    let block_err = error(
+        107,
+        "Decoder failed: invalid header\nexpected RIFF, found ID3",
+        &path,
+        47_500,
+        json!({"location": "src/blocks/decode.rs:88",
+               "fields": {"frame": 1024, "codec": "pcm_s16le"}}),
+    );
+    let action_err = error(
+        104,
+        "1 of 3 blocks failed",
+        &path[..3],
+        48_000,
+        json!({"origin": "explicit", "target": "app::actions"}),
+    );
+    let root_err = error(
+        100,
+        "1 song failed",
+        &path[..1],
+        50_000,
+        json!({"origin": "explicit", "target": "app"}),
+    );
+    let blocks = vec![
+        level(
+            105,
+            "block",
+            "block-36",
+            "completed",
+            44_000,
+            Some(45_100),
+            json!({}),
+        ),
+        level(
+            107,
+            "block",
+            "block-37",
+            "failed",
+            45_100,
+            Some(47_500),
+            json!({"error": block_err, "percentage": null}),
+        ),
+        level(
+            108,
+            "block",
+            "block-38",
+            "completed",
+            45_100,
+            Some(46_000),
+            json!({}),
+        ),
+    ];
+    let action = level(
+        104,
+        "action",
+        "Decode",
+        "failed",
+        44_000,
+        Some(48_000),
+        json!({
+            "current": 3, "total": 3, "percentage": null, "children": blocks,
+            "error": action_err,
+            "failures_below": {"count": 1, "first": block_err, "last": block_err}
+        }),
+    );
+    let songs = vec![
+        level(
+            101,
+            "song",
+            "audio3.wav",
+            "completed",
+            2_000,
+            Some(42_000),
+            json!({}),
+        ),
+        level(
+            102,
+            "song",
+            "audio4.wav",
+            "completed",
+            42_000,
+            Some(49_000),
+            json!({
+                "current": 1, "total": 1, "children": [action],
+                "failures_below": {"count": 2, "first": block_err, "last": action_err}
+            }),
+        ),
+    ];
+    let root = level(
+        100,
+        "setlist",
+        "Night Run",
+        "failed",
+        0,
+        Some(50_000),
+        json!({
+            "current": 2, "total": 2, "percentage": null, "children": songs,
+            "error": root_err,
+            "failures_below": {"count": 2, "first": block_err, "last": action_err}
+        }),
+    );
+    state(root, json!({"error": root_err}))
+}
+
+/// An export cancelled while its second file was being written; the third never started.
+fn cancelled_export() -> ProgressState {
+    let files = vec![
+        level(
+            201,
+            "file",
+            "a.flac",
+            "completed",
+            1_000,
+            Some(9_000),
+            json!({"current": 40 * MIB, "total": 40 * MIB, "unit": "bytes"}),
+        ),
+        level(
+            202,
+            "file",
+            "b.flac",
+            "cancelled",
+            9_000,
+            Some(15_000),
+            json!({"current": 16 * MIB, "total": 40 * MIB, "unit": "bytes",
+                   "percentage": 40.0, "message": "stopped at 40%"}),
+        ),
+        json!({
+            "id": 203, "level_type": "file", "name": "c.flac", "span_name": "file",
+            "target": "app", "status": "cancelled", "current": 0,
+            "timing": {"created_at_us": at(9_000), "completed_at_us": at(15_000),
+                       "elapsed_us": 6_000_000, "busy_us": 0, "idle_us": 6_000_000}
+        }),
+    ];
+    let root = level(
+        200,
+        "export",
+        "Batch Export",
+        "cancelled",
+        0,
+        Some(15_000),
+        json!({"current": 3, "total": 5, "percentage": 48.0, "children": files}),
+    );
+    state(root, json!({"cancel_requested": true}))
+}
+
+/// The status of block `i` (1-based) of the huge run: the last 15 running, every 300th failed.
+fn huge_status(i: u64) -> &'static str {
+    if i > 9_985 {
+        "running"
+    } else if i.is_multiple_of(300) {
+        "failed"
+    } else {
+        "completed"
+    }
+}
+
+/// One action with 10,000 blocks, generated.
+fn huge_run() -> ProgressState {
+    let blocks: Vec<Value> = (1..=10_000u64)
+        .map(|i| {
+            let start = i * 10;
+            let status = huge_status(i);
+            let end = (status != "running").then_some(start + 7);
+            let mut extra = json!({});
+            if status == "failed" {
+                extra = json!({"error": error(1_000 + i, "checksum mismatch",
+                    &["Big Run", "Render", &format!("block-{i}")], start + 7, json!({}))});
+            }
+            level(
+                1_000 + i,
+                "block",
+                &format!("block-{i}"),
+                status,
+                start,
+                end,
+                extra,
+            )
+        })
+        .collect();
+    let first_err = error(
+        1_300,
+        "checksum mismatch",
+        &["Big Run", "Render", "block-300"],
+        3_007,
+        json!({}),
+    );
+    let last_err = error(
+        10_900,
+        "checksum mismatch",
+        &["Big Run", "Render", "block-9900"],
+        99_007,
+        json!({}),
+    );
+    let below = json!({"count": 33, "first": first_err, "last": last_err});
+    let render = level(
+        2,
+        "action",
+        "Render",
+        "running",
+        0,
+        None,
+        json!({"current": 9_985, "total": 10_000, "percentage": 99.86, "children": blocks,
+               "failures_below": below,
+               "estimate": {"remaining_us": 2_500_000, "low_us": 2_500_000,
+                            "high_us": 2_500_000, "rate_per_s": 71.3, "basis": "rate"}}),
+    );
+    let root = level(
+        1,
+        "render",
+        "Big Run",
+        "running",
+        0,
+        None,
+        json!({"current": 0, "total": 1, "percentage": 99.86, "children": [render],
+               "failures_below": below}),
+    );
+    state(root, json!({"error": first_err}))
+}
+
+// === golden files ===
+
+/// Compares `actual` with `tests/golden/<name>`, or rewrites the file under `UPDATE_GOLDEN`.
+#[track_caller]
+fn golden(name: &str, actual: &str) {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "golden", name]
+        .iter()
+        .collect();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    if actual != expected {
+        let first_diff = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .unwrap_or(actual.lines().count().min(expected.lines().count()));
+        panic!(
+            "{name} differs from line {}:\n--- actual ---\n{actual}--- expected ---\n{expected}",
+            first_diff + 1
+        );
+    }
+}
+
+/// Only ASCII plus `›` and `…`, and no trailing spaces.
+#[track_caller]
+fn assert_clean(text: &str) {
+    for (n, line) in text.lines().enumerate() {
+        assert!(
+            line.chars().all(|c| c.is_ascii() || c == '›' || c == '…'),
+            "line {} has other characters: {line:?}",
+            n + 1
+        );
+        assert!(!line.ends_with(' '), "line {} ends with a space", n + 1);
+    }
+    assert!(text.ends_with('\n'));
+}
+
+// === verbose view ===
+
+#[test]
+fn running_setlist_verbose() {
+    let text = Verbose::new(Detail::Verbose).render(&running_setlist());
+    assert_clean(&text);
+    golden("running_verbose.txt", &text);
+}
+
+#[test]
+fn running_setlist_normal() {
+    let text = Verbose::new(Detail::Normal).render(&running_setlist());
+    assert_clean(&text);
+    golden("running_normal.txt", &text);
+}
+
+#[test]
+fn running_setlist_summary() {
+    let text = Verbose::new(Detail::Summary).render(&running_setlist());
+    assert_eq!(
+        text,
+        "\
+Setlist: \"My Setlist\" (ID: 42)
+Started: 2024-01-15 10:30:00
+Status: Running (3/10 songs completed, 34%)
+
+… 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10
+Song 4/10: audio4.wav (ID: 17) - Running 37% (1/5 actions), ETA 0:15:30
+  Action 1/5: LoadAudio (ID: 18) - Completed in 3.2s
+  Action 2/5: DetectOnsets (ID: 19) - Running 85% (127/150 events), ETA 0:00:18
+  Action 3/5: Normalize (ID: 20) - Pending
+"
+    );
+}
+
+#[test]
+fn detail_levels_add_lines_in_order() {
+    let s = running_setlist();
+    let summary = Verbose::new(Detail::Summary).render(&s);
+    let normal = Verbose::new(Detail::Normal).render(&s);
+    let verbose = Verbose::new(Detail::Verbose).render(&s);
+    assert!(summary.lines().count() < normal.lines().count());
+    assert!(normal.lines().count() < verbose.lines().count());
+    // Summary: one line per level, so no per-level labels at all.
+    assert!(!summary.contains("Elapsed:") && !summary.contains("Progress:"));
+    // Normal: status, timing, estimate and progress, but no metadata or metrics.
+    for label in [
+        "Elapsed: 0:01:45",
+        "Estimated Remaining: 0:00:18 (0:10-0:25)",
+    ] {
+        assert!(normal.contains(label), "{label} missing:\n{normal}");
+    }
+    for label in ["Block:", "Metrics:", "Busy:", "Venue:"] {
+        assert!(!normal.contains(label), "{label} in Normal:\n{normal}");
+    }
+    // Verbose: everything of Normal (in the same order), plus metadata and metrics.
+    let mut rest = verbose.as_str();
+    for line in normal.lines().filter(|l| !l.is_empty()) {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("Normal line {line:?} missing or out of order"));
+        rest = &rest[at + line.len()..];
+    }
+    for label in [
+        "Block: DetectOnsets1",
+        "- CPU: 45%",
+        "- Events Found: 127 (1.2/sec)",
+    ] {
+        assert!(verbose.contains(label), "{label} missing:\n{verbose}");
+    }
+}
+
+#[test]
+fn failed_block_shows_error_context_verbose() {
+    let text = Verbose::new(Detail::Verbose).render(&failed_block());
+    assert_clean(&text);
+    golden("failed_verbose.txt", &text);
+}
+
+#[test]
+fn failed_block_summary_names_the_error() {
+    let text = Verbose::new(Detail::Summary).render(&failed_block());
+    assert_eq!(
+        text,
+        "\
+Setlist: \"Night Run\" (ID: 100)
+Started: 2024-01-15 10:30:00
+Status: Failed (2/2 songs)
+Error: 1 song failed (at Night Run)
+Failures Below: 2, first: Decoder failed: invalid header … (at Night Run › audio4.wav › Decode › block-37)
+
+Song 1/2: audio3.wav (ID: 101) - Completed in 40.0s
+Song 2/2: audio4.wav (ID: 102) - Completed in 7.0s, 2 failed below
+  Action 1/1: Decode (ID: 104) - Failed in 4.0s, error: 1 of 3 blocks failed, 1 failed below
+    Block 1/3: block-36 (ID: 105) - Completed in 1.1s
+    Block 2/3: block-37 (ID: 107) - Failed in 2.4s, error: Decoder failed: invalid header …
+    Block 3/3: block-38 (ID: 108) - Completed in 900ms
+"
+    );
+}
+
+#[test]
+fn cancelled_operation_verbose() {
+    let text = Verbose::new(Detail::Verbose).render(&cancelled_export());
+    assert_clean(&text);
+    golden("cancelled_verbose.txt", &text);
+}
+
+#[test]
+fn huge_run_collapses_the_middle_children() {
+    let s = huge_run();
+    let text = Verbose::new(Detail::Verbose).max_children(6).render(&s);
+    assert_clean(&text);
+    assert!(
+        text.lines().count() < 60,
+        "{} lines:\n{text}",
+        text.lines().count()
+    );
+    // 10,000 blocks: 3 first + 3 last shown, the 9,994 between counted by status.
+    assert!(
+        text.contains("\n\n  … 9,994 more blocks: 9,949 completed, 33 failed, 12 running\n\n"),
+        "{text}"
+    );
+    golden("huge_verbose.txt", &text);
+
+    // The same with 10 shown, one line per level.
+    let text = Verbose::new(Detail::Summary).max_children(10).render(&s);
+    assert!(text.lines().count() < 20, "{text}");
+    assert!(
+        text.contains("\n  … 9,990 more blocks: 9,947 completed, 33 failed, 10 running\n"),
+        "{text}"
+    );
+
+    // With no children shown, each parent's children are one line (no "more").
+    let text = Verbose::new(Detail::Summary).max_children(0).render(&s);
+    assert_eq!(
+        text,
+        "\
+Render: \"Big Run\" (ID: 1)
+Started: 2024-01-15 10:30:00
+Status: Running (0/1 action completed, 99%)
+Failures Below: 33, first: checksum mismatch (at Big Run › Render › block-300)
+
+… 1 action: 1 running
+"
+    );
+}
+
+#[test]
+fn huge_run_default_limit_shows_twenty_children() {
+    let text = Verbose::new(Detail::Summary).render(&huge_run());
+    let blocks = text.lines().filter(|l| l.contains("Block ")).count();
+    assert_eq!(blocks, 20, "{text}");
+    assert!(text.contains("  … 9,980 more blocks: "), "{text}");
+}
+
+#[test]
+fn max_depth_hides_and_counts_descendants() {
+    let s = running_setlist();
+    let text = Verbose::new(Detail::Summary).max_depth(1).render(&s);
+    assert_eq!(
+        text,
+        "\
+Setlist: \"My Setlist\" (ID: 42)
+Started: 2024-01-15 10:30:00
+Status: Running (3/10 songs completed, 34%)
+
+… 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10
+Song 4/10: audio4.wav (ID: 17) - Running 37% (1/5 actions), ETA 0:15:30
+  … 3 levels hidden below (max depth 1): 3 actions
+"
+    );
+    // Depth 0: the header, then everything below counted, folded songs included.
+    let text = Verbose::new(Detail::Normal).max_depth(0).render(&s);
+    assert!(
+        text.ends_with("\n\n… 7 levels hidden below (max depth 0): 4 songs, 3 actions\n"),
+        "{text}"
+    );
+    assert!(!text.contains("Song 4/10"));
+    // A limit deeper than the tree changes nothing.
+    assert_eq!(
+        Verbose::new(Detail::Verbose).max_depth(3).render(&s),
+        Verbose::new(Detail::Verbose).render(&s)
+    );
+}
+
+#[test]
+fn stalled_level_is_marked_at_every_detail() {
+    let mut v = serde_json::to_value(running_setlist()).unwrap();
+    v["root"]["children"][0]["children"][1]["stalled"] = json!(true);
+    let s: ProgressState = serde_json::from_value(v).unwrap();
+    let summary = Verbose::new(Detail::Summary).render(&s);
+    assert!(summary.contains("(ID: 19) - Running 85% (127/150 events), ETA 0:00:18, STALLED\n"));
+    let normal = Verbose::new(Detail::Normal).render(&s);
+    assert!(normal.contains("  Action 2/5: DetectOnsets (ID: 19)\n    Status: Running, STALLED\n"));
+    assert_eq!(normal.matches("STALLED").count(), 1);
+}
+
+#[test]
+fn control_characters_in_names_stay_on_one_line() {
+    let mut v = serde_json::to_value(running_setlist()).unwrap();
+    v["root"]["children"][0]["name"] = json!("bad\nname\u{1b}[31m");
+    let s: ProgressState = serde_json::from_value(v).unwrap();
+    let text = Verbose::new(Detail::Summary).render(&s);
+    assert!(
+        text.contains("Song 4/10: bad\\nname\\u{1b}[31m (ID: 17)"),
+        "{text}"
+    );
+    assert!(active_path(&s).contains("song 4/10 bad\\nname\\u{1b}[31m"));
+}
+
+#[test]
+fn verbose_shows_panics_input_errors_and_flattening() {
+    let worker = level(
+        301,
+        "worker",
+        "w-1",
+        "failed",
+        0,
+        Some(2_000),
+        json!({
+            "percentage": null, "flattened": true,
+            "input_errors": ["progress.total: not a number (\"lots\")"],
+            "metadata": {"note": "first line\nsecond line", "retries": -1, "ratio": 0.5,
+                         "dry_run": false},
+            "error": error(301, "index out of bounds", &["Job", "w-1"], 2_000,
+                           json!({"origin": "panic", "location": "src/worker.rs:9"}))
+        }),
+    );
+    let root = level(
+        300,
+        "job",
+        "Job",
+        "completed",
+        0,
+        Some(3_000),
+        json!({"children": [worker]}),
+    );
+    let s = state(root, json!({}));
+    let text = Verbose::new(Detail::Verbose).render(&s);
+    assert_clean(&text);
+    // (`json!` sorts object keys, so the metadata reads alphabetically here.)
+    assert!(
+        text.ends_with(
+            "\
+Worker 1/1: w-1 (ID: 301)
+  Status: Failed
+  Started: 2024-01-15 10:30:00
+  Ended: 2024-01-15 10:30:02
+  Duration: 2.0s
+  Dry Run: false
+  Note: first line
+    second line
+  Ratio: 0.5
+  Retries: -1
+  Error (panic): index out of bounds
+  At: Job › w-1
+  Location: src/worker.rs:9
+  Input Errors:
+    - progress.total: not a number (\"lots\")
+  Flattened: deeper levels were attached here (store depth limit)
+"
+        ),
+        "{text}"
+    );
+    // Normal keeps the error but not its origin, nor the verbose-only lines.
+    let normal = Verbose::new(Detail::Normal).render(&s);
+    assert!(
+        normal.contains("\n  Error: index out of bounds\n"),
+        "{normal}"
+    );
+    for label in ["Note:", "Input Errors:", "Flattened:", "(panic)"] {
+        assert!(!normal.contains(label), "{label} in Normal:\n{normal}");
+    }
+}
+
+// === active path ===
+
+#[test]
+fn active_path_follows_the_running_levels() {
+    assert_eq!(
+        active_path(&running_setlist()),
+        "setlist \"My Setlist\" 3/10 › song 4/10 audio4.wav › action 2/5 DetectOnsets (85%, ETA 0:18)"
+    );
+}
+
+#[test]
+fn active_path_takes_the_latest_started_running_child() {
+    let mut v = serde_json::to_value(running_setlist()).unwrap();
+    // Start the pending action after DetectOnsets: it is now the one followed.
+    let normalize = &mut v["root"]["children"][0]["children"][2];
+    normalize["status"] = json!("running");
+    normalize["timing"]["started_at_us"] = json!(at(60_000));
+    normalize["stalled"] = json!(true);
+    v["cancel_requested"] = json!(true);
+    let s: ProgressState = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        active_path(&s),
+        "setlist \"My Setlist\" 3/10 › song 4/10 audio4.wav › action 3/5 Normalize (stalled) \
+         [cancel requested]"
+    );
+}
+
+#[test]
+fn active_path_of_finished_operations() {
+    assert_eq!(
+        active_path(&failed_block()),
+        "setlist \"Night Run\" failed: 1 song failed"
+    );
+    assert_eq!(
+        active_path(&cancelled_export()),
+        "export \"Batch Export\" cancelled"
+    );
+    let mut v = serde_json::to_value(cancelled_export()).unwrap();
+    v["status"] = json!("completed");
+    let s: ProgressState = serde_json::from_value(v).unwrap();
+    assert_eq!(active_path(&s), "export \"Batch Export\" completed");
+}
+
+#[test]
+fn active_path_of_the_huge_run_counts_positions() {
+    assert_eq!(
+        active_path(&huge_run()),
+        "render \"Big Run\" 0/1 › action 1/1 Render › block 10,000/10,000 block-10000"
+    );
+}
+
+// === formatting ===
+
+#[test]
+fn timestamps_are_utc_with_leap_years() {
+    let s = |secs: u64| format_timestamp(secs * 1_000_000);
+    assert_eq!(s(0), "1970-01-01 00:00:00");
+    assert_eq!(format_timestamp(BASE_US), "2024-01-15 10:30:00");
+    assert_eq!(s(1_709_251_199), "2024-02-29 23:59:59"); // leap day, divisible by 4
+    assert_eq!(s(1_709_251_200), "2024-03-01 00:00:00");
+    assert_eq!(s(951_825_600), "2000-02-29 12:00:00"); // leap: divisible by 400
+    assert_eq!(s(4_107_456_000), "2100-02-28 00:00:00"); // not leap: divisible by 100
+    assert_eq!(s(4_107_542_400), "2100-03-01 00:00:00");
+    assert_eq!(s(1_735_689_599), "2024-12-31 23:59:59"); // day 366
+    assert_eq!(s(1_735_689_600), "2025-01-01 00:00:00");
+    assert_eq!(s(253_402_300_799), "9999-12-31 23:59:59");
+    // Sub-second digits are cut.
+    assert_eq!(format_timestamp(999_999), "1970-01-01 00:00:00");
+}
+
+#[test]
+fn durations_by_magnitude() {
+    assert_eq!(format_duration(0), "0ms");
+    assert_eq!(format_duration(999_999), "999ms");
+    assert_eq!(format_duration(1_000_000), "1.0s");
+    assert_eq!(format_duration(3_299_999), "3.2s");
+    assert_eq!(format_duration(59_999_999), "59.9s");
+    assert_eq!(format_duration(60_000_000), "0:01:00");
+    assert_eq!(format_duration(135_000_000), "0:02:15");
+    assert_eq!(format_clock(0), "0:00:00");
+    assert_eq!(format_clock(930_000_000), "0:15:30");
+    assert_eq!(format_clock(3_723_999_999), "1:02:03");
+    assert_eq!(format_clock(100 * 3_600_000_000), "100:00:00");
+}
+
+#[test]
+fn percentages_round_but_never_claim_done() {
+    assert_eq!(format_percent(0.0), "0%");
+    assert_eq!(format_percent(0.04), "0.0%");
+    assert_eq!(format_percent(7.56), "7.6%");
+    assert_eq!(format_percent(9.94), "9.9%");
+    assert_eq!(format_percent(9.96), "10%");
+    assert_eq!(format_percent(30.000_000_000_000_004), "30%");
+    assert_eq!(format_percent(84.67), "85%");
+    assert_eq!(format_percent(99.86), "99%");
+    assert_eq!(format_percent(100.0), "100%");
+    assert_eq!(format_percent(145.2), "145%");
+    assert_eq!(format_percent(-3.0), "0%");
+    assert_eq!(format_percent(f64::NAN), "?%");
+}
