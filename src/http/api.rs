@@ -1,0 +1,511 @@
+//! Routes, handlers, errors and access checks.
+//!
+//! Every handler is total: user input ends in a 2xx, a 400 with a message naming the
+//! parameter, a 401/403, or a 404. A panic-catching layer turns a bug into a JSON 500 instead of
+//! a dropped connection.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::FutureExt;
+use serde::Serialize;
+
+use super::events::{self, Hub};
+use super::params::{DEFAULT_LIMIT, Filters, HISTORY_PARAMS, Include, OPERATIONS_PARAMS, Params};
+use crate::model::{NodeId, ProgressState};
+use crate::store::Store;
+use crate::view::{Detail, Verbose};
+
+/// The embedded page.
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+
+/// The page's own script and style are inline; it talks only to this server.
+const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                   connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+/// Who may do what.
+#[derive(Debug)]
+pub(crate) struct Access {
+    /// The bearer token, if configured; needed for cancel (no token: cancel is disabled).
+    pub(crate) token: Option<Arc<str>>,
+    /// Whether reads (every `GET /api/*` but health) need the token too.
+    pub(crate) token_for_reads: bool,
+    /// Whether to refuse `Host` headers that do not name a loopback address (DNS rebinding).
+    pub(crate) host_check: bool,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) access: Arc<Access>,
+}
+
+/// An error answered as `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+        }
+        let body = serde_json::to_string(&Body {
+            error: &self.message,
+        })
+        .unwrap_or_else(|_| r#"{"error":"error"}"#.into());
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON response from any serializable value.
+struct JsonBody(String);
+
+impl JsonBody {
+    fn of<T: Serialize + ?Sized>(value: &T) -> Self {
+        JsonBody(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
+    }
+}
+
+impl IntoResponse for JsonBody {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
+pub(crate) fn build(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/api/health", get(health))
+        .route("/api/operations", get(list_operations))
+        .route("/api/operations/{id}", get(get_operation))
+        .route("/api/operations/{id}/text", get(get_operation_text))
+        .route("/api/operations/{id}/cancel", post(cancel))
+        .route("/api/history", get(history))
+        .route("/api/history.jsonl", get(history_jsonl))
+        .route("/api/events", get(events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(catch_panic))
+        .with_state(state)
+}
+
+async fn catch_panic(req: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// Host check and the read token.
+async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if app.access.host_check
+        && let Some(host) = req.headers().get(header::HOST)
+        && !host_is_loopback(host)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this server listens on loopback only and accepts only a loopback Host header \
+             (localhost, 127.0.0.1, [::1])",
+        )
+        .into_response();
+    }
+    let path = req.uri().path();
+    let is_read = matches!(*req.method(), Method::GET | Method::HEAD)
+        && path.starts_with("/api/")
+        && path != "/api/health";
+    if app.access.token_for_reads && is_read {
+        let query_token = Params::parse(req.uri().query())
+            .ok()
+            .and_then(|p| p.get("token").map(str::to_owned));
+        if let Err(e) = check_token(&app.access, req.headers(), query_token.as_deref()) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn host_is_loopback(host: &HeaderValue) -> bool {
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or("", |(name, _port)| name)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks the bearer token (or, for reads, the `token` query parameter).
+fn check_token(
+    access: &Access,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(expected) = access.token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this server has no token, so cancelling is disabled; start it with \
+             ServerBuilder::token",
+        ));
+    };
+    let given = match headers.get(header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value.to_str().unwrap_or("");
+            match value.split_once(' ') {
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    Some(token.trim())
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "malformed Authorization header: expected \"Bearer <token>\"",
+                    ));
+                }
+            }
+        }
+        None => query_token,
+    };
+    match given {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send the header \"Authorization: Bearer <token>\"",
+        )),
+        Some(given) if token_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong token")),
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn token_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
+    let params = Params::parse(raw).map_err(ApiError::bad_request)?;
+    params.check(allowed).map_err(ApiError::bad_request)?;
+    Ok(params)
+}
+
+fn parse_id(path: Result<Path<String>, PathRejection>) -> Result<NodeId, ApiError> {
+    let Path(raw) =
+        path.map_err(|e| ApiError::bad_request(format!("operation id in the path: {e}")))?;
+    raw.parse::<NodeId>()
+        .map_err(|e| ApiError::bad_request(format!("operation id in the path: {e}")))
+}
+
+fn lookup(store: &Store, id: NodeId) -> Result<Arc<ProgressState>, ApiError> {
+    store.get(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no operation with id {id} (unknown, or no longer kept in history)"
+        ))
+    })
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn health(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<JsonBody, ApiError> {
+    params(q.as_deref(), &["token"])?;
+    #[derive(Serialize)]
+    struct Health {
+        ok: bool,
+        active: usize,
+        history: usize,
+        cancel_enabled: bool,
+        token_required_for_reads: bool,
+    }
+    let stats = app.store.stats();
+    Ok(JsonBody::of(&Health {
+        ok: true,
+        active: stats.active,
+        history: stats.history,
+        cancel_enabled: app.access.token.is_some(),
+        token_required_for_reads: app.access.token_for_reads,
+    }))
+}
+
+#[derive(Serialize)]
+struct OperationList {
+    operations: Vec<Arc<ProgressState>>,
+    truncated: bool,
+}
+
+fn list(store: &Store, f: &Filters) -> OperationList {
+    let limit = f.limit.unwrap_or(usize::MAX);
+    let mut operations = Vec::new();
+    let mut truncated = false;
+    if matches!(f.include, Include::Active | Include::All) {
+        for state in store.active() {
+            if f.query.matches(&state) {
+                if operations.len() == limit {
+                    truncated = true;
+                    break;
+                }
+                operations.push(state);
+            }
+        }
+    }
+    if !truncated && matches!(f.include, Include::History | Include::All) {
+        let room = limit - operations.len();
+        let mut history = store.history(&f.query.clone().limit(room.saturating_add(1)));
+        // One that finished between the two reads is already listed as running.
+        history.retain(|h| !operations.iter().any(|o| o.id == h.id));
+        if history.len() > room {
+            truncated = true;
+            history.truncate(room);
+        }
+        operations.extend(history);
+    }
+    OperationList {
+        operations,
+        truncated,
+    }
+}
+
+async fn list_operations(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<JsonBody, ApiError> {
+    let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
+    let filters = Filters::parse(&params, OPERATIONS_PARAMS, Some(DEFAULT_LIMIT))
+        .map_err(ApiError::bad_request)?;
+    Ok(JsonBody::of(&list(&app.store, &filters)))
+}
+
+async fn history(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<JsonBody, ApiError> {
+    let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
+    let mut filters = Filters::parse(&params, HISTORY_PARAMS, Some(DEFAULT_LIMIT))
+        .map_err(ApiError::bad_request)?;
+    filters.include = Include::History;
+    Ok(JsonBody::of(&list(&app.store, &filters)))
+}
+
+async fn history_jsonl(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
+    let filters = Filters::parse(&params, HISTORY_PARAMS, None).map_err(ApiError::bad_request)?;
+    let query = match filters.limit {
+        Some(n) => filters.query.limit(n),
+        None => filters.query,
+    };
+    let mut body = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = app.store.write_history_jsonl(&query, &mut body);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+async fn get_operation(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<JsonBody, ApiError> {
+    params(q.as_deref(), &["token"])?;
+    let id = parse_id(path)?;
+    Ok(JsonBody::of(&*lookup(&app.store, id)?))
+}
+
+async fn get_operation_text(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = params(q.as_deref(), &["detail", "token"])?;
+    let detail = match params.get("detail") {
+        None | Some("verbose") => Detail::Verbose,
+        Some("normal") => Detail::Normal,
+        Some("summary") => Detail::Summary,
+        Some(other) => {
+            let other: String = other.chars().take(64).collect();
+            return Err(ApiError::bad_request(format!(
+                "parameter detail: {other:?} is not one of summary, normal, verbose"
+            )));
+        }
+    };
+    let id = parse_id(path)?;
+    let state = lookup(&app.store, id)?;
+    let text = Verbose::new(detail).render(&state);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+async fn cancel(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<JsonBody, ApiError> {
+    check_token(&app.access, &headers, None)?;
+    params(q.as_deref(), &[])?;
+    let id = parse_id(path)?;
+    match app.store.cancel(id) {
+        Ok(()) => {
+            #[derive(Serialize)]
+            struct Cancelled {
+                id: NodeId,
+                cancel_requested: bool,
+            }
+            Ok(JsonBody::of(&Cancelled {
+                id,
+                cancel_requested: true,
+            }))
+        }
+        Err(_) => Err(match app.store.get(id) {
+            Some(state) => ApiError::not_found(format!(
+                "operation {id} is not running: it already finished ({})",
+                state.status
+            )),
+            None => ApiError::not_found(format!(
+                "no operation with id {id} (unknown, or no longer kept in history)"
+            )),
+        }),
+    }
+}
+
+async fn events(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = params(q.as_deref(), &["last_event_id", "token"])?;
+    let parse = |what: &str, v: &str| {
+        v.trim().parse::<u64>().map_err(|_| {
+            let v: String = v.chars().take(64).collect();
+            ApiError::bad_request(format!("{what}: {v:?} is not an event id from this server"))
+        })
+    };
+    let last = match headers.get("last-event-id") {
+        Some(v) => Some(parse(
+            "header Last-Event-ID",
+            v.to_str().unwrap_or("not text"),
+        )?),
+        None => params
+            .get("last_event_id")
+            .map(|v| parse("parameter last_event_id", v))
+            .transpose()?,
+    };
+    let stream = events::client_stream(app.hub.clone(), last);
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new());
+    Ok(([("x-accel-buffering", "no")], sse).into_response())
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::not_found(format!(
+        "no endpoint {method} {path}; see the tracing_progress::http docs for the list"
+    ))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {path}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            "localhost",
+            "localhost:7878",
+            "LOCALHOST:1",
+            "app.localhost:80",
+            "127.0.0.1:7878",
+            "127.1.2.3",
+            "[::1]:7878",
+            "[::1]",
+        ] {
+            assert!(host_is_loopback(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "example.com",
+            "evil.com:7878",
+            "10.0.0.1:7878",
+            "[::2]:1",
+            "",
+            "[::1",
+        ] {
+            assert!(!host_is_loopback(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(token_eq(b"abc", b"abc"));
+        assert!(!token_eq(b"abc", b"abd"));
+        assert!(!token_eq(b"abc", b"abcd"));
+    }
+}

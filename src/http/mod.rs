@@ -1,0 +1,105 @@
+//! An HTTP API over a [`Store`](crate::Store), a live event stream, and a web page (feature
+//! `http`).
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! let (layer, store) = tracing_progress::layer();
+//! tracing_subscriber::registry().with(layer).init();
+//! let server = tracing_progress::http::Server::builder(store).spawn()?; // 127.0.0.1:7878
+//! println!("open {}", server.url());
+//! // ... the program runs; dropping `server` stops it gracefully.
+//! # Ok::<(), tracing_progress::http::ServeError>(())
+//! ```
+//!
+//! The server runs on its own thread with its own single-threaded tokio runtime, so it needs no
+//! runtime from the program, and that thread's default subscriber is
+//! [`NoSubscriber`](tracing::subscriber::NoSubscriber): the server's own spans never feed back
+//! into the progress layer. To serve the routes from your own axum server, use [`router`] or
+//! [`ServerBuilder::into_router`].
+//!
+//! # Endpoints
+//!
+//! All answers are JSON unless said otherwise; every error is `{"error": "..."}` saying what
+//! was wrong. Operations are [`ProgressState`](crate::ProgressState) snapshots in the crate's
+//! versioned JSON shape.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /` | the live page (HTML, embedded, no external resources) |
+//! | `GET /api/health` | `{"ok":true,"active":2,"history":17,"cancel_enabled":true,"token_required_for_reads":false}` (never needs the token) |
+//! | `GET /api/operations` | `{"operations":[...],"truncated":false}`: running operations (oldest first), filtered |
+//! | `GET /api/operations/{id}` | one operation, running or from history, with its whole tree |
+//! | `GET /api/operations/{id}/text` | `text/plain`: the [`view::Verbose`](crate::view::Verbose) rendering; `?detail=summary\|normal\|verbose` |
+//! | `POST /api/operations/{id}/cancel` | `{"id":7,"cancel_requested":true}`; needs the token |
+//! | `GET /api/history` | `{"operations":[...],"truncated":true}`: finished operations, newest first |
+//! | `GET /api/history.jsonl` | `application/x-ndjson`: finished operations, one per line, oldest first (no default limit) |
+//! | `GET /api/events` | `text/event-stream`: live changes (below) |
+//!
+//! Filters of `/api/operations`, `/api/history` and `/api/history.jsonl` (an empty value is
+//! the same as none; an unknown or repeated parameter is a 400):
+//!
+//! | parameter | meaning |
+//! |---|---|
+//! | `status=failed` | `pending`, `running`, `completed`, `failed`, `cancelled` |
+//! | `type=setlist_processing` | operation type, exact |
+//! | `name=setlist` | name contains this, case-insensitive |
+//! | `since=...`, `until=...` | when the operation finished (now, for a running one) is in the range, ends included. Unix milliseconds (`1767225600000`), RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.5+01:00`) or a date (`2026-01-01`, midnight UTC) |
+//! | `limit=20` | at most this many, 0 to 10,000; default 100 (none for `.jsonl`); `truncated` says whether more matched |
+//! | `include=history` | `/api/operations` only: `active` (default), `history`, or `all` (running first, then finished) |
+//!
+//! Status codes: 400 for a bad parameter or id (`{"error":"parameter status: invalid status
+//! \"done\": expected one of pending, running, completed, failed, cancelled"}`), 404 for an
+//! unknown id or path, 401 for a missing or wrong token, 403 for cancelling on a server without
+//! a token.
+//!
+//! # Live events
+//!
+//! `GET /api/events` is a Server-Sent Events stream. One producer per server polls the store
+//! (every 200 ms while a client is connected; [`ServerBuilder::poll_interval`]) and every client
+//! reads from it. Each event has an `id:`, a sequence number that grows by one per change:
+//!
+//! | event | data |
+//! |---|---|
+//! | `snapshot` | the latest state of a running operation that started or changed |
+//! | `finished` | the final state of an operation that ended |
+//! | `missed` | `{"reason":"history","count":n}` or `{"reason":"replay_buffer","after_id":n}`: final states were lost; reload `/api/history` |
+//! | `ready` | `{"id":n,"active":k}`: the initial batch is complete |
+//!
+//! A new client first gets one `snapshot` per running operation, then `ready`. A client that
+//! reconnects with `Last-Event-ID` (browsers' `EventSource` does this by itself; or
+//! `?last_event_id=`) also gets every `finished` it missed, from a buffer of the last 256
+//! ([`ServerBuilder::replay_capacity`]). A slow client skips intermediate snapshots, never a
+//! final state.
+//!
+//! # Security
+//!
+//! * The default address is `127.0.0.1:7878` ([`DEFAULT_PORT`]); port 0 picks a free one.
+//! * With a token ([`ServerBuilder::token`]) clients send `Authorization: Bearer <token>`.
+//!   Cancelling needs it; without a token cancelling is disabled (403), so a server without one
+//!   is read-only.
+//! * A non-loopback address is refused without a token ([`ServeError::TokenRequired`]), and
+//!   there reads need the token too ([`ServerBuilder::require_token_for_reads`]); `EventSource`
+//!   may send it as `?token=`.
+//! * On loopback, requests whose `Host` header is not a loopback name are refused (a web page
+//!   elsewhere cannot read the API through DNS rebinding); [`ServerBuilder::allow_any_host`].
+//!
+//! # curl
+//!
+//! ```text
+//! curl -s localhost:7878/api/operations
+//! curl -s 'localhost:7878/api/operations?include=all&status=failed&limit=5'
+//! curl -s 'localhost:7878/api/history?type=setlist_processing&since=2026-01-01T00:00:00Z'
+//! curl -s localhost:7878/api/history.jsonl > history.jsonl
+//! curl -s localhost:7878/api/operations/42/text
+//! curl -sN localhost:7878/api/events
+//! curl -sN -H 'Last-Event-ID: 130' localhost:7878/api/events
+//! curl -s -X POST -H "Authorization: Bearer $TOKEN" localhost:7878/api/operations/42/cancel
+//! ```
+
+mod api;
+mod events;
+mod params;
+mod server;
+
+pub use server::{DEFAULT_PORT, ServeError, Server, ServerBuilder, ServerHandle, router};

@@ -1,0 +1,1322 @@
+//! The HTTP API in-process: a real layer feeds the store, the server listens on 127.0.0.1:0,
+//! and a plain `TcpStream` HTTP/1.1 client talks to it as curl or a browser would.
+#![cfg(feature = "http")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tracing::{Dispatch, info_span};
+use tracing_progress::http::{ServeError, Server, ServerBuilder, ServerHandle};
+use tracing_progress::{Builder, OperationId, ProgressSpanExt, Store};
+use tracing_subscriber::Registry;
+use tracing_subscriber::prelude::*;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+const TOKEN: &str = "t0ken-for-tests";
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: a store fed by a real layer, and a server over it.
+
+struct Fixture {
+    dispatch: Dispatch,
+    store: Store,
+    server: ServerHandle,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture::with(Builder::new(), |b| b)
+    }
+
+    fn configured(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Self {
+        Fixture::with(Builder::new(), configure)
+    }
+
+    fn with(layer: Builder, configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Self {
+        let (layer, store) = layer.build::<Registry>().expect("valid builder");
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        let builder = Server::builder(store.clone())
+            .bind(([127, 0, 0, 1], 0))
+            .poll_interval(Duration::from_millis(50));
+        let server = configure(builder).spawn().expect("server starts");
+        Fixture {
+            dispatch,
+            store,
+            server,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        request(self.addr(), "GET", path, &[])
+    }
+
+    fn get_json(&self, path: &str) -> Value {
+        let resp = self.get(path);
+        assert_eq!(resp.status, 200, "GET {path}: {}", resp.body);
+        resp.json()
+    }
+
+    /// Runs one operation to its end on this thread: two steps, the first failing if asked.
+    fn run(&self, kind: &str, name: &str, fail: bool) -> OperationId {
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            let op = info_span!(
+                "op",
+                progress.level = "op",
+                progress.operation = kind,
+                progress.name = name,
+                progress.total = 2u64
+            );
+            let id = op.operation_id().expect("tracked");
+            op.in_scope(|| {
+                info_span!(
+                    "step",
+                    progress.level = "step",
+                    progress.name = "step-1",
+                    block_id = 7u64
+                )
+                .in_scope(|| {
+                    if fail {
+                        tracing::error!(path = "/data/in.wav", "disk full");
+                    }
+                });
+                info_span!("step", progress.level = "step", progress.name = "step-2")
+                    .in_scope(|| {});
+                if fail {
+                    tracing::error!("import failed");
+                }
+            });
+            id
+        })
+    }
+
+    /// Starts an operation that runs on a helper thread until finished or cancelled.
+    fn start(&self, kind: &str, name: &str) -> Running {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (id_tx, id_rx) = mpsc::channel();
+        let dispatch = self.dispatch.clone();
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let op = info_span!(
+                    "op",
+                    progress.level = "op",
+                    progress.operation = kind.as_str(),
+                    progress.name = name.as_str(),
+                    progress.total = 1u64
+                );
+                let _op = op.enter();
+                let part = info_span!(
+                    "part",
+                    progress.level = "part",
+                    progress.name = "part-1",
+                    progress.total = 10u64,
+                    progress.unit = "blocks"
+                );
+                let _part = part.enter();
+                id_tx.send(op.operation_id().expect("tracked")).unwrap();
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(10)) {
+                        Ok(Cmd::Inc(n)) => part.inc(n),
+                        Ok(Cmd::Finish) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if op.is_cancelled() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        });
+        Running {
+            id: id_rx.recv_timeout(TIMEOUT).expect("operation started"),
+            tx,
+            thread: Some(thread),
+        }
+    }
+}
+
+enum Cmd {
+    Inc(u64),
+    Finish,
+}
+
+struct Running {
+    id: OperationId,
+    tx: mpsc::Sender<Cmd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn inc(&self, n: u64) {
+        self.tx.send(Cmd::Inc(n)).unwrap();
+    }
+
+    /// Ends it (completed, or cancelled if cancel was requested) and waits until it is.
+    fn finish(mut self) {
+        let _ = self.tx.send(Cmd::Finish);
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Finish);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client.
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        assert!(
+            self.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "not JSON: {self:?}"
+        );
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.body))
+    }
+
+    /// The `error` text of a JSON error answer with this status.
+    #[track_caller]
+    fn error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        let v = self.json();
+        v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error text: {v}"))
+            .to_owned()
+    }
+}
+
+fn write_request(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    close: bool,
+) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if close {
+        req.push_str("Connection: close\r\n");
+    }
+    if method == "POST" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write_request(&mut stream, addr, method, path, headers, true);
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("UTF-8 body"),
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&raw[..eol]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[eol + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal Server-Sent Events client.
+
+#[derive(Clone, Debug)]
+struct SseEvent {
+    id: Option<u64>,
+    event: String,
+    data: String,
+}
+
+impl SseEvent {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.data))
+    }
+
+    /// The operation id of a `snapshot` or `finished` event.
+    fn op(&self) -> u64 {
+        self.json()["id"].as_u64().unwrap()
+    }
+}
+
+struct SseClient {
+    reader: BufReader<TcpStream>,
+    text: String,
+    seen: Vec<SseEvent>,
+}
+
+impl SseClient {
+    fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        write_request(&mut stream, addr, "GET", path, headers, false);
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "SSE status: {status}");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            headers.push(line.trim().to_ascii_lowercase());
+        }
+        assert!(
+            headers
+                .iter()
+                .any(|h| h == "content-type: text/event-stream"),
+            "{headers:?}"
+        );
+        assert!(
+            headers.iter().any(|h| h == "transfer-encoding: chunked"),
+            "{headers:?}"
+        );
+        SseClient {
+            reader,
+            text: String::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next event with data (retry-only blocks and keep-alive comments are skipped).
+    fn next(&mut self) -> SseEvent {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: "message".into(),
+                    data: String::new(),
+                };
+                let mut has_data = false;
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "id" => event.id = Some(value.parse().expect("numeric id")),
+                        "event" => event.event = value.into(),
+                        "data" => {
+                            if has_data {
+                                event.data.push('\n');
+                            }
+                            event.data.push_str(value);
+                            has_data = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if has_data {
+                    self.seen.push(event.clone());
+                    return event;
+                }
+                continue;
+            }
+            // One chunk of the chunked body.
+            let mut size = String::new();
+            self.reader.read_line(&mut size).expect("chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+            assert!(size > 0, "the stream ended; events so far: {:?}", self.seen);
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).expect("chunk");
+            chunk.truncate(size);
+            self.text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Reads events until one matches; returns it and the ones before it.
+    fn until(&mut self, what: &str, pred: impl Fn(&SseEvent) -> bool) -> (SseEvent, Vec<SseEvent>) {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut before = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; seen {:?}",
+                self.seen
+            );
+            let e = self.next();
+            if pred(&e) {
+                return (e, before);
+            }
+            before.push(e);
+        }
+    }
+
+    /// Reads up to the `ready` event; returns it and the initial batch.
+    fn ready(&mut self) -> (SseEvent, Vec<SseEvent>) {
+        self.until("ready", |e| e.event == "ready")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn page_and_health() {
+    let fx = Fixture::new();
+    let page = fx.get("/");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.header("content-security-policy").is_some());
+    assert!(
+        page.body.contains("data-testid"),
+        "the page is the embedded one"
+    );
+    assert!(
+        !page.body.contains("http://") && !page.body.contains("https://"),
+        "no CDN"
+    );
+
+    let health = fx.get_json("/api/health");
+    assert_eq!(health["ok"], true);
+    assert_eq!(health["active"], 0);
+    assert_eq!(health["history"], 0);
+    assert_eq!(health["cancel_enabled"], false);
+    assert_eq!(health["token_required_for_reads"], false);
+
+    fx.run("import", "first", false);
+    let _running = fx.start("import", "second");
+    let health = fx.get_json("/api/health");
+    assert_eq!(
+        (health["active"].as_u64(), health["history"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[test]
+fn operations_lists_active_by_default() {
+    let fx = Fixture::new();
+    let done = fx.run("import", "old import", false);
+    let a = fx.start("import", "Import Alpha");
+    let b = fx.start("export", "Export Beta");
+
+    let list = fx.get_json("/api/operations");
+    assert_eq!(list["truncated"], false);
+    let ops = list["operations"].as_array().unwrap();
+    let ids: Vec<u64> = ops.iter().map(|o| o["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [a.id.as_u64(), b.id.as_u64()],
+        "running only, oldest first"
+    );
+    assert_eq!(ops[0]["status"], "running");
+    assert_eq!(
+        ops[0]["root"]["children"][0]["name"], "part-1",
+        "whole trees"
+    );
+
+    let names = |path: &str| -> Vec<String> {
+        fx.get_json(path)["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("/api/operations?type=export"), ["Export Beta"]);
+    assert_eq!(names("/api/operations?name=alpha"), ["Import Alpha"]);
+    assert_eq!(names("/api/operations?name=IMPORT"), ["Import Alpha"]);
+    assert_eq!(
+        names("/api/operations?status=running&type=import"),
+        ["Import Alpha"]
+    );
+    assert!(names("/api/operations?status=completed").is_empty());
+    assert_eq!(
+        names("/api/operations?include=active&type="),
+        ["Import Alpha", "Export Beta"]
+    );
+    assert_eq!(names("/api/operations?include=history"), ["old import"]);
+    assert_eq!(
+        names("/api/operations?include=all"),
+        ["Import Alpha", "Export Beta", "old import"],
+        "running first, then finished"
+    );
+    assert_eq!(
+        names("/api/operations?include=all&name=import"),
+        ["Import Alpha", "old import"]
+    );
+    assert_eq!(
+        names("/api/operations?include=all&status=completed"),
+        ["old import"]
+    );
+
+    // limit and truncated
+    let one = fx.get_json("/api/operations?limit=1");
+    assert_eq!(one["operations"].as_array().unwrap().len(), 1);
+    assert_eq!(one["truncated"], true);
+    let two = fx.get_json("/api/operations?limit=2");
+    assert_eq!(
+        (
+            two["operations"].as_array().unwrap().len(),
+            &two["truncated"]
+        ),
+        (2, &Value::Bool(false))
+    );
+    let all2 = fx.get_json("/api/operations?include=all&limit=2");
+    assert_eq!(all2["truncated"], true, "history had one more");
+    let all3 = fx.get_json("/api/operations?include=all&limit=3");
+    assert_eq!(all3["truncated"], false);
+    let zero = fx.get_json("/api/operations?limit=0");
+    assert_eq!(
+        (
+            zero["operations"].as_array().unwrap().len(),
+            &zero["truncated"]
+        ),
+        (0, &Value::Bool(true))
+    );
+
+    // time: a running operation counts as finishing now
+    let hour = 3_600_000;
+    let past = now_ms() - hour;
+    let future = now_ms() + hour;
+    assert_eq!(names(&format!("/api/operations?since={past}")).len(), 2);
+    assert!(names(&format!("/api/operations?until={past}")).is_empty());
+    assert!(names(&format!("/api/operations?since={future}")).is_empty());
+    assert_eq!(
+        names("/api/operations?since=2000-01-01T00:00:00Z&until=2999-01-01").len(),
+        2
+    );
+    assert_eq!(
+        names(&format!("/api/operations?include=history&until={future}")),
+        ["old import"]
+    );
+    assert!(names("/api/operations?include=history&until=2000-01-01T00:00:00%2B01:00").is_empty());
+
+    drop((a, b));
+    let _ = done;
+}
+
+#[test]
+fn history_filters_and_jsonl() {
+    let fx = Fixture::new();
+    let first = fx.run("import", "import one", false);
+    let failed = fx.run("import", "import two", true);
+    let export = fx.run("export", "export one", false);
+    let running = fx.start("import", "still running");
+    running.tx.send(Cmd::Inc(1)).unwrap();
+
+    let h = fx.get_json("/api/history");
+    let ids: Vec<u64> = h["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [export.as_u64(), failed.as_u64(), first.as_u64()],
+        "newest first, finished only"
+    );
+    assert_eq!(h["truncated"], false);
+
+    let ids_of = |path: &str| -> Vec<u64> {
+        fx.get_json(path)["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids_of("/api/history?status=failed"), [failed.as_u64()]);
+    assert_eq!(ids_of("/api/history?status=FAILED"), [failed.as_u64()]);
+    assert_eq!(ids_of("/api/history?type=export"), [export.as_u64()]);
+    assert_eq!(ids_of("/api/history?name=Two"), [failed.as_u64()]);
+    assert_eq!(ids_of("/api/history?name=import%20one"), [first.as_u64()]);
+    assert_eq!(ids_of("/api/history?name=import+one"), [first.as_u64()]);
+    assert_eq!(
+        ids_of("/api/history?type=import&status=completed"),
+        [first.as_u64()]
+    );
+    assert_eq!(
+        ids_of("/api/history?limit=2"),
+        [export.as_u64(), failed.as_u64()]
+    );
+    assert_eq!(fx.get_json("/api/history?limit=2")["truncated"], true);
+    assert_eq!(fx.get_json("/api/history?limit=3")["truncated"], false);
+    let hour = 3_600_000;
+    assert_eq!(
+        ids_of(&format!("/api/history?since={}", now_ms() - hour)).len(),
+        3
+    );
+    assert!(ids_of(&format!("/api/history?since={}", now_ms() + hour)).is_empty());
+    assert!(ids_of("/api/history?until=2001-02-03T04:05:06.789Z").is_empty());
+    assert_eq!(ids_of("/api/history?until=2999-12-31").len(), 3);
+
+    let failed_state = &fx.get_json("/api/history?status=failed")["operations"][0];
+    assert_eq!(failed_state["error"]["message"], "import failed");
+    let step = &failed_state["root"]["children"][0];
+    assert_eq!(step["error"]["message"], "disk full");
+    assert_eq!(step["error"]["fields"]["path"], "/data/in.wav");
+
+    let jsonl = fx.get("/api/history.jsonl");
+    assert_eq!(jsonl.status, 200);
+    assert!(
+        jsonl
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/x-ndjson")
+    );
+    let lines: Vec<Value> = jsonl
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<u64> = lines.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [first.as_u64(), failed.as_u64(), export.as_u64()],
+        "oldest first"
+    );
+    assert!(jsonl.body.ends_with('\n'));
+    let filtered = fx.get("/api/history.jsonl?type=import&status=completed");
+    assert_eq!(filtered.body.lines().count(), 1);
+    let limited = fx.get("/api/history.jsonl?limit=1");
+    let only: Value = serde_json::from_str(limited.body.trim()).unwrap();
+    assert_eq!(
+        only["id"].as_u64(),
+        Some(export.as_u64()),
+        "the newest, when limited"
+    );
+    assert_eq!(fx.get("/api/history.jsonl?since=2999-01-01").body, "");
+    drop(running);
+}
+
+#[test]
+fn one_operation_as_json_and_text() {
+    let fx = Fixture::new();
+    let failed = fx.run("import", "broken import", true);
+    let running = fx.start("import", "live import");
+    running.inc(4);
+    wait_until("progress applied", || {
+        fx.store
+            .get(running.id)
+            .is_some_and(|s| s.root.children.first().is_some_and(|c| c.current == 4))
+    });
+
+    let live = fx.get_json(&format!("/api/operations/{}", running.id));
+    assert_eq!(live["id"].as_u64(), Some(running.id.as_u64()));
+    assert_eq!(live["schema_version"], 1);
+    assert_eq!(live["status"], "running");
+    assert_eq!(live["root"]["children"][0]["current"], 4);
+    assert_eq!(live["root"]["children"][0]["unit"], "blocks");
+
+    let done = fx.get_json(&format!("/api/operations/{failed}"));
+    assert_eq!(done["status"], "failed");
+    let step = &done["root"]["children"][0];
+    assert_eq!(step["metadata"]["block_id"], 7);
+    assert_eq!(
+        step["error"]["path"],
+        serde_json::json!(["broken import", "step-1"])
+    );
+
+    let text = fx.get(&format!("/api/operations/{failed}/text"));
+    assert_eq!(text.status, 200);
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(text.body.contains("broken import"), "{}", text.body);
+    assert!(text.body.contains("disk full"), "{}", text.body);
+    assert!(text.body.contains("step-1"), "{}", text.body);
+    let summary = fx.get(&format!("/api/operations/{failed}/text?detail=summary"));
+    assert_eq!(summary.status, 200);
+    assert!(summary.body.lines().count() <= text.body.lines().count());
+    let live_text = fx.get(&format!(
+        "/api/operations/{}/text?detail=normal",
+        running.id
+    ));
+    assert!(live_text.body.contains("live import"), "{}", live_text.body);
+
+    // unknown and malformed ids
+    for path in [
+        "/api/operations/999999999",
+        "/api/operations/999999999/text",
+    ] {
+        let e = fx.get(path).error(404);
+        assert!(e.contains("999999999"), "{e}");
+    }
+    for path in [
+        "/api/operations/abc",
+        "/api/operations/-1",
+        "/api/operations/1.5",
+        "/api/operations/99999999999999999999999",
+        "/api/operations/abc/text",
+        "/api/operations/%FF%FE",
+    ] {
+        let e = fx.get(path).error(400);
+        assert!(e.contains("operation id"), "{path}: {e}");
+    }
+}
+
+#[test]
+fn bad_parameters_are_400_naming_the_parameter() {
+    let fx = Fixture::new();
+    let cases = [
+        ("/api/operations?status=done", "status"),
+        ("/api/operations?limit=ten", "limit"),
+        ("/api/operations?limit=-1", "limit"),
+        ("/api/operations?limit=10001", "limit"),
+        ("/api/operations?limit=99999999999999999999999", "limit"),
+        ("/api/operations?since=yesterday", "since"),
+        ("/api/operations?until=2026-13-01T00:00:00Z", "until"),
+        ("/api/operations?since=2026-01-01T00:00:00", "since"),
+        ("/api/operations?since=1969-12-31T23:59:59Z", "since"),
+        ("/api/operations?since=999999999999999999", "since"),
+        ("/api/operations?since=2026-02-01&until=2026-01-01", "since"),
+        ("/api/operations?include=everything", "include"),
+        ("/api/operations?stauts=failed", "stauts"),
+        ("/api/operations?limit=1&limit=2", "limit"),
+        ("/api/operations?name=%ZZ", "name"),
+        ("/api/operations?name=%C3%28", "name"),
+        ("/api/history?include=all", "include"),
+        ("/api/history?status=nope", "status"),
+        ("/api/history.jsonl?until=noon", "until"),
+        ("/api/history.jsonl?limit=x", "limit"),
+        ("/api/operations/1/text?detail=everything", "detail"),
+        ("/api/operations/1?verbose=1", "verbose"),
+        ("/api/health?x=1", "x"),
+        ("/api/events?last_event_id=abc", "last_event_id"),
+    ];
+    for (path, param) in cases {
+        let e = fx.get(path).error(400);
+        assert!(e.contains(param), "{path}: {e:?} should name {param}");
+    }
+    // The messages say why, too.
+    let e = fx.get("/api/operations?status=done").error(400);
+    assert!(
+        e.contains("pending, running, completed, failed, cancelled"),
+        "{e}"
+    );
+    let e = fx.get("/api/operations?since=yesterday").error(400);
+    assert!(e.contains("RFC 3339") && e.contains("milliseconds"), "{e}");
+
+    let e = request(fx.addr(), "GET", "/api/events", &[("Last-Event-ID", "x")]).error(400);
+    assert!(e.contains("Last-Event-ID"), "{e}");
+
+    // Unknown paths and methods are JSON too.
+    let e = fx.get("/api/nope").error(404);
+    assert!(e.contains("/api/nope"), "{e}");
+    let e = request(fx.addr(), "POST", "/api/health", &[]).error(405);
+    assert!(e.contains("POST"), "{e}");
+    let e = request(fx.addr(), "DELETE", "/api/operations/1", &[]).error(405);
+    assert!(e.contains("DELETE"), "{e}");
+}
+
+#[test]
+fn hostile_input_never_panics_or_500s() {
+    let fx = Fixture::configured(|b| b.token(TOKEN));
+    let long = "a".repeat(8000);
+    let paths = [
+        format!("/api/operations?name={long}"),
+        format!("/api/operations?{long}={long}"),
+        "/api/operations?=&&&=x&%00=%00".to_owned(),
+        "/api/operations?since=%F0%9F%92%A9".to_owned(),
+        "/api/operations?since=2026-01-01T00:00:00.%2B01:00".to_owned(),
+        "/api/operations?since=0000-01-01".to_owned(),
+        "/api/operations?since=9999-12-31T23:59:60.999999999Z".to_owned(),
+        "/api/operations?limit=%2B5".to_owned(),
+        "/api/operations/18446744073709551615".to_owned(),
+        "/api/operations/18446744073709551616/text".to_owned(),
+        "/api/operations/%00".to_owned(),
+        "/api/operations//text".to_owned(),
+        "/api/history.jsonl?status=%0A".to_owned(),
+        "/api/events?last_event_id=18446744073709551616".to_owned(),
+        "/api/operations/0/cancel".to_owned(),
+    ];
+    for path in &paths {
+        for method in ["GET", "POST"] {
+            let resp = request(
+                fx.addr(),
+                method,
+                path,
+                &[("Authorization", &format!("Bearer {TOKEN}"))],
+            );
+            assert!(
+                (200..500).contains(&resp.status),
+                "{method} {}: {}",
+                &path[..path.len().min(80)],
+                resp.status
+            );
+            if resp.status >= 400 {
+                resp.error(resp.status);
+            }
+        }
+    }
+    // still serving
+    assert_eq!(fx.get_json("/api/health")["ok"], true);
+}
+
+#[test]
+fn cancel_needs_the_token() {
+    let fx = Fixture::configured(|b| b.token(TOKEN));
+    let health = fx.get_json("/api/health");
+    assert_eq!(health["cancel_enabled"], true);
+    let op = fx.start("import", "to cancel");
+    let path = format!("/api/operations/{}/cancel", op.id);
+
+    let missing = request(fx.addr(), "POST", &path, &[]);
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    assert!(missing.error(401).contains("Authorization: Bearer"));
+    let wrong = request(
+        fx.addr(),
+        "POST",
+        &path,
+        &[("Authorization", "Bearer nope")],
+    );
+    assert_eq!(wrong.error(401), "wrong token");
+    let malformed = request(fx.addr(), "POST", &path, &[("Authorization", TOKEN)]);
+    assert!(malformed.error(401).contains("malformed"));
+    let basic = request(
+        fx.addr(),
+        "POST",
+        &path,
+        &[("Authorization", "Basic dXNlcjpwdw==")],
+    );
+    basic.error(401);
+    let in_url = request(fx.addr(), "POST", &format!("{path}?token={TOKEN}"), &[]);
+    in_url.error(401);
+    assert!(
+        !fx.store.get(op.id).unwrap().cancel_requested,
+        "nothing cancelled yet"
+    );
+
+    let auth = format!("Bearer {TOKEN}");
+    let ok = request(fx.addr(), "POST", &path, &[("Authorization", &auth)]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        ok.json(),
+        serde_json::json!({"id": op.id.as_u64(), "cancel_requested": true})
+    );
+    let lower = request(
+        fx.addr(),
+        "POST",
+        &path,
+        &[("authorization", &format!("bearer {TOKEN}"))],
+    );
+    assert_eq!(lower.status, 200, "scheme is case-insensitive");
+
+    let id = op.id;
+    op.finish();
+    let state = fx.get_json(&format!("/api/operations/{id}"));
+    assert_eq!(state["status"], "cancelled");
+    assert_eq!(state["cancel_requested"], true);
+
+    let again = request(fx.addr(), "POST", &path, &[("Authorization", &auth)]).error(404);
+    assert!(again.contains("already finished (cancelled)"), "{again}");
+    let unknown = request(
+        fx.addr(),
+        "POST",
+        "/api/operations/987654321/cancel",
+        &[("Authorization", &auth)],
+    );
+    assert!(unknown.error(404).contains("987654321"));
+    let bad = request(
+        fx.addr(),
+        "POST",
+        "/api/operations/x/cancel",
+        &[("Authorization", &auth)],
+    );
+    assert!(bad.error(400).contains("operation id"));
+    // The token is checked before anything else: no probing ids without it.
+    request(fx.addr(), "POST", "/api/operations/x/cancel", &[]).error(401);
+    // GET on the cancel path is not a cancel.
+    request(fx.addr(), "GET", &path, &[("Authorization", &auth)]).error(405);
+}
+
+#[test]
+fn without_a_token_cancel_is_disabled() {
+    let fx = Fixture::new();
+    let op = fx.start("import", "not cancellable");
+    let path = format!("/api/operations/{}/cancel", op.id);
+    let e = request(fx.addr(), "POST", &path, &[]).error(403);
+    assert!(e.contains("no token"), "{e}");
+    let e = request(
+        fx.addr(),
+        "POST",
+        &path,
+        &[("Authorization", "Bearer guess")],
+    )
+    .error(403);
+    assert!(e.contains("no token"), "{e}");
+    assert!(!fx.store.get(op.id).unwrap().cancel_requested);
+}
+
+#[test]
+fn reads_can_require_the_token() {
+    let fx = Fixture::configured(|b| b.token(TOKEN).require_token_for_reads(true));
+    let id = fx.run("import", "secret", false);
+    for path in [
+        "/api/operations".to_owned(),
+        format!("/api/operations/{id}"),
+        format!("/api/operations/{id}/text"),
+        "/api/history".to_owned(),
+        "/api/history.jsonl".to_owned(),
+        "/api/events".to_owned(),
+    ] {
+        let e = fx.get(&path).error(401);
+        assert!(e.contains("missing token"), "{path}: {e}");
+        request(
+            fx.addr(),
+            "GET",
+            &path,
+            &[("Authorization", "Bearer wrong")],
+        )
+        .error(401);
+        fx.get(&format!("{path}?token=wrong")).error(401);
+        if path != "/api/events" {
+            let ok = request(
+                fx.addr(),
+                "GET",
+                &path,
+                &[("Authorization", &format!("Bearer {TOKEN}"))],
+            );
+            assert_eq!(ok.status, 200, "{path}: {ok:?}");
+            let ok = fx.get(&format!("{path}?token={TOKEN}"));
+            assert_eq!(ok.status, 200, "{path} with ?token=: {ok:?}");
+        }
+    }
+    let mut sse = SseClient::connect(fx.addr(), &format!("/api/events?token={TOKEN}"), &[]);
+    sse.ready();
+    // Health and the page stay open (the page asks for the token itself).
+    let health = fx.get_json("/api/health");
+    assert_eq!(health["token_required_for_reads"], true);
+    assert_eq!(fx.get("/").status, 200);
+}
+
+#[test]
+fn non_loopback_bind_needs_a_token() {
+    let (_layer, store) = tracing_progress::layer::<Registry>();
+    let err = Server::builder(store.clone())
+        .bind(([0, 0, 0, 0], 0))
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(err, ServeError::TokenRequired { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("0.0.0.0") && msg.contains("token") && msg.contains("loopback"),
+        "{msg}"
+    );
+    let err = Server::builder(store.clone())
+        .bind("[::]:0".parse::<SocketAddr>().unwrap())
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(err, ServeError::TokenRequired { .. }), "{err:?}");
+
+    for bad in ["", "has space", "tab\there", "ünïcode"] {
+        let err = Server::builder(store.clone())
+            .bind(([127, 0, 0, 1], 0))
+            .token(bad)
+            .spawn()
+            .unwrap_err();
+        assert!(matches!(err, ServeError::InvalidToken), "{bad:?}: {err:?}");
+    }
+    let err = Server::builder(store.clone())
+        .bind(([127, 0, 0, 1], 0))
+        .require_token_for_reads(true)
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(err, ServeError::TokenRequired { .. }), "{err:?}");
+
+    // With a token it starts, and reads need the token there.
+    let server = Server::builder(store.clone())
+        .bind(([0, 0, 0, 0], 0))
+        .token(TOKEN)
+        .spawn()
+        .expect("starts with a token");
+    let local = SocketAddr::from(([127, 0, 0, 1], server.local_addr().port()));
+    request(local, "GET", "/api/operations", &[]).error(401);
+    let ok = request(
+        local,
+        "GET",
+        "/api/operations",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(ok.status, 200);
+    server.shutdown();
+
+    // A busy port is a clear error too.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = Server::builder(store)
+        .bind(taken.local_addr().unwrap())
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(err, ServeError::Bind { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with("cannot listen on 127.0.0.1:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn loopback_server_refuses_foreign_host_headers() {
+    let fx = Fixture::new();
+    for host in ["evil.example", "evil.example:7878", "10.1.2.3"] {
+        let e = request(fx.addr(), "GET", "/api/operations", &[("Host", host)]).error(403);
+        assert!(e.contains("loopback"), "{e}");
+        assert_eq!(
+            request(fx.addr(), "GET", "/", &[("Host", host)]).status,
+            403
+        );
+    }
+    let port = fx.addr().port();
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let ok = request(fx.addr(), "GET", "/api/operations", &[("Host", &host)]);
+        assert_eq!(ok.status, 200, "{host}");
+    }
+    let open = Fixture::configured(|b| b.allow_any_host());
+    let ok = request(
+        open.addr(),
+        "GET",
+        "/api/operations",
+        &[("Host", "proxy.example")],
+    );
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn events_stream_snapshots_and_the_final_state() {
+    let fx = Fixture::new();
+    let before = fx.start("import", "already running");
+    let mut sse = SseClient::connect(fx.addr(), "/api/events", &[]);
+    let (ready, initial) = sse.ready();
+    assert_eq!(initial.len(), 1, "{initial:?}");
+    assert_eq!(initial[0].event, "snapshot");
+    assert_eq!(initial[0].op(), before.id.as_u64());
+    assert_eq!(ready.json()["active"], 1);
+    assert!(ready.id.unwrap() >= initial[0].id.unwrap());
+
+    let op = fx.start("import", "streamed");
+    let (first, _) = sse.until("snapshot of the new operation", |e| {
+        e.event == "snapshot" && e.op() == op.id.as_u64()
+    });
+    assert_eq!(first.json()["status"], "running");
+    op.inc(3);
+    let (progress, _) = sse.until("progress 3", |e| {
+        e.event == "snapshot"
+            && e.op() == op.id.as_u64()
+            && e.json()["root"]["children"][0]["current"] == 3
+    });
+    let id = op.id.as_u64();
+    op.finish();
+    let (fin, between) = sse.until("finished", |e| e.event == "finished");
+    assert_eq!(fin.op(), id);
+    assert_eq!(fin.json()["status"], "completed");
+    assert!(fin.json()["completed_at_us"].as_u64().is_some());
+    for e in &between {
+        assert!(e.event == "snapshot", "{e:?}");
+    }
+    // ids grow strictly
+    let ids: Vec<u64> = sse
+        .seen
+        .iter()
+        .filter(|e| e.event != "ready") // ready repeats the newest id
+        .filter_map(|e| e.id)
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(fin.id > progress.id);
+
+    // a failure arrives with its context
+    fx.run("import", "fails", true);
+    let (failed, _) = sse.until("failed final", |e| e.event == "finished");
+    let state = failed.json();
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["error"]["message"], "import failed");
+    assert_eq!(
+        state["root"]["children"][0]["error"]["message"],
+        "disk full"
+    );
+    drop(before);
+}
+
+#[test]
+fn a_reconnecting_client_gets_the_final_states_it_missed() {
+    let fx = Fixture::new();
+    let op = fx.start("import", "finishes while away");
+    let op_id = op.id.as_u64();
+    let mut sse = SseClient::connect(fx.addr(), "/api/events", &[]);
+    let (ready, initial) = sse.ready();
+    assert_eq!(initial[0].op(), op_id);
+    let last = ready.id.unwrap().to_string();
+    drop(sse); // disconnected
+
+    op.finish();
+    let other = fx.run("export", "also while away", false).as_u64();
+
+    // Resume with the header, as EventSource does.
+    let mut back = SseClient::connect(fx.addr(), "/api/events", &[("Last-Event-ID", &last)]);
+    let (ready2, replay) = back.ready();
+    let finals: Vec<(u64, String)> = replay
+        .iter()
+        .filter(|e| e.event == "finished")
+        .map(|e| (e.op(), e.json()["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        finals,
+        [
+            (op_id, "completed".to_owned()),
+            (other, "completed".to_owned())
+        ],
+        "{replay:?}"
+    );
+    assert!(
+        replay.iter().all(|e| e.event != "snapshot"),
+        "nothing is running: {replay:?}"
+    );
+    assert!(ready2.id.unwrap() > ready.id.unwrap());
+
+    // The same with ?last_event_id= (a client that reconnects by itself).
+    let mut by_query =
+        SseClient::connect(fx.addr(), &format!("/api/events?last_event_id={last}"), &[]);
+    let (_, replay) = by_query.ready();
+    assert_eq!(replay.iter().filter(|e| e.event == "finished").count(), 2);
+
+    // Resuming from the newest id replays nothing; a fresh client gets no old finals.
+    let newest = ready2.id.unwrap().to_string();
+    let mut current = SseClient::connect(fx.addr(), "/api/events", &[("Last-Event-ID", &newest)]);
+    assert!(current.ready().1.is_empty());
+    let mut fresh = SseClient::connect(fx.addr(), "/api/events", &[]);
+    assert!(fresh.ready().1.is_empty());
+    // An id this server never gave (a restarted server) starts afresh.
+    let mut future =
+        SseClient::connect(fx.addr(), "/api/events", &[("Last-Event-ID", "999999999")]);
+    assert!(future.ready().1.is_empty());
+
+    // The resumed stream keeps going live.
+    let later = fx.run("import", "after reconnect", false).as_u64();
+    let (fin, _) = back.until("live final", |e| e.event == "finished");
+    assert_eq!(fin.op(), later);
+}
+
+#[test]
+fn replay_buffer_overflow_is_reported() {
+    let fx = Fixture::configured(|b| b.replay_capacity(2));
+    let ids: Vec<u64> = (0..5)
+        .map(|i| fx.run("batch", &format!("job {i}"), false).as_u64())
+        .collect();
+    let mut sse = SseClient::connect(fx.addr(), "/api/events", &[("Last-Event-ID", "0")]);
+    let (_, replay) = sse.ready();
+    assert_eq!(replay[0].event, "missed", "{replay:?}");
+    assert_eq!(
+        replay[0].json(),
+        serde_json::json!({"reason": "replay_buffer", "after_id": 0})
+    );
+    let finals: Vec<u64> = replay[1..].iter().map(SseEvent::op).collect();
+    assert_eq!(finals, ids[3..], "the newest two are kept");
+}
+
+#[test]
+fn history_eviction_is_reported() {
+    let fx = Fixture::with(Builder::new().history_limit(2), |b| b);
+    let ids: Vec<u64> = (0..5)
+        .map(|i| fx.run("batch", &format!("job {i}"), false).as_u64())
+        .collect();
+    let mut sse = SseClient::connect(fx.addr(), "/api/events", &[("Last-Event-ID", "0")]);
+    let (_, replay) = sse.ready();
+    assert_eq!(replay[0].event, "missed", "{replay:?}");
+    assert_eq!(
+        replay[0].json(),
+        serde_json::json!({"reason": "history", "count": 3})
+    );
+    let finals: Vec<u64> = replay[1..].iter().map(SseEvent::op).collect();
+    assert_eq!(finals, ids[3..]);
+}
+
+#[test]
+fn many_clients_share_one_stream() {
+    let fx = Fixture::new();
+    let mut clients: Vec<SseClient> = (0..20)
+        .map(|_| SseClient::connect(fx.addr(), "/api/events", &[]))
+        .collect();
+    for c in &mut clients {
+        c.ready();
+    }
+    let op = fx.start("import", "watched by many");
+    op.inc(5);
+    let id = op.id.as_u64();
+    op.finish();
+    for c in &mut clients {
+        let (fin, _) = c.until("finished", |e| e.event == "finished");
+        assert_eq!(fin.op(), id);
+        assert_eq!(fin.json()["status"], "completed");
+    }
+}
+
+#[test]
+fn shutdown_ends_streams_and_frees_the_port() {
+    let fx = Fixture::new();
+    let addr = fx.addr();
+    let mut sse = SseClient::connect(addr, "/api/events", &[]);
+    sse.ready();
+    let started = Instant::now();
+    fx.server.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stream ended: reading gets the last chunk or EOF, not a hang.
+    let mut rest = Vec::new();
+    let _ = sse.reader.read_to_end(&mut rest);
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing listens any more"
+    );
+
+    // Dropping the handle stops a server too.
+    let (_layer, store) = tracing_progress::layer::<Registry>();
+    let server = Server::builder(store)
+        .bind(([127, 0, 0, 1], 0))
+        .spawn()
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(request(addr, "GET", "/api/health", &[]).status, 200);
+    drop(server);
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn server_url_and_thread() {
+    let fx = Fixture::new();
+    assert_eq!(fx.server.url(), format!("http://{}/", fx.addr()));
+    assert_ne!(fx.addr().port(), 0);
+    // The server's own work happens on its named thread, never under the program's subscriber:
+    // serving requests creates no operations.
+    for _ in 0..5 {
+        fx.get("/api/operations");
+    }
+    assert_eq!(fx.store.stats().active + fx.store.stats().history, 0);
+}
+
+#[test]
+fn router_serves_from_your_own_runtime() {
+    let (layer, store) = tracing_progress::layer::<Registry>();
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&dispatch, || {
+        info_span!("embedded", progress.level = "job").in_scope(|| {});
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = tracing_progress::http::router(store.clone());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let resp = std::thread::spawn(move || request(addr, "GET", "/api/history", &[]))
+        .join()
+        .unwrap();
+    assert_eq!(resp.json()["operations"][0]["name"], "embedded");
+    // into_router carries the token.
+    let with_token = Server::builder(store).token(TOKEN).into_router().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move { axum::serve(listener, with_token).await });
+    let resp = std::thread::spawn(move || request(addr, "POST", "/api/operations/1/cancel", &[]))
+        .join()
+        .unwrap();
+    resp.error(401);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
