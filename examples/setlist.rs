@@ -12,9 +12,7 @@
 #[path = "support/setlist_sim.rs"]
 mod setlist_sim;
 
-use std::time::Duration;
-
-use setlist_sim::{SONGS, process_setlist, speed};
+use setlist_sim::{SONGS, process_setlist, scaled};
 use tracing_progress::HistoryQuery;
 use tracing_progress::view::{Detail, Verbose};
 use tracing_subscriber::prelude::*;
@@ -29,7 +27,7 @@ fn start_reporter(store: tracing_progress::Store) -> impl FnOnce() {
     let reporter = std::thread::spawn(move || {
         let mut sub = store.subscribe();
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(1_000 / speed()));
+            std::thread::sleep(scaled(1_000));
             if !sub.poll().changed.is_empty() {
                 for op in store.active() {
                     println!("--- running: {} ---", op.name);
@@ -44,18 +42,57 @@ fn start_reporter(store: tracing_progress::Store) -> impl FnOnce() {
     }
 }
 
+/// With `http`: serve the API and live page while the setlist runs, when asked with
+/// `--serve [ADDR]` or `SETLIST_SERVE=ADDR` (`1` for the default 127.0.0.1:7878). A token for
+/// the cancel button comes from `SETLIST_TOKEN`.
+#[cfg(feature = "http")]
+fn serve(store: &tracing_progress::Store) -> Option<tracing_progress::http::ServerHandle> {
+    let args: Vec<String> = std::env::args().collect();
+    let from_args = args.iter().position(|a| a == "--serve").map(|i| {
+        args.get(i + 1)
+            .filter(|a| !a.starts_with("--"))
+            .cloned()
+            .unwrap_or_default()
+    });
+    let wanted = from_args.or_else(|| std::env::var("SETLIST_SERVE").ok())?;
+    let addr: std::net::SocketAddr = match wanted.trim() {
+        "" | "1" => ([127, 0, 0, 1], 7878).into(),
+        other => match other.parse() {
+            Ok(addr) => addr,
+            Err(e) => {
+                eprintln!("--serve {other:?}: not an address like 127.0.0.1:7878 ({e})");
+                std::process::exit(2);
+            }
+        },
+    };
+    let mut server = tracing_progress::http::Server::builder(store.clone()).bind(addr);
+    if let Ok(token) = std::env::var("SETLIST_TOKEN") {
+        server = server.token(token);
+    }
+    match server.spawn() {
+        Ok(handle) => {
+            println!("serving progress at {}", handle.url());
+            Some(handle)
+        }
+        Err(e) => {
+            eprintln!("cannot serve progress: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     let builder = tracing_progress::Builder::new();
     // With `resources`: CPU and memory sampled off the hot path, shown per level.
     #[cfg(feature = "resources")]
-    let builder = builder.sample_resources(Duration::from_millis(100));
+    let builder = builder.sample_resources(std::time::Duration::from_millis(100));
     let (progress, store) = builder.build().expect("valid settings");
 
     // With `terminal`: the running tree redrawn in place on a TTY (logs print above it), or
     // plain periodic text when stdout is not a terminal.
     #[cfg(feature = "terminal")]
     let live = tracing_progress::terminal::LiveView::new(store.clone())
-        .plain_interval(Duration::from_millis(1_000 / speed()))
+        .plain_interval(scaled(1_000))
         .start();
     #[cfg(feature = "terminal")]
     let log_writer = live.log_writer();
@@ -72,6 +109,8 @@ fn main() {
 
     #[cfg(not(feature = "terminal"))]
     let stop_reporter = start_reporter(store.clone());
+    #[cfg(feature = "http")]
+    let server = serve(&store);
 
     process_setlist("My Setlist", &SONGS);
 
@@ -101,5 +140,17 @@ fn main() {
             op.metrics.nodes_seen,
             op.metrics.nodes_failed
         );
+    }
+
+    // Keep serving for a while so the history can be browsed (`SETLIST_LINGER` seconds).
+    #[cfg(feature = "http")]
+    if let Some(server) = server {
+        let linger = std::env::var("SETLIST_LINGER")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(60);
+        println!("done; still serving {} for {linger} s", server.url());
+        std::thread::sleep(std::time::Duration::from_secs(linger));
+        server.shutdown();
     }
 }

@@ -11,19 +11,24 @@ use std::time::Duration;
 use tracing::{info, instrument};
 use tracing_progress::ProgressSpanExt;
 
-/// Speed-up factor from `SETLIST_SPEED` (default 1).
-pub fn speed() -> u64 {
+/// Speed-up factor from `SETLIST_SPEED` (default 1; `0.25` runs four times slower).
+pub fn speed() -> f64 {
     std::env::var("SETLIST_SPEED")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(1)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .unwrap_or(1.0)
+}
+
+/// `ms` milliseconds of demo time, scaled by [`speed`].
+pub fn scaled(ms: u64) -> Duration {
+    Duration::from_secs_f64(ms as f64 / 1_000.0 / speed())
 }
 
 /// Simulated work: `ms` milliseconds divided by the speed-up.
 pub fn work(ms: u64) {
     // A third computing (so CPU figures mean something), the rest waiting on "I/O".
-    let total = Duration::from_micros(ms * 1_000 / speed());
+    let total = scaled(ms);
     let spin_until = std::time::Instant::now() + total / 3;
     let mut x = 0u64;
     while std::time::Instant::now() < spin_until {
@@ -101,6 +106,9 @@ pub fn process_setlist(name: &str, songs: &[Song]) {
 fn process_song(index: usize, of: usize, song: &Song) -> Result<(), String> {
     info!(progress.message = %format!("Processing song {index}/{of}: {}", song.file));
     for (action, method, blocks) in ACTIONS {
+        if tracing_progress::is_cancelled() {
+            break;
+        }
         execute_action(action, method, blocks, song)?;
     }
     Ok(())
@@ -130,6 +138,10 @@ fn run_block(name: &str, id: &str, song: &Song) -> Result<(), String> {
     let steps = 20u64;
     span.set_total(steps * 5);
     for step in 1..=steps {
+        if tracing_progress::is_cancelled() {
+            // Stop promptly: this block and everything above it end as cancelled.
+            return Ok(());
+        }
         work(8);
         span.inc(5);
         if name.starts_with("DetectOnsets") {
