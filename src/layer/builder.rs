@@ -22,6 +22,8 @@ use crate::store::{Limits, Store, StoreInner};
 /// | [`max_text_len`](Builder::max_text_len) | 64 KiB | length of a message or text field |
 /// | [`max_metadata_fields`](Builder::max_metadata_fields) | 64 | metadata fields per node |
 /// | [`capture_panics`](Builder::capture_panics) | on | chains a panic hook to keep panic messages |
+/// | [`stall_factor`](Builder::stall_factor) | 5 | a node is `stalled` after this many usual update intervals without progress |
+/// | [`clock`](Builder::clock) | monotonic TSC | time source (inject one for deterministic tests) |
 ///
 /// ```
 /// use std::time::Duration;
@@ -43,6 +45,7 @@ pub struct Builder {
     rules: Vec<TrackRule>,
     limits: Limits,
     capture_panics: bool,
+    clock: Option<crate::store::TimeFn>,
     #[cfg(feature = "otel")]
     otel: Option<crate::otel::OtelExport>,
     #[cfg(feature = "resources")]
@@ -55,6 +58,7 @@ impl fmt::Debug for Builder {
             .field("rules", &self.rules)
             .field("limits", &self.limits)
             .field("capture_panics", &self.capture_panics)
+            .field("custom_clock", &self.clock.is_some())
             .finish()
     }
 }
@@ -84,6 +88,7 @@ impl Builder {
             rules: Vec::new(),
             limits: Limits::default(),
             capture_panics: true,
+            clock: None,
             #[cfg(feature = "otel")]
             otel: None,
             #[cfg(feature = "resources")]
@@ -167,6 +172,43 @@ impl Builder {
         self
     }
 
+    /// Stall detection: a running node that reports progress is flagged
+    /// [`stalled`](crate::ProgressLevel::stalled) when it has made no progress for `k` times its
+    /// usual interval between updates (an average the store keeps per node). A node without
+    /// progress of its own is flagged when it runs past the 95th percentile of the durations
+    /// of completed nodes of its kind. `k` must be at least 1; default 5.
+    pub fn stall_factor(mut self, k: f64) -> Self {
+        self.limits.stall_factor = k;
+        self
+    }
+
+    /// Replaces the store's time source, for deterministic tests of timing, estimates and
+    /// stall detection. `now` returns the time elapsed since an arbitrary fixed start and must
+    /// never go backwards; wall-clock timestamps become the system time at `build` plus `now()`.
+    /// Every timestamp the layer and the store take comes from it. Default: a monotonic clock
+    /// (the TSC where it is invariant).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::time::Duration;
+    /// # fn docs() -> Result<(), tracing_progress::BuildError> {
+    /// let fake_ms = Arc::new(AtomicU64::new(0));
+    /// let read = fake_ms.clone();
+    /// let (layer, store) = tracing_progress::Builder::new()
+    ///     .clock(move || Duration::from_millis(read.load(Ordering::SeqCst)))
+    ///     .build::<tracing_subscriber::Registry>()?;
+    /// let t0 = store.now_us();
+    /// fake_ms.fetch_add(1_500, Ordering::SeqCst); // 1.5 s pass, instantly
+    /// assert_eq!(store.now_us() - t0, 1_500_000);
+    /// # Ok(()) }
+    /// # docs().unwrap();
+    /// ```
+    pub fn clock(mut self, now: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+        self.clock = Some(std::sync::Arc::new(now));
+        self
+    }
+
     /// Checks the settings and builds the layer and its store.
     pub fn build<S>(self) -> Result<(ProgressLayer<S>, Store), BuildError>
     where
@@ -186,10 +228,16 @@ impl Builder {
         if l.max_text_len < 16 {
             return err("max_text_len must be at least 16 bytes");
         }
+        if !(l.stall_factor >= 1.0 && l.stall_factor.is_finite()) {
+            return err("stall_factor must be a finite number of at least 1");
+        }
         for rule in &self.rules {
             rule.validate().map_err(BuildError)?;
         }
-        let store = StoreInner::new(self.limits);
+        let store = match self.clock {
+            Some(now) => StoreInner::with_clock(self.limits, crate::store::Clock::from_fn(now)),
+            None => StoreInner::new(self.limits),
+        };
         #[allow(unused_mut)]
         let mut layer = ProgressLayer::new(
             store.clone(),

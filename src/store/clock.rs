@@ -1,35 +1,87 @@
-//! Wall-clock timestamps from a cheap monotonic source.
+//! Wall-clock timestamps from a cheap monotonic source, or from an injected one (tests).
 
-use std::time::SystemTime;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A time source given to [`Builder::clock`](crate::Builder::clock): time elapsed since an
+/// arbitrary fixed start, never going backwards.
+pub(crate) type TimeFn = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// Reads the wall clock once at start and adds monotonic time to it, so timestamps never go
 /// backwards when the system clock is adjusted. The monotonic part is `quanta` (the TSC where
 /// it is invariant, about 4x cheaper than `Instant::now()`; the OS clock elsewhere): a tracked
 /// span reads the clock four times, so this is a large part of its cost.
-#[derive(Clone, Debug)]
+///
+/// The monotonic part can be replaced by a function ([`Clock::from_fn`]) so that tests drive
+/// time by hand; everything in the store (timing, estimates, stall detection) then follows it.
+#[derive(Clone)]
 pub(crate) struct Clock {
-    source: quanta::Clock,
-    epoch: quanta::Instant,
+    source: Source,
     epoch_unix_us: u64,
+}
+
+#[derive(Clone)]
+enum Source {
+    Quanta {
+        clock: quanta::Clock,
+        epoch: quanta::Instant,
+    },
+    Manual(TimeFn),
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.source {
+            Source::Quanta { .. } => "quanta",
+            Source::Manual(_) => "manual",
+        };
+        f.debug_struct("Clock")
+            .field("source", &kind)
+            .field("epoch_unix_us", &self.epoch_unix_us)
+            .finish()
+    }
 }
 
 impl Clock {
     pub(crate) fn new() -> Self {
-        let source = quanta::Clock::new();
+        let clock = quanta::Clock::new();
         Clock {
-            epoch: source.now(),
-            source,
+            source: Source::Quanta {
+                epoch: clock.now(),
+                clock,
+            },
             epoch_unix_us: super::system_time_to_us(SystemTime::now()),
         }
+    }
+
+    /// A clock whose monotonic part is `now()`: time since an arbitrary start, which must never
+    /// go backwards. Wall-clock timestamps are the system time at creation plus `now()`.
+    pub(crate) fn from_fn(now: TimeFn) -> Self {
+        Clock {
+            source: Source::Manual(now),
+            epoch_unix_us: super::system_time_to_us(SystemTime::now()),
+        }
+    }
+
+    /// A clock that only moves when told to, and the handle that moves it (unit tests).
+    #[cfg(test)]
+    pub(crate) fn manual() -> (Self, ManualClock) {
+        let hand = ManualClock::default();
+        let read = hand.clone();
+        let clock = Clock::from_fn(Arc::new(move || read.elapsed()));
+        (clock, hand)
     }
 
     /// Nanoseconds since the store was created (monotonic).
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        self.source
-            .now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos() as u64
+        match &self.source {
+            Source::Quanta { clock, epoch } => {
+                clock.now().saturating_duration_since(*epoch).as_nanos() as u64
+            }
+            Source::Manual(now) => now().as_nanos().min(u64::MAX as u128) as u64,
+        }
     }
 
     /// Converts a [`Clock::now_ns`] reading to µs since the Unix epoch.
@@ -41,5 +93,24 @@ impl Clock {
     /// Microseconds since the Unix epoch.
     pub(crate) fn now_us(&self) -> u64 {
         self.ns_to_unix_us(self.now_ns())
+    }
+}
+
+/// The hand of a manual clock: starts at zero and moves only through [`ManualClock::advance`].
+#[cfg(test)]
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ManualClock(Arc<std::sync::atomic::AtomicU64>);
+
+#[cfg(test)]
+impl ManualClock {
+    /// Moves time forward.
+    pub(crate) fn advance(&self, by: Duration) {
+        self.0
+            .fetch_add(by.as_nanos() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Time since the clock started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

@@ -22,9 +22,10 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::model::{OperationId, ProgressState, SCHEMA_VERSION, Status};
 
-pub(crate) use clock::Clock;
+pub(crate) use clock::{Clock, TimeFn};
 use history::History;
 pub use history::HistoryQuery;
+pub(crate) use history::Priors;
 pub use subscribe::{Subscription, Update};
 pub(crate) use tree::{CloseOutcome, NewNode, Tree};
 
@@ -38,6 +39,8 @@ pub(crate) struct Limits {
     pub(crate) max_depth: u16,
     pub(crate) max_text_len: usize,
     pub(crate) max_metadata_entries: usize,
+    /// `k` of stall detection: a node is stalled after `k ×` its usual update interval.
+    pub(crate) stall_factor: f64,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
             max_depth: 32,
             max_text_len: 64 * 1024,
             max_metadata_entries: 64,
+            stall_factor: crate::estimate::DEFAULT_STALL_FACTOR,
         }
     }
 }
@@ -99,8 +103,9 @@ impl OperationCell {
         &self.store
     }
 
+    /// A snapshot; also one observation for the estimates of the running nodes.
     fn snapshot(&self) -> ProgressState {
-        let tree = self.tree.lock();
+        let mut tree = self.tree.lock();
         let now = self.store.clock.now_us();
         tree.snapshot(self.id, self.is_cancelled(), now)
     }
@@ -125,6 +130,8 @@ impl fmt::Debug for OperationCell {
 pub(crate) struct StoreInner {
     pub(crate) limits: Limits,
     pub(crate) clock: Clock,
+    /// Durations of completed nodes per kind: the priors of estimates.
+    priors: Arc<Priors>,
     active: RwLock<HashMap<OperationId, Arc<OperationCell>>>,
     history: RwLock<History>,
     notifier: subscribe::Notifier,
@@ -134,10 +141,16 @@ pub(crate) struct StoreInner {
 
 impl StoreInner {
     pub(crate) fn new(limits: Limits) -> Arc<Self> {
+        Self::with_clock(limits, Clock::new())
+    }
+
+    /// A store whose time comes from `clock` (see [`Builder::clock`](crate::Builder::clock)).
+    pub(crate) fn with_clock(limits: Limits, clock: Clock) -> Arc<Self> {
         Arc::new(StoreInner {
             history: RwLock::new(History::new(limits.history_limit, limits.history_max_age)),
             limits,
-            clock: Clock::new(),
+            clock,
+            priors: Arc::default(),
             active: RwLock::new(HashMap::new()),
             notifier: subscribe::Notifier::default(),
             otel_misordered: AtomicBool::new(false),
@@ -165,7 +178,10 @@ impl StoreInner {
         let id = root.id;
         let cell = Arc::new(OperationCell {
             id,
-            tree: Mutex::new(Tree::new(root, operation_type, self.limits.clone())),
+            tree: Mutex::new(
+                Tree::new(root, operation_type, self.limits.clone())
+                    .with_priors(self.priors.clone()),
+            ),
             cancel: AtomicBool::new(false),
             version: AtomicU64::new(0),
             dirty: AtomicBool::new(false),

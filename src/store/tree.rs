@@ -5,15 +5,18 @@
 //! nodes are folded into per-parent summaries past the configured limits, so an operation with
 //! a million blocks keeps a bounded number of nodes.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::estimate::{self, NodeEstimator};
 use crate::model::{
     ErrorInfo, FailureSummary, FieldValue, FoldedChildren, Metadata, NodeId, OperationMetrics,
     ProgressLevel, ProgressState, ResourceUsage, SCHEMA_VERSION, Status, Timing,
 };
 use crate::store::Limits;
+use crate::store::history::{FinishedNode, PriorDurations, Priors};
 
 /// At most this many input errors are kept per node (older ones are dropped first).
 const MAX_INPUT_ERRORS: usize = 8;
@@ -172,6 +175,9 @@ pub(crate) struct Node {
     retained_finished_children: u32,
     metadata: Metadata,
     cold: Option<Box<Cold>>,
+    /// Estimator state while running (see `crate::estimate`); updated by snapshots, which
+    /// hold the operation's lock but only a shared borrow of the tree. Dropped at close.
+    est: Cell<Option<Box<NodeEstimator>>>,
 }
 
 impl Node {
@@ -244,7 +250,16 @@ pub(crate) struct Tree {
     metrics: OperationMetrics,
     limits: Limits,
     pub(crate) operation_type: Arc<str>,
+    /// The store's durations of completed nodes (estimate priors), and this tree's completed
+    /// nodes not yet added to them: the next snapshot adds them (it is the only reader of
+    /// priors) or the end of the operation, so closing a span never takes the shared lock.
+    priors: Arc<Priors>,
+    pending: VecDeque<FinishedNode>,
 }
+
+/// Completed nodes buffered between snapshots; past this many the oldest are dropped (the
+/// priors keep the last 64 per kind anyway, and the buffer stays bounded).
+const PRIOR_PENDING_MAX: usize = 256;
 
 impl Tree {
     pub(crate) fn new(root: NewNode, operation_type: Arc<str>, limits: Limits) -> Self {
@@ -256,9 +271,17 @@ impl Tree {
             metrics: OperationMetrics::default(),
             limits,
             operation_type,
+            priors: Arc::default(),
+            pending: VecDeque::new(),
         };
         tree.insert(root, None);
         tree
+    }
+
+    /// Uses the store's shared priors instead of a private set.
+    pub(crate) fn with_priors(mut self, priors: Arc<Priors>) -> Self {
+        self.priors = priors;
+        self
     }
 
     fn insert(&mut self, new: NewNode, parent: Option<u32>) -> u32 {
@@ -285,6 +308,7 @@ impl Tree {
                     ..Cold::default()
                 })
             }),
+            est: Cell::new(None),
         };
         self.metrics.nodes_seen += 1;
         self.metrics.nodes_retained += 1;
@@ -479,9 +503,22 @@ impl Tree {
         };
         n.completed_us = now_us.max(1);
         n.busy_ns = busy_ns;
+        drop(n.est.take());
+        let completed = (n.status == Status::Completed).then(|| FinishedNode {
+            level_type: n.level_type.clone(),
+            name: n.name.clone(),
+            duration_us: n.duration_us(),
+        });
         let parent = n.parent;
         closed(self);
+        if let Some(f) = completed {
+            if self.pending.len() >= PRIOR_PENDING_MAX {
+                self.pending.pop_front();
+            }
+            self.pending.push_back(f);
+        }
         let Some(parent) = parent else {
+            self.priors.record(&mut self.pending);
             return true;
         };
         self.finished_retained += 1;
@@ -646,12 +683,26 @@ impl Tree {
         }
     }
 
+    /// Builds the model tree; each snapshot is also one observation for the estimates of the
+    /// running nodes (see `crate::estimate`).
+    pub(crate) fn snapshot(
+        &mut self,
+        id: NodeId,
+        cancel_requested: bool,
+        now_us: u64,
+    ) -> ProgressState {
+        self.priors.record(&mut self.pending);
+        let priors = self.priors.clone();
+        self.build_snapshot(id, cancel_requested, now_us, &priors.read())
+    }
+
     /// Builds the model tree. Iterative, so deep trees cannot overflow the stack.
-    pub(crate) fn snapshot<'a>(
+    fn build_snapshot<'a>(
         &'a self,
         id: NodeId,
         cancel_requested: bool,
         now_us: u64,
+        priors: &PriorDurations,
     ) -> ProgressState {
         // Depth-first with an explicit stack of frames: each finished level moves once, into
         // its parent's preallocated children, and deep trees cannot overflow the call stack.
@@ -680,7 +731,8 @@ impl Tree {
             }
             let Some(done) = stack.pop() else { break };
             live_updates += done.node.live.updates.load(Ordering::Relaxed);
-            let level = self.build_level(done.node, done.children, done.partial, now_us);
+            let mut level = self.build_level(done.node, done.children, done.partial, now_us);
+            self.estimate(done.node, &mut level, done.partial, now_us, priors);
             match stack.last_mut() {
                 Some(parent) => {
                     if !level.status.is_finished() {
@@ -770,6 +822,70 @@ impl Tree {
                 .and_then(|c| c.resources.as_ref())
                 .map(ResourceAcc::usage),
         }
+    }
+
+    /// Fills in `estimate` and `stalled` of a running node: one observation of its progress
+    /// (units done plus its running children's fractions, as the percentage counts them), then
+    /// its own rate, else its children (when its progress counts them), else the history of its
+    /// kind. `level` is the node as just built, its children already estimated.
+    fn estimate(
+        &self,
+        n: &Node,
+        level: &mut ProgressLevel,
+        partial: f64,
+        now_us: u64,
+        priors: &PriorDurations,
+    ) {
+        if level.status != Status::Running {
+            // Failed while still open: nothing to estimate any more.
+            drop(n.est.take());
+            return;
+        }
+        let explicit = n.live.current().is_some();
+        let counts_children = !explicit && (!n.children.is_empty() || n.finished_children > 0);
+        let signal = explicit || level.total.is_some() || counts_children;
+        let history = priors.lookup(&n.level_type, &n.name);
+        let Some(mut state) = n
+            .est
+            .take()
+            .or_else(|| (signal || history.is_some()).then(Box::default))
+        else {
+            return;
+        };
+        if signal {
+            let events = n.live.updates.load(Ordering::Relaxed) + n.finished_children;
+            state.observe(now_us, level.current as f64 + partial, level.total, events);
+        }
+        let elapsed = level.timing.elapsed_us;
+        let fallback = if state.has_rate() {
+            None
+        } else {
+            counts_children
+                .then(|| {
+                    let unit_prior = level
+                        .children
+                        .first()
+                        .and_then(|c| priors.for_type(&c.level_type));
+                    estimate::from_children(level, unit_prior)
+                })
+                .flatten()
+                .or_else(|| history.and_then(|h| estimate::from_history(h, elapsed)))
+        };
+        level.estimate = state.estimate(now_us, fallback);
+        level.stalled = state.stalled(now_us, self.limits.stall_factor, history, elapsed);
+        n.est.set(Some(state));
+    }
+
+    /// Nodes holding estimator state, and completions waiting for the priors (tests).
+    #[cfg(test)]
+    pub(crate) fn estimator_state(&self) -> (usize, usize) {
+        let held = self.nodes.iter().flatten().filter(|n| {
+            let state = n.est.take();
+            let held = state.is_some();
+            n.est.set(state);
+            held
+        });
+        (held.count(), self.pending.len())
     }
 
     /// Only reachable if the root slot were lost; keeps snapshots total instead of panicking.

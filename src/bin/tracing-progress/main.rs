@@ -1,0 +1,512 @@
+//! `tracing-progress`: the command-line client of a program's progress HTTP API (feature
+//! `cli`; the server is `tracing_progress::http::Server`).
+//!
+//! ```text
+//! tracing-progress ls --all --status failed
+//! tracing-progress show 42 --detail normal
+//! tracing-progress watch 42 --timeout 10m
+//! tracing-progress export --format jsonl -o history.jsonl
+//! TRACING_PROGRESS_TOKEN=s3cret tracing-progress cancel 42 --wait
+//! ```
+
+mod client;
+mod error;
+mod table;
+mod watch;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use tracing_progress::ProgressState;
+use tracing_progress::view::{Detail, Verbose, active_path};
+
+use crate::client::{Client, Query, parse_state};
+use crate::error::{CliError, Exit, one_line, print, print_line, stdout_error};
+use crate::watch::{WatchOptions, human_duration, parse_duration};
+
+/// Where the server listens unless told otherwise (`tracing_progress::http::DEFAULT_PORT`).
+const DEFAULT_ADDR: &str = "http://127.0.0.1:7878";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  other failure (an unexpected answer, an output file that cannot be written)
+  2  usage: bad arguments, or a parameter the server rejected
+  3  the server cannot be reached, or the connection was lost
+  4  no such operation
+  5  the token is missing or wrong, or the server does not allow the action
+  6  --timeout passed before the operation finished (watch ID, cancel --wait)";
+
+/// Lists, shows, follows, exports and cancels the operations of a program instrumented with
+/// tracing-progress, through its HTTP API.
+#[derive(Parser, Debug)]
+#[command(name = "tracing-progress", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Address of the program's HTTP API: http://HOST:PORT, HOST:PORT or a port on 127.0.0.1
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "TRACING_PROGRESS_ADDR",
+        default_value = DEFAULT_ADDR,
+        value_name = "URL"
+    )]
+    addr: String,
+
+    /// Token of the server, sent as "Authorization: Bearer TOKEN" (needed to cancel)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "TRACING_PROGRESS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+
+    /// Print the API's JSON instead of text, for scripts
+    #[arg(long, global = true, help_heading = "Global options")]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List running operations (with --all, finished ones too)
+    Ls(LsArgs),
+    /// Show one operation and its whole tree
+    Show(ShowArgs),
+    /// Follow operations live; with an ID, until that operation finishes
+    Watch(WatchArgs),
+    /// List finished operations, newest first
+    History(HistoryArgs),
+    /// Export finished operations as JSON or JSON lines, oldest first
+    Export(ExportArgs),
+    /// Ask a running operation to cancel (needs the token)
+    Cancel(CancelArgs),
+}
+
+#[derive(Args, Debug)]
+struct Filters {
+    /// Only this status: pending, running, completed, failed, cancelled
+    #[arg(long)]
+    status: Option<String>,
+
+    /// Only this operation type (exact)
+    #[arg(long = "type", value_name = "TYPE")]
+    operation_type: Option<String>,
+
+    /// Only names containing this (case-insensitive)
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Only operations that finished (running ones: now) at or after this time: unix
+    /// milliseconds, RFC 3339 (2026-01-01T00:00:00Z) or a date (2026-01-01)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+
+    /// Only operations that finished (running ones: now) at or before this time
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+
+    /// At most this many, up to 10000 (by default ls and history show 100, export all)
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+impl Filters {
+    fn query(&self) -> Query {
+        let mut q: Query = Vec::new();
+        let mut add = |name: &'static str, value: &Option<String>| {
+            if let Some(v) = value {
+                q.push((name, v.clone()));
+            }
+        };
+        add("status", &self.status);
+        add("type", &self.operation_type);
+        add("name", &self.name);
+        add("since", &self.since);
+        add("until", &self.until);
+        add("limit", &self.limit.map(|n| n.to_string()));
+        q
+    }
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    /// Also list finished operations (running ones first)
+    #[arg(long, short = 'a')]
+    all: bool,
+
+    #[command(flatten)]
+    filters: Filters,
+}
+
+#[derive(Args, Debug)]
+struct HistoryArgs {
+    #[command(flatten)]
+    filters: Filters,
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    /// Operation id (from `ls` or `history`)
+    id: u64,
+
+    /// How much to show per level
+    #[arg(long, value_enum, default_value_t = DetailArg::Verbose)]
+    detail: DetailArg,
+
+    /// Show levels down to this depth (1: the operation's direct children)
+    #[arg(long, value_name = "N")]
+    max_depth: Option<usize>,
+
+    /// Show at most this many children per level; the middle ones are summed up
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    max_children: usize,
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    /// Operation id to follow until it finishes; without one, every running operation
+    id: Option<u64>,
+
+    /// Stop after this long (30s, 500ms, 10m); with an ID that is still running, exit 6
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Option<Duration>,
+
+    /// How much of the final state to print
+    #[arg(long, value_enum, default_value_t = DetailArg::Normal)]
+    detail: DetailArg,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Output format: a JSON array, or one JSON object per line
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
+
+    /// Write to this file instead of stdout
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    #[command(flatten)]
+    filters: Filters,
+}
+
+#[derive(Args, Debug)]
+struct CancelArgs {
+    /// Operation id
+    id: u64,
+
+    /// Wait until the operation has ended, then print its final state
+    #[arg(long)]
+    wait: bool,
+
+    /// With --wait, give up after this long (exit 6)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "wait")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DetailArg {
+    /// The header and one line per level
+    Summary,
+    /// Status, timing and progress of each level
+    Normal,
+    /// Everything: metadata, metrics, error fields
+    Verbose,
+}
+
+impl From<DetailArg> for Detail {
+    fn from(d: DetailArg) -> Self {
+        match d {
+            DetailArg::Summary => Detail::Summary,
+            DetailArg::Normal => Detail::Normal,
+            DetailArg::Verbose => Detail::Verbose,
+        }
+    }
+}
+
+impl DetailArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            DetailArg::Summary => "summary",
+            DetailArg::Normal => "normal",
+            DetailArg::Verbose => "verbose",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// A JSON array of operations
+    Json,
+    /// One operation per line
+    Jsonl,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version exit 0, usage errors 2.
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(()) | Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
+        Err(CliError::Failed { exit, message }) => {
+            let _ = writeln!(io::stderr().lock(), "error: {message}");
+            ExitCode::from(exit as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    // An empty TRACING_PROGRESS_ADDR means the default, like an unset one.
+    let addr = match cli.addr.trim() {
+        "" => DEFAULT_ADDR,
+        addr => addr,
+    };
+    let client = Client::new(addr, cli.token)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Ls(args) => {
+            let mut query = args.filters.query();
+            if args.all {
+                query.push(("include", "all".to_owned()));
+            }
+            list(&client, "/api/operations", &query, json, args.all)
+        }
+        Command::History(args) => list(&client, "/api/history", &args.filters.query(), json, true),
+        Command::Show(args) => show(&client, &args, json),
+        Command::Watch(args) => watch::run(
+            client,
+            WatchOptions {
+                id: args.id,
+                timeout: args.timeout,
+                detail: args.detail.into(),
+                json,
+            },
+        ),
+        Command::Export(args) => export(&client, &args, json),
+        Command::Cancel(args) => cancel(&client, &args, json),
+    }
+}
+
+#[derive(Deserialize)]
+struct OperationList {
+    operations: Vec<ProgressState>,
+    truncated: bool,
+}
+
+/// `ls` and `history`.
+fn list(
+    client: &Client,
+    path: &str,
+    query: &Query,
+    json: bool,
+    finished_too: bool,
+) -> Result<(), CliError> {
+    let text = client.get_text(path, query)?;
+    if json {
+        return print_line(text.trim_end());
+    }
+    let list: OperationList = serde_json::from_str(&text)
+        .map_err(|e| CliError::failure(format!("unexpected answer from the server: {e}")))?;
+    if list.operations.is_empty() && !list.truncated {
+        let what = if finished_too {
+            "operations"
+        } else {
+            "running operations"
+        };
+        let filtered = query.iter().any(|(name, _)| *name != "include");
+        return print_line(&if filtered {
+            format!("no {what} match")
+        } else {
+            format!("no {what}")
+        });
+    }
+    let mut out = table::operations(&list.operations);
+    if list.truncated {
+        out.push_str(&format!(
+            "(more match: showing the first {}; use --limit to see more)\n",
+            list.operations.len()
+        ));
+    }
+    print(&out)
+}
+
+/// `show ID`: the verbose view, rendered here from the JSON so every option works.
+fn show(client: &Client, args: &ShowArgs, json: bool) -> Result<(), CliError> {
+    let path = format!("/api/operations/{}", args.id);
+    let text = client.get_text(&path, &Vec::new())?;
+    if json {
+        return print_line(text.trim_end());
+    }
+    let mut view = Verbose::new(args.detail.into()).max_children(args.max_children);
+    if let Some(depth) = args.max_depth {
+        view = view.max_depth(depth);
+    }
+    match parse_state(&text) {
+        Ok(state) => print_line(&view.render(&state)),
+        // A server with a newer schema still renders itself.
+        Err(_) => {
+            let query = vec![("detail", args.detail.as_str().to_owned())];
+            print_line(&client.get_text(&format!("{path}/text"), &query)?)
+        }
+    }
+}
+
+/// `export`: the history as JSON lines from the server, or turned into a JSON array.
+fn export(client: &Client, args: &ExportArgs, json: bool) -> Result<(), CliError> {
+    let resp = client.get("/api/history.jsonl", &args.filters.query())?;
+    let reader = BufReader::new(resp.into_body().into_reader());
+    let count = match &args.output {
+        None => {
+            let stdout = io::stdout().lock();
+            write_export(reader, stdout, args.format, client).map_err(|e| match e {
+                ExportError::Read(e) => e,
+                ExportError::Write(e) => stdout_error(e),
+            })?
+        }
+        Some(file) => export_to_file(reader, file, args.format, client)?,
+    };
+    if let Some(file) = &args.output {
+        let shown = one_line(&file.display().to_string());
+        if json {
+            let summary = serde_json::json!({
+                "file": file.display().to_string(),
+                "format": if args.format == Format::Json { "json" } else { "jsonl" },
+                "operations": count,
+            });
+            print_line(&summary.to_string())?;
+        } else {
+            let _ = writeln!(
+                io::stderr().lock(),
+                "exported {count} operation{} to {shown}",
+                if count == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn export_to_file(
+    reader: impl BufRead,
+    file: &Path,
+    format: Format,
+    client: &Client,
+) -> Result<u64, CliError> {
+    let shown = one_line(&file.display().to_string());
+    let out =
+        File::create(file).map_err(|e| CliError::failure(format!("cannot create {shown}: {e}")))?;
+    match write_export(reader, BufWriter::new(out), format, client) {
+        Ok(count) => Ok(count),
+        Err(e) => {
+            // Leave no half-written export behind.
+            let _ = std::fs::remove_file(file);
+            Err(match e {
+                ExportError::Read(e) => e,
+                ExportError::Write(e) => CliError::failure(format!("cannot write {shown}: {e}")),
+            })
+        }
+    }
+}
+
+enum ExportError {
+    Read(CliError),
+    Write(io::Error),
+}
+
+/// Copies the JSON lines, or wraps them in an array; returns how many operations.
+fn write_export(
+    mut reader: impl BufRead,
+    mut out: impl Write,
+    format: Format,
+    client: &Client,
+) -> Result<u64, ExportError> {
+    let mut line = String::new();
+    let mut count = 0u64;
+    if format == Format::Json {
+        out.write_all(b"[").map_err(ExportError::Write)?;
+    }
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| ExportError::Read(client.lost(&e)))?;
+        if n == 0 {
+            break;
+        }
+        let record = line.trim();
+        if record.is_empty() {
+            continue;
+        }
+        let sep: &[u8] = match (format, count) {
+            (Format::Jsonl, _) => b"",
+            (Format::Json, 0) => b"\n",
+            (Format::Json, _) => b",\n",
+        };
+        out.write_all(sep)
+            .and_then(|()| out.write_all(record.as_bytes()))
+            .map_err(ExportError::Write)?;
+        if format == Format::Jsonl {
+            out.write_all(b"\n").map_err(ExportError::Write)?;
+        }
+        count += 1;
+    }
+    if format == Format::Json {
+        let end: &[u8] = if count == 0 { b"]\n" } else { b"\n]\n" };
+        out.write_all(end).map_err(ExportError::Write)?;
+    }
+    out.flush().map_err(ExportError::Write)?;
+    Ok(count)
+}
+
+/// `cancel ID`, and with `--wait`, until it has ended.
+fn cancel(client: &Client, args: &CancelArgs, json: bool) -> Result<(), CliError> {
+    let id = args.id;
+    let answer = client.post_text(&format!("/api/operations/{id}/cancel"))?;
+    if !args.wait {
+        return if json {
+            print_line(answer.trim_end())
+        } else {
+            print_line(&format!("cancel requested for operation {id}"))
+        };
+    }
+    if !json {
+        print_line(&format!(
+            "cancel requested for operation {id}; waiting for it to end"
+        ))?;
+    }
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    loop {
+        let (state, text) = client.operation(id)?;
+        if state.status.is_finished() {
+            return if json {
+                print_line(text.trim_end())
+            } else {
+                print_line(&active_path(&state))
+            };
+        }
+        if let (Some(deadline), Some(timeout)) = (deadline, args.timeout)
+            && Instant::now() >= deadline
+        {
+            return Err(CliError::new(
+                Exit::Timeout,
+                format!(
+                    "timed out after {}: operation {id} is still running (cancel requested)",
+                    human_duration(timeout)
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,774 @@
+//! The `tracing-progress` CLI against a live server: a real layer feeds a store, the HTTP API
+//! serves it on 127.0.0.1:0, and the built binary is run for each subcommand, as a user would.
+#![cfg(all(feature = "cli", feature = "http"))]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{Dispatch, info_span};
+use tracing_progress::http::{Server, ServerHandle};
+use tracing_progress::{HistoryQuery, OperationId, ProgressSpanExt, ProgressState, Status, Store};
+use tracing_subscriber::prelude::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracing-progress");
+const TOKEN: &str = "cli-test-token";
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: a store fed by a real layer, a server over it, and three operations: one that
+// failed in a block, one that completed, and one held open on a helper thread.
+
+struct Fixture {
+    store: Store,
+    server: ServerHandle,
+    failed: OperationId,
+    completed: OperationId,
+    held: Option<Held>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let (layer, store) = tracing_progress::layer();
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+        let server = Server::builder(store.clone())
+            .bind(([127, 0, 0, 1], 0))
+            .token(TOKEN)
+            .poll_interval(Duration::from_millis(50))
+            .spawn()
+            .expect("server starts");
+        let failed = on_thread(&dispatch, |d| run_import(d, "nightly import", true));
+        let completed = on_thread(&dispatch, |d| run_import(d, "daily report", false));
+        let held = Held::start(&dispatch);
+        Fixture {
+            store,
+            server,
+            failed,
+            completed,
+            held: Some(held),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    fn held_id(&self) -> OperationId {
+        self.held.as_ref().expect("held").id
+    }
+
+    /// Runs the CLI against this server with no token.
+    fn cli(&self, args: &[&str]) -> Run {
+        run(&self.with_addr(args))
+    }
+
+    /// Runs the CLI with the right token.
+    fn cli_token(&self, args: &[&str]) -> Run {
+        let mut all = vec!["--token", TOKEN];
+        all.extend_from_slice(args);
+        run(&self.with_addr(&all))
+    }
+
+    fn with_addr(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["--addr".to_owned(), format!("http://{}", self.addr())];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all
+    }
+
+    fn spawn_cli(&self, args: &[&str]) -> Child {
+        command(&self.with_addr(args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the CLI starts")
+    }
+
+    fn state(&self, id: OperationId) -> ProgressState {
+        (*self.store.get(id).expect("known operation")).clone()
+    }
+}
+
+/// Runs `f` with the fixture's subscriber on a helper thread and returns its result.
+fn on_thread<T: Send + 'static>(
+    dispatch: &Dispatch,
+    f: impl FnOnce(&Dispatch) -> T + Send + 'static,
+) -> T {
+    let dispatch = dispatch.clone();
+    std::thread::spawn(move || f(&dispatch))
+        .join()
+        .expect("helper thread")
+}
+
+/// An import of two blocks; with `fail`, the second block logs an error and so does the
+/// import after it.
+fn run_import(dispatch: &Dispatch, name: &str, fail: bool) -> OperationId {
+    tracing::dispatcher::with_default(dispatch, || {
+        let kind = if fail { "import" } else { "report" };
+        let op = info_span!(
+            "import",
+            progress.level = "import",
+            progress.operation = kind,
+            progress.name = name,
+            progress.total = 2u64
+        );
+        let id = op.operation_id().expect("tracked");
+        op.in_scope(|| {
+            for i in 1..=2u64 {
+                let block = format!("block-{i}");
+                info_span!(
+                    "block",
+                    progress.level = "block",
+                    progress.name = block.as_str()
+                )
+                .in_scope(|| {
+                    if fail && i == 2 {
+                        tracing::error!(file = "/data/in.wav", "disk full");
+                    }
+                });
+            }
+            if fail {
+                tracing::error!("import failed");
+            }
+        });
+        id
+    })
+}
+
+/// An operation held open on a helper thread until finished or cancelled.
+struct Held {
+    id: OperationId,
+    finish: mpsc::Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Held {
+    fn start(dispatch: &Dispatch) -> Self {
+        let dispatch = dispatch.clone();
+        let (finish, finished) = mpsc::channel::<()>();
+        let (id_tx, id_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let op = info_span!(
+                    "sync",
+                    progress.level = "sync",
+                    progress.operation = "sync",
+                    progress.name = "held",
+                    progress.total = 1u64
+                );
+                let _op = op.enter();
+                let part = info_span!(
+                    "part",
+                    progress.level = "part",
+                    progress.name = "part-1",
+                    progress.total = 10u64,
+                    progress.unit = "blocks"
+                );
+                let _part = part.enter();
+                part.inc(3);
+                let _ = id_tx.send(op.operation_id().expect("tracked"));
+                loop {
+                    match finished.recv_timeout(Duration::from_millis(10)) {
+                        Err(mpsc::RecvTimeoutError::Timeout) if !op.is_cancelled() => {}
+                        _ => break,
+                    }
+                }
+            })
+        });
+        Held {
+            id: id_rx.recv_timeout(TIMEOUT).expect("held operation started"),
+            finish,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        let _ = self.finish.send(());
+        if let Some(t) = self.thread.take() {
+            t.join().expect("held thread");
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.finish.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary.
+
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts the exit code and a one-line error on stderr; returns it.
+    #[track_caller]
+    fn fails(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "{self:#?}");
+        let err = self.stderr.trim_end();
+        assert!(err.starts_with("error: "), "{self:#?}");
+        err
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        let out = self.ok();
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+}
+
+fn command(args: &[String]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("TRACING_PROGRESS_ADDR")
+        .env_remove("TRACING_PROGRESS_TOKEN")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(args: &[String]) -> Run {
+    let out = command(args).output().expect("the CLI runs");
+    to_run(out)
+}
+
+fn to_run(out: Output) -> Run {
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+/// Waits for a spawned CLI to exit, killing it after `TIMEOUT`.
+fn wait_child(mut child: Child) -> Run {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("the CLI did not exit: {:#?}", to_run(out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut stdout).expect("stdout");
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_string(&mut stderr).expect("stderr");
+    }
+    Run {
+        code: child.wait().expect("status").code(),
+        stdout,
+        stderr,
+    }
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v["operations"]
+        .as_array()
+        .expect("operations array")
+        .iter()
+        .map(|o| o["id"].as_u64().expect("id"))
+        .collect()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn help_and_usage_errors() {
+    let help = run(&["--help".to_owned()]);
+    let text = help.ok();
+    for word in [
+        "ls", "show", "watch", "history", "export", "cancel", "--addr", "--token", "--json",
+    ] {
+        assert!(text.contains(word), "{word} missing from --help:\n{text}");
+    }
+    assert!(text.contains("TRACING_PROGRESS_ADDR") && text.contains("TRACING_PROGRESS_TOKEN"));
+    assert!(text.contains("Exit codes"), "{text}");
+
+    let bad = run(&["ls".to_owned(), "--bogus".to_owned()]);
+    assert_eq!(bad.code, Some(2), "{bad:#?}");
+    assert!(bad.stderr.contains("--bogus"), "{bad:#?}");
+    let bad_id = run(&["show".to_owned(), "seven".to_owned()]);
+    assert_eq!(bad_id.code, Some(2), "{bad_id:#?}");
+    let https = run(&["--addr".into(), "https://127.0.0.1:1".into(), "ls".into()]);
+    assert!(https.fails(2).contains("https is not supported"));
+}
+
+#[test]
+fn ls_human_and_json() {
+    let f = Fixture::new();
+    let held = f.held_id();
+
+    let out = f.cli(&["ls"]);
+    let text = out.ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{text}"
+    );
+    assert_eq!(
+        lines.len(),
+        2,
+        "header and the held operation only:\n{text}"
+    );
+    let row = lines[1];
+    assert!(row.starts_with(&held.to_string()), "{text}");
+    for word in ["running", "sync", "0/1", "held"] {
+        assert!(row.contains(word), "{word} missing: {text}");
+    }
+
+    let all = f.cli(&["ls", "--all"]);
+    let text = all.ok();
+    assert!(
+        text.contains("nightly import") && text.contains("daily report"),
+        "{text}"
+    );
+    let failed_row = text
+        .lines()
+        .find(|l| l.contains("nightly import"))
+        .expect("failed row");
+    assert!(failed_row.starts_with(&f.failed.to_string()), "{text}");
+    assert!(failed_row.contains("failed"), "{text}");
+    assert_eq!(f.state(f.failed).status, Status::Failed);
+    assert!(
+        text.contains(&format!(
+            "{failed_row}\n    error in nightly import: import failed\n    first failure in \
+             nightly import › block-2: disk full\n"
+        )),
+        "the errors below the row, the failed block's with its path:\n{text}"
+    );
+
+    // JSON: what the store holds.
+    let v = f.cli(&["ls", "--json"]).json();
+    assert_eq!(v["truncated"], false);
+    let active: Vec<u64> = f.store.active().iter().map(|s| s.id.as_u64()).collect();
+    assert_eq!(ids(&v), active);
+    let first: ProgressState =
+        serde_json::from_value(v["operations"][0].clone()).expect("a ProgressState");
+    assert_eq!(first.name.as_ref(), "held");
+    assert_eq!(first.status, Status::Running);
+    assert_eq!(first.root.children[0].current, 3);
+
+    let v = f.cli(&["ls", "--all", "--json"]).json();
+    assert_eq!(
+        ids(&v),
+        [held.as_u64(), f.completed.as_u64(), f.failed.as_u64()],
+        "running first, then finished newest first"
+    );
+
+    // Filters.
+    let v = f
+        .cli(&["ls", "--all", "--status", "failed", "--json"])
+        .json();
+    assert_eq!(ids(&v), [f.failed.as_u64()]);
+    assert_eq!(v["operations"][0]["error"]["message"], "import failed");
+    assert_eq!(
+        v["operations"][0]["root"]["failures_below"]["first"]["message"],
+        "disk full"
+    );
+    let v = f.cli(&["ls", "--all", "--type", "report", "--json"]).json();
+    assert_eq!(ids(&v), [f.completed.as_u64()]);
+    let v = f
+        .cli(&["ls", "--all", "--name", "NIGHTLY", "--json"])
+        .json();
+    assert_eq!(ids(&v), [f.failed.as_u64()]);
+    let v = f.cli(&["ls", "--all", "--limit", "1", "--json"]).json();
+    assert_eq!(ids(&v), [held.as_u64()]);
+    assert_eq!(v["truncated"], true);
+    let text = f.cli(&["ls", "--all", "--limit", "1"]).ok().to_owned();
+    assert!(text.contains("(more match: showing the first 1"), "{text}");
+    let none = f.cli(&["ls", "--status", "failed"]);
+    assert_eq!(none.ok().trim(), "no running operations match");
+}
+
+#[test]
+fn rejected_parameters_show_the_api_error() {
+    let f = Fixture::new();
+    let err = f.cli(&["ls", "--status", "done"]).fails(2).to_owned();
+    assert!(
+        err.contains(r#"parameter status: invalid status "done""#),
+        "the API's text: {err}"
+    );
+    let err = f
+        .cli(&["history", "--since", "yesterday"])
+        .fails(2)
+        .to_owned();
+    assert!(err.contains("parameter since"), "{err}");
+    let err = f.cli(&["export", "--limit", "20000"]).fails(2).to_owned();
+    assert!(err.contains("parameter limit"), "{err}");
+    assert!(err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn show_human_and_json() {
+    let f = Fixture::new();
+    let id = f.failed.to_string();
+
+    let text = f.cli(&["show", &id]).ok().to_owned();
+    assert!(
+        text.contains(&format!("Import: \"nightly import\" (ID: {id})")),
+        "{text}"
+    );
+    assert!(text.contains("disk full"), "{text}");
+    assert!(
+        text.contains("block-1") && text.contains("block-2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/data/in.wav"),
+        "verbose shows the error's fields:\n{text}"
+    );
+
+    let summary = f.cli(&["show", &id, "--detail", "summary"]).ok().to_owned();
+    assert!(summary.lines().count() < text.lines().count(), "{summary}");
+    assert!(!summary.contains("/data/in.wav"), "{summary}");
+    assert!(summary.contains("disk full"), "{summary}");
+    let shallow = f.cli(&["show", &id, "--max-depth", "0"]).ok().to_owned();
+    assert!(!shallow.contains("block-1"), "{shallow}");
+
+    // Exactly the verbose view of the store's snapshot (what `/text` renders too).
+    let normal = f.cli(&["show", &id, "--detail", "normal"]).ok().to_owned();
+    let expected = tracing_progress::view::Verbose::new(tracing_progress::view::Detail::Normal)
+        .render(&f.state(f.failed));
+    assert_eq!(normal.trim_end(), expected.trim_end());
+
+    let v = f.cli(&["show", &id, "--json"]).json();
+    let state: ProgressState = serde_json::from_value(v).expect("a ProgressState");
+    assert_eq!(state, f.state(f.failed), "the JSON is the store's snapshot");
+
+    let running = f.cli(&["show", &f.held_id().to_string()]).ok().to_owned();
+    assert!(
+        running.contains("\"held\"") && running.contains("part-1"),
+        "{running}"
+    );
+
+    let err = f.cli(&["show", "987654321"]).fails(4).to_owned();
+    assert!(err.contains("no operation with id 987654321"), "{err}");
+    assert_eq!(f.cli(&["show", "987654321", "--json"]).code, Some(4));
+}
+
+#[test]
+fn history_human_json_and_filters() {
+    let f = Fixture::new();
+    let text = f.cli(&["history"]).ok().to_owned();
+    assert!(
+        text.contains("nightly import") && text.contains("daily report"),
+        "{text}"
+    );
+    assert!(!text.contains("held"), "{text}");
+    assert!(text.contains("disk full"), "{text}");
+
+    let v = f.cli(&["history", "--json"]).json();
+    let history: Vec<u64> = f
+        .store
+        .history(&HistoryQuery::new())
+        .iter()
+        .map(|s| s.id.as_u64())
+        .collect();
+    assert_eq!(ids(&v), history);
+    assert_eq!(ids(&v), [f.completed.as_u64(), f.failed.as_u64()]);
+    let parsed: Vec<ProgressState> =
+        serde_json::from_value(v["operations"].clone()).expect("ProgressStates");
+    assert_eq!(parsed[1], f.state(f.failed));
+
+    let v = f
+        .cli(&["history", "--status", "completed", "--json"])
+        .json();
+    assert_eq!(ids(&v), [f.completed.as_u64()]);
+    let v = f
+        .cli(&[
+            "history",
+            "--since",
+            "2000-01-01",
+            "--until",
+            "2999-01-01T00:00:00Z",
+            "--json",
+        ])
+        .json();
+    assert_eq!(ids(&v).len(), 2);
+    let out = f.cli(&["history", "--until", "2000-01-01"]);
+    assert_eq!(out.ok().trim(), "no operations match");
+}
+
+#[test]
+fn export_json_and_jsonl() {
+    let f = Fixture::new();
+    let dir = std::env::temp_dir().join(format!("tracing-progress-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let history = f.store.history(&HistoryQuery::new());
+    let oldest_first: Vec<u64> = history.iter().rev().map(|s| s.id.as_u64()).collect();
+
+    let jsonl = dir.join("history.jsonl");
+    let out = f.cli(&[
+        "export",
+        "--format",
+        "jsonl",
+        "-o",
+        jsonl.to_str().expect("path"),
+    ]);
+    assert_eq!(out.ok(), "");
+    assert!(out.stderr.contains("exported 2 operations"), "{out:#?}");
+    let text = std::fs::read_to_string(&jsonl).expect("file written");
+    let states: Vec<ProgressState> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one operation per line"))
+        .collect();
+    assert_eq!(
+        states.iter().map(|s| s.id.as_u64()).collect::<Vec<_>>(),
+        oldest_first
+    );
+    assert_eq!(states[0], f.state(f.failed));
+
+    let json = dir.join("history.json");
+    let v = f
+        .cli(&[
+            "export",
+            "--format",
+            "json",
+            "-o",
+            json.to_str().expect("path"),
+            "--json",
+        ])
+        .json();
+    assert_eq!(v["operations"], 2);
+    assert_eq!(v["format"], "json");
+    let states: Vec<ProgressState> =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("file")).expect("an array");
+    assert_eq!(
+        states.iter().map(|s| s.id.as_u64()).collect::<Vec<_>>(),
+        oldest_first
+    );
+
+    // Stdout, filtered; an empty export is an empty array.
+    let text = f.cli(&["export", "--status", "failed"]).ok().to_owned();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("disk full"));
+    let empty = f
+        .cli(&["export", "--format", "json", "--name", "nothing"])
+        .json();
+    assert_eq!(empty, serde_json::json!([]));
+
+    // A rejected parameter leaves no file.
+    let bad = dir.join("bad.jsonl");
+    f.cli(&["export", "--status", "x", "-o", bad.to_str().expect("path")])
+        .fails(2);
+    assert!(!bad.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn watch_plain_lines_until_the_operation_finishes() {
+    let mut f = Fixture::new();
+    let id = f.held_id();
+    let mut child = f.spawn_cli(&["watch", &id.to_string(), "--timeout", "20s"]);
+    // Read lines as they come; finish the operation once the first one is out.
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (line_tx, lines) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(TIMEOUT)
+        .expect("a first line while it runs");
+    assert!(
+        first.starts_with(r#"sync "held" 0/1 › part 1/1 part-1"#),
+        "a plain active-path line first: {first}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    reader.join().expect("reader");
+    let rest: Vec<String> = lines.try_iter().collect();
+    let text = rest.join("\n");
+    assert_eq!(out.code, Some(0), "{out:#?}\n{text}");
+    assert!(
+        text.contains(r#"sync "held" completed"#),
+        "the final line:\n{text}"
+    );
+    assert!(
+        text.contains("Status: Completed"),
+        "the final state:\n{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}') && !first.contains('\u{1b}'),
+        "no terminal escapes when not a TTY:\n{text}"
+    );
+
+    // A finished operation: printed at once.
+    let done = f.cli(&["watch", &f.completed.to_string()]);
+    assert!(
+        done.ok().contains(r#"import "daily report" completed"#),
+        "{done:#?}"
+    );
+    let v = f.cli(&["watch", &f.failed.to_string(), "--json"]).json();
+    assert_eq!(v["event"], "finished");
+    assert_eq!(v["data"]["id"], f.failed.as_u64());
+}
+
+#[test]
+fn watch_everything_json_timeout_and_unknown() {
+    let f = Fixture::new();
+    let id = f.held_id();
+
+    let all = f.cli(&["watch", "--timeout", "2s"]);
+    let text = all.ok();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("#{id} sync \"held\""))),
+        "{text}"
+    );
+
+    let json = f.cli(&["watch", &id.to_string(), "--json", "--timeout", "500ms"]);
+    assert_eq!(json.code, Some(6), "{json:#?}");
+    let first: Value =
+        serde_json::from_str(json.stdout.lines().next().expect("a line")).expect("JSON lines");
+    assert_eq!(first["event"], "snapshot");
+    assert_eq!(first["data"]["id"], id.as_u64());
+    assert!(json.stderr.contains("still running"), "{json:#?}");
+
+    let err = f.cli(&["watch", "987654321"]).fails(4).to_owned();
+    assert!(err.contains("no operation with id 987654321"), "{err}");
+}
+
+#[test]
+fn cancel_with_right_and_wrong_tokens() {
+    let f = Fixture::new();
+    let id = f.held_id().to_string();
+
+    let wrong = run(&f.with_addr(&["--token", "nope", "cancel", &id]));
+    let err = wrong.fails(5);
+    assert!(
+        err.contains("wrong token") && err.contains("--token"),
+        "{err}"
+    );
+    let missing = f.cli(&["cancel", &id]);
+    assert!(missing.fails(5).contains("missing token"), "{missing:#?}");
+    let unknown = f.cli_token(&["cancel", "987654321"]);
+    assert!(unknown.fails(4).contains("987654321"), "{unknown:#?}");
+    assert_eq!(
+        f.state(f.held_id()).status,
+        Status::Running,
+        "still running"
+    );
+
+    let out = f.cli_token(&["cancel", &id, "--wait", "--timeout", "10s"]);
+    let text = out.ok();
+    assert!(
+        text.contains(&format!("cancel requested for operation {id}")),
+        "{text}"
+    );
+    assert!(text.contains(r#"sync "held" cancelled"#), "{text}");
+    wait_until("the store has it cancelled", || {
+        f.store
+            .get(f.held_id())
+            .is_some_and(|s| s.status == Status::Cancelled)
+    });
+    assert!(f.state(f.held_id()).cancel_requested);
+
+    // It has ended: a second cancel is refused as not running.
+    let again = f.cli_token(&["cancel", &id, "--json"]);
+    assert!(again.fails(4).contains("not running"), "{again:#?}");
+}
+
+#[test]
+fn cancel_json_with_token_from_the_environment() {
+    let f = Fixture::new();
+    let id = f.held_id();
+    let out = command(&f.with_addr(&["cancel", &id.to_string(), "--json"]))
+        .env("TRACING_PROGRESS_TOKEN", TOKEN)
+        .output()
+        .expect("runs");
+    let v: Value = serde_json::from_str(to_run(out).ok()).expect("JSON");
+    assert_eq!(
+        v,
+        serde_json::json!({"id": id.as_u64(), "cancel_requested": true})
+    );
+    wait_until("cancelled", || {
+        f.store
+            .get(id)
+            .is_some_and(|s| s.status == Status::Cancelled)
+    });
+}
+
+#[test]
+fn unreachable_server_fails_fast() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let addr = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["ls"],
+        vec!["show", "1"],
+        vec!["history", "--json"],
+        vec!["watch", "1"],
+        vec!["watch", "--timeout", "5s"],
+        vec!["export"],
+        vec!["cancel", "1"],
+    ] {
+        let started = Instant::now();
+        let mut all = vec!["--addr".to_owned(), addr.clone()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let out = run(&all);
+        let err = out.fails(3);
+        assert!(
+            err.contains("cannot reach") && err.contains(&addr),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(out.stdout.is_empty(), "{out:#?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    // The address from the environment.
+    let out = Command::new(BIN)
+        .arg("ls")
+        .env("TRACING_PROGRESS_ADDR", &addr)
+        .env_remove("TRACING_PROGRESS_TOKEN")
+        .output()
+        .expect("runs");
+    let out = to_run(out);
+    assert!(out.fails(3).contains(&addr), "{out:#?}");
+}
