@@ -245,7 +245,7 @@ fn main() -> ExitCode {
         }
     };
     let export = OtelExport::new()
-        .event_interval(Duration::from_millis(100))
+        .event_interval(Duration::from_millis(25))
         .heartbeat(
             provider.tracer("tracing-progress-heartbeat"),
             Duration::from_millis(250),

@@ -1,0 +1,285 @@
+// Drives the live page in Debian's Chromium, as a person would, against a running `setlist`
+// example (started by tests/browser.rs with SETLIST_SERVE, SETLIST_TOKEN and a slow
+// SETLIST_SPEED):
+//
+//   node tests/browser/page.test.mjs <url> <token> <screenshot-dir>
+//
+// Checks, in order: the stream goes live and a running operation card appears; its progress
+// advances without a reload; expanding a node shows its details; the failing block's error is
+// shown; the cancel button (after entering the token in the dialog) ends the operation as
+// cancelled, in the "recently finished" list and in the history tab; and the page logged no
+// JavaScript error. Screenshots go to <screenshot-dir>/{running,expanded-error,cancelled,history}.png.
+//
+// Exit code 0 when every check passed, 1 otherwise. Chromium comes from the system
+// (`CHROMIUM` or /usr/bin/chromium), never downloaded: playwright-core has no browser of its own.
+
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, token, shotDir] = process.argv.slice(2);
+if (!url || !token || !shotDir) {
+  console.error("usage: node page.test.mjs <url> <token> <screenshot-dir>");
+  process.exit(2);
+}
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const OVERALL_MS = 120_000;
+
+const started = Date.now();
+function log(msg) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
+}
+function check(cond, msg) {
+  if (!cond) throw new Error(`check failed: ${msg}`);
+  log(`ok: ${msg}`);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A full-page screenshot from the top (the header is sticky: scrolled, it would land mid-page).
+async function shot(page, name) {
+  const path = join(shotDir, `${name}.png`);
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path, fullPage: true });
+  log(`screenshot ${path}`);
+}
+
+// Never hang: the whole run is bounded.
+const watchdog = setTimeout(() => {
+  console.error(`FAIL: timed out after ${OVERALL_MS / 1000} s`);
+  process.exit(1);
+}, OVERALL_MS);
+
+const profile = mkdtempSync(join(tmpdir(), "tracing-progress-chromium-"));
+mkdirSync(shotDir, { recursive: true });
+
+// A fresh profile, and nothing that reaches for the network (this machine has none).
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath,
+  headless: true,
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+  viewport: { width: 1280, height: 900 },
+  colorScheme: "light",
+});
+
+const jsErrors = [];
+let failed = false;
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (e) => jsErrors.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") jsErrors.push(`console.error: ${m.text()}`);
+  });
+  page.setDefaultTimeout(15_000);
+  const T = (id) => `[data-testid="${id}"]`;
+
+  // ---- the page loads and the stream goes live -------------------------------------------
+  await page.goto(url);
+  await page.locator(`${T("connection-status")}[data-state="live"]`).waitFor();
+  log("ok: the event stream is live");
+
+  // ---- a running operation appears ---------------------------------------------------------
+  const runningCard = page.locator(`#ops ${T("operation-card")}[data-status="running"]`).first();
+  await runningCard.waitFor();
+  const opId = await runningCard.getAttribute("data-op-id");
+  const card = page.locator(`#ops ${T("operation-card")}[data-op-id="${opId}"]`);
+  check(
+    (await card.locator(T("operation-name")).textContent()) === "My Setlist",
+    `operation card ${opId} "My Setlist" is shown, running`,
+  );
+  check(await page.locator(T("empty-state")).isHidden(), "the empty-state note is hidden");
+
+  // ---- progress advances live, without a reload --------------------------------------------
+  await page.evaluate(() => {
+    window.__sameDocument = true;
+  });
+  const readProgress = async () => ({
+    value: Number(await card.locator(T("progress-bar")).getAttribute("aria-valuenow")),
+    text: (await card.locator(T("percentage")).textContent()) ?? "",
+  });
+  // Sample for about three seconds: the bar must move forward, more than once, never back.
+  const samples = [await readProgress()];
+  for (let i = 0; i < 12; i++) {
+    await sleep(250);
+    samples.push(await readProgress());
+  }
+  const values = samples.map((s) => s.value);
+  const changes = values.filter((v, i) => i > 0 && v !== values[i - 1]).length;
+  check(
+    values.every((v, i) => i === 0 || v >= values[i - 1]) && changes >= 2,
+    `progress advanced live over ${samples.length} samples: ${samples.map((s) => s.text).join(" ")} (aria-valuenow ${values[0]} -> ${values[values.length - 1]})`,
+  );
+  check(
+    await page.evaluate(() => window.__sameDocument === true),
+    "the page was not reloaded (updates came from the stream)",
+  );
+  const eta = (await card.locator(T("eta")).textContent()) ?? "";
+  log(`root ETA shown: ${JSON.stringify(eta)}`);
+  await shot(page, "running");
+
+  // ---- expanding a node shows its details ----------------------------------------------------
+  const rowOf = (sel) => card.locator(`${T("node-row")}${sel}`);
+  const detailsOf = (id) => card.locator(`${T("node-row")}[data-node-id="${id}"] > ${T("node-details")}`);
+  const toggleOf = (id) =>
+    card.locator(`${T("node-row")}[data-node-id="${id}"] > .row > ${T("expand-toggle")}`);
+
+  const song1 = rowOf(`[data-level="song"]`).filter({
+    has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: "audio1.wav" }),
+  });
+  const song1Id = await song1.getAttribute("data-node-id");
+  check(
+    (await detailsOf(song1Id).count()) === 0,
+    "a collapsed song row shows no details",
+  );
+  await toggleOf(song1Id).click();
+  const song1Details = detailsOf(song1Id);
+  await song1Details.waitFor();
+  const song1Text = (await song1Details.textContent()) ?? "";
+  check(
+    song1Text.includes("song-001") && song1Text.includes("180.5s") && song1Text.includes("Timing"),
+    "expanding song audio1.wav shows its details (metadata song_id, length; timing)",
+  );
+  check(
+    (await toggleOf(song1Id).getAttribute("aria-expanded")) === "true",
+    "the toggle says expanded",
+  );
+  // Its children (actions) are shown once it is open.
+  await card
+    .locator(`${T("node-row")}[data-node-id="${song1Id}"] ${T("node-row")}[data-level="action"]`)
+    .first()
+    .waitFor();
+  log("ok: the expanded song lists its actions");
+
+  // ---- the failing block's error is shown ----------------------------------------------------
+  // Song 2's onset detection fails part-way through its second block.
+  const song2 = rowOf(`[data-level="song"][data-status="failed"]`).filter({
+    has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: "audio2.wav" }),
+  });
+  await song2.waitFor({ timeout: 40_000 });
+  const song2Id = await song2.getAttribute("data-node-id");
+  log(`song audio2.wav (node ${song2Id}) failed`);
+  check(
+    (await card.getAttribute("data-status")) === "running",
+    "the setlist is still running after the song failed",
+  );
+  await toggleOf(song2Id).click();
+  const action = card
+    .locator(`${T("node-row")}[data-node-id="${song2Id}"] ${T("node-row")}[data-level="action"][data-status="failed"]`)
+    .first();
+  await action.waitFor();
+  const actionId = await action.getAttribute("data-node-id");
+  await toggleOf(actionId).click();
+  const block = card
+    .locator(`${T("node-row")}[data-node-id="${actionId}"] ${T("node-row")}[data-level="block"][data-status="failed"]`)
+    .first();
+  await block.waitFor();
+  const blockId = await block.getAttribute("data-node-id");
+  check(
+    (await block.locator(`:scope > .row ${T("node-name")}`).textContent()) === "DetectOnsets2",
+    `the failed block is DetectOnsets2 (node ${blockId})`,
+  );
+  await toggleOf(blockId).click();
+  const blockError = detailsOf(blockId).locator(T("error-message")).first();
+  await blockError.waitFor();
+  const blockErrorText = (await blockError.textContent()) ?? "";
+  check(
+    blockErrorText.includes("onset detector diverged"),
+    `the block's details show its error: ${JSON.stringify(blockErrorText)}`,
+  );
+  const blockErrorBox = (await detailsOf(blockId).locator(T("error-box")).first().textContent()) ?? "";
+  check(
+    blockErrorBox.includes("audio2.wav") && blockErrorBox.includes("DetectOnsets2"),
+    "the error box gives the error's context (its path)",
+  );
+  const cardError = card.locator(`:scope > ${T("error-box")} ${T("error-message")}`);
+  if ((await cardError.count()) > 0) {
+    check(
+      ((await cardError.textContent()) ?? "").includes("onset detector diverged"),
+      "the card's error box shows the operation's first error",
+    );
+  }
+  await shot(page, "expanded-error");
+
+  // ---- cancel ends the running operation as cancelled ----------------------------------------
+  check(
+    (await card.getAttribute("data-status")) === "running",
+    "the operation is still running before cancelling",
+  );
+  await card.locator(T("cancel-button")).click();
+  const dialog = page.locator(T("token-dialog"));
+  await dialog.waitFor({ state: "visible" });
+  log("ok: cancelling asks for the token");
+  await page.locator(T("token-input")).fill(token);
+  await page.locator(T("token-submit")).click();
+  await dialog.waitFor({ state: "hidden" });
+  const finishedCard = page.locator(`${T("recent-list")} ${T("operation-card")}[data-op-id="${opId}"]`);
+  await finishedCard.waitFor({ timeout: 20_000 });
+  check(
+    (await finishedCard.getAttribute("data-status")) === "cancelled",
+    `operation ${opId} ended as cancelled (recently finished list)`,
+  );
+  check(
+    (await finishedCard.locator(T("status")).first().textContent()) === "cancelled",
+    "its badge says cancelled",
+  );
+  check((await card.count()) === 0, "it is no longer among the running operations");
+  check(await page.locator(T("empty-state")).isVisible(), "the empty-state note is back");
+  await shot(page, "cancelled");
+
+  // ---- the history tab has it, and its filters work ----------------------------------------
+  await page.locator(T("history-tab")).click();
+  const histRow = page.locator(`${T("history-row")}[data-op-id="${opId}"]`);
+  await histRow.waitFor();
+  check(
+    (await histRow.getAttribute("data-status")) === "cancelled",
+    "the history lists it as cancelled",
+  );
+  await page.locator(T("filter-status")).selectOption("completed");
+  await page.locator(T("history-apply")).click();
+  await histRow.waitFor({ state: "detached" });
+  log("ok: filtering the history on status=completed hides it");
+  await page.locator(T("filter-status")).selectOption("cancelled");
+  await page.locator(T("filter-type")).fill("setlist_processing");
+  await page.locator(T("filter-name")).fill("setlist");
+  await page.locator(T("history-apply")).click();
+  await histRow.waitFor();
+  check(
+    (await page.locator(T("history-row")).count()) === 1,
+    "status=cancelled, type and name filters find exactly it",
+  );
+  await histRow.click();
+  await page.locator(`${T("history-detail")} ${T("operation-card")}[data-status="cancelled"]`).waitFor();
+  log("ok: a history row opens to the operation's card");
+  await shot(page, "history");
+
+  // ---- no JavaScript errors -----------------------------------------------------------------
+  check(jsErrors.length === 0, `no page JavaScript errors${jsErrors.length ? ": " + jsErrors.join("; ") : ""}`);
+} catch (e) {
+  failed = true;
+  console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
+  if (jsErrors.length) console.error(`page errors: ${jsErrors.join("; ")}`);
+  try {
+    const page = context.pages()[0];
+    if (page) {
+      await page.screenshot({ path: join(shotDir, "failure.png"), fullPage: true });
+      console.error(`screenshot ${join(shotDir, "failure.png")}`);
+    }
+  } catch {
+    // best effort
+  }
+} finally {
+  await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  clearTimeout(watchdog);
+}
+console.log(failed ? "browser test: FAILED" : "browser test: all checks passed");
+process.exit(failed ? 1 : 0);
