@@ -62,8 +62,9 @@
 //! relative changes of the smoothed rate per sample (a steady drift excluded; at least 1 %,
 //! plus `1/samples`) and `resolution` the typical gap plus three deviations:
 //!
-//! * a raw completion time *earlier* than shown is followed within `0.01 × remaining +
-//!   resolution` (at once when more than `3τₛ` earlier): the estimate falls;
+//! * a raw completion time *earlier* than shown is followed with time constant
+//!   `0.01 × remaining + resolution` (just `resolution` when more than `3τₛ` earlier): the
+//!   estimate falls;
 //! * *later* by up to `τₛ` (noise), or by more for less than `τ/2`: the shown remaining time is
 //!   kept, not raised;
 //! * later by more than `τₛ` for `τ/2`, or by more than `3τₛ`: followed with `τₛ`: the rate
@@ -72,12 +73,13 @@
 //! A changed total, progress going backwards or a change of basis start over at the raw value.
 //!
 //! **What the tests hold it to** (simulated timelines: rates 0.5 to 1,600 units/s, updates every
-//! 1 ms to 2 s and snapshots every 10 ms to 2 s, both jittered by up to ±50 %, whole units
+//! 1 ms to 2 s and snapshots every 20 ms to 2 s, both jittered by up to ±50 %, whole units
 //! reported): with a steady rate the shown estimate never rises, and after `3τ` it is within
-//! 5 % of the truth (while the truth is above 20 × the coarser of update interval, snapshot
-//! spacing and unit time; closer to the end its error is about one of those). **Convergence:**
-//! after the rate changes by up to 2× either way, it is within 10 % of the truth `5τ` later
-//! (measured worst: 4.2τ), within 5 % `6τ` later (τ for the new rate; with the default 10 s,
+//! 5 % of the truth and the truth is within `low..high` (while the truth is above 20 × the
+//! coarser of update interval, snapshot spacing and unit time; closer to the end its error is
+//! about one of those). **Convergence:** after the rate changes by up to 2× either way, it is
+//! within 10 % of the truth `5τ` later (measured worst: 4.2τ), within 5 % `6τ` later (measured
+//! worst: 5.5τ; τ for the new rate; with the default 10 s,
 //! about 50 s for frequent updates).
 //!
 //! # Before the first unit (basis `History`)
@@ -883,6 +885,10 @@ pub(crate) mod tests {
                 prop_assert_eq!(e.basis, EstimateBasis::Rate);
                 let err = rel_err(e, s.truth_us);
                 prop_assert!(err <= 0.05, "{:.3} off at {} µs: {:?}, truth {}", err, s.at_us, e, s.truth_us);
+                prop_assert!(
+                    e.low_us as f64 <= s.truth_us && s.truth_us <= e.high_us as f64,
+                    "truth {} outside {:?}", s.truth_us, e
+                );
                 // The rate itself is shown unsmoothed by the guard: a looser bound.
                 let rate_err = (e.rate_per_s.unwrap() - rate).abs() / rate;
                 prop_assert!(rate_err <= 0.10, "rate {:?} vs {}", e.rate_per_s, rate);
@@ -909,10 +915,10 @@ pub(crate) mod tests {
             prop_assert!(prev.is_some(), "never estimated");
         }
 
-        /// The rate changes by 0.5× to 2× once settled: within 10 % of the truth 5τ later
-        /// (τ for the new rate), and never out of its own range.
+        /// The rate changes by 0.5× to 2× once settled: within 10 % of the truth 5τ later and
+        /// within 5 % 6τ later (τ for the new rate), and never out of its own range.
         #[test]
-        fn rate_change_converges_within_5_tau(sim in steady(), factor in 0.5f64..2.0) {
+        fn rate_change_converges_within_5_to_6_tau(sim in steady(), factor in 0.5f64..2.0) {
             let mut sim = sim;
             let rate = sim.rates[0].1;
             let change_s = sim.settle_us(rate) * 1.5 / 1e6;
@@ -921,7 +927,8 @@ pub(crate) mod tests {
             sim.rates.push((change_s, new_rate));
             sim.start = 0;
             sim.total = sim.done(change_s * 1e6 + 3.0 * settle) as u64;
-            let by = change_s * 1e6 + 5.0 * sim.settle_us(new_rate) / 3.0;
+            let tau = sim.settle_us(new_rate) / 3.0;
+            let by = change_s * 1e6 + 5.0 * tau;
             let mut checked = 0;
             for s in sim.run() {
                 let Some(e) = s.estimate else { continue };
@@ -930,15 +937,17 @@ pub(crate) mod tests {
                     continue;
                 }
                 let err = rel_err(&e, s.truth_us);
-                prop_assert!(err <= 0.10, "{:.3} off {} s after the change: {:?}, truth {}",
+                let bound = if (s.at_us as f64) < by + tau { 0.10 } else { 0.05 };
+                prop_assert!(err <= bound, "{:.3} off {} s after the change: {:?}, truth {}",
                     err, (s.at_us as f64 / 1e6 - change_s), e, s.truth_us);
                 checked += 1;
             }
             prop_assert!(checked > 0);
         }
 
-        /// The total changes (up or down) mid-run: the estimate follows at once (within 5 % at
-        /// the first snapshot after) and stays non-increasing afterwards.
+        /// The total changes (up or down) mid-run: the estimate follows at once (within 10 % at
+        /// the first snapshot after: the raw estimate, without the smoothing of what is shown)
+        /// and stays non-increasing afterwards.
         #[test]
         fn changed_total_is_followed_at_once(sim in steady(), new_total in 0.3f64..3.0) {
             let mut sim = sim;
@@ -958,7 +967,7 @@ pub(crate) mod tests {
                 }
                 if first_after {
                     let err = rel_err(&e, s.truth_us);
-                    prop_assert!(err <= 0.05, "{:.3} off right after the change: {:?} truth {}", err, e, s.truth_us);
+                    prop_assert!(err <= 0.10, "{:.3} off right after the change: {:?} truth {}", err, e, s.truth_us);
                     first_after = false;
                 } else if let Some(p) = prev {
                     prop_assert!(e.remaining_us <= p, "rose after the change");
@@ -1122,8 +1131,46 @@ pub(crate) mod tests {
         );
     }
 
+    /// A level as a snapshot would build it, for the combination functions.
+    fn level(
+        status: crate::model::Status,
+        total: Option<u64>,
+        current: u64,
+        elapsed_us: u64,
+    ) -> ProgressLevel {
+        let name: std::sync::Arc<str> = std::sync::Arc::from("x");
+        ProgressLevel {
+            id: crate::model::NodeId::from_u64(1),
+            level_type: name.clone(),
+            name: name.clone(),
+            span_name: name.clone(),
+            target: name,
+            status,
+            current,
+            total,
+            percentage: None,
+            unit: None,
+            message: None,
+            timing: crate::model::Timing {
+                elapsed_us,
+                ..Default::default()
+            },
+            error: None,
+            failures_below: None,
+            metadata: Default::default(),
+            input_errors: Vec::new(),
+            flattened: false,
+            children: Vec::new(),
+            folded: Vec::new(),
+            estimate: None,
+            stalled: false,
+            resources: None,
+        }
+    }
+
     #[test]
     fn bounds_hold_for_random_history_and_children() {
+        use crate::model::Status;
         let mut rng = Rng::new(9);
         for _ in 0..2_000 {
             let n = 1 + (rng.f64() * 64.0) as usize;
@@ -1133,6 +1180,49 @@ pub(crate) mod tests {
                 assert!(
                     e.low_us <= e.remaining_us && e.remaining_us <= e.high_us,
                     "{e:?}"
+                );
+            }
+            // A parent with random finished, running (with or without estimates) and
+            // not-started children.
+            let total = 1 + (rng.f64() * 20.0) as u64;
+            let mut parent = level(Status::Running, Some(total), 0, 0);
+            for _ in 0..(rng.f64() * total as f64) as u64 {
+                let status = if rng.f64() < 0.5 {
+                    Status::Completed
+                } else {
+                    Status::Running
+                };
+                let mut c = level(status, None, 0, (rng.f64() * 1e8) as u64);
+                if status == Status::Completed {
+                    parent.current += 1;
+                } else if rng.f64() < 0.7 {
+                    let r = (rng.f64() * 1e8) as u64;
+                    c.estimate = Some(estimate(
+                        r as f64,
+                        r as f64 * rng.f64(),
+                        r as f64 * (1.0 + rng.f64()),
+                        None,
+                        EstimateBasis::History,
+                    ));
+                }
+                parent.children.push(c);
+            }
+            let prior = (rng.f64() < 0.5).then_some(&d[..]);
+            if let Some(e) = from_children(&parent, prior) {
+                assert_eq!(e.basis, EstimateBasis::Children);
+                assert!(
+                    e.low_us <= e.remaining_us && e.remaining_us <= e.high_us,
+                    "{e:?}"
+                );
+                let longest = parent
+                    .children
+                    .iter()
+                    .filter_map(|c| c.estimate.as_ref())
+                    .map(|e| e.remaining_us)
+                    .max();
+                assert!(
+                    longest.is_none_or(|l| e.remaining_us + 1 >= l),
+                    "no earlier than the longest child"
                 );
             }
         }

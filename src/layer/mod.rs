@@ -75,7 +75,6 @@ pub(crate) struct Tracked {
     /// How many threads have the span entered right now (async spans can overlap).
     entered: AtomicU32,
     entered_at_ns: AtomicU64,
-    busy_ns: AtomicU64,
     /// Throttle state of this span's OpenTelemetry progress events.
     #[cfg(feature = "otel")]
     otel_events: crate::otel::SpanEvents,
@@ -312,7 +311,6 @@ impl Tracked {
             started: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
-            busy_ns: AtomicU64::new(0),
             #[cfg(feature = "otel")]
             otel_events: crate::otel::SpanEvents::new(created_ns),
         }
@@ -436,11 +434,12 @@ where
             return;
         };
         let now = self.shared.store.clock.now_ns();
+        let at = self.shared.store.clock.ns_to_unix_us(now);
         if t.entered.fetch_add(1, Ordering::AcqRel) == 0 {
             t.entered_at_ns.store(now, Ordering::Release);
+            t.live.entered_at_us.store(at.max(1), Ordering::Relaxed);
         }
         if !t.started.swap(true, Ordering::AcqRel) {
-            let at = self.shared.store.clock.ns_to_unix_us(now);
             t.op.with_tree(|tree| tree.start(t.slot, t.id, at));
             // Heartbeats need the root's OpenTelemetry span context; take it without our guard.
             #[cfg(feature = "otel")]
@@ -465,8 +464,10 @@ where
         if t.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
             let now = self.shared.store.clock.now_ns();
             let since = t.entered_at_ns.load(Ordering::Acquire);
-            t.busy_ns
+            t.live
+                .busy_ns
                 .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            t.live.entered_at_us.store(0, Ordering::Relaxed);
         }
     }
 
@@ -478,7 +479,7 @@ where
         };
         let store = &self.shared.store;
         let now = store.clock.now_ns();
-        let mut busy = t.busy_ns.load(Ordering::Relaxed);
+        let mut busy = t.live.busy_ns.load(Ordering::Relaxed);
         if t.entered.load(Ordering::Acquire) > 0 {
             busy += now.saturating_sub(t.entered_at_ns.load(Ordering::Acquire));
         }

@@ -36,6 +36,10 @@ pub(crate) struct LiveCounters {
     total: AtomicU64,
     explicit: AtomicBool,
     updates: AtomicU64,
+    /// Time entered so far (ns), for snapshots of running spans; the span adds to it on exit.
+    pub(crate) busy_ns: AtomicU64,
+    /// When the span was last entered (µs since the Unix epoch), 0 while not entered.
+    pub(crate) entered_at_us: AtomicU64,
 }
 
 const NO_TOTAL: u64 = u64::MAX;
@@ -169,7 +173,7 @@ pub(crate) struct Node {
     busy_ns: u64,
     /// Slots of retained children, in creation order. A deque: folding takes the oldest.
     children: VecDeque<u32>,
-    /// Finished tracked children, folded ones included.
+    /// Tracked children done (completed or failed; not cancelled), folded ones included.
     finished_children: u64,
     /// Finished children still retained in `children`.
     retained_finished_children: u32,
@@ -510,6 +514,8 @@ impl Tree {
             duration_us: n.duration_us(),
         });
         let parent = n.parent;
+        // A cancelled child did not do its work: it does not count towards the parent's units.
+        let counts_as_done = n.status != Status::Cancelled;
         closed(self);
         if let Some(f) = completed {
             if self.pending.len() >= PRIOR_PENDING_MAX {
@@ -526,7 +532,7 @@ impl Tree {
         let per_parent = self.limits.max_finished_children;
         let over = match self.slot_mut(parent) {
             Some(p) => {
-                p.finished_children += 1;
+                p.finished_children += u64::from(counts_as_done);
                 p.retained_finished_children += 1;
                 p.retained_finished_children as usize > per_parent
             }
@@ -787,7 +793,18 @@ impl Tree {
         let start = n.started().unwrap_or(n.created_us);
         let end = n.completed().unwrap_or(now_us).max(start);
         let alive = end.saturating_sub(n.created_us);
-        let busy_us = n.busy_ns / 1_000;
+        let busy_us = if n.completed_us != 0 {
+            n.busy_ns / 1_000
+        } else {
+            // Still open: what it has been entered so far, plus the current stretch.
+            let entered_at = n.live.entered_at_us.load(Ordering::Relaxed);
+            let current = if entered_at == 0 {
+                0
+            } else {
+                now_us.saturating_sub(entered_at)
+            };
+            n.live.busy_ns.load(Ordering::Relaxed) / 1_000 + current
+        };
         let cold = n.cold.as_deref();
         ProgressLevel {
             id: n.id,

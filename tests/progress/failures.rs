@@ -129,6 +129,11 @@ fn cancel_is_seen_by_code_and_ends_nodes_as_cancelled() {
     );
     assert_eq!(node(&op, "3").status, Status::Cancelled);
     assert_eq!(op.root.children.len(), 5);
+    assert_eq!(
+        op.root.current, 4,
+        "the cancelled item did no work and is not counted"
+    );
+    assert_eq!(op.root.percentage, Some(4.0));
     assert_eq!(store.cancel(op.id), Err(CancelError::NotActive(op.id)));
 }
 

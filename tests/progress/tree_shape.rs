@@ -154,8 +154,14 @@ fn pending_until_entered_then_running() {
         let id = span.operation_id().unwrap();
         assert_eq!(store.get(id).unwrap().status, Status::Pending);
         let _g = span.enter();
+        std::thread::sleep(Duration::from_millis(20));
         let op = store.get(id).unwrap();
         assert_eq!(op.status, Status::Running);
         assert!(op.started_at_us.is_some());
+        assert!(
+            op.root.timing.busy_us >= 15_000,
+            "busy counts the current stretch: {:?}",
+            op.root.timing
+        );
     });
 }
