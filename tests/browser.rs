@@ -9,6 +9,10 @@
 
 #![cfg(feature = "http")]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::example_binary;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,21 +29,6 @@ fn target_dir() -> PathBuf {
         .nth(3)
         .expect("target dir above target/debug/deps")
         .to_path_buf()
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("profile dir");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --all-features` (which builds the examples) or \
-         `cargo build --all-features --example {name}`",
-        path.display()
-    );
-    path
 }
 
 /// What the browser test needs from outside Cargo, or why it can't run.

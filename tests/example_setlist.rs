@@ -2,23 +2,11 @@
 //! person would see: the live view's plain fallback while it runs (stdout is not a terminal
 //! here), the proposal's verbose fields, the failing block with its context, the history.
 
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "common/mod.rs"]
+mod common;
+use common::example_binary;
 
-fn example_binary(name: &str) -> PathBuf {
-    // target/debug/deps/<test binary> -> target/debug/examples/<name>
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --examples`",
-        path.display()
-    );
-    path
-}
+use std::process::Command;
 
 fn run_setlist() -> (String, String) {
     let out = Command::new(example_binary("setlist"))

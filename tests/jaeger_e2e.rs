@@ -7,9 +7,12 @@
 //! (`CI` set), so a missing Jaeger can never pass silently.
 #![cfg(feature = "otel")]
 
+#[path = "common/mod.rs"]
+mod common;
+use common::example_binary;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -41,18 +44,6 @@ fn jaeger() -> Option<Jaeger> {
             None
         }
     }
-}
-
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --all-features`",
-        path.display()
-    );
-    path
 }
 
 /// GET over plain HTTP/1.0 (loopback only), returning the JSON body.

@@ -7,21 +7,12 @@
 //! under CI and is skipped elsewhere.
 #![cfg(all(feature = "terminal", unix))]
 
-use std::path::PathBuf;
+#[path = "common/mod.rs"]
+mod common;
+use common::example_binary;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn example_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test --all-features`",
-        path.display()
-    );
-    path
-}
 
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux").args(args).output().expect("run tmux");
