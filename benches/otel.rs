@@ -16,6 +16,10 @@
 //! Run: `cargo bench --features otel --bench otel` (add `-- --warm-up-time 1
 //! --measurement-time 2` for a quicker, noisier run).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::small_operation;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::time::Duration;
@@ -83,20 +87,6 @@ fn progress_plus_otel(provider: &SdkTracerProvider) -> (Dispatch, tracing_progre
 fn one_block() {
     let span = info_span!("block", progress.level = "block", progress.total = 1);
     span.in_scope(|| span.inc(1));
-}
-
-fn small_operation() {
-    let op = info_span!("setlist", progress.level = "setlist", progress.total = 10);
-    op.in_scope(|| {
-        for _ in 0..10 {
-            let block = info_span!("block", progress.level = "block", progress.total = 10);
-            block.in_scope(|| {
-                for _ in 0..10 {
-                    block.inc(1);
-                }
-            });
-        }
-    });
 }
 
 fn otel_stack(c: &mut Criterion) {

@@ -6,26 +6,16 @@
 //!
 //! Run: `cargo bench --features resources --bench resources`.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::small_operation;
+
 use std::time::Duration;
 
 use criterion::Criterion;
-use tracing::{Dispatch, dispatcher, info_span};
-use tracing_progress::{Builder, ProgressSpanExt};
+use tracing::{Dispatch, dispatcher};
+use tracing_progress::Builder;
 use tracing_subscriber::layer::SubscriberExt;
-
-fn small_operation() {
-    let op = info_span!("setlist", progress.level = "setlist", progress.total = 10);
-    op.in_scope(|| {
-        for _ in 0..10 {
-            let block = info_span!("block", progress.level = "block", progress.total = 10);
-            block.in_scope(|| {
-                for _ in 0..10 {
-                    block.inc(1);
-                }
-            });
-        }
-    });
-}
 
 fn main() {
     let mut c = Criterion::default()
