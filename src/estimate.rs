@@ -1143,8 +1143,8 @@ pub(crate) mod tests {
             id: crate::model::NodeId::from_u64(1),
             level_type: name.clone(),
             name: name.clone(),
-            span_name: name.clone(),
-            target: name,
+            span_name: name.to_string().into(),
+            target: "test".into(),
             status,
             current,
             total,
@@ -1197,13 +1197,13 @@ pub(crate) mod tests {
                     parent.current += 1;
                 } else if rng.f64() < 0.7 {
                     let r = (rng.f64() * 1e8) as u64;
-                    c.estimate = Some(estimate(
+                    c.estimate = Some(Box::new(estimate(
                         r as f64,
                         r as f64 * rng.f64(),
                         r as f64 * (1.0 + rng.f64()),
                         None,
                         EstimateBasis::History,
-                    ));
+                    )));
                 }
                 parent.children.push(c);
             }
@@ -1254,8 +1254,8 @@ mod store_tests {
             level_type: Arc::from(level),
             name: Arc::from(name),
             callsite: Arc::new(Callsite {
-                span_name: Arc::from(name),
-                target: Arc::from("test"),
+                span_name: "test",
+                target: "test",
             }),
             created_us: at,
             flattened: false,

@@ -111,6 +111,8 @@ impl TrackRule {
 /// What the layer knows about one tracked callsite.
 pub(crate) struct SpanClass {
     pub(crate) level_type: Arc<str>,
+    /// The span name, shared as the default display name of nodes.
+    pub(crate) span_name: Arc<str>,
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) operation_type: Option<Arc<str>>,
     pub(crate) name_field: Option<Arc<str>>,
@@ -219,9 +221,10 @@ impl Classifier {
                 .and_then(|r| r.level.as_deref())
                 .map(Arc::from)
                 .unwrap_or_else(|| span_name.clone()),
+            span_name,
             callsite: Arc::new(Callsite {
-                span_name,
-                target: Arc::from(meta.target()),
+                span_name: meta.name(),
+                target: meta.target(),
             }),
             operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
             name_field: rule.and_then(|r| r.name_field.as_deref()).map(Arc::from),

@@ -218,7 +218,7 @@ where
         let name = update
             .name
             .take()
-            .unwrap_or_else(|| class.callsite.span_name.clone());
+            .unwrap_or_else(|| class.span_name.clone());
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
         let node_id = NodeId::next();
         let max_depth = store.limits.max_depth;
@@ -405,7 +405,7 @@ where
             tracked.fail(
                 message,
                 ErrorOrigin::Event,
-                class.callsite.target.clone(),
+                Arc::from(class.callsite.target),
                 location,
                 fields,
             );

@@ -12,6 +12,7 @@
 mod render;
 mod value;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -276,10 +277,10 @@ pub struct ProgressLevel {
     pub level_type: Arc<str>,
     /// Display name (from `progress.name`, the rule's name field, or the span name).
     pub name: Arc<str>,
-    /// The `tracing` span name.
-    pub span_name: Arc<str>,
-    /// The `tracing` target.
-    pub target: Arc<str>,
+    /// The `tracing` span name (borrowed from the callsite: snapshots copy no string for it).
+    pub span_name: Cow<'static, str>,
+    /// The `tracing` target (borrowed from the callsite).
+    pub target: Cow<'static, str>,
     /// Current status.
     pub status: Status,
     /// Units done: explicit (`progress.current`, `inc`) or, if never set, the number of
@@ -324,13 +325,13 @@ pub struct ProgressLevel {
     pub folded: Vec<FoldedChildren>,
     /// Time-remaining estimate and rate, for running nodes once there is enough signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimate: Option<Estimate>,
+    pub estimate: Option<Box<Estimate>>,
     /// True when a running node has made no progress for much longer than usual.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stalled: bool,
     /// Process CPU and memory sampled while this node ran (feature `resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceUsage>,
+    pub resources: Option<Box<ResourceUsage>>,
 }
 
 /// What an [`Estimate`] is based on.

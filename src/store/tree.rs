@@ -5,6 +5,7 @@
 //! nodes are folded into per-parent summaries past the configured limits, so an operation with
 //! a million blocks keeps a bounded number of nodes.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -96,8 +97,8 @@ impl LiveCounters {
 
 /// Names shared by every node of one callsite (one pointer per node instead of two).
 pub(crate) struct Callsite {
-    pub(crate) span_name: Arc<str>,
-    pub(crate) target: Arc<str>,
+    pub(crate) span_name: &'static str,
+    pub(crate) target: &'static str,
 }
 
 /// The data a new node starts with.
@@ -810,8 +811,8 @@ impl Tree {
             id: n.id,
             level_type: n.level_type.clone(),
             name: n.name.clone(),
-            span_name: n.callsite.span_name.clone(),
-            target: n.callsite.target.clone(),
+            span_name: Cow::Borrowed(n.callsite.span_name),
+            target: Cow::Borrowed(n.callsite.target),
             status: n.status,
             current,
             total,
@@ -837,7 +838,7 @@ impl Tree {
             stalled: false,
             resources: cold
                 .and_then(|c| c.resources.as_ref())
-                .map(ResourceAcc::usage),
+                .map(|r| Box::new(r.usage())),
         }
     }
 
@@ -888,7 +889,7 @@ impl Tree {
                 .flatten()
                 .or_else(|| history.and_then(|h| estimate::from_history(h, elapsed)))
         };
-        level.estimate = state.estimate(now_us, fallback);
+        level.estimate = state.estimate(now_us, fallback).map(Box::new);
         level.stalled = state.stalled(now_us, self.limits.stall_factor, history, elapsed);
         n.est.set(Some(state));
     }
@@ -911,9 +912,9 @@ impl Tree {
         ProgressLevel {
             id,
             level_type: self.operation_type.clone(),
-            name: empty.clone(),
-            span_name: empty.clone(),
-            target: empty,
+            name: empty,
+            span_name: Cow::Borrowed(""),
+            target: Cow::Borrowed(""),
             status: Status::Completed,
             current: 0,
             total: None,
@@ -956,8 +957,8 @@ mod tests {
             level_type: Arc::from("block"),
             name: s.clone(),
             callsite: Arc::new(Callsite {
-                span_name: s.clone(),
-                target: s,
+                span_name: "test",
+                target: "test",
             }),
             created_us: 0,
             flattened: false,
