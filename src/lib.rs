@@ -10,6 +10,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 mod estimate;
+mod export;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
@@ -37,7 +38,9 @@ pub use model::{
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub use otel::OtelExport;
-pub use store::{CancelError, HistoryQuery, Store, StoreStats, Subscription, Update};
+pub use store::{
+    CancelError, Changes, HistoryQuery, SetupWarning, Store, StoreStats, Subscription,
+};
 
 /// Brings [`ProgressSpanExt`] into scope without adding names: `use tracing_progress::prelude::*;`.
 pub mod prelude {

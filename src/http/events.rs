@@ -1,7 +1,9 @@
 //! The live event stream: one shared poller per router, read by every SSE client.
 //!
-//! A single producer task polls a [`Subscription`] every `poll_interval` while at least one
-//! client is connected (nobody connected: no polling, no cost for the instrumented program).
+//! A single producer task waits for the store's change signal while at least one client is
+//! connected (nobody connected: no task, no cost for the instrumented program), takes what
+//! changed from a [`Subscription`], and then waits `poll_interval` before it looks again, so
+//! changes in between are coalesced into one push.
 //! Each change gets the next sequence number and lands in the hub: the latest snapshot of each
 //! active operation (superseded ones are dropped at once) and a bounded replay buffer of final
 //! states. A `watch` channel carries only the newest sequence number; each client, when woken,
@@ -275,13 +277,16 @@ impl HubState {
 }
 
 async fn producer(hub: Arc<Hub>) {
-    let mut tick = tokio::time::interval(hub.poll_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = hub.shutdown.subscribe();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|down| *down) => break,
+        // Listen first, then check: a change in between wakes the listener.
+        let listener = hub.store.listen();
+        let pending = hub.state.lock().sub.has_changes();
+        if !pending {
+            tokio::select! {
+                _ = listener => {}
+                _ = shutdown.wait_for(|down| *down) => break,
+            }
         }
         {
             let mut running = hub.producer_running.lock();
@@ -291,6 +296,11 @@ async fn producer(hub: Arc<Hub>) {
             }
         }
         hub.poll();
+        // Coalesce: what changes during the interval goes out in the next push.
+        tokio::select! {
+            _ = tokio::time::sleep(hub.poll_interval) => {}
+            _ = shutdown.wait_for(|down| *down) => break,
+        }
     }
     *hub.producer_running.lock() = false;
 }

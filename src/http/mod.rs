@@ -55,8 +55,8 @@
 //!
 //! # Live events
 //!
-//! `GET /api/events` is a Server-Sent Events stream. One producer per server polls the store
-//! (every 200 ms while a client is connected; [`ServerBuilder::poll_interval`]) and every client
+//! `GET /api/events` is a Server-Sent Events stream. One producer per server reads the store
+//! (on the store's change signal, at most every 200 ms; [`ServerBuilder::poll_interval`]) and every client
 //! reads from it. Each event has an `id:`, a sequence number that grows by one per change:
 //!
 //! | event | data |

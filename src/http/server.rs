@@ -140,8 +140,9 @@ impl ServerBuilder {
         self
     }
 
-    /// How often the event stream polls the store while a client is connected (default
-    /// 200 ms; at least 10 ms). Changes in between are coalesced.
+    /// Shortest time between two pushes of the event stream (default 200 ms; at least 10 ms).
+    /// The stream wakes on the store's change signal, never by polling; changes within the
+    /// interval are coalesced into one push.
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;

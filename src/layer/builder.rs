@@ -8,7 +8,11 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::ProgressLayer;
 use super::classify::{Classifier, TrackRule};
+use crate::export::Exporters;
 use crate::store::{Limits, Store, StoreInner};
+
+/// How often estimates observe progress by default.
+const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Builds a [`ProgressLayer`] and its [`Store`].
 ///
@@ -20,10 +24,27 @@ use crate::store::{Limits, Store, StoreInner};
 /// | [`max_finished_nodes`](Builder::max_finished_nodes) | 10,000 | finished nodes kept per operation before folding |
 /// | [`max_depth`](Builder::max_depth) | 32 | nesting depth; deeper spans are attached at the limit |
 /// | [`max_text_len`](Builder::max_text_len) | 64 KiB | length of a message or text field |
-/// | [`max_metadata_fields`](Builder::max_metadata_fields) | 64 | metadata fields per node |
+/// | [`max_metadata_entries`](Builder::max_metadata_entries) | 64 | metadata entries per node |
 /// | [`capture_panics`](Builder::capture_panics) | on | chains a panic hook to keep panic messages |
 /// | [`stall_factor`](Builder::stall_factor) | 5 | a node is `stalled` after this many usual update intervals without progress |
+/// | [`estimate_interval`](Builder::estimate_interval) | 250 ms (off with a custom clock) | how often estimates observe progress |
 /// | [`clock`](Builder::clock) | monotonic TSC | time source (inject one for deterministic tests) |
+///
+/// # What `build` does to the process
+///
+/// Besides returning the layer and store, [`build`](Builder::build) may:
+///
+/// * **chain a panic hook** (once per process, calling the hook that was there before) so
+///   spans closed by unwinding keep the panic message: turn off with
+///   [`capture_panics(false)`](Builder::capture_panics);
+/// * **start one thread**, `tracing-progress-estimates`, that advances estimates every
+///   [`estimate_interval`](Builder::estimate_interval) and ends when the store is dropped:
+///   turn off with `estimate_interval(None)` (then call
+///   [`Store::tick_estimates`](crate::Store::tick_estimates) yourself, or have no estimates);
+/// * start a resource sampler thread, only with `sample_resources` (feature `resources`), and
+///   an OpenTelemetry heartbeat thread, only with `OtelExport::heartbeat` (feature `otel`).
+///
+/// Nothing else is global: two layers built here are independent, even in one subscriber.
 ///
 /// ```
 /// use std::time::Duration;
@@ -46,6 +67,8 @@ pub struct Builder {
     limits: Limits,
     capture_panics: bool,
     clock: Option<crate::store::TimeFn>,
+    /// `None` inside: off; outer `None`: the default for the clock in use.
+    estimate_interval: Option<Option<Duration>>,
     #[cfg(feature = "otel")]
     otel: Option<crate::otel::OtelExport>,
     #[cfg(feature = "resources")]
@@ -89,6 +112,7 @@ impl Builder {
             limits: Limits::default(),
             capture_panics: true,
             clock: None,
+            estimate_interval: None,
             #[cfg(feature = "otel")]
             otel: None,
             #[cfg(feature = "resources")]
@@ -159,8 +183,8 @@ impl Builder {
         self
     }
 
-    /// Most metadata fields per node; more are dropped and noted in `input_errors`.
-    pub fn max_metadata_fields(mut self, n: usize) -> Self {
+    /// Most metadata entries per node; more are dropped and noted in `input_errors`.
+    pub fn max_metadata_entries(mut self, n: usize) -> Self {
         self.limits.max_metadata_entries = n;
         self
     }
@@ -179,6 +203,18 @@ impl Builder {
     /// of completed nodes of its kind. `k` must be at least 1; default 5.
     pub fn stall_factor(mut self, k: f64) -> Self {
         self.limits.stall_factor = k;
+        self
+    }
+
+    /// How often the store's background tick observes the progress of running nodes for
+    /// estimates and stall detection (at least 10 ms). `None`: no tick thread; estimates only
+    /// advance when [`Store::tick_estimates`](crate::Store::tick_estimates) is called.
+    ///
+    /// Default: 250 ms, or `None` with a [custom clock](Builder::clock) (tests decide when
+    /// time is observed). Reading the store never advances estimates, so what a snapshot shows
+    /// does not depend on how often something looks.
+    pub fn estimate_interval(mut self, interval: Option<Duration>) -> Self {
+        self.estimate_interval = Some(interval);
         self
     }
 
@@ -234,20 +270,36 @@ impl Builder {
         for rule in &self.rules {
             rule.validate().map_err(BuildError)?;
         }
+        let estimate_interval = match self.estimate_interval {
+            Some(interval) => interval,
+            None if self.clock.is_some() => None,
+            None => Some(DEFAULT_ESTIMATE_INTERVAL),
+        };
+        if estimate_interval.is_some_and(|i| i < Duration::from_millis(10)) {
+            return err("estimate_interval must be at least 10 ms");
+        }
+        #[cfg(feature = "otel")]
+        if let Some(export) = &self.otel {
+            export.validate().map_err(BuildError)?;
+        }
         let store = match self.clock {
             Some(now) => StoreInner::with_clock(self.limits, crate::store::Clock::from_fn(now)),
             None => StoreInner::new(self.limits),
         };
         #[allow(unused_mut)]
-        let mut layer = ProgressLayer::new(
+        let mut exporters = Exporters::default();
+        #[cfg(feature = "otel")]
+        if let Some(export) = self.otel {
+            exporters.push(crate::otel::exporter(export, Store::from_inner(store.clone())));
+        }
+        let layer = ProgressLayer::new(
             store.clone(),
             Classifier::new(self.rules),
             self.capture_panics,
+            exporters,
         );
-        #[cfg(feature = "otel")]
-        if let Some(export) = self.otel {
-            export.validate().map_err(BuildError)?;
-            layer.set_otel(crate::otel::Exporter::new(export, store.clone()));
+        if let Some(interval) = estimate_interval {
+            crate::store::spawn_ticker(&store, interval);
         }
         #[cfg(feature = "resources")]
         if let Some(interval) = self.resources {
@@ -277,7 +329,12 @@ where
         Err(_) => {
             let store = StoreInner::new(Limits::default());
             (
-                ProgressLayer::new(store.clone(), Classifier::new(Vec::new()), true),
+                ProgressLayer::new(
+                    store.clone(),
+                    Classifier::new(Vec::new()),
+                    true,
+                    Exporters::default(),
+                ),
                 Store::from_inner(store),
             )
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tracing_core::Metadata;
 
-use crate::store::tree::Callsite;
+use crate::store::Callsite;
 
 /// Prefix of the reserved field namespace.
 pub(crate) const PREFIX: &str = "progress.";
@@ -222,10 +222,7 @@ impl Classifier {
                 .map(Arc::from)
                 .unwrap_or_else(|| span_name.clone()),
             span_name,
-            callsite: Arc::new(Callsite {
-                span_name: meta.name(),
-                target: meta.target(),
-            }),
+            callsite: Arc::new(Callsite::new(meta.name(), meta.target())),
             operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
             name_field: rule.and_then(|r| r.name_field.as_deref()).map(Arc::from),
             field_names: meta.fields().iter().map(|f| Arc::from(f.name())).collect(),

@@ -1,10 +1,14 @@
 //! The recording side: a [`Layer`] that maps spans to progress nodes.
 //!
 //! This module is the hot path. Per tracked span it keeps one private [`Tracked`] value in the
-//! span's extensions (the operation it belongs to and its slot there, plus entered/busy time in
-//! atomics). Untracked spans cost a field-name scan at creation and an extensions lookup on
+//! span's extensions: a [`NodeHandle`] to its node in the store, plus entered time in atomics.
+//! Untracked spans cost a field-name scan at creation and an extensions lookup on
 //! enter/exit/close. The layer never emits `tracing` events, never holds an extensions guard
-//! while calling out, and only ever locks the one operation a span belongs to.
+//! while calling out, and only ever locks the one operation a span belongs to. What happens is
+//! told to optional exporters through one seam (`crate::export`).
+//!
+//! Two progress layers in one subscriber (a library's and its application's) each keep their
+//! own `Tracked`, chained in the one extension slot the type gets, told apart by layer id.
 
 mod builder;
 pub(crate) mod classify;
@@ -21,15 +25,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::registry::{Extensions, LookupSpan, SpanRef};
 
 pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
 use visitor::FieldVisitor;
 
+use crate::export::{ClosedNode, Exporters, NodeRef, Throttle};
 use crate::model::{ErrorInfo, ErrorOrigin, Metadata, NodeId};
-use crate::store::tree::{LiveCounters, ROOT_SLOT, Update};
-use crate::store::{CloseOutcome, NewNode, OperationCell, StoreInner};
+use crate::store::{CloseOutcome, NewNode, NodeHandle, NodeKey, NodeUpdate, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
 ///
@@ -43,12 +47,14 @@ pub struct ProgressLayer<S> {
     _subscriber: PhantomData<fn(S)>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
+    /// Tells this layer's entries apart from another progress layer's on the same span.
+    id: u32,
     store: Arc<StoreInner>,
     classifier: Classifier,
     capture_panics: bool,
-    #[cfg(feature = "otel")]
-    otel: Option<Arc<crate::otel::Exporter>>,
+    /// `None` when there are none, so spans carry no pointer to them.
+    exporters: Option<Arc<Exporters>>,
 }
 
 impl<S> fmt::Debug for ProgressLayer<S> {
@@ -61,13 +67,11 @@ impl<S> fmt::Debug for ProgressLayer<S> {
 
 /// Per-span state in the registry's extensions.
 pub(crate) struct Tracked {
-    pub(crate) op: Arc<OperationCell>,
+    /// Id of the layer that made this entry.
+    layer: u32,
+    pub(crate) node: NodeHandle,
     /// The callsite's class, so `on_record` needs no cache lookup.
     class: Arc<SpanClass>,
-    /// The node's counters, shared with the tree: counter updates take no lock.
-    live: Arc<LiveCounters>,
-    pub(crate) slot: u32,
-    pub(crate) id: NodeId,
     /// Where tracked children attach: this node, or past the depth limit the same place as
     /// this node's siblings.
     attach: Attach,
@@ -75,60 +79,74 @@ pub(crate) struct Tracked {
     /// How many threads have the span entered right now (async spans can overlap).
     entered: AtomicU32,
     entered_at_ns: AtomicU64,
-    /// Throttle state of this span's OpenTelemetry progress events.
-    #[cfg(feature = "otel")]
-    otel_events: crate::otel::SpanEvents,
+    /// The layer's exporters, and this span's throttle of counter reports to them.
+    exporters: Option<Arc<Exporters>>,
+    throttle: Throttle,
+    /// The same span's entry of another progress layer.
+    next: Option<Box<Tracked>>,
 }
 
 /// A node that children attach to, with its depth.
 #[derive(Clone, Copy)]
 struct Attach {
-    slot: u32,
-    id: NodeId,
+    key: NodeKey,
     depth: u16,
 }
 
-/// The nearest tracked ancestor of a new span.
-struct Parent {
-    op: Arc<OperationCell>,
-    attach: Attach,
-    id: NodeId,
-}
-
 impl Tracked {
-    /// Applies an update to this node: counter-only updates lock-free, others under the
-    /// operation's lock.
-    pub(crate) fn apply(&self, update: Update) {
-        if update.is_counters_only() {
-            self.count(update.total, update.current, update.inc);
-        } else if !update.is_empty() {
-            self.op.with_tree(|t| t.apply(self.slot, self.id, update));
-        }
-    }
-
-    /// Counter-only update (the extension trait's hot path): atomics, no lock.
+    /// This layer's entry in the chain starting at `self`.
     #[inline]
-    pub(crate) fn count(&self, total: Option<u64>, current: Option<u64>, inc: u64) -> bool {
-        let changed = self.live.apply(total, current, inc);
-        if changed {
-            self.op.mark_changed();
+    fn of(&self, layer: u32) -> Option<&Tracked> {
+        let mut t = Some(self);
+        while let Some(e) = t {
+            if e.layer == layer {
+                return Some(e);
+            }
+            t = e.next.as_deref();
         }
-        changed
+        None
     }
 
-    /// A progress event for the OpenTelemetry span, if one is due.
-    #[cfg(feature = "otel")]
-    pub(crate) fn otel_event_due(
+    /// Appends another layer's entry at the end of the chain.
+    fn push_back(&mut self, other: Tracked) {
+        match &mut self.next {
+            Some(next) => next.push_back(other),
+            None => self.next = Some(Box::new(other)),
+        }
+    }
+
+    /// Every entry of the chain (one per progress layer that tracks the span).
+    pub(crate) fn chain(&self) -> impl Iterator<Item = &Tracked> {
+        std::iter::successors(Some(self), |t| t.next.as_deref())
+    }
+
+    /// Applies an update to this node.
+    pub(crate) fn apply(&self, update: NodeUpdate) {
+        self.node.apply(update);
+    }
+
+    /// Counter-only update (the extension trait's hot path): atomics, no lock. Returns the
+    /// counter report due to exporters, if any, to send once no guard is held.
+    #[inline]
+    pub(crate) fn count(
         &self,
-        exporter: Option<&crate::otel::Exporter>,
-    ) -> Option<crate::otel::ProgressEvent> {
-        let exporter = exporter?;
-        let now = self.op.store().clock.now_ns();
-        exporter
-            .due(&self.otel_events, now)
-            .then(|| crate::otel::ProgressEvent {
-                current: self.live.current().unwrap_or(0),
-                total: self.live.total(),
+        total: Option<u64>,
+        current: Option<u64>,
+        inc: u64,
+    ) -> Option<CounterReport> {
+        let changed = self.node.count(total, current, inc);
+        if changed { self.counter_report() } else { None }
+    }
+
+    /// A counter report for the exporters, if one is due now.
+    pub(crate) fn counter_report(&self) -> Option<CounterReport> {
+        let exporters = self.exporters.as_ref().filter(|e| e.wants_counters())?;
+        let now = self.node.store().clock.now_ns();
+        exporters
+            .counter_due(&self.throttle, now)
+            .then(|| CounterReport {
+                exporters: exporters.clone(),
+                counters: self.node.counters(),
             })
     }
 
@@ -141,62 +159,92 @@ impl Tracked {
         location: Option<Arc<str>>,
         fields: Metadata,
     ) {
-        let at_us = self.op.store().clock.now_us();
-        let error = ErrorInfo {
+        let at_us = self.node.store().clock.now_us();
+        self.node.fail(ErrorInfo {
             message,
             origin,
-            node_id: self.id,
+            node_id: self.node.id(),
             path: Vec::new(),
             target,
             location,
             fields,
             at_us,
-        };
-        self.op.with_tree(|t| t.fail(self.slot, self.id, error));
+        });
     }
+
+    fn node_ref(&self) -> NodeRef {
+        NodeRef {
+            operation_id: self.node.operation_id(),
+            is_root: self.node.is_root(),
+        }
+    }
+}
+
+/// Counter values to report to exporters once the extensions guard is released.
+pub(crate) struct CounterReport {
+    exporters: Arc<Exporters>,
+    counters: (u64, Option<u64>),
+}
+
+impl CounterReport {
+    /// Sends it; call with no extensions guard held (exporters may lock the span's).
+    pub(crate) fn send(self, span: &Id) {
+        let (current, total) = self.counters;
+        for e in self.exporters.iter() {
+            e.counters_changed(span, current, total);
+        }
+    }
+}
+
+/// The nearest tracked ancestor of a new span.
+struct Parent {
+    node: NodeHandle,
+    attach: Attach,
 }
 
 impl<S> ProgressLayer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn new(store: Arc<StoreInner>, classifier: Classifier, capture_panics: bool) -> Self {
+    fn new(
+        store: Arc<StoreInner>,
+        classifier: Classifier,
+        capture_panics: bool,
+        exporters: Exporters,
+    ) -> Self {
+        static NEXT_LAYER: AtomicU32 = AtomicU32::new(1);
         if capture_panics {
             panic::install_hook();
         }
         ProgressLayer {
             shared: Arc::new(Shared {
+                id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
                 store,
                 classifier,
                 capture_panics,
-                #[cfg(feature = "otel")]
-                otel: None,
+                exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
             }),
             with_context: span_ext::WithContext::new::<S>(),
             _subscriber: PhantomData,
         }
     }
 
-    #[cfg(feature = "otel")]
-    pub(crate) fn set_otel(&mut self, exporter: Arc<crate::otel::Exporter>) {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.otel = Some(exporter);
-        }
+    fn exporters(&self) -> impl Iterator<Item = &dyn crate::export::Exporter> {
+        self.shared.exporters.iter().flat_map(|e| e.iter())
     }
 
-    /// The OpenTelemetry side, if configured.
-    #[cfg(feature = "otel")]
-    pub(crate) fn otel(&self) -> Option<&crate::otel::Exporter> {
-        self.shared.otel.as_deref()
+    /// This layer's entry in a span's extensions.
+    #[inline]
+    fn mine<'a>(&self, ext: &'a Extensions<'_>) -> Option<&'a Tracked> {
+        ext.get::<Tracked>()?.of(self.shared.id)
     }
 
-    /// The nearest tracked span at or above `span`.
-    fn nearest_tracked(span: Option<SpanRef<'_, S>>) -> Option<Parent> {
+    /// The nearest span at or above `span` that this layer tracks.
+    fn nearest_tracked(&self, span: Option<SpanRef<'_, S>>) -> Option<Parent> {
         span?.scope().find_map(|s| {
-            s.extensions().get::<Tracked>().map(|t| Parent {
-                op: t.op.clone(),
+            self.mine(&s.extensions()).map(|t| Parent {
+                node: t.node.clone(),
                 attach: t.attach,
-                id: t.id,
             })
         })
     }
@@ -213,107 +261,87 @@ where
         let FieldVisitor {
             mut update, extra, ..
         } = visitor;
-        let parent = Self::nearest_tracked(span.parent());
+        let parent = self.nearest_tracked(span.parent());
         let created_ns = store.clock.now_ns();
         let name = update
             .name
             .take()
             .unwrap_or_else(|| class.span_name.clone());
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
-        let node_id = NodeId::next();
         let max_depth = store.limits.max_depth;
         let mut new = NewNode {
-            id: node_id,
+            id: NodeId::next(),
             level_type,
             name,
             callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
         };
-        if let Some(Parent {
-            op,
-            attach: at,
-            id: parent_id,
-        }) = parent
-        {
-            let depth = at.depth.saturating_add(1);
-            new.flattened = at.id != parent_id;
-            let attached = op.with_tree(|t| {
-                let slot = t.add_child(at.slot, at.id, new)?;
-                t.apply(slot, node_id, update);
-                Some((slot, t.live(slot, node_id)?))
-            });
-            if let Some((slot, live)) = attached {
+        let (node, attach) = match parent {
+            Some(Parent { node: parent, attach: at }) => {
+                let depth = at.depth.saturating_add(1);
+                new.flattened = at.key != parent.key();
+                // The parent node is gone (cannot normally happen): not tracked.
+                let node = parent.add_child(at.key, new, update)?;
                 // At the depth limit, children go where this node went: beside it.
                 let attach = if depth < max_depth {
                     Attach {
-                        slot,
-                        id: node_id,
+                        key: node.key(),
                         depth,
                     }
                 } else {
                     at
                 };
-                return Some(Tracked::new(
-                    op,
-                    class.clone(),
-                    live,
-                    (slot, node_id),
-                    attach,
-                    created_ns,
-                ));
+                (node, attach)
             }
-            // The parent node is gone (cannot normally happen): track as a new operation.
-            return None;
-        }
-        let operation_type = extra
-            .operation
-            .or_else(|| class.operation_type.clone())
-            .unwrap_or_else(|| new.level_type.clone());
-        let op = store.start_operation(new, operation_type);
-        let live = op.with_tree(|t| {
-            t.apply(ROOT_SLOT, node_id, update);
-            t.live(ROOT_SLOT, node_id)
-        })?;
-        let attach = Attach {
-            slot: ROOT_SLOT,
-            id: node_id,
-            depth: 0,
+            None => {
+                let operation_type = extra
+                    .operation
+                    .or_else(|| class.operation_type.clone())
+                    .unwrap_or_else(|| new.level_type.clone());
+                let node = store.start_operation(new, operation_type, update)?;
+                let attach = Attach {
+                    key: node.key(),
+                    depth: 0,
+                };
+                (node, attach)
+            }
         };
-        Some(Tracked::new(
-            op,
-            class.clone(),
-            live,
-            (ROOT_SLOT, node_id),
-            attach,
-            created_ns,
-        ))
-    }
-}
-
-impl Tracked {
-    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
-    fn new(
-        op: Arc<OperationCell>,
-        class: Arc<SpanClass>,
-        live: Arc<LiveCounters>,
-        (slot, id): (u32, NodeId),
-        attach: Attach,
-        created_ns: u64,
-    ) -> Self {
-        Tracked {
-            op,
-            class,
-            live,
-            slot,
-            id,
+        Some(Tracked {
+            layer: self.shared.id,
+            node,
+            class: class.clone(),
             attach,
             started: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
-            #[cfg(feature = "otel")]
-            otel_events: crate::otel::SpanEvents::new(created_ns),
+            exporters: self.shared.exporters.clone(),
+            throttle: Throttle::new(created_ns),
+            next: None,
+        })
+    }
+
+    /// Removes this layer's entry from a span's extensions.
+    fn take_mine(&self, ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>) -> Option<Tracked> {
+        let head = ext.get_mut::<Tracked>()?;
+        if head.layer != self.shared.id {
+            // Another layer's entry is first: unlink ours from the chain.
+            let mut cur = head;
+            loop {
+                let next = cur.next.as_mut()?;
+                if next.layer == self.shared.id {
+                    let mut mine = cur.next.take()?;
+                    cur.next = mine.next.take();
+                    return Some(*mine);
+                }
+                cur = cur.next.as_mut()?;
+            }
         }
+        let mut mine = ext.remove::<Tracked>()?;
+        if let Some(rest) = mine.next.take() {
+            ext.insert(*rest);
+        }
+        Some(mine)
     }
 }
 
@@ -326,41 +354,44 @@ where
             return;
         };
         let Some(span) = ctx.span(id) else { return };
-        if let Some(tracked) = self.new_tracked(&class, attrs, &span) {
-            span.extensions_mut().insert(tracked);
-            #[cfg(feature = "otel")]
-            if let Some(otel) = self.otel() {
-                otel.check_order(id);
+        let Some(tracked) = self.new_tracked(&class, attrs, &span) else {
+            return;
+        };
+        let node = tracked.node_ref();
+        {
+            let mut ext = span.extensions_mut();
+            match ext.get_mut::<Tracked>() {
+                // Another progress layer tracks this span too: chain ours behind its entry.
+                Some(head) => head.push_back(tracked),
+                None => ext.insert(tracked),
             }
+        }
+        for e in self.exporters() {
+            e.node_created(id, node);
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
-        let Some(tracked) = ext.get::<Tracked>() else {
+        let Some(tracked) = self.mine(&ext) else {
             return;
         };
         let max_text = self.shared.store.limits.max_text_len;
         let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
         values.record(&mut visitor);
-        #[cfg(feature = "otel")]
         let counts = visitor.update.has_counters();
         tracked.apply(visitor.update);
-        #[cfg(feature = "otel")]
-        if counts {
-            let due = tracked.otel_event_due(self.otel());
-            drop(ext);
-            if let (Some(otel), Some(event)) = (self.otel(), due) {
-                otel.emit_progress(id, event);
-            }
+        let report = if counts { tracked.counter_report() } else { None };
+        drop(ext);
+        if let Some(report) = report {
+            report.send(id);
         }
     }
 
-    fn on_register_dispatch(&self, _dispatch: &tracing_core::Dispatch) {
-        #[cfg(feature = "otel")]
-        if let Some(otel) = self.otel() {
-            otel.register_dispatch(_dispatch);
+    fn on_register_dispatch(&self, dispatch: &tracing_core::Dispatch) {
+        for e in self.exporters() {
+            e.register_dispatch(dispatch);
         }
     }
 
@@ -375,7 +406,7 @@ where
         };
         let Some(span) = scope
             .into_iter()
-            .find(|s| s.extensions().get::<Tracked>().is_some())
+            .find(|s| self.mine(&s.extensions()).is_some())
         else {
             return;
         };
@@ -386,7 +417,7 @@ where
             mut update, extra, ..
         } = visitor;
         let ext = span.extensions();
-        let Some(tracked) = ext.get::<Tracked>() else {
+        let Some(tracked) = self.mine(&ext) else {
             return;
         };
         if is_error {
@@ -405,7 +436,7 @@ where
             tracked.fail(
                 message,
                 ErrorOrigin::Event,
-                Arc::from(class.callsite.target),
+                class.callsite.target.clone(),
                 location,
                 fields,
             );
@@ -413,16 +444,12 @@ where
             if update.message.is_none() {
                 update.message = extra.event_message;
             }
-            #[cfg(feature = "otel")]
             let counts = update.has_counters();
             tracked.apply(update);
-            #[cfg(feature = "otel")]
-            if counts {
-                let due = tracked.otel_event_due(self.otel());
-                drop(ext);
-                if let (Some(otel), Some(event)) = (self.otel(), due) {
-                    otel.emit_progress(&span.id(), event);
-                }
+            let report = if counts { tracked.counter_report() } else { None };
+            drop(ext);
+            if let Some(report) = report {
+                report.send(&span.id());
             }
         }
     }
@@ -430,27 +457,22 @@ where
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
-        let Some(t) = ext.get::<Tracked>() else {
+        let Some(t) = self.mine(&ext) else {
             return;
         };
-        let now = self.shared.store.clock.now_ns();
-        let at = self.shared.store.clock.ns_to_unix_us(now);
+        let clock = &self.shared.store.clock;
+        let now = clock.now_ns();
+        let at = clock.ns_to_unix_us(now);
         if t.entered.fetch_add(1, Ordering::AcqRel) == 0 {
             t.entered_at_ns.store(now, Ordering::Release);
-            t.live.entered_at_us.store(at.max(1), Ordering::Relaxed);
+            t.node.live().entered(at);
         }
         if !t.started.swap(true, Ordering::AcqRel) {
-            t.op.with_tree(|tree| tree.start(t.slot, t.id, at));
-            // Heartbeats need the root's OpenTelemetry span context; take it without our guard.
-            #[cfg(feature = "otel")]
-            if t.slot == ROOT_SLOT
-                && let Some(otel) = self.otel().filter(|o| o.heartbeat_enabled())
-            {
-                let op = t.op.clone();
-                drop(ext);
-                if let Some(sc) = otel.span_context(id) {
-                    let _ = op.otel_root.set(sc);
-                }
+            t.node.start(at);
+            let node = t.node_ref();
+            drop(ext);
+            for e in self.exporters() {
+                e.node_started(id, node);
             }
         }
     }
@@ -458,28 +480,25 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
-        let Some(t) = ext.get::<Tracked>() else {
+        let Some(t) = self.mine(&ext) else {
             return;
         };
         if t.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
             let now = self.shared.store.clock.now_ns();
             let since = t.entered_at_ns.load(Ordering::Acquire);
-            t.live
-                .busy_ns
-                .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
-            t.live.entered_at_us.store(0, Ordering::Relaxed);
+            t.node.live().exited(now.saturating_sub(since));
         }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         // Take our data out and release the guard before doing anything else.
-        let Some(t) = span.extensions_mut().remove::<Tracked>() else {
+        let Some(t) = self.take_mine(&mut span.extensions_mut()) else {
             return;
         };
         let store = &self.shared.store;
         let now = store.clock.now_ns();
-        let mut busy = t.live.busy_ns.load(Ordering::Relaxed);
+        let mut busy = t.node.live().busy_ns();
         if t.entered.load(Ordering::Acquire) > 0 {
             busy += now.saturating_sub(t.entered_at_ns.load(Ordering::Acquire));
         }
@@ -497,31 +516,39 @@ where
                 Metadata::default(),
             );
         }
-        let outcome = if t.op.is_cancelled() {
+        let cancel_requested = t.node.is_cancelled();
+        let outcome = if cancel_requested {
             CloseOutcome::Cancelled
         } else {
             CloseOutcome::Completed
         };
+        let want_level = self
+            .shared
+            .exporters
+            .as_ref()
+            .is_some_and(|e| e.wants_closed_nodes());
         let at = store.clock.ns_to_unix_us(now);
-        #[cfg(feature = "otel")]
-        let mut report = None;
-        let root_closed = t.op.with_tree(|tree| {
-            tree.close(t.slot, t.id, at, busy, outcome, |_tree| {
-                #[cfg(feature = "otel")]
-                if self.otel().is_some() {
-                    report = _tree.final_report(t.slot, t.id, t.op.id, t.op.is_cancelled());
-                }
-            })
-        });
-        #[cfg(feature = "otel")]
-        if let (Some(otel), Some(report)) = (self.otel(), report) {
-            otel.finish(&id, report);
+        let closed = t.node.close(at, busy, outcome, want_level);
+        if let Some(level) = &closed.level {
+            let node = ClosedNode {
+                level,
+                operation_id: t.node.operation_id(),
+                cancel_requested,
+            };
+            for e in self.exporters() {
+                e.node_closed(&id, node);
+            }
         }
-        if root_closed {
-            store.finish_operation(&t.op);
+        if let Some(state) = &closed.finished {
+            for e in self.exporters() {
+                e.operation_finished(state);
+            }
         }
     }
 
+    // SAFETY: the pointers handed out point at `self` and at `self.with_context`, each for
+    // exactly the type its `TypeId` names, and live as long as `self`, which the dispatcher
+    // keeps alive while it uses them (`tracing_subscriber`'s contract for `downcast_raw`).
     unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
         if id == TypeId::of::<Self>() {
             Some(self as *const Self as *const ())
@@ -538,9 +565,10 @@ mod tests {
     #[test]
     fn live_node_fits_300_bytes() {
         // Per live node: its arena slot plus our extension entry (the registry adds its own
-        // type-map slot, which every layer with per-span data pays).
+        // type-map slot, which every layer with per-span data pays). The RSS per node is
+        // measured by `tests/memory.rs`.
         let tracked = std::mem::size_of::<super::Tracked>();
-        let slot = std::mem::size_of::<Option<crate::store::tree::Node>>();
+        let slot = crate::store::node_slot_size();
         println!(
             "Tracked {tracked} B + arena slot {slot} B = {} B",
             tracked + slot

@@ -12,14 +12,14 @@ use tracing::Span;
 use tracing_core::{Dispatch, span::Id};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::Tracked;
+use super::{CounterReport, Tracked};
 use super::visitor::sanitize;
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
-use crate::store::tree::Update;
+use crate::store::NodeUpdate;
 
-/// Runs a closure on the nearest tracked node of a span, if any; `counts` says whether the
-/// closure changes counters (which may be due an OpenTelemetry progress event).
-type VisitTracked = fn(&Dispatch, &Id, bool, &mut dyn FnMut(&Tracked));
+/// Runs a closure on each progress layer's entry of the nearest tracked span, sending the
+/// counter reports it returns once the span's extensions are released.
+type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked) -> Option<CounterReport>);
 
 /// What the layer hands out through `downcast_raw`: a [`VisitTracked`] for its subscriber type.
 pub(crate) struct WithContext(VisitTracked);
@@ -33,11 +33,13 @@ impl WithContext {
     }
 }
 
-fn with_tracked<S>(dispatch: &Dispatch, id: &Id, counts: bool, f: &mut dyn FnMut(&Tracked))
-where
+fn with_tracked<S>(
+    dispatch: &Dispatch,
+    id: &Id,
+    f: &mut dyn FnMut(&Tracked) -> Option<CounterReport>,
+) where
     S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let _ = counts;
     let Some(subscriber) = dispatch.downcast_ref::<S>() else {
         return;
     };
@@ -46,18 +48,16 @@ where
     };
     for s in span.scope() {
         let ext = s.extensions();
-        if let Some(t) = ext.get::<Tracked>() {
-            f(t);
-            #[cfg(feature = "otel")]
-            if counts {
-                let layer = dispatch.downcast_ref::<super::ProgressLayer<S>>();
-                let otel = layer.and_then(|l| l.otel());
-                let due = t.otel_event_due(otel);
-                // OpenTelemetry locks the span's extensions: release ours first.
-                drop(ext);
-                if let (Some(otel), Some(event)) = (otel, due) {
-                    otel.emit_progress(&s.id(), event);
-                }
+        if let Some(head) = ext.get::<Tracked>() {
+            // Usually one entry; two progress layers give two, and each gets the update.
+            let mut reports = Vec::new();
+            for t in head.chain() {
+                reports.extend(f(t));
+            }
+            // Exporters may lock the span's extensions: release ours first.
+            drop(ext);
+            for r in reports {
+                r.send(&s.id());
             }
             return;
         }
@@ -114,21 +114,22 @@ pub trait ProgressSpanExt: sealed::Sealed {
     fn operation_id(&self) -> Option<OperationId>;
 }
 
-fn with_node(span: &Span, f: impl FnMut(&Tracked)) {
-    visit(span, false, f);
-}
-
-/// Like [`with_node`] for counter updates.
-fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
-    visit(span, true, |t| {
-        t.count(total, current, inc);
+fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
+    visit(span, |t| {
+        f(t);
+        None
     });
 }
 
-fn visit(span: &Span, counts: bool, mut f: impl FnMut(&Tracked)) {
+/// Counter updates: lock-free, and may be due a report to exporters.
+fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
+    visit(span, |t| t.count(total, current, inc));
+}
+
+fn visit(span: &Span, mut f: impl FnMut(&Tracked) -> Option<CounterReport>) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
-            (ctx.0)(dispatch, id, counts, &mut f);
+            (ctx.0)(dispatch, id, &mut f);
         }
     });
 }
@@ -148,31 +149,31 @@ impl ProgressSpanExt for Span {
 
     fn set_message(&self, message: &str) {
         with_node(self, |t| {
-            let max = t.op.store().limits.max_text_len;
-            t.apply(Update {
+            let max = t.node.limits().max_text_len;
+            t.apply(NodeUpdate {
                 message: Some(Arc::from(sanitize(message, max))),
-                ..Update::default()
+                ..NodeUpdate::default()
             });
         });
     }
 
     fn set_metadata(&self, name: &str, value: FieldValue) {
         with_node(self, |t| {
-            let max = t.op.store().limits.max_text_len;
+            let max = t.node.limits().max_text_len;
             let value = match &value {
                 FieldValue::Str(s) => FieldValue::Str(Arc::from(sanitize(s, max))),
                 other => other.clone(),
             };
-            t.apply(Update {
+            t.apply(NodeUpdate {
                 metadata: vec![(Arc::from(sanitize(name, 256)), value)],
-                ..Update::default()
+                ..NodeUpdate::default()
             });
         });
     }
 
     fn fail(&self, message: &str) {
         with_node(self, |t| {
-            let max = t.op.store().limits.max_text_len;
+            let max = t.node.limits().max_text_len;
             let target = self
                 .metadata()
                 .map(|m| Arc::from(m.target()))
@@ -189,19 +190,19 @@ impl ProgressSpanExt for Span {
 
     fn is_cancelled(&self) -> bool {
         let mut cancelled = false;
-        with_node(self, |t| cancelled = t.op.is_cancelled());
+        with_node(self, |t| cancelled |= t.node.is_cancelled());
         cancelled
     }
 
     fn progress_id(&self) -> Option<NodeId> {
         let mut id = None;
-        with_node(self, |t| id = Some(t.id));
+        with_node(self, |t| id = id.or(Some(t.node.id())));
         id
     }
 
     fn operation_id(&self) -> Option<OperationId> {
         let mut id = None;
-        with_node(self, |t| id = Some(t.op.id));
+        with_node(self, |t| id = id.or(Some(t.node.operation_id())));
         id
     }
 }

@@ -1,4 +1,4 @@
-//! Turns recorded fields into an [`Update`]: progress fields by name, everything else metadata.
+//! Turns recorded fields into an [`NodeUpdate`]: progress fields by name, everything else metadata.
 //!
 //! Bad input has one defined outcome per case (also in the crate docs):
 //! * a `progress.total`/`current`/`inc` that is negative, not a number, NaN or infinite is
@@ -17,7 +17,7 @@ use tracing_core::field::{Field, Visit};
 
 use super::classify::{PREFIX, SpanClass};
 use crate::model::FieldValue;
-use crate::store::tree::Update;
+use crate::store::NodeUpdate;
 
 /// What the visitor collected beyond the update itself.
 #[derive(Default)]
@@ -36,7 +36,7 @@ pub(crate) struct FieldVisitor<'a> {
     is_event: bool,
     /// Real length of a Debug value that was cut while formatting, for the truncation marker.
     cut_len: Option<usize>,
-    pub(crate) update: Update,
+    pub(crate) update: NodeUpdate,
     pub(crate) extra: Extra,
 }
 
@@ -54,7 +54,7 @@ impl<'a> FieldVisitor<'a> {
             max_text,
             is_event,
             cut_len: None,
-            update: Update::default(),
+            update: NodeUpdate::default(),
             extra: Extra::default(),
         }
     }

@@ -12,7 +12,6 @@
 mod render;
 mod value;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -188,6 +187,23 @@ pub enum ErrorOrigin {
     Explicit,
 }
 
+impl ErrorOrigin {
+    /// The lowercase name used in JSON (`event`, `panic`, `explicit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorOrigin::Event => "event",
+            ErrorOrigin::Panic => "panic",
+            ErrorOrigin::Explicit => "explicit",
+        }
+    }
+}
+
+impl fmt::Display for ErrorOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A failure with its context.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -277,10 +293,10 @@ pub struct ProgressLevel {
     pub level_type: Arc<str>,
     /// Display name (from `progress.name`, the rule's name field, or the span name).
     pub name: Arc<str>,
-    /// The `tracing` span name (borrowed from the callsite: snapshots copy no string for it).
-    pub span_name: Cow<'static, str>,
-    /// The `tracing` target (borrowed from the callsite).
-    pub target: Cow<'static, str>,
+    /// The `tracing` span name (shared with the callsite: snapshots copy no string for it).
+    pub span_name: Arc<str>,
+    /// The `tracing` target (shared with the callsite).
+    pub target: Arc<str>,
     /// Current status.
     pub status: Status,
     /// Units done: explicit (`progress.current`, `inc`) or, if never set, the number of

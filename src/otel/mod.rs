@@ -25,10 +25,14 @@
 //! added after it, and the OpenTelemetry layer ends and exports the span in its `on_close`. In
 //! the wrong order our attributes would be silently lost, so the layer detects it at the first
 //! tracked span and says so once on stderr (it never emits `tracing` events of its own), and
-//! [`StoreStats::otel_misordered`](crate::StoreStats) is set.
+//! [`StoreStats::warnings`](crate::StoreStats::warnings) carries [`LAYER_ORDER_WARNING`].
+//!
+//! This module is a leaf: it implements the crate's exporter seam (`crate::export`) and reads
+//! only the [`Store`] handle and the model.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -37,12 +41,18 @@ use opentelemetry::trace::{
     SpanBuilder, SpanContext, Status as OtelStatus, TraceContextExt, Tracer,
 };
 use opentelemetry::{Context, KeyValue};
+use parking_lot::Mutex;
 use tracing_core::Dispatch;
 use tracing_core::dispatcher::WeakDispatch;
 use tracing_core::span::Id;
 
-use crate::model::{ErrorInfo, NodeId, Status};
-use crate::store::StoreInner;
+use crate::Store;
+use crate::export::{ClosedNode, CounterEvents, Exporter, NodeRef};
+use crate::model::{ErrorInfo, OperationId, ProgressState, Status};
+
+/// [`SetupWarning::code`](crate::SetupWarning::code) of an OpenTelemetry layer added before
+/// the progress layer (progress attributes would be lost).
+pub const LAYER_ORDER_WARNING: &str = "otel.layer_order";
 
 /// Names of the attributes written at close (all in the `tracing_progress.` namespace).
 pub mod attributes {
@@ -169,128 +179,98 @@ impl OtelExport {
     }
 }
 
-/// The layer's OpenTelemetry side.
-pub(crate) struct Exporter {
+/// The OpenTelemetry exporter behind [`Builder::otel`](crate::Builder::otel).
+struct OtelExporter {
     config: OtelExport,
     dispatch: OnceLock<WeakDispatch>,
     order_checked: AtomicBool,
-    store: Arc<StoreInner>,
+    store: Store,
+    /// Span contexts of running operations' roots, for heartbeats (only with heartbeats on).
+    roots: Mutex<HashMap<OperationId, SpanContext>>,
 }
 
-/// Per-span throttle state, kept with the span.
-pub(crate) struct SpanEvents {
-    last_ns: AtomicU64,
-    sent: AtomicU32,
-}
-
-impl SpanEvents {
-    /// Starts the first interval at the span's creation: a span shorter than one interval
-    /// exports no progress events (its final values arrive as attributes anyway).
-    pub(crate) fn new(created_ns: u64) -> Self {
-        SpanEvents {
-            last_ns: AtomicU64::new(created_ns),
-            sent: AtomicU32::new(0),
-        }
+/// The exporter for `config`, reporting setup problems to `store`.
+pub(crate) fn exporter(config: OtelExport, store: Store) -> Arc<dyn Exporter> {
+    let exporter = Arc::new(OtelExporter {
+        config,
+        dispatch: OnceLock::new(),
+        order_checked: AtomicBool::new(false),
+        store,
+        roots: Mutex::new(HashMap::new()),
+    });
+    if let Some((tracer, interval)) = exporter.config.heartbeat.clone() {
+        spawn_heartbeat(Arc::downgrade(&exporter), tracer, interval);
     }
-}
-
-/// A progress event to emit once no extensions guard is held.
-pub(crate) struct ProgressEvent {
-    pub(crate) current: u64,
-    pub(crate) total: Option<u64>,
-}
-
-/// What is written onto the span at close.
-pub(crate) struct FinalReport {
-    pub(crate) node_id: NodeId,
-    pub(crate) operation_id: NodeId,
-    pub(crate) status: Status,
-    pub(crate) level_type: Arc<str>,
-    pub(crate) name: Arc<str>,
-    pub(crate) current: u64,
-    pub(crate) total: Option<u64>,
-    pub(crate) percentage: Option<f64>,
-    pub(crate) unit: Option<Arc<str>>,
-    pub(crate) duration_us: u64,
-    pub(crate) busy_us: u64,
-    pub(crate) idle_us: u64,
-    pub(crate) failures_below: u64,
-    pub(crate) cancel_requested: bool,
-    pub(crate) error: Option<ErrorInfo>,
+    exporter
 }
 
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-impl Exporter {
-    pub(crate) fn new(config: OtelExport, store: Arc<StoreInner>) -> Arc<Self> {
-        let exporter = Arc::new(Exporter {
-            config,
-            dispatch: OnceLock::new(),
-            order_checked: AtomicBool::new(false),
-            store,
-        });
-        if let Some((tracer, interval)) = exporter.config.heartbeat.clone() {
-            spawn_heartbeat(Arc::downgrade(&exporter.store), tracer, interval);
-        }
-        exporter
-    }
-
-    pub(crate) fn register_dispatch(&self, dispatch: &Dispatch) {
-        let _ = self.dispatch.set(dispatch.downgrade());
-    }
-
+impl OtelExporter {
     fn context(&self, id: &Id) -> Option<Context> {
         let dispatch = self.dispatch.get()?.upgrade()?;
         tracing_opentelemetry::get_otel_context(id, &dispatch)
     }
 
+    /// The root's span context, kept for heartbeats.
+    fn span_context(&self, id: &Id) -> Option<SpanContext> {
+        let cx = self.context(id)?;
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then_some(sc)
+    }
+}
+
+impl Exporter for OtelExporter {
+    fn counter_events(&self) -> Option<CounterEvents> {
+        (self.config.max_events > 0).then_some(CounterEvents {
+            interval: self.config.event_interval,
+            max_per_span: self.config.max_events,
+        })
+    }
+
+    fn wants_closed_nodes(&self) -> bool {
+        true
+    }
+
+    fn register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
     /// At the first tracked span: if the OpenTelemetry layer already has data for a span we
     /// are just creating, it runs before us and would end spans before we write to them.
-    pub(crate) fn check_order(&self, id: &Id) {
+    fn node_created(&self, span: &Id, _node: NodeRef) {
         if self.order_checked.swap(true, Ordering::Relaxed) {
             return;
         }
-        if self.context(id).is_some() {
-            self.store.otel_misordered.store(true, Ordering::Relaxed);
-            eprintln!(
-                "tracing-progress: the OpenTelemetry layer is added before the progress layer, so \
-                 progress attributes would be lost when spans close. Add the progress layer first: \
-                 registry().with(progress).with(otel_layer)"
+        if self.context(span).is_some() {
+            self.store.warn_once(
+                LAYER_ORDER_WARNING,
+                "the OpenTelemetry layer is added before the progress layer, so progress \
+                 attributes would be lost when spans close. Add the progress layer first: \
+                 registry().with(progress).with(otel_layer)",
             );
         }
     }
 
-    /// Whether a progress event is due for this span now (throttle and cap).
-    pub(crate) fn due(&self, state: &SpanEvents, now_ns: u64) -> bool {
-        if state.sent.load(Ordering::Relaxed) >= self.config.max_events {
-            return false;
-        }
-        let last = state.last_ns.load(Ordering::Relaxed);
-        let interval = self.config.event_interval.as_nanos() as u64;
-        if now_ns.saturating_sub(last) < interval {
-            return false;
-        }
-        // One winner per interval when threads race.
-        if state
-            .last_ns
-            .compare_exchange(last, now_ns, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
+    fn node_started(&self, span: &Id, node: NodeRef) {
+        if node.is_root
+            && self.config.heartbeat.is_some()
+            && let Some(sc) = self.span_context(span)
         {
-            return false;
+            self.roots.lock().insert(node.operation_id, sc);
         }
-        state.sent.fetch_add(1, Ordering::Relaxed) < self.config.max_events
     }
 
     /// Adds a `progress` event to the span's OpenTelemetry span.
-    pub(crate) fn emit_progress(&self, id: &Id, event: ProgressEvent) {
-        let Some(cx) = self.context(id) else { return };
-        let mut attrs = vec![KeyValue::new(attributes::CURRENT, int(event.current))];
-        if let Some(total) = event.total {
+    fn counters_changed(&self, span: &Id, current: u64, total: Option<u64>) {
+        let Some(cx) = self.context(span) else { return };
+        let mut attrs = vec![KeyValue::new(attributes::CURRENT, int(current))];
+        if let Some(total) = total {
             attrs.push(KeyValue::new(attributes::TOTAL, int(total)));
             if total > 0 {
-                let pct = (event.current as f64 / total as f64).min(1.0) * 100.0;
+                let pct = (current as f64 / total as f64).min(1.0) * 100.0;
                 attrs.push(KeyValue::new(attributes::PERCENTAGE, pct));
             }
         }
@@ -298,19 +278,20 @@ impl Exporter {
     }
 
     /// Writes the final values, status and exception onto the span before it is exported.
-    pub(crate) fn finish(&self, id: &Id, r: FinalReport) {
-        let Some(cx) = self.context(id) else { return };
+    fn node_closed(&self, span: &Id, closed: ClosedNode<'_>) {
+        let Some(cx) = self.context(span) else { return };
+        let r = closed.level;
         let span = cx.span();
         let mut attrs = vec![
             KeyValue::new(attributes::STATUS, r.status.as_str()),
             KeyValue::new(attributes::CURRENT, int(r.current)),
             KeyValue::new(attributes::LEVEL, r.level_type.clone()),
             KeyValue::new(attributes::NAME, r.name.clone()),
-            KeyValue::new(attributes::NODE_ID, int(r.node_id.as_u64())),
-            KeyValue::new(attributes::OPERATION_ID, int(r.operation_id.as_u64())),
-            KeyValue::new(attributes::DURATION_MS, r.duration_us as f64 / 1e3),
-            KeyValue::new(attributes::BUSY_MS, r.busy_us as f64 / 1e3),
-            KeyValue::new(attributes::IDLE_MS, r.idle_us as f64 / 1e3),
+            KeyValue::new(attributes::NODE_ID, int(r.id.as_u64())),
+            KeyValue::new(attributes::OPERATION_ID, int(closed.operation_id.as_u64())),
+            KeyValue::new(attributes::DURATION_MS, r.timing.elapsed_us as f64 / 1e3),
+            KeyValue::new(attributes::BUSY_MS, r.timing.busy_us as f64 / 1e3),
+            KeyValue::new(attributes::IDLE_MS, r.timing.idle_us as f64 / 1e3),
         ];
         if let Some(t) = r.total {
             attrs.push(KeyValue::new(attributes::TOTAL, int(t)));
@@ -319,26 +300,27 @@ impl Exporter {
             attrs.push(KeyValue::new(attributes::PERCENTAGE, p));
             // A node that ended before finishing: how long the rest would have taken.
             if r.status != Status::Completed && p > 0.0 && p < 100.0 {
-                let eta_s = r.duration_us as f64 / 1e6 * (100.0 - p) / p;
+                let eta_s = r.timing.elapsed_us as f64 / 1e6 * (100.0 - p) / p;
                 attrs.push(KeyValue::new(attributes::ETA_AT_CLOSE_S, eta_s));
             }
         }
         if let Some(unit) = &r.unit {
             attrs.push(KeyValue::new(attributes::UNIT, unit.clone()));
         }
-        if r.failures_below > 0 {
+        let failures_below = r.failures_below.as_ref().map_or(0, |f| f.count);
+        if failures_below > 0 {
             attrs.push(KeyValue::new(
                 attributes::FAILURES_BELOW,
-                int(r.failures_below),
+                int(failures_below),
             ));
         }
-        if r.cancel_requested {
+        if closed.cancel_requested {
             attrs.push(KeyValue::new(attributes::CANCEL_REQUESTED, true));
         }
         span.set_attributes(attrs);
         match r.status {
             Status::Failed => {
-                let (message, kind, path) = match &r.error {
+                let (message, kind, path) = match r.error.as_deref() {
                     Some(e) => (
                         e.message.to_string(),
                         format!("tracing_progress::{}", origin_name(e)),
@@ -365,29 +347,20 @@ impl Exporter {
         }
     }
 
-    /// The root's span context, kept for heartbeats.
-    pub(crate) fn span_context(&self, id: &Id) -> Option<SpanContext> {
-        let cx = self.context(id)?;
-        let sc = cx.span().span_context().clone();
-        sc.is_valid().then_some(sc)
-    }
-
-    pub(crate) fn heartbeat_enabled(&self) -> bool {
-        self.config.heartbeat.is_some()
+    fn operation_finished(&self, state: &Arc<ProgressState>) {
+        if self.config.heartbeat.is_some() {
+            self.roots.lock().remove(&state.id);
+        }
     }
 }
 
 fn origin_name(e: &ErrorInfo) -> &'static str {
-    match e.origin {
-        crate::model::ErrorOrigin::Event => "event",
-        crate::model::ErrorOrigin::Panic => "panic",
-        crate::model::ErrorOrigin::Explicit => "explicit",
-    }
+    e.origin.as_str()
 }
 
-/// Exports heartbeats until the store is dropped. Runs with no `tracing` subscriber, so nothing
-/// it does (or the SDK does for it) can feed back into the layer.
-fn spawn_heartbeat(store: Weak<StoreInner>, tracer: Arc<BoxedTracer>, interval: Duration) {
+/// Exports heartbeats until the exporter is dropped. Runs with no `tracing` subscriber, so
+/// nothing it does (or the SDK does for it) can feed back into the layer.
+fn spawn_heartbeat(exporter: Weak<OtelExporter>, tracer: Arc<BoxedTracer>, interval: Duration) {
     let spawned = std::thread::Builder::new()
         .name("tracing-progress-heartbeat".into())
         .spawn(move || {
@@ -396,8 +369,15 @@ fn spawn_heartbeat(store: Weak<StoreInner>, tracer: Arc<BoxedTracer>, interval: 
             let mut seq: i64 = 0;
             loop {
                 std::thread::sleep(interval);
-                let Some(store) = store.upgrade() else { return };
-                for (root, state) in store.heartbeat_targets() {
+                let Some(exporter) = exporter.upgrade() else { return };
+                let roots: Vec<_> = exporter
+                    .roots
+                    .lock()
+                    .iter()
+                    .map(|(id, sc)| (*id, sc.clone()))
+                    .collect();
+                for (id, root) in roots {
+                    let Some(state) = exporter.store.get(id) else { continue };
                     seq += 1;
                     let mut attrs = vec![
                         KeyValue::new(attributes::OPERATION_ID, int(state.id.as_u64())),

@@ -1,33 +1,48 @@
 //! The store: live operations, bounded history, queries and change subscriptions.
 //!
-//! The layer (the write side) reaches an operation through an `Arc<OperationCell>` kept in the
-//! span's extensions and only ever locks that one operation's tree. The global map of active
-//! operations is written twice per operation (start and finish), never per span or update.
-//! Readers ([`Store`] handles, clones of one `Arc`) take snapshots under the operation's lock
-//! and build plain [`ProgressState`] values that they own.
+//! The layer (the write side) reaches its nodes through [`NodeHandle`]s kept in the spans'
+//! extensions and only ever locks the one operation a node belongs to. The global map of
+//! active operations is written twice per operation (start and finish), never per span or
+//! update. Readers ([`Store`] handles, clones of one `Arc`) take read-only snapshots under the
+//! operation's lock and build plain [`ProgressState`] values that they own.
+//!
+//! * [`node`]: the handle the layer holds, and what a new node starts with;
+//! * [`counters`]: a node's lock-free counters;
+//! * [`operation`]: one live operation (tree, cancel flag, change version);
+//! * [`tree`]: the arena of one operation, its folding and its snapshots;
+//! * [`history`]: finished operations; [`subscribe`]: change notifications;
+//! * [`ticker`]: the background tick that advances estimates, so readers never write.
 
 mod clock;
+mod counters;
 mod history;
+pub(crate) mod node;
+mod operation;
 mod subscribe;
-pub(crate) mod tree;
+mod ticker;
+mod tree;
+mod update;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::estimate::Priors;
 use crate::model::{OperationId, ProgressState, SCHEMA_VERSION, Status};
 
 pub(crate) use clock::{Clock, TimeFn};
 use history::History;
 pub use history::HistoryQuery;
-pub(crate) use history::Priors;
-pub use subscribe::{Subscription, Update};
-pub(crate) use tree::{CloseOutcome, NewNode, Tree};
+pub(crate) use node::{Callsite, CloseOutcome, NewNode, NodeHandle, NodeKey};
+use operation::OperationCell;
+pub use subscribe::{Changes, Subscription};
+pub(crate) use ticker::spawn_ticker;
+use tree::Tree;
+pub(crate) use update::NodeUpdate;
 
 /// Bounds that keep memory flat; set through the [`Builder`](crate::Builder).
 #[derive(Clone, Debug)]
@@ -58,75 +73,7 @@ impl Default for Limits {
     }
 }
 
-/// One live operation, shared by the layer (through span extensions) and the store.
-pub(crate) struct OperationCell {
-    pub(crate) id: OperationId,
-    tree: Mutex<Tree>,
-    cancel: AtomicBool,
-    /// Bumped when something changes after a subscriber looked, so subscribers can tell what
-    /// changed without locking.
-    version: AtomicU64,
-    /// Set by the first change after a subscriber looked; while it is set, writers only read it
-    /// (a shared cache line, no contention between threads updating one operation).
-    dirty: AtomicBool,
-    store: Arc<StoreInner>,
-    /// The root's OpenTelemetry span context, kept for heartbeats.
-    #[cfg(feature = "otel")]
-    pub(crate) otel_root: std::sync::OnceLock<opentelemetry::trace::SpanContext>,
-}
-
-impl OperationCell {
-    /// Runs `f` on the tree under the operation's lock, then tells subscribers.
-    #[inline]
-    pub(crate) fn with_tree<R>(&self, f: impl FnOnce(&mut Tree) -> R) -> R {
-        let out = f(&mut self.tree.lock());
-        self.mark_changed();
-        out
-    }
-
-    /// Tells subscribers that something changed. Costs one load unless a subscriber has
-    /// looked since the last change.
-    #[inline]
-    pub(crate) fn mark_changed(&self) {
-        if !self.dirty.load(Ordering::SeqCst) {
-            self.dirty.store(true, Ordering::SeqCst);
-            self.version.fetch_add(1, Ordering::SeqCst);
-            self.store.notifier.changed();
-        }
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn store(&self) -> &Arc<StoreInner> {
-        &self.store
-    }
-
-    /// A snapshot; also one observation for the estimates of the running nodes.
-    fn snapshot(&self) -> ProgressState {
-        let mut tree = self.tree.lock();
-        let now = self.store.clock.now_us();
-        tree.snapshot(self.id, self.is_cancelled(), now)
-    }
-
-    /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
-    /// that does not make it into this snapshot bumps the version again.
-    fn versioned_snapshot(&self) -> (u64, ProgressState) {
-        self.dirty.store(false, Ordering::SeqCst);
-        let version = self.version.load(Ordering::SeqCst);
-        (version, self.snapshot())
-    }
-}
-
-impl fmt::Debug for OperationCell {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OperationCell")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
+/// The state behind every [`Store`] handle and the layer.
 pub(crate) struct StoreInner {
     pub(crate) limits: Limits,
     pub(crate) clock: Clock,
@@ -135,8 +82,8 @@ pub(crate) struct StoreInner {
     active: RwLock<HashMap<OperationId, Arc<OperationCell>>>,
     history: RwLock<History>,
     notifier: subscribe::Notifier,
-    /// Set when the OpenTelemetry layer was found to run before ours (feature `otel`).
-    pub(crate) otel_misordered: AtomicBool,
+    /// Problems with how the layer was set up, found at run time (each reported once).
+    warnings: Mutex<Vec<SetupWarning>>,
 }
 
 impl StoreInner {
@@ -153,45 +100,56 @@ impl StoreInner {
             priors: Arc::default(),
             active: RwLock::new(HashMap::new()),
             notifier: subscribe::Notifier::default(),
-            otel_misordered: AtomicBool::new(false),
+            warnings: Mutex::new(Vec::new()),
         })
     }
 
-    /// Running operations whose root has an OpenTelemetry span, with a fresh snapshot each.
-    #[cfg(feature = "otel")]
-    pub(crate) fn heartbeat_targets(
-        &self,
-    ) -> Vec<(opentelemetry::trace::SpanContext, ProgressState)> {
-        let cells: Vec<_> = self.active.read().values().cloned().collect();
-        cells
-            .iter()
-            .filter_map(|c| Some((c.otel_root.get()?.clone(), c.snapshot())))
-            .collect()
+    /// Records a setup problem and prints it on stderr, once per `code`. Never a `tracing`
+    /// event: the layer must not feed itself.
+    pub(crate) fn warn_once(&self, code: &'static str, message: &str) {
+        let mut warnings = self.warnings.lock();
+        if warnings.iter().any(|w| w.code == code) {
+            return;
+        }
+        eprintln!("tracing-progress: {message}");
+        warnings.push(SetupWarning {
+            code,
+            message: Arc::from(message),
+        });
     }
 
-    /// Registers a new operation whose root is `root`.
+    /// Snapshots of the running operations, oldest first.
+    pub(crate) fn active_snapshots(&self) -> Vec<Arc<ProgressState>> {
+        let mut cells: Vec<_> = self.active.read().values().cloned().collect();
+        cells.sort_by_key(|c| c.id);
+        cells.into_iter().map(|c| Arc::new(c.snapshot())).collect()
+    }
+
+    /// One estimate tick of every running operation.
+    pub(crate) fn tick_estimates(&self) {
+        let cells: Vec<_> = self.active.read().values().cloned().collect();
+        for cell in cells {
+            cell.tick_estimates();
+        }
+    }
+
+    /// Registers a new operation whose root is `root`, with its first update applied.
     pub(crate) fn start_operation(
         self: &Arc<Self>,
         root: NewNode,
         operation_type: Arc<str>,
-    ) -> Arc<OperationCell> {
+        update: NodeUpdate,
+    ) -> Option<NodeHandle> {
         let id = root.id;
-        let cell = Arc::new(OperationCell {
-            id,
-            tree: Mutex::new(
-                Tree::new(root, operation_type, self.limits.clone())
-                    .with_priors(self.priors.clone()),
-            ),
-            cancel: AtomicBool::new(false),
-            version: AtomicU64::new(0),
-            dirty: AtomicBool::new(false),
-            store: self.clone(),
-            #[cfg(feature = "otel")]
-            otel_root: std::sync::OnceLock::new(),
-        });
+        let mut tree =
+            Tree::new(root, operation_type, self.limits.clone()).with_priors(self.priors.clone());
+        let key = tree.root_key(id);
+        tree.apply(key, update);
+        let live = tree.live(key)?;
+        let cell = Arc::new(OperationCell::new(id, tree, self.clone()));
         self.active.write().insert(id, cell.clone());
         self.notifier.changed();
-        cell
+        Some(NodeHandle::new(cell, key, live))
     }
 
     /// Attributes a process resource sample to every running node of every operation.
@@ -199,17 +157,18 @@ impl StoreInner {
     pub(crate) fn record_resources(&self, cpu_percent: f64, rss_bytes: u64) {
         let cells: Vec<_> = self.active.read().values().cloned().collect();
         for cell in cells {
-            cell.with_tree(|t| t.record_resources(cpu_percent, rss_bytes));
+            cell.record_resources(cpu_percent, rss_bytes);
         }
     }
 
-    /// Moves a closed operation from the active map to history.
-    pub(crate) fn finish_operation(&self, cell: &OperationCell) {
+    /// Moves a closed operation from the active map to history; returns its final state.
+    pub(crate) fn finish_operation(&self, cell: &OperationCell) -> Arc<ProgressState> {
         let state = Arc::new(cell.snapshot());
         let now = state.snapshot_at_us;
-        self.history.write().push(state, now);
+        self.history.write().push(state.clone(), now);
         self.active.write().remove(&cell.id);
         self.notifier.changed();
+        state
     }
 }
 
@@ -276,9 +235,35 @@ pub struct StoreStats {
     pub history: usize,
     /// Finished operations dropped from history by the count or age bound.
     pub history_evicted: u64,
-    /// Whether the OpenTelemetry layer was found to run before the progress layer, so that
-    /// progress attributes cannot reach exported spans (feature `otel`; see the README).
-    pub otel_misordered: bool,
+    /// Problems with how the layer was set up, found while it ran (e.g. an OpenTelemetry
+    /// layer added before the progress layer); each is also printed once on stderr.
+    pub warnings: Vec<SetupWarning>,
+}
+
+impl StoreStats {
+    /// Whether a warning with this [`code`](SetupWarning::code) was reported.
+    pub fn has_warning(&self, code: &str) -> bool {
+        self.warnings.iter().any(|w| w.code == code)
+    }
+}
+
+/// A problem with how the layer is set up, found at run time; see [`StoreStats::warnings`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupWarning {
+    code: &'static str,
+    message: Arc<str>,
+}
+
+impl SetupWarning {
+    /// Stable identifier, e.g. [`otel::LAYER_ORDER_WARNING`](crate::otel::LAYER_ORDER_WARNING).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// What is wrong and how to fix it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl Store {
@@ -297,9 +282,7 @@ impl Store {
 
     /// All running operations, oldest first.
     pub fn active(&self) -> Vec<Arc<ProgressState>> {
-        let mut cells: Vec<_> = self.inner.active.read().values().cloned().collect();
-        cells.sort_by_key(|c| c.id);
-        cells.into_iter().map(|c| Arc::new(c.snapshot())).collect()
+        self.inner.active_snapshots()
     }
 
     /// Ids of the running operations, oldest first (no snapshot taken).
@@ -329,7 +312,7 @@ impl Store {
         let cell = self.inner.active.read().get(&id).cloned();
         match cell {
             Some(cell) => {
-                cell.with_tree(|_| cell.cancel.store(true, Ordering::Relaxed));
+                cell.request_cancel();
                 Ok(())
             }
             None => Err(CancelError::NotActive(id)),
@@ -348,13 +331,8 @@ impl Store {
             active: self.inner.active.read().len(),
             history: history.len(),
             history_evicted: history.evicted(),
-            otel_misordered: self.inner.otel_misordered.load(Ordering::Relaxed),
+            warnings: self.inner.warnings.lock().clone(),
         }
-    }
-
-    /// One operation as JSON, or `None` if unknown.
-    pub fn export_json(&self, id: OperationId) -> Option<String> {
-        self.get(id).map(|s| s.to_json())
     }
 
     /// Every active operation and the whole history as one JSON document:
@@ -389,10 +367,40 @@ impl Store {
         Ok(states.len())
     }
 
+    /// Advances the estimates and stall detection of every running node by one observation
+    /// at the store's current time.
+    ///
+    /// The store does this itself every [`Builder::estimate_interval`](crate::Builder::estimate_interval)
+    /// on a background thread; call it yourself when that is off (the default with a
+    /// [custom clock](crate::Builder::clock), so tests decide when time is observed). Reading
+    /// the store never advances estimates: what a snapshot shows does not depend on how often
+    /// something looks.
+    pub fn tick_estimates(&self) {
+        self.inner.tick_estimates();
+    }
+
+    /// A listener woken by the next change anywhere in the store (an async future, or
+    /// blocking through [`event_listener::Listener`]). Create it before checking for changes.
+    #[cfg(feature = "http")]
+    pub(crate) fn listen(&self) -> event_listener::EventListener {
+        self.inner.notifier.listen()
+    }
+
+    /// Records a setup problem (printed once on stderr); for exporters.
+    pub(crate) fn warn_once(&self, code: &'static str, message: &str) {
+        self.inner.warn_once(code, message);
+    }
+
     /// Current wall-clock time as the store sees it (µs since the Unix epoch).
     pub fn now_us(&self) -> u64 {
         self.inner.clock.now_us()
     }
+}
+
+/// Bytes of one arena slot (the layer's size test).
+#[cfg(test)]
+pub(crate) fn node_slot_size() -> usize {
+    std::mem::size_of::<Option<tree::Node>>()
 }
 
 pub(crate) fn system_time_to_us(t: SystemTime) -> u64 {

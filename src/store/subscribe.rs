@@ -1,48 +1,45 @@
 //! Coalesced change notifications.
 //!
 //! Writers never queue anything for subscribers: each operation carries a version counter,
-//! and a writer only wakes sleeping subscribers (one atomic load when nobody sleeps). A
+//! and a writer only wakes waiting subscribers through one [`event_listener::Event`] (an
+//! atomic load when nobody waits) that blocking subscribers and async tasks (the HTTP
+//! server's event stream) both wait on. A
 //! subscriber compares versions and takes fresh snapshots itself, so a slow subscriber skips
 //! intermediate states but always sees the latest one, and finished operations arrive from
 //! history in order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use event_listener::{Event, EventListener, Listener};
 
 use super::StoreInner;
 use crate::model::{OperationId, ProgressState};
 
+/// The store's one change signal.
 #[derive(Default)]
 pub(crate) struct Notifier {
-    waiters: AtomicUsize,
-    lock: Mutex<()>,
-    cv: Condvar,
+    event: Event,
 }
 
 impl Notifier {
-    /// Called by writers after every change. Cheap when nobody waits.
+    /// Called by writers after a change. Cheap when nobody waits.
     #[inline]
     pub(crate) fn changed(&self) {
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.wake();
-        }
+        self.event.notify(usize::MAX);
     }
 
-    #[cold]
-    fn wake(&self) {
-        let _guard = self.lock.lock();
-        self.cv.notify_all();
+    /// A listener woken by the next change; create it *before* checking for changes.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.event.listen()
     }
 }
 
 /// What changed since the previous call of a [`Subscription`].
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
-pub struct Update {
+pub struct Changes {
     /// Latest snapshots of active operations that started or changed.
     pub changed: Vec<Arc<ProgressState>>,
     /// Final states of operations that finished, oldest first.
@@ -51,7 +48,7 @@ pub struct Update {
     pub missed: u64,
 }
 
-impl Update {
+impl Changes {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.changed.is_empty() && self.finished.is_empty() && self.missed == 0
@@ -97,12 +94,12 @@ impl Subscription {
     }
 
     /// Returns what changed since the last call, without waiting (possibly nothing).
-    pub fn poll(&mut self) -> Update {
-        let mut update = Update::default();
+    pub fn poll(&mut self) -> Changes {
+        let mut update = Changes::default();
         let cells: Vec<_> = self.inner.active.read().values().cloned().collect();
         self.seen.retain(|id, _| cells.iter().any(|c| c.id == *id));
         for cell in cells {
-            let version = cell.version.load(Ordering::SeqCst);
+            let version = cell.version();
             if self.seen.get(&cell.id) != Some(&version) {
                 let (version, state) = cell.versioned_snapshot();
                 self.seen.insert(cell.id, version);
@@ -117,35 +114,32 @@ impl Subscription {
         update
     }
 
-    /// Waits up to `timeout` for a change and returns it; an empty update means none came.
-    pub fn wait(&mut self, timeout: Duration) -> Update {
+    /// Waits up to `timeout` for a change and returns it; an empty value means none came.
+    pub fn wait(&mut self, timeout: Duration) -> Changes {
         let deadline = Instant::now() + timeout;
         loop {
             let update = self.poll();
             if !update.is_empty() {
                 return update;
             }
-            let notifier = &self.inner.notifier;
-            let mut guard = notifier.lock.lock();
-            notifier.waiters.fetch_add(1, Ordering::SeqCst);
-            // Re-check after announcing ourselves: a writer that changed something before
-            // seeing the waiter count would not wake us.
-            let dirty = self.has_changes();
-            let timed_out = !dirty && notifier.cv.wait_until(&mut guard, deadline).timed_out();
-            notifier.waiters.fetch_sub(1, Ordering::SeqCst);
-            drop(guard);
-            if timed_out {
+            // Listen first, then re-check: a change between the two wakes the listener.
+            let listener = self.inner.notifier.listen();
+            if self.has_changes() {
+                continue;
+            }
+            if listener.wait_deadline(deadline).is_none() {
                 return self.poll();
             }
         }
     }
 
-    fn has_changes(&self) -> bool {
+    /// Whether something changed since the last [`poll`](Self::poll).
+    pub(crate) fn has_changes(&self) -> bool {
         let active = self.inner.active.read();
         active.len() != self.seen.len()
             || active
                 .values()
-                .any(|c| self.seen.get(&c.id) != Some(&c.version.load(Ordering::SeqCst)))
+                .any(|c| self.seen.get(&c.id) != Some(&c.version()))
             || self.inner.history.read().last_seq() != self.history_seq
     }
 }

@@ -1,0 +1,175 @@
+//! How the layer reaches its nodes: a [`NodeHandle`] per tracked span, and the data a new
+//! node starts with.
+//!
+//! The layer holds one handle per tracked span and never sees the arena behind it: a handle is
+//! the operation, an opaque [`NodeKey`] and the node's lock-free counters. Counter updates go
+//! straight to the counters; everything else takes the operation's lock for one call.
+
+use std::sync::Arc;
+
+use crate::model::{ErrorInfo, NodeId, OperationId, ProgressLevel, ProgressState};
+use crate::store::counters::LiveCounters;
+use crate::store::operation::OperationCell;
+use crate::store::update::NodeUpdate;
+use crate::store::{Limits, StoreInner};
+
+/// Names shared by every node of one callsite (one pointer per node instead of two).
+pub(crate) struct Callsite {
+    pub(crate) span_name: Arc<str>,
+    pub(crate) target: Arc<str>,
+}
+
+impl Callsite {
+    pub(crate) fn new(span_name: &str, target: &str) -> Self {
+        Callsite {
+            span_name: Arc::from(span_name),
+            target: Arc::from(target),
+        }
+    }
+}
+
+/// The data a new node starts with.
+pub(crate) struct NewNode {
+    pub(crate) id: NodeId,
+    pub(crate) level_type: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) callsite: Arc<Callsite>,
+    pub(crate) created_us: u64,
+    pub(crate) flattened: bool,
+}
+
+/// Where a node lives in its operation's tree. Opaque outside the store: a stale key (its
+/// slot reused by another node) is detected by the id and the call does nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NodeKey {
+    pub(crate) slot: u32,
+    pub(crate) id: NodeId,
+}
+
+/// How a node ended, decided by the layer at close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseOutcome {
+    Completed,
+    Cancelled,
+}
+
+/// What closing a node produced.
+pub(crate) struct Closed {
+    /// The node as it ended (without children), when asked for.
+    pub(crate) level: Option<ProgressLevel>,
+    /// The operation's final state, when this closed its root.
+    pub(crate) finished: Option<Arc<ProgressState>>,
+}
+
+/// The layer's handle to one node.
+#[derive(Clone)]
+pub(crate) struct NodeHandle {
+    op: Arc<OperationCell>,
+    key: NodeKey,
+    live: Arc<LiveCounters>,
+}
+
+impl NodeHandle {
+    pub(crate) fn new(op: Arc<OperationCell>, key: NodeKey, live: Arc<LiveCounters>) -> Self {
+        NodeHandle { op, key, live }
+    }
+
+    pub(crate) fn key(&self) -> NodeKey {
+        self.key
+    }
+
+    pub(crate) fn id(&self) -> NodeId {
+        self.key.id
+    }
+
+    pub(crate) fn operation_id(&self) -> OperationId {
+        self.op.id
+    }
+
+    /// Whether this is its operation's root.
+    pub(crate) fn is_root(&self) -> bool {
+        self.key.id == self.op.id
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.op.is_cancelled()
+    }
+
+    pub(crate) fn store(&self) -> &Arc<StoreInner> {
+        self.op.store()
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.op.store().limits
+    }
+
+    /// The node's counters (entered time, busy time).
+    pub(crate) fn live(&self) -> &LiveCounters {
+        &self.live
+    }
+
+    /// Units done (explicit only) and total, as the counters hold them now.
+    pub(crate) fn counters(&self) -> (u64, Option<u64>) {
+        (self.live.current().unwrap_or(0), self.live.total())
+    }
+
+    /// Counter-only update (the hot path): atomics, no lock. True if anything changed.
+    #[inline]
+    pub(crate) fn count(&self, total: Option<u64>, current: Option<u64>, inc: u64) -> bool {
+        let changed = self.live.apply(total, current, inc);
+        if changed {
+            self.op.mark_changed();
+        }
+        changed
+    }
+
+    /// Applies an update: counter-only updates lock-free, others under the operation's lock.
+    pub(crate) fn apply(&self, update: NodeUpdate) {
+        if update.is_counters_only() {
+            self.count(update.total, update.current, update.inc);
+        } else if !update.is_empty() {
+            self.op.with_tree(|t| t.apply(self.key, update));
+        }
+    }
+
+    /// Marks the node failed; the store fills in the path.
+    pub(crate) fn fail(&self, error: ErrorInfo) {
+        self.op.with_tree(|t| t.fail(self.key, error));
+    }
+
+    /// First enter: pending becomes running.
+    pub(crate) fn start(&self, at_us: u64) {
+        self.op.with_tree(|t| t.start(self.key, at_us));
+    }
+
+    /// Adds a child of the node at `under` (this node, or past the depth limit an ancestor) in
+    /// this node's operation and applies its first update. `None` if `under` is gone.
+    pub(crate) fn add_child(
+        &self,
+        under: NodeKey,
+        new: NewNode,
+        update: NodeUpdate,
+    ) -> Option<NodeHandle> {
+        let (key, live) = self.op.with_tree(|t| {
+            let key = t.add_child(under, new)?;
+            t.apply(key, update);
+            Some((key, t.live(key)?))
+        })?;
+        Some(NodeHandle::new(self.op.clone(), key, live))
+    }
+
+    /// Closes the node. `want_level`: also build the node as it ended (for exporters).
+    pub(crate) fn close(
+        &self,
+        at_us: u64,
+        busy_ns: u64,
+        outcome: CloseOutcome,
+        want_level: bool,
+    ) -> Closed {
+        let (root_closed, level) = self
+            .op
+            .with_tree(|t| t.close(self.key, at_us, busy_ns, outcome, want_level));
+        let finished = root_closed.then(|| self.op.store().finish_operation(&self.op));
+        Closed { level, finished }
+    }
+}

@@ -1,0 +1,112 @@
+//! One live operation: its tree behind its own lock, its cancel flag and its change version.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::model::{OperationId, ProgressState};
+use crate::store::StoreInner;
+use crate::store::tree::Tree;
+
+/// One live operation, shared by the layer (through node handles) and the store.
+pub(crate) struct OperationCell {
+    pub(crate) id: OperationId,
+    tree: Mutex<Tree>,
+    cancel: AtomicBool,
+    /// Bumped when something changes after a subscriber looked, so subscribers can tell what
+    /// changed without locking.
+    version: AtomicU64,
+    /// Set by the first change after a subscriber looked; while it is set, writers only read it
+    /// (a shared cache line, no contention between threads updating one operation).
+    dirty: AtomicBool,
+    store: Arc<StoreInner>,
+}
+
+impl OperationCell {
+    pub(crate) fn new(id: OperationId, tree: Tree, store: Arc<StoreInner>) -> Self {
+        OperationCell {
+            id,
+            tree: Mutex::new(tree),
+            cancel: AtomicBool::new(false),
+            version: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+            store,
+        }
+    }
+
+    /// Runs `f` on the tree under the operation's lock, then tells subscribers.
+    #[inline]
+    pub(crate) fn with_tree<R>(&self, f: impl FnOnce(&mut Tree) -> R) -> R {
+        let out = f(&mut self.tree.lock());
+        self.mark_changed();
+        out
+    }
+
+    /// Tells subscribers that something changed. Costs one load unless a subscriber has
+    /// looked since the last change.
+    #[inline]
+    pub(crate) fn mark_changed(&self) {
+        if !self.dirty.load(Ordering::SeqCst) {
+            self.dirty.store(true, Ordering::SeqCst);
+            self.version.fetch_add(1, Ordering::SeqCst);
+            self.store.notifier.changed();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Asks the operation to cancel.
+    pub(crate) fn request_cancel(&self) {
+        self.with_tree(|_| self.cancel.store(true, Ordering::Relaxed));
+    }
+
+    pub(crate) fn store(&self) -> &Arc<StoreInner> {
+        &self.store
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// A snapshot. Read-only: looking never changes what the next look sees.
+    pub(crate) fn snapshot(&self) -> ProgressState {
+        let tree = self.tree.lock();
+        let now = self.store.clock.now_us();
+        tree.snapshot(self.id, self.is_cancelled(), now)
+    }
+
+    /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
+    /// that does not make it into this snapshot bumps the version again.
+    pub(crate) fn versioned_snapshot(&self) -> (u64, ProgressState) {
+        self.dirty.store(false, Ordering::SeqCst);
+        let version = self.version.load(Ordering::SeqCst);
+        (version, self.snapshot())
+    }
+
+    /// One estimate tick of every running node (see `store::ticker`).
+    pub(crate) fn tick_estimates(&self) {
+        let now = self.store.clock.now_us();
+        let changed = self.tree.lock().tick_estimates(now);
+        if changed {
+            self.mark_changed();
+        }
+    }
+
+    /// Attributes a process resource sample to every running node (feature `resources`).
+    #[cfg(feature = "resources")]
+    pub(crate) fn record_resources(&self, cpu_percent: f64, rss_bytes: u64) {
+        self.with_tree(|t| t.record_resources(cpu_percent, rss_bytes));
+    }
+}
+
+impl fmt::Debug for OperationCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperationCell")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

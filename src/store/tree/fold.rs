@@ -1,0 +1,107 @@
+//! Folding: finished nodes past the limits become per-parent summaries, so memory stays
+//! bounded however many nodes an operation creates.
+
+use super::{Tree};
+use crate::model::{FoldedChildren, Status};
+
+impl Tree {
+    /// Per-parent limit: fold the oldest finished child, sparing failed ones while possible.
+    pub(super) fn fold_oldest_child(&mut self, parent: u32) {
+        let Some(p) = self.slot(parent) else { return };
+        let finished = |s: &&u32| self.slot(**s).is_some_and(|c| c.status.is_finished());
+        let victim = p
+            .children
+            .iter()
+            .filter(finished)
+            .find(|s| self.slot(**s).is_some_and(|c| c.status != Status::Failed))
+            .or_else(|| p.children.iter().find(finished))
+            .copied();
+        if let Some(v) = victim {
+            self.fold(v);
+        }
+    }
+
+    /// Operation-wide limit on retained finished nodes: fold in completion order.
+    pub(super) fn enforce_operation_limit(&mut self) {
+        let max = self.limits.max_finished_nodes;
+        while self.finished_retained > max {
+            let Some(key) = self.finished.pop_front() else {
+                break;
+            };
+            if self.node(key).is_some() {
+                self.fold(key.slot);
+            }
+        }
+        if self.finished.len() > 2 * max + 64 {
+            let nodes = &self.nodes;
+            self.finished.retain(|key| {
+                nodes
+                    .get(key.slot as usize)
+                    .and_then(|n| n.as_ref())
+                    .is_some_and(|n| n.id == key.id)
+            });
+        }
+    }
+
+    /// Removes a finished node and its subtree, adding it to its parent's folded summary.
+    fn fold(&mut self, slot: u32) {
+        let Some(n) = self.slot(slot) else { return };
+        let Some(parent) = n.parent else { return };
+        if !n.status.is_finished() {
+            return;
+        }
+        let (level_type, status, duration) = (n.level_type.clone(), n.status, n.duration_us());
+        // Remove the subtree; only finished nodes can be in it (a span outlives its children).
+        let mut stack = vec![slot];
+        let mut removed = 0u64;
+        while let Some(s) = stack.pop() {
+            if let Some(node) = self.nodes.get_mut(s as usize).and_then(Option::take) {
+                self.metrics.updates += node.live.updates();
+                if node.status.is_finished() && node.parent.is_some() {
+                    self.finished_retained = self.finished_retained.saturating_sub(1);
+                }
+                stack.extend(node.children.iter().copied());
+                self.free.push(s);
+                removed += 1;
+            }
+        }
+        self.metrics.nodes_folded += removed;
+        self.metrics.nodes_retained = self.metrics.nodes_retained.saturating_sub(removed);
+        let Some(p) = self.slot_mut(parent) else {
+            return;
+        };
+        if let Some(pos) = p.children.iter().position(|c| *c == slot) {
+            p.children.remove(pos);
+        }
+        p.retained_finished_children = p.retained_finished_children.saturating_sub(1);
+        let folded = &mut p.cold().folded;
+        let entry = match folded.iter().position(|f| f.level_type == level_type) {
+            Some(i) => &mut folded[i],
+            None => {
+                folded.push(FoldedChildren {
+                    level_type,
+                    count: 0,
+                    completed: 0,
+                    failed: 0,
+                    cancelled: 0,
+                    min_us: u64::MAX,
+                    mean_us: 0,
+                    max_us: 0,
+                });
+                let last = folded.len() - 1;
+                &mut folded[last]
+            }
+        };
+        // Running mean in integers: exact enough for µs and never overflows.
+        entry.count += 1;
+        let delta = duration as i128 - entry.mean_us as i128;
+        entry.mean_us = (entry.mean_us as i128 + delta / entry.count as i128).max(0) as u64;
+        entry.min_us = entry.min_us.min(duration);
+        entry.max_us = entry.max_us.max(duration);
+        match status {
+            Status::Failed => entry.failed += 1,
+            Status::Cancelled => entry.cancelled += 1,
+            _ => entry.completed += 1,
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! One operation's tree: a slot arena of nodes behind the operation's own lock.
+//!
+//! Every structural change and progress update of an operation goes through its [`Tree`],
+//! so two threads working on *different* operations never touch the same lock. Finished
+//! nodes are folded into per-parent summaries past the configured limits ([`fold`]), so an
+//! operation with a million blocks keeps a bounded number of nodes. [`snapshot`] builds the
+//! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
+//! store's tick.
+
+mod estimates;
+mod fold;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::estimate::{FinishedNode, NodeEstimator, Priors};
+use crate::model::{
+    ErrorInfo, FailureSummary, FoldedChildren, Metadata, NodeId, OperationMetrics, ProgressLevel, ResourceUsage,
+    Status,
+};
+use crate::store::Limits;
+use crate::store::counters::LiveCounters;
+use crate::store::node::{Callsite, CloseOutcome, NewNode, NodeKey};
+use crate::store::update::NodeUpdate;
+
+/// At most this many input errors are kept per node (older ones are dropped first).
+const MAX_INPUT_ERRORS: usize = 8;
+
+/// Slot of the root node: the first node pushed into a new tree.
+const ROOT_SLOT: u32 = 0;
+
+/// Fields that rarely change, boxed to keep a live node small.
+#[derive(Default)]
+struct Cold {
+    unit: Option<Arc<str>>,
+    error: Option<ErrorInfo>,
+    failures_below: Option<FailureSummary>,
+    folded: Vec<FoldedChildren>,
+    input_errors: Vec<Arc<str>>,
+    flattened: bool,
+    /// Process CPU/memory samples taken while the node ran (feature `resources`).
+    #[cfg_attr(not(feature = "resources"), allow(dead_code))]
+    resources: Option<ResourceAcc>,
+}
+
+/// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ResourceAcc {
+    samples: u32,
+    cpu_sum: f64,
+    cpu_peak: f64,
+    rss_sum: u128,
+    rss_peak: u64,
+}
+
+impl ResourceAcc {
+    #[cfg_attr(not(feature = "resources"), allow(dead_code))]
+    fn add(&mut self, cpu_percent: f64, rss_bytes: u64) {
+        self.samples = self.samples.saturating_add(1);
+        self.cpu_sum += cpu_percent;
+        self.cpu_peak = self.cpu_peak.max(cpu_percent);
+        self.rss_sum += u128::from(rss_bytes);
+        self.rss_peak = self.rss_peak.max(rss_bytes);
+    }
+
+    fn usage(&self) -> ResourceUsage {
+        let n = f64::from(self.samples.max(1));
+        ResourceUsage {
+            samples: self.samples,
+            cpu_percent_mean: self.cpu_sum / n,
+            cpu_percent_peak: self.cpu_peak,
+            rss_bytes_mean: (self.rss_sum / u128::from(self.samples.max(1))) as u64,
+            rss_bytes_peak: self.rss_peak,
+        }
+    }
+}
+
+pub(crate) struct Node {
+    id: NodeId,
+    parent: Option<u32>,
+    status: Status,
+    level_type: Arc<str>,
+    name: Arc<str>,
+    callsite: Arc<Callsite>,
+    live: Arc<LiveCounters>,
+    message: Option<Arc<str>>,
+    created_us: u64,
+    /// 0 until first entered (timestamps are µs since 1970, never 0 in practice).
+    started_us: u64,
+    /// 0 until closed.
+    completed_us: u64,
+    busy_ns: u64,
+    /// Slots of retained children, in creation order. A deque: folding takes the oldest.
+    children: VecDeque<u32>,
+    /// Tracked children done (completed or failed; not cancelled), folded ones included.
+    finished_children: u64,
+    /// Finished children still retained in `children`.
+    retained_finished_children: u32,
+    metadata: Metadata,
+    cold: Option<Box<Cold>>,
+    /// Estimator state while running (see `crate::estimate`); advanced by the store's tick,
+    /// read by snapshots. Dropped at close.
+    est: Option<Box<NodeEstimator>>,
+}
+
+impl Node {
+    fn cold(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Default::default)
+    }
+
+    fn started(&self) -> Option<u64> {
+        (self.started_us != 0).then_some(self.started_us)
+    }
+
+    fn completed(&self) -> Option<u64> {
+        (self.completed_us != 0).then_some(self.completed_us)
+    }
+
+    fn duration_us(&self) -> u64 {
+        let start = self.started().unwrap_or(self.created_us);
+        self.completed().unwrap_or(start).saturating_sub(start)
+    }
+
+    /// Time from start (or creation) to close, or to `now_us` while open.
+    fn elapsed_us(&self, now_us: u64) -> u64 {
+        let start = self.started().unwrap_or(self.created_us);
+        self.completed()
+            .unwrap_or(now_us)
+            .max(start)
+            .saturating_sub(start)
+    }
+
+    /// Units done and expected, and the percentage with `partial` units of running children.
+    fn progress(&self, partial: f64) -> Progress {
+        let current = self.live.current().unwrap_or(self.finished_children);
+        let total = self.live.total();
+        let percentage = match (self.status, total) {
+            (Status::Completed, _) => Some(100.0),
+            (_, Some(t)) if t > 0 => {
+                Some(((current as f64 + partial) / t as f64).clamp(0.0, 1.0) * 100.0)
+            }
+            _ => None,
+        };
+        Progress {
+            current,
+            total,
+            percentage,
+        }
+    }
+}
+
+/// A node's units as snapshots and estimates count them.
+struct Progress {
+    current: u64,
+    total: Option<u64>,
+    percentage: Option<f64>,
+}
+
+pub(crate) struct Tree {
+    nodes: Vec<Option<Node>>,
+    free: Vec<u32>,
+    /// Finished nodes in completion order, for operation-wide folding. May hold stale entries
+    /// (already folded); it is compacted when it grows past twice the limit.
+    finished: VecDeque<NodeKey>,
+    finished_retained: usize,
+    metrics: OperationMetrics,
+    limits: Limits,
+    pub(crate) operation_type: Arc<str>,
+    /// The store's durations of completed nodes (estimate priors), and this tree's completed
+    /// nodes not yet added to them: the next estimate tick adds them, or the end of the
+    /// operation, so closing a span never takes the shared lock.
+    priors: Arc<Priors>,
+    pending: VecDeque<FinishedNode>,
+}
+
+/// Completed nodes buffered between ticks; past this many the oldest are dropped (the
+/// priors keep the last 64 per kind anyway, and the buffer stays bounded).
+const PRIOR_PENDING_MAX: usize = 256;
+
+impl Tree {
+    pub(crate) fn new(root: NewNode, operation_type: Arc<str>, limits: Limits) -> Self {
+        let mut tree = Tree {
+            nodes: Vec::with_capacity(4),
+            free: Vec::new(),
+            finished: VecDeque::new(),
+            finished_retained: 0,
+            metrics: OperationMetrics::default(),
+            limits,
+            operation_type,
+            priors: Arc::default(),
+            pending: VecDeque::new(),
+        };
+        tree.insert(root, None);
+        tree
+    }
+
+    /// Uses the store's shared priors instead of a private set.
+    pub(crate) fn with_priors(mut self, priors: Arc<Priors>) -> Self {
+        self.priors = priors;
+        self
+    }
+
+    fn insert(&mut self, new: NewNode, parent: Option<u32>) -> u32 {
+        let node = Node {
+            id: new.id,
+            parent,
+            status: Status::Pending,
+            level_type: new.level_type,
+            name: new.name,
+            callsite: new.callsite,
+            live: Arc::new(LiveCounters::new()),
+            message: None,
+            created_us: new.created_us,
+            started_us: 0,
+            completed_us: 0,
+            busy_ns: 0,
+            children: VecDeque::new(),
+            finished_children: 0,
+            retained_finished_children: 0,
+            metadata: Metadata::default(),
+            cold: new.flattened.then(|| {
+                Box::new(Cold {
+                    flattened: true,
+                    ..Cold::default()
+                })
+            }),
+            est: None,
+        };
+        self.metrics.nodes_seen += 1;
+        self.metrics.nodes_retained += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.nodes[slot as usize] = Some(node);
+                slot
+            }
+            None => {
+                self.nodes.push(Some(node));
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The key of the root node, whose id is `id`.
+    pub(crate) fn root_key(&self, id: NodeId) -> NodeKey {
+        NodeKey {
+            slot: ROOT_SLOT,
+            id,
+        }
+    }
+
+    fn node(&self, key: NodeKey) -> Option<&Node> {
+        self.nodes
+            .get(key.slot as usize)?
+            .as_ref()
+            .filter(|n| n.id == key.id)
+    }
+
+    fn node_mut(&mut self, key: NodeKey) -> Option<&mut Node> {
+        self.nodes
+            .get_mut(key.slot as usize)?
+            .as_mut()
+            .filter(|n| n.id == key.id)
+    }
+
+    fn slot(&self, slot: u32) -> Option<&Node> {
+        self.nodes.get(slot as usize)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// The counters of a node, for the span that owns it.
+    pub(crate) fn live(&self, key: NodeKey) -> Option<Arc<LiveCounters>> {
+        self.node(key).map(|n| n.live.clone())
+    }
+
+    /// Adds a child under `parent`; `None` if the parent is gone.
+    pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
+        self.node(parent)?;
+        let id = new.id;
+        let slot = self.insert(new, Some(parent.slot));
+        if let Some(p) = self.slot_mut(parent.slot) {
+            p.children.push_back(slot);
+        }
+        Some(NodeKey { slot, id })
+    }
+
+    /// First enter: pending becomes running.
+    pub(crate) fn start(&mut self, key: NodeKey, now_us: u64) {
+        if let Some(n) = self.node_mut(key) {
+            if n.status == Status::Pending {
+                n.status = Status::Running;
+            }
+            if n.started_us == 0 {
+                n.started_us = now_us.max(1);
+            }
+        }
+    }
+
+    /// Applies an update; returns false if the node is gone or closed (the update is dropped).
+    pub(crate) fn apply(&mut self, key: NodeKey, update: NodeUpdate) -> bool {
+        if update.is_empty() {
+            return true;
+        }
+        let max_meta = self.limits.max_metadata_entries;
+        let Some(n) = self.node_mut(key) else {
+            return false;
+        };
+        if n.status.is_finished() {
+            return false;
+        }
+        let counted = n.live.apply(update.total, update.current, update.inc);
+        if update.message.is_some() {
+            n.message = update.message;
+        }
+        if let Some(name) = update.name {
+            n.name = name;
+        }
+        if update.unit.is_some() {
+            n.cold().unit = update.unit;
+        }
+        let mut errors = update.input_errors.len() as u64;
+        for (k, v) in update.metadata {
+            if n.metadata.len() < max_meta || n.metadata.get(&k).is_some() {
+                n.metadata.insert(k, v);
+            } else {
+                errors += 1;
+                push_input_error(
+                    n.cold(),
+                    Arc::from(format!(
+                        "metadata field {k:?} dropped: node already has {max_meta} fields"
+                    )),
+                );
+            }
+        }
+        if !update.input_errors.is_empty() {
+            let cold = n.cold();
+            for e in update.input_errors {
+                push_input_error(cold, e);
+            }
+        }
+        self.metrics.input_errors += errors;
+        if !counted {
+            // Counter updates are counted by the node's own counters.
+            self.metrics.updates += 1;
+        }
+        true
+    }
+
+    /// Marks a node failed and tells every ancestor. The node keeps its first error.
+    pub(crate) fn fail(&mut self, key: NodeKey, mut error: ErrorInfo) {
+        let Some(path) = self.path(key) else {
+            return;
+        };
+        error.path = path;
+        error.node_id = key.id;
+        let Some(n) = self.node_mut(key) else {
+            return;
+        };
+        let first = n.status != Status::Failed;
+        n.status = Status::Failed;
+        let mut parent = n.parent;
+        let cold = n.cold();
+        if cold.error.is_none() {
+            cold.error = Some(error.clone());
+        }
+        if first {
+            self.metrics.nodes_failed += 1;
+        }
+        while let Some(p) = parent {
+            let Some(pn) = self.slot_mut(p) else { break };
+            parent = pn.parent;
+            let cold = pn.cold();
+            match &mut cold.failures_below {
+                Some(s) => {
+                    s.count += 1;
+                    s.last = error.clone();
+                }
+                None => {
+                    cold.failures_below = Some(FailureSummary {
+                        count: 1,
+                        first: error.clone(),
+                        last: error.clone(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Names from the root down to this node.
+    fn path(&self, key: NodeKey) -> Option<Vec<Arc<str>>> {
+        let mut path = Vec::new();
+        let mut cur = Some(self.node(key)?);
+        while let Some(n) = cur {
+            path.push(n.name.clone());
+            cur = n.parent.and_then(|p| self.slot(p));
+        }
+        path.reverse();
+        Some(path)
+    }
+
+    /// Closes a node; a failed node stays failed. Returns whether the root closed and, with
+    /// `want_level`, the node as it ended (built before folding can take it away).
+    pub(crate) fn close(
+        &mut self,
+        key: NodeKey,
+        now_us: u64,
+        busy_ns: u64,
+        outcome: CloseOutcome,
+        want_level: bool,
+    ) -> (bool, Option<ProgressLevel>) {
+        let Some(n) = self.node_mut(key) else {
+            return (false, None);
+        };
+        if n.status.is_finished() && n.completed_us != 0 {
+            return (false, None);
+        }
+        n.status = match (n.status, outcome) {
+            (Status::Failed, _) => Status::Failed,
+            (_, CloseOutcome::Cancelled) => Status::Cancelled,
+            (_, CloseOutcome::Completed) => Status::Completed,
+        };
+        n.completed_us = now_us.max(1);
+        n.busy_ns = busy_ns;
+        drop(n.est.take());
+        let completed = (n.status == Status::Completed).then(|| FinishedNode {
+            level_type: n.level_type.clone(),
+            name: n.name.clone(),
+            duration_us: n.duration_us(),
+        });
+        let parent = n.parent;
+        // A cancelled child did not do its work: it does not count towards the parent's units.
+        let counts_as_done = n.status != Status::Cancelled;
+        // All children are finished at close, so no running fraction is left to add.
+        let level = want_level
+            .then(|| self.node(key).map(|n| self.build_level(n, Vec::new(), 0.0, n.completed_us)))
+            .flatten();
+        if let Some(f) = completed {
+            if self.pending.len() >= PRIOR_PENDING_MAX {
+                self.pending.pop_front();
+            }
+            self.pending.push_back(f);
+        }
+        let Some(parent) = parent else {
+            self.priors.record(&mut self.pending);
+            return (true, level);
+        };
+        self.finished_retained += 1;
+        self.finished.push_back(key);
+        let per_parent = self.limits.max_finished_children;
+        let over = match self.slot_mut(parent) {
+            Some(p) => {
+                p.finished_children += u64::from(counts_as_done);
+                p.retained_finished_children += 1;
+                p.retained_finished_children as usize > per_parent
+            }
+            None => false,
+        };
+        if over {
+            self.fold_oldest_child(parent);
+        }
+        self.enforce_operation_limit();
+        (false, level)
+    }
+
+    /// Attributes one process resource sample to every running node (feature `resources`).
+    #[cfg(feature = "resources")]
+    pub(crate) fn record_resources(&mut self, cpu_percent: f64, rss_bytes: u64) {
+        for node in self.nodes.iter_mut().flatten() {
+            if node.status == Status::Running {
+                node.cold()
+                    .resources
+                    .get_or_insert_with(ResourceAcc::default)
+                    .add(cpu_percent, rss_bytes);
+            }
+        }
+    }
+}
+
+fn push_input_error(cold: &mut Cold, e: Arc<str>) {
+    if cold.input_errors.len() >= MAX_INPUT_ERRORS {
+        cold.input_errors.remove(0);
+    }
+    cold.input_errors.push(e);
+}
+

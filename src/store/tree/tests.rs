@@ -1,0 +1,288 @@
+//! Unit tests of one operation's tree: folding, failures, estimates driven by hand with
+//! explicit timestamps (estimate ticks and snapshots at chosen instants).
+
+use std::sync::Arc;
+
+use super::*;
+use crate::estimate::Priors;
+use crate::model::{EstimateBasis, ProgressState};
+
+fn node_at(level: &str, name: &str, at: u64) -> NewNode {
+    NewNode {
+        id: NodeId::next(),
+        level_type: Arc::from(level),
+        name: Arc::from(name),
+        callsite: Arc::new(Callsite::new("test", "test")),
+        created_us: at,
+        flattened: false,
+    }
+}
+fn new_node(name: &str) -> NewNode {
+    node_at("block", name, 0)
+}
+
+fn limits(per_parent: usize, per_op: usize) -> Limits {
+    Limits {
+        max_finished_children: per_parent,
+        max_finished_nodes: per_op,
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn folding_keeps_per_parent_bound_and_summary() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(3, 1_000));
+    for i in 0..10u64 {
+        let child = new_node("b");
+        let key = tree.add_child(tree.root_key(root_id), child).unwrap();
+        tree.start(key, 100 + i * 10);
+        tree.close(key, 105 + i * 10, 5_000, CloseOutcome::Completed, false);
+    }
+    let snap = tree.snapshot(root_id, false, 1_000);
+    assert_eq!(snap.root.children.len(), 3);
+    assert_eq!(
+        snap.root.current, 10,
+        "folded children still count as finished"
+    );
+    let folded = &snap.root.folded[0];
+    assert_eq!(
+        (folded.count, folded.completed, folded.min_us, folded.max_us),
+        (7, 7, 5, 5)
+    );
+    assert_eq!(snap.metrics.nodes_folded, 7);
+    assert_eq!(snap.metrics.nodes_retained, 4);
+}
+
+#[test]
+fn failed_children_are_spared_while_others_can_go() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(2, 1_000));
+    let bad = new_node("bad");
+    let bad_id = bad.id;
+    let bad_key = tree.add_child(tree.root_key(root_id), bad).unwrap();
+    let err = ErrorInfo {
+        message: Arc::from("boom"),
+        origin: crate::model::ErrorOrigin::Event,
+        node_id: bad_id,
+        path: vec![],
+        target: Arc::from("t"),
+        location: None,
+        fields: Metadata::default(),
+        at_us: 1,
+    };
+    tree.fail(bad_key, err);
+    tree.close(bad_key, 2, 0, CloseOutcome::Completed, false);
+    for _ in 0..5 {
+        let c = new_node("ok");
+        let s = tree.add_child(tree.root_key(root_id), c).unwrap();
+        tree.close(s, 3, 0, CloseOutcome::Completed, false);
+    }
+    let snap = tree.snapshot(root_id, false, 10);
+    assert!(snap.root.child("bad").is_some(), "failed child kept");
+    assert_eq!(snap.root.children.len(), 2);
+    assert_eq!(snap.root.failures_below.as_ref().unwrap().count, 1);
+    assert_eq!(
+        snap.root.failures_below.as_ref().unwrap().last.path.len(),
+        2
+    );
+}
+
+#[test]
+fn operation_limit_folds_in_completion_order_and_queue_stays_bounded() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(usize::MAX, 5));
+    for _ in 0..1_000 {
+        let c = new_node("c");
+        let s = tree.add_child(tree.root_key(root_id), c).unwrap();
+        tree.close(s, 1, 0, CloseOutcome::Completed, false);
+    }
+    assert!(tree.finished.len() <= 2 * 5 + 64);
+    assert!(
+        tree.nodes.len() <= 7,
+        "slots are reused: {}",
+        tree.nodes.len()
+    );
+    let snap = tree.snapshot(root_id, false, 10);
+    assert_eq!(snap.root.children.len(), 5);
+    assert_eq!(snap.root.current, 1_000);
+}
+
+const S: u64 = 1_000_000;
+
+type Node = NodeKey;
+
+/// One operation's tree, driven by hand with explicit timestamps.
+struct Op {
+    tree: Tree,
+    root: Node,
+}
+
+
+
+impl Op {
+    fn new(priors: &Arc<Priors>, limits: Limits, at: u64) -> Self {
+        let root = node_at("op", "op", at);
+        let id = root.id;
+        let mut tree = Tree::new(root, Arc::from("op"), limits).with_priors(priors.clone());
+        let root = tree.root_key(id);
+        tree.start(root, at);
+        Op { tree, root }
+    }
+
+    fn child(&mut self, parent: Node, level: &str, name: &str, at: u64) -> Node {
+        let key = self.tree.add_child(parent, node_at(level, name, at)).unwrap();
+        self.tree.start(key, at);
+        key
+    }
+
+    fn counters(&mut self, n: Node, total: Option<u64>, current: Option<u64>) {
+        self.tree.apply(
+            n,
+            NodeUpdate {
+                total,
+                current,
+                ..NodeUpdate::default()
+            },
+        );
+    }
+
+    fn close(&mut self, n: Node, at: u64) -> bool {
+        self.tree.close(n, at, 0, CloseOutcome::Completed, false).0
+    }
+
+    /// An estimate tick at `at`, then a snapshot.
+    fn snap(&mut self, at: u64) -> ProgressState {
+        self.tree.tick_estimates(at);
+        self.tree.snapshot(self.root.id, false, at)
+    }
+}
+
+/// Completed nodes of `level`/`name` lasting `secs`, recorded through a finished operation.
+fn history(priors: &Arc<Priors>, level: &str, name: &str, secs: &[u64]) {
+    let mut op = Op::new(priors, Limits::default(), 0);
+    let root = op.root;
+    for (i, d) in secs.iter().enumerate() {
+        let start = i as u64 * 100 * S;
+        let n = op.child(root, level, name, start);
+        op.close(n, start + d * S);
+    }
+    assert!(op.close(root, 10_000 * S), "root closed");
+}
+
+#[test]
+fn history_prior_before_the_first_unit_then_stall_past_p95() {
+    let priors = Arc::new(Priors::default());
+    history(&priors, "block", "encode", &[8, 9, 10, 11, 12]);
+    let mut op = Op::new(&priors, Limits::default(), 20_000 * S);
+    let root = op.root;
+    let encode = op.child(root, "block", "encode", 20_000 * S);
+    // A name never seen: the level type's durations.
+    let decode = op.child(root, "block", "decode", 20_000 * S);
+    // A level type never seen: nothing to say.
+    let other = op.child(root, "song", "x", 20_000 * S);
+    let snap = op.snap(20_003 * S);
+    for id in [encode.id, decode.id] {
+        let level = snap.find(id).unwrap();
+        let e = level.estimate.as_ref().expect("history estimate");
+        assert_eq!(e.basis, EstimateBasis::History);
+        // Durations longer than the 3 s already run: 8..12 s, median 10 s: 7 s to go.
+        assert_eq!(e.remaining_us, 7 * S, "{e:?}");
+        assert!(e.low_us < e.remaining_us && e.remaining_us < e.high_us);
+        assert!(!level.stalled);
+    }
+    let other = snap.find(other.id).unwrap();
+    assert_eq!((other.estimate.as_ref(), other.stalled), (None, false));
+    // Past every recorded duration: no estimate any more, and stalled (past the p95).
+    let snap = op.snap(20_013 * S);
+    let level = snap.find(encode.id).unwrap();
+    assert_eq!(level.estimate, None);
+    assert!(level.stalled);
+    assert!(!snap.find(other.id).unwrap().stalled);
+}
+
+#[test]
+fn parent_combines_running_children_and_unit_time() {
+    let priors = Arc::new(Priors::default());
+    history(&priors, "action", "a", &[10, 10, 10]);
+    let mut op = Op::new(&priors, Limits::default(), 0);
+    let root = op.root;
+    let song = op.child(root, "song", "s1", 0);
+    op.counters(song, Some(4), None);
+    let a1 = op.child(song, "action", "a", 0);
+    op.close(a1, 10 * S);
+    let a2 = op.child(song, "action", "a", 10 * S);
+    let snap = op.snap(14 * S);
+    let child = snap.find(a2.id).unwrap().estimate.clone().unwrap();
+    assert_eq!(
+        (child.basis, child.remaining_us),
+        (EstimateBasis::History, 6 * S)
+    );
+    // One done in 10 s (the unit), one running with 6 s to go, two not started:
+    // 6 + 2 × 10 = 26 s for one worker.
+    let e = snap.find(song.id).unwrap().estimate.clone().unwrap();
+    assert_eq!(e.basis, EstimateBasis::Children, "{e:?}");
+    assert!(e.remaining_us.abs_diff(26 * S) < 1_000, "{e:?}");
+    assert!(
+        e.low_us < e.remaining_us && e.remaining_us < e.high_us,
+        "{e:?}"
+    );
+    // Two running at once (2 s and 6 s to go) and one not started: 18 s of work for two
+    // workers, 9 s, longer than the longest running child.
+    let a3 = op.child(song, "action", "a", 14 * S);
+    let snap = op.snap(18 * S);
+    let e = snap.find(song.id).unwrap().estimate.clone().unwrap();
+    assert_eq!(e.basis, EstimateBasis::Children, "{e:?}");
+    assert!(e.remaining_us.abs_diff(9 * S) < 1_000, "{e:?}");
+    // Children finishing give the parent a rate of its own, which then takes over.
+    op.close(a2, 20 * S);
+    let a4 = op.child(song, "action", "a", 20 * S);
+    op.snap(21 * S);
+    op.close(a3, 24 * S);
+    let snap = op.snap(25 * S);
+    let e = snap.find(song.id).unwrap().estimate.clone().unwrap();
+    assert_eq!(e.basis, EstimateBasis::Rate, "{e:?}");
+    // State lives while nodes run: root, song and a4 hold it; closing drops it.
+    assert_eq!(op.tree.estimator_state().0, 3);
+    op.close(a4, 30 * S);
+    op.close(song, 31 * S);
+    op.snap(32 * S);
+    assert_eq!(op.tree.estimator_state().0, 1, "only the root still runs");
+    op.close(root, 33 * S);
+    assert_eq!(op.tree.estimator_state(), (0, 0));
+}
+
+#[test]
+fn priors_are_fed_by_closes_and_folds_and_stay_bounded() {
+    let priors = Arc::new(Priors::default());
+    let limits = Limits {
+        max_finished_children: 10,
+        max_finished_nodes: 100,
+        ..Limits::default()
+    };
+    let mut op = Op::new(&priors, limits, 0);
+    let root = op.root;
+    for i in 0..10_000u64 {
+        let n = op.child(root, "block", &format!("b{i}"), i * S);
+        op.close(n, i * S + 1 + i % 7);
+        assert!(
+            op.tree.estimator_state().1 <= 256,
+            "the close path buffers, bounded"
+        );
+    }
+    assert!(
+        priors.read().for_type("block").is_none(),
+        "closes never lock the priors"
+    );
+    // The next tick adds them: the last 64 per kind, folded nodes included.
+    let snap = op.snap(20_000 * S);
+    assert_eq!(snap.metrics.nodes_folded, 9_990);
+    assert_eq!(op.tree.estimator_state().1, 0);
+    let p = priors.read();
+    let durations = p.for_type("block").unwrap();
+    assert_eq!(durations.len(), 64, "the last 64 per kind");
+    assert!(durations.iter().all(|d| (1..=7).contains(d)));
+}
