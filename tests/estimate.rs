@@ -11,24 +11,38 @@ use tracing_subscriber::prelude::*;
 
 const S: u64 = 1_000_000;
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to, and the store whose estimates it ticks.
 #[derive(Clone, Default)]
-struct Hand(Arc<AtomicU64>);
+struct Hand {
+    ms: Arc<AtomicU64>,
+    store: Arc<std::sync::OnceLock<Store>>,
+}
 
 impl Hand {
+    /// Time passes, then the store's estimate tick runs (as its thread would).
     fn advance_ms(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.pass_ms(ms);
+        if let Some(store) = self.store.get() {
+            store.tick_estimates();
+        }
+    }
+
+    /// Time passes with no tick: only readers look.
+    fn pass_ms(&self, ms: u64) {
+        self.ms.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
-/// Runs `f` with registry + our layer on a hand-driven clock.
+/// Runs `f` with registry + our layer on a hand-driven clock (a custom clock turns the
+/// store's own tick thread off, so ticks happen exactly when the test advances time).
 fn with_clock<R>(builder: Builder, f: impl FnOnce(&Store, &Hand) -> R) -> R {
     let hand = Hand::default();
-    let read = hand.clone();
+    let read = hand.ms.clone();
     let (layer, store) = builder
-        .clock(move || Duration::from_millis(read.0.load(Ordering::SeqCst)))
+        .clock(move || Duration::from_millis(read.load(Ordering::SeqCst)))
         .build::<Registry>()
         .expect("valid builder");
+    let _ = hand.store.set(store.clone());
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, || f(&store, &hand))
 }
@@ -67,7 +81,7 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
             }
         }
         // It serializes in the documented shape.
-        let json = store.export_json(id).unwrap();
+        let json = store.get(id).unwrap().to_json();
         assert!(json.contains(r#""estimate":{"remaining_us":"#), "{json}");
         assert!(json.contains(r#""basis":"rate""#), "{json}");
     });
@@ -79,12 +93,13 @@ fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
         let span = tracing::info_span!("copy", progress.total = 100u64);
         let _guard = span.enter();
         let id = span.progress_id().unwrap();
-        // One unit every 2 s, snapshots every 500 ms.
+        // One unit every 2 s, ticks every 500 ms (each right after the progress it sees).
         for step in 1..=40u64 {
-            hand.advance_ms(500);
+            hand.pass_ms(500);
             if step % 4 == 0 {
                 span.inc(1);
             }
+            store.tick_estimates();
             assert!(
                 !store.get(id).unwrap().root.stalled,
                 "moving at step {step}"
@@ -161,4 +176,33 @@ fn stall_factor_is_validated() {
         assert!(err.to_string().contains("stall_factor"), "{err}");
     }
     assert!(Builder::new().stall_factor(1.0).build::<Registry>().is_ok());
+}
+
+/// Through the real layer: estimates and stall flags as the store's tick sees them.
+#[test]
+fn ticks_through_the_layer_carry_estimate_and_stall() {
+    with_clock(Builder::new().stall_factor(3.0), |store, hand| {
+        let span = tracing::info_span!("scan", progress.total = 1_000u64);
+        let _guard = span.enter();
+        let id = span.progress_id().unwrap();
+        let mut last = None;
+        // 10 units a second, ticks every 250 ms, for 40 s (3τ and more).
+        for step in 1..=160u64 {
+            hand.pass_ms(250);
+            if step % 4 == 0 {
+                span.inc(10);
+            }
+            store.tick_estimates();
+            last = store.get(id).unwrap().root.estimate.clone();
+        }
+        let e = last.expect("an estimate after 40 s of progress");
+        assert_eq!(e.basis, EstimateBasis::Rate);
+        assert!(e.remaining_us.abs_diff(60 * S) < 3 * S, "{e:?}");
+        // Then nothing for 2.5 s (fine), and for 3.5 s (3 × the 1 s interval: stalled), seen
+        // by a reader without any tick in between.
+        hand.pass_ms(2_500);
+        assert!(!store.get(id).unwrap().root.stalled);
+        hand.pass_ms(1_000);
+        assert!(store.get(id).unwrap().root.stalled);
+    });
 }

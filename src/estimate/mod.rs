@@ -111,6 +111,11 @@ impl NodeEstimator {
         }
     }
 
+    /// Whether the node had updates (`events` counts them) after the last observation.
+    pub(crate) fn updated_since_tick(&self, events: u64) -> bool {
+        events > self.rate.events_seen()
+    }
+
     /// Whether the node is stalled (see `docs/estimates.md`); `history` and `elapsed_us` are used
     /// when the node has no rhythm of its own.
     pub(crate) fn stalled(

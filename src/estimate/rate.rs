@@ -7,9 +7,9 @@ use crate::model::{Estimate, EstimateBasis};
 /// Time constant `τ` of the rate smoothing (10 s).
 pub(crate) const TAU_US: f64 = 10_000_000.0;
 /// The smoothing spans at least this many typical gaps between progress observations.
-const TAU_GAPS: f64 = 10.0;
+pub(super) const TAU_GAPS: f64 = 10.0;
 /// The smoothing spans at least the time this many units take (whole units are coarse).
-const TAU_UNITS: f64 = 50.0;
+pub(super) const TAU_UNITS: f64 = 50.0;
 /// Rate samples needed before a rate-based estimate is given.
 pub(crate) const MIN_RATE_SAMPLES: u32 = 2;
 /// Progress this many typical gaps (plus three deviations) late slows the rate used.
@@ -223,6 +223,11 @@ impl RateEstimator {
     pub(crate) fn stalled(&self, now_us: u64, factor: f64) -> Option<bool> {
         (self.intervals >= MIN_INTERVALS)
             .then(|| now_us.saturating_sub(self.mark_us) as f64 > factor * self.interval_us)
+    }
+
+    /// The update count of the last observation that saw progress.
+    pub(super) fn events_seen(&self) -> u64 {
+        self.mark_events
     }
 
     /// Whether the remaining work jumped since the last call (and clears it).

@@ -1,7 +1,6 @@
 //! Unit tests of the estimator on simulated timelines.
 
 use super::children::Family;
-use super::guard::Guard;
 use super::rate::*;
 use super::*;
 

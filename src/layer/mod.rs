@@ -73,15 +73,16 @@ pub(crate) struct Tracked {
     /// The callsite's class, so `on_record` needs no cache lookup.
     class: Arc<SpanClass>,
     /// Where tracked children attach: this node, or past the depth limit the same place as
-    /// this node's siblings.
-    attach: Attach,
+    /// this node's siblings; and the depth of that place.
+    attach: NodeKey,
+    attach_depth: u16,
     started: AtomicBool,
     /// How many threads have the span entered right now (async spans can overlap).
     entered: AtomicU32,
     entered_at_ns: AtomicU64,
-    /// The layer's exporters, and this span's throttle of counter reports to them.
-    exporters: Option<Arc<Exporters>>,
-    throttle: Throttle,
+    /// The layer's exporters and this span's throttle of counter reports to them; `None`
+    /// (one word) when the layer has no exporters.
+    export: Option<Box<SpanExport>>,
     /// The same span's entry of another progress layer.
     next: Option<Box<Tracked>>,
 }
@@ -91,6 +92,12 @@ pub(crate) struct Tracked {
 struct Attach {
     key: NodeKey,
     depth: u16,
+}
+
+/// What a span needs to report to its layer's exporters.
+struct SpanExport {
+    exporters: Arc<Exporters>,
+    throttle: Throttle,
 }
 
 impl Tracked {
@@ -140,10 +147,11 @@ impl Tracked {
 
     /// A counter report for the exporters, if one is due now.
     pub(crate) fn counter_report(&self) -> Option<CounterReport> {
-        let exporters = self.exporters.as_ref().filter(|e| e.wants_counters())?;
+        let export = self.export.as_deref()?;
+        let exporters = Some(&export.exporters).filter(|e| e.wants_counters())?;
         let now = self.node.store().clock.now_ns();
         exporters
-            .counter_due(&self.throttle, now)
+            .counter_due(&export.throttle, now)
             .then(|| CounterReport {
                 exporters: exporters.clone(),
                 counters: self.node.counters(),
@@ -244,7 +252,10 @@ where
         span?.scope().find_map(|s| {
             self.mine(&s.extensions()).map(|t| Parent {
                 node: t.node.clone(),
-                attach: t.attach,
+                attach: Attach {
+                    key: t.attach,
+                    depth: t.attach_depth,
+                },
             })
         })
     }
@@ -311,12 +322,17 @@ where
             layer: self.shared.id,
             node,
             class: class.clone(),
-            attach,
+            attach: attach.key,
+            attach_depth: attach.depth,
             started: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
-            exporters: self.shared.exporters.clone(),
-            throttle: Throttle::new(created_ns),
+            export: self.shared.exporters.clone().map(|exporters| {
+                Box::new(SpanExport {
+                    exporters,
+                    throttle: Throttle::new(created_ns),
+                })
+            }),
             next: None,
         })
     }

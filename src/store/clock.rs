@@ -64,14 +64,6 @@ impl Clock {
         }
     }
 
-    /// A clock that only moves when told to, and the handle that moves it (unit tests).
-    #[cfg(test)]
-    pub(crate) fn manual() -> (Self, ManualClock) {
-        let hand = ManualClock::default();
-        let read = hand.clone();
-        let clock = Clock::from_fn(Arc::new(move || read.elapsed()));
-        (clock, hand)
-    }
 
     /// Nanoseconds since the store was created (monotonic).
     #[inline]
@@ -93,24 +85,5 @@ impl Clock {
     /// Microseconds since the Unix epoch.
     pub(crate) fn now_us(&self) -> u64 {
         self.ns_to_unix_us(self.now_ns())
-    }
-}
-
-/// The hand of a manual clock: starts at zero and moves only through [`ManualClock::advance`].
-#[cfg(test)]
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ManualClock(Arc<std::sync::atomic::AtomicU64>);
-
-#[cfg(test)]
-impl ManualClock {
-    /// Moves time forward.
-    pub(crate) fn advance(&self, by: Duration) {
-        self.0
-            .fetch_add(by.as_nanos() as u64, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Time since the clock started.
-    pub(crate) fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::SeqCst))
     }
 }

@@ -71,7 +71,7 @@ fn history_expires_by_age() {
 fn export_json_and_jsonl_round_trip() {
     let store = run_ops();
     let id = store.history(&HistoryQuery::new())[0].id;
-    let one: ProgressState = serde_json::from_str(&store.export_json(id).unwrap()).unwrap();
+    let one: ProgressState = serde_json::from_str(&store.get(id).unwrap().to_json()).unwrap();
     assert_eq!(one.id, id);
     assert_eq!(one.schema_version, tracing_progress::SCHEMA_VERSION);
     let all: serde_json::Value = serde_json::from_str(&store.export_all_json()).unwrap();
@@ -90,7 +90,7 @@ fn export_json_and_jsonl_round_trip() {
     assert_eq!(&*lines[0].name, "run-3", "oldest first");
     assert!(
         store
-            .export_json(tracing_progress::NodeId::from_u64(u64::MAX))
+            .get(tracing_progress::NodeId::from_u64(u64::MAX))
             .is_none()
     );
 }

@@ -189,11 +189,14 @@ impl Tree {
         }
         let history = priors.lookup(&n.level_type, &n.name);
         level.estimate = state.shown_at(now_us).map(Box::new);
-        level.stalled = state.stalled(
-            now_us,
-            self.limits.stall_factor,
-            history,
-            level.timing.elapsed_us,
-        );
+        // Updates since the last tick are progress the tick has not seen yet: not stalled.
+        let events = n.live.updates() + n.finished_children;
+        level.stalled = !state.updated_since_tick(events)
+            && state.stalled(
+                now_us,
+                self.limits.stall_factor,
+                history,
+                level.timing.elapsed_us,
+            );
     }
 }
