@@ -1,41 +1,24 @@
 //! Estimates and stall flags through the real layer, with the store's clock driven by hand
 //! (`Builder::clock`): deterministic, no sleeping.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+mod support;
 
 use tracing_progress::{Builder, EstimateBasis, ProgressSpanExt, Store};
 use tracing_subscriber::Registry;
-use tracing_subscriber::prelude::*;
+
+use support::{ManualClock, with_layer};
 
 const S: u64 = 1_000_000;
 
-/// A clock that moves only when told to.
-#[derive(Clone, Default)]
-struct Hand(Arc<AtomicU64>);
-
-impl Hand {
-    fn advance_ms(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
 /// Runs `f` with registry + our layer on a hand-driven clock.
-fn with_clock<R>(builder: Builder, f: impl FnOnce(&Store, &Hand) -> R) -> R {
-    let hand = Hand::default();
-    let read = hand.clone();
-    let (layer, store) = builder
-        .clock(move || Duration::from_millis(read.0.load(Ordering::SeqCst)))
-        .build::<Registry>()
-        .expect("valid builder");
-    let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::with_default(subscriber, || f(&store, &hand))
+fn with_clock<R>(builder: Builder, f: impl FnOnce(&Store, &ManualClock) -> R) -> R {
+    let clock = ManualClock::new();
+    with_layer(builder.clock(clock.reader()), |store| f(store, &clock)).1
 }
 
 #[test]
 fn snapshot_carries_a_rate_estimate_after_some_progress() {
-    with_clock(Builder::new(), |store, hand| {
+    with_clock(Builder::new(), |store, clock| {
         let span = tracing::info_span!(
             "import",
             progress.level = "import",
@@ -47,7 +30,7 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
         assert_eq!(store.get(id).unwrap().root.estimate, None, "no signal yet");
         // 20 units a second from 200, a UI looking every 500 ms.
         for step in 1..=80u64 {
-            hand.advance_ms(500);
+            clock.advance_ms(500);
             span.inc(10);
             let state = store.get(id).unwrap();
             if step >= 60 {
@@ -75,13 +58,13 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
 
 #[test]
 fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
-    with_clock(Builder::new().stall_factor(4.0), |store, hand| {
+    with_clock(Builder::new().stall_factor(4.0), |store, clock| {
         let span = tracing::info_span!("copy", progress.total = 100u64);
         let _guard = span.enter();
         let id = span.progress_id().unwrap();
         // One unit every 2 s, snapshots every 500 ms.
         for step in 1..=40u64 {
-            hand.advance_ms(500);
+            clock.advance_ms(500);
             if step % 4 == 0 {
                 span.inc(1);
             }
@@ -92,16 +75,16 @@ fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
         }
         // No progress: not stalled before 4 × 2 s, stalled after.
         for _ in 0..15 {
-            hand.advance_ms(500);
+            clock.advance_ms(500);
             assert!(!store.get(id).unwrap().root.stalled);
         }
-        hand.advance_ms(1_000);
+        clock.advance_ms(1_000);
         assert!(
             store.get(id).unwrap().root.stalled,
             "8.5 s without progress"
         );
         // Progress again: not stalled any more.
-        hand.advance_ms(500);
+        clock.advance_ms(500);
         span.inc(1);
         assert!(!store.get(id).unwrap().root.stalled);
     });
@@ -109,7 +92,7 @@ fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
 
 #[test]
 fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
-    with_clock(Builder::new(), |store, hand| {
+    with_clock(Builder::new(), |store, clock| {
         // Earlier runs: three "encode" blocks of 10 s each.
         for _ in 0..3 {
             let op = tracing::info_span!("batch", progress.total = 1u64);
@@ -117,7 +100,7 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let block =
                 tracing::info_span!("block", progress.level = "block", progress.name = "encode");
             let _b = block.enter();
-            hand.advance_ms(10_000);
+            clock.advance_ms(10_000);
         }
         // A new run of 3 blocks, one after the other.
         let op = tracing::info_span!("batch", progress.total = 3u64);
@@ -127,7 +110,7 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let block =
                 tracing::info_span!("block", progress.level = "block", progress.name = "encode");
             let _b = block.enter();
-            hand.advance_ms(4_000);
+            clock.advance_ms(4_000);
             let state = store.get(op_id).unwrap();
             let b = &state.root.children[0];
             let e = b
@@ -139,12 +122,12 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let e = state.root.estimate.clone().expect("children estimate");
             assert_eq!(e.basis, EstimateBasis::Children);
             assert!(e.remaining_us.abs_diff(26 * S) < S / 100, "{e:?}");
-            hand.advance_ms(6_000);
+            clock.advance_ms(6_000);
         }
         let _second =
             tracing::info_span!("block", progress.level = "block", progress.name = "encode");
         let _b = _second.enter();
-        hand.advance_ms(2_000);
+        clock.advance_ms(2_000);
         let e = store.get(op_id).unwrap().root.estimate.clone().unwrap();
         // 8 s for the running one, 10 s for the last.
         assert!(e.remaining_us.abs_diff(18 * S) < S / 100, "{e:?}");
