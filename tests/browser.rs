@@ -9,9 +9,8 @@
 
 #![cfg(feature = "http")]
 
-#[path = "common/mod.rs"]
-mod common;
-use common::example_binary;
+mod support;
+use support::examples::{example_binary, target_dir};
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -21,15 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "browser-test-token";
-
-/// The target directory (honours `CARGO_TARGET_DIR`): target/debug/deps/<test> -> target.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.ancestors()
-        .nth(3)
-        .expect("target dir above target/debug/deps")
-        .to_path_buf()
-}
 
 /// What the browser test needs from outside Cargo, or why it can't run.
 fn prerequisites(browser_dir: &Path) -> Result<PathBuf, String> {

@@ -2,29 +2,29 @@
 //! serves it on 127.0.0.1:0, and the built binary is run for each subcommand, as a user would.
 #![cfg(all(feature = "cli", feature = "http"))]
 
+mod support;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing::{Dispatch, info_span};
 use tracing_progress::http::{Server, ServerHandle};
-use tracing_progress::{HistoryQuery, OperationId, ProgressSpanExt, ProgressState, Status, Store};
-use tracing_subscriber::prelude::*;
+use tracing_progress::{Builder, HistoryQuery, OperationId, ProgressState, Status, Store};
+
+use support::{Held, TIMEOUT, Traced, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tracing-progress");
 const TOKEN: &str = "cli-test-token";
-const TIMEOUT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
 // Fixture: a store fed by a real layer, a server over it, and three operations: one that
-// failed in a block, one that completed, and one held open on a helper thread.
+// failed in a step, one that completed, and one held open on a helper thread.
 
 struct Fixture {
-    store: Store,
+    traced: Traced,
     server: ServerHandle,
     failed: OperationId,
     completed: OperationId,
@@ -33,24 +33,28 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let (layer, store) = tracing_progress::layer();
-        let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
-        let server = Server::builder(store.clone())
+        let traced = Traced::new(Builder::new());
+        let server = Server::builder(traced.store.clone())
             .bind(([127, 0, 0, 1], 0))
             .token(TOKEN)
             .poll_interval(Duration::from_millis(50))
             .spawn()
             .expect("server starts");
-        let failed = on_thread(&dispatch, |d| run_import(d, "nightly import", true));
-        let completed = on_thread(&dispatch, |d| run_import(d, "daily report", false));
-        let held = Held::start(&dispatch);
+        let failed = traced.run("import", "nightly import", true);
+        let completed = traced.run("report", "daily report", false);
+        let held = traced.hold("sync", "held");
+        held.inc(3);
         Fixture {
-            store,
+            traced,
             server,
             failed,
             completed,
             held: Some(held),
         }
+    }
+
+    fn store(&self) -> &Store {
+        &self.traced.store
     }
 
     fn addr(&self) -> SocketAddr {
@@ -88,117 +92,7 @@ impl Fixture {
     }
 
     fn state(&self, id: OperationId) -> ProgressState {
-        (*self.store.get(id).expect("known operation")).clone()
-    }
-}
-
-/// Runs `f` with the fixture's subscriber on a helper thread and returns its result.
-fn on_thread<T: Send + 'static>(
-    dispatch: &Dispatch,
-    f: impl FnOnce(&Dispatch) -> T + Send + 'static,
-) -> T {
-    let dispatch = dispatch.clone();
-    std::thread::spawn(move || f(&dispatch))
-        .join()
-        .expect("helper thread")
-}
-
-/// An import of two blocks; with `fail`, the second block logs an error and so does the
-/// import after it.
-fn run_import(dispatch: &Dispatch, name: &str, fail: bool) -> OperationId {
-    tracing::dispatcher::with_default(dispatch, || {
-        let kind = if fail { "import" } else { "report" };
-        let op = info_span!(
-            "import",
-            progress.level = "import",
-            progress.operation = kind,
-            progress.name = name,
-            progress.total = 2u64
-        );
-        let id = op.operation_id().expect("tracked");
-        op.in_scope(|| {
-            for i in 1..=2u64 {
-                let block = format!("block-{i}");
-                info_span!(
-                    "block",
-                    progress.level = "block",
-                    progress.name = block.as_str()
-                )
-                .in_scope(|| {
-                    if fail && i == 2 {
-                        tracing::error!(file = "/data/in.wav", "disk full");
-                    }
-                });
-            }
-            if fail {
-                tracing::error!("import failed");
-            }
-        });
-        id
-    })
-}
-
-/// An operation held open on a helper thread until finished or cancelled.
-struct Held {
-    id: OperationId,
-    finish: mpsc::Sender<()>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Held {
-    fn start(dispatch: &Dispatch) -> Self {
-        let dispatch = dispatch.clone();
-        let (finish, finished) = mpsc::channel::<()>();
-        let (id_tx, id_rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            tracing::dispatcher::with_default(&dispatch, || {
-                let op = info_span!(
-                    "sync",
-                    progress.level = "sync",
-                    progress.operation = "sync",
-                    progress.name = "held",
-                    progress.total = 1u64
-                );
-                let _op = op.enter();
-                let part = info_span!(
-                    "part",
-                    progress.level = "part",
-                    progress.name = "part-1",
-                    progress.total = 10u64,
-                    progress.unit = "blocks"
-                );
-                let _part = part.enter();
-                part.inc(3);
-                let _ = id_tx.send(op.operation_id().expect("tracked"));
-                loop {
-                    match finished.recv_timeout(Duration::from_millis(10)) {
-                        Err(mpsc::RecvTimeoutError::Timeout) if !op.is_cancelled() => {}
-                        _ => break,
-                    }
-                }
-            })
-        });
-        Held {
-            id: id_rx.recv_timeout(TIMEOUT).expect("held operation started"),
-            finish,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) {
-        let _ = self.finish.send(());
-        if let Some(t) = self.thread.take() {
-            t.join().expect("held thread");
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.finish.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        (*self.store().get(id).expect("known operation")).clone()
     }
 }
 
@@ -296,14 +190,6 @@ fn ids(v: &Value) -> Vec<u64> {
         .collect()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests.
 
@@ -367,7 +253,7 @@ fn ls_human_and_json() {
     assert!(
         text.contains(&format!(
             "{failed_row}\n    error in nightly import: import failed\n    first failure in \
-             nightly import › block-2: disk full\n"
+             nightly import › step-1: disk full\n"
         )),
         "the errors below the row, the failed block's with its path:\n{text}"
     );
@@ -375,7 +261,7 @@ fn ls_human_and_json() {
     // JSON: what the store holds.
     let v = f.cli(&["ls", "--json"]).json();
     assert_eq!(v["truncated"], false);
-    let active: Vec<u64> = f.store.active().iter().map(|s| s.id.as_u64()).collect();
+    let active: Vec<u64> = f.store().active().iter().map(|s| s.id.as_u64()).collect();
     assert_eq!(ids(&v), active);
     let first: ProgressState =
         serde_json::from_value(v["operations"][0].clone()).expect("a ProgressState");
@@ -444,10 +330,7 @@ fn show_human_and_json() {
         "{text}"
     );
     assert!(text.contains("disk full"), "{text}");
-    assert!(
-        text.contains("block-1") && text.contains("block-2"),
-        "{text}"
-    );
+    assert!(text.contains("step-1") && text.contains("step-2"), "{text}");
     assert!(
         text.contains("/data/in.wav"),
         "verbose shows the error's fields:\n{text}"
@@ -458,7 +341,7 @@ fn show_human_and_json() {
     assert!(!summary.contains("/data/in.wav"), "{summary}");
     assert!(summary.contains("disk full"), "{summary}");
     let shallow = f.cli(&["show", &id, "--max-depth", "0"]).ok().to_owned();
-    assert!(!shallow.contains("block-1"), "{shallow}");
+    assert!(!shallow.contains("step-2"), "{shallow}");
 
     // Exactly the verbose view of the store's snapshot (what `/text` renders too).
     let normal = f.cli(&["show", &id, "--detail", "normal"]).ok().to_owned();
@@ -494,7 +377,7 @@ fn history_human_json_and_filters() {
 
     let v = f.cli(&["history", "--json"]).json();
     let history: Vec<u64> = f
-        .store
+        .store()
         .history(&HistoryQuery::new())
         .iter()
         .map(|s| s.id.as_u64())
@@ -529,7 +412,7 @@ fn export_json_and_jsonl() {
     let f = Fixture::new();
     let dir = std::env::temp_dir().join(format!("tracing-progress-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let history = f.store.history(&HistoryQuery::new());
+    let history = f.store().history(&HistoryQuery::new());
     let oldest_first: Vec<u64> = history.iter().rev().map(|s| s.id.as_u64()).collect();
 
     let jsonl = dir.join("history.jsonl");
@@ -636,7 +519,7 @@ fn watch_plain_lines_until_the_operation_finishes() {
     // A finished operation: printed at once.
     let done = f.cli(&["watch", &f.completed.to_string()]);
     assert!(
-        done.ok().contains(r#"import "daily report" completed"#),
+        done.ok().contains(r#"report "daily report" completed"#),
         "{done:#?}"
     );
     let v = f.cli(&["watch", &f.failed.to_string(), "--json"]).json();
@@ -698,7 +581,7 @@ fn cancel_with_right_and_wrong_tokens() {
     );
     assert!(text.contains(r#"sync "held" cancelled"#), "{text}");
     wait_until("the store has it cancelled", || {
-        f.store
+        f.store()
             .get(f.held_id())
             .is_some_and(|s| s.status == Status::Cancelled)
     });
@@ -723,7 +606,7 @@ fn cancel_json_with_token_from_the_environment() {
         serde_json::json!({"id": id.as_u64(), "cancel_requested": true})
     );
     wait_until("cancelled", || {
-        f.store
+        f.store()
             .get(id)
             .is_some_and(|s| s.status == Status::Cancelled)
     });

@@ -1,55 +1,31 @@
 //! Estimates and stall flags through the real layer, with the store's clock driven by hand
 //! (`Builder::clock`): deterministic, no sleeping.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+mod support;
 
 use tracing_progress::{Builder, EstimateBasis, ProgressSpanExt, Store};
 use tracing_subscriber::Registry;
-use tracing_subscriber::prelude::*;
+
+use support::{ManualClock, with_layer};
 
 const S: u64 = 1_000_000;
 
-/// A clock that moves only when told to, and the store whose estimates it ticks.
-#[derive(Clone, Default)]
-struct Hand {
-    ms: Arc<AtomicU64>,
-    store: Arc<std::sync::OnceLock<Store>>,
+/// Runs `f` with registry + our layer on a hand-driven clock.
+fn with_clock<R>(builder: Builder, f: impl FnOnce(&Store, &ManualClock) -> R) -> R {
+    let clock = ManualClock::new();
+    with_layer(builder.clock(clock.reader()), |store| f(store, &clock)).1
 }
 
-impl Hand {
-    /// Time passes, then the store's estimate tick runs (as its thread would).
-    fn advance_ms(&self, ms: u64) {
-        self.pass_ms(ms);
-        if let Some(store) = self.store.get() {
-            store.tick_estimates();
-        }
-    }
-
-    /// Time passes with no tick: only readers look.
-    fn pass_ms(&self, ms: u64) {
-        self.ms.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-/// Runs `f` with registry + our layer on a hand-driven clock (a custom clock turns the
-/// store's own tick thread off, so ticks happen exactly when the test advances time).
-fn with_clock<R>(builder: Builder, f: impl FnOnce(&Store, &Hand) -> R) -> R {
-    let hand = Hand::default();
-    let read = hand.ms.clone();
-    let (layer, store) = builder
-        .clock(move || Duration::from_millis(read.load(Ordering::SeqCst)))
-        .build::<Registry>()
-        .expect("valid builder");
-    let _ = hand.store.set(store.clone());
-    let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::with_default(subscriber, || f(&store, &hand))
+/// Time passes, then the store's estimate tick runs (as its thread would; a custom clock turns
+/// that thread off, so ticks happen exactly when a test says).
+fn tick_after(store: &Store, clock: &ManualClock, ms: u64) {
+    clock.advance_ms(ms);
+    store.tick_estimates();
 }
 
 #[test]
 fn snapshot_carries_a_rate_estimate_after_some_progress() {
-    with_clock(Builder::new(), |store, hand| {
+    with_clock(Builder::new(), |store, clock| {
         let span = tracing::info_span!(
             "import",
             progress.level = "import",
@@ -61,7 +37,7 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
         assert_eq!(store.get(id).unwrap().root.estimate, None, "no signal yet");
         // 20 units a second from 200, a UI looking every 500 ms.
         for step in 1..=80u64 {
-            hand.advance_ms(500);
+            tick_after(store, clock, 500);
             span.inc(10);
             let state = store.get(id).unwrap();
             if step >= 60 {
@@ -89,16 +65,17 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
 
 #[test]
 fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
-    with_clock(Builder::new().stall_factor(4.0), |store, hand| {
+    with_clock(Builder::new().stall_factor(4.0), |store, clock| {
         let span = tracing::info_span!("copy", progress.total = 100u64);
         let _guard = span.enter();
         let id = span.progress_id().unwrap();
-        // One unit every 2 s, ticks every 500 ms (each right after the progress it sees).
+        // One unit every 2 s, snapshots every 500 ms.
         for step in 1..=40u64 {
-            hand.pass_ms(500);
+            clock.advance_ms(500);
             if step % 4 == 0 {
                 span.inc(1);
             }
+            // The tick right after the progress it sees.
             store.tick_estimates();
             assert!(
                 !store.get(id).unwrap().root.stalled,
@@ -107,16 +84,16 @@ fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
         }
         // No progress: not stalled before 4 × 2 s, stalled after.
         for _ in 0..15 {
-            hand.advance_ms(500);
+            tick_after(store, clock, 500);
             assert!(!store.get(id).unwrap().root.stalled);
         }
-        hand.advance_ms(1_000);
+        tick_after(store, clock, 1_000);
         assert!(
             store.get(id).unwrap().root.stalled,
             "8.5 s without progress"
         );
         // Progress again: not stalled any more.
-        hand.advance_ms(500);
+        tick_after(store, clock, 500);
         span.inc(1);
         assert!(!store.get(id).unwrap().root.stalled);
     });
@@ -124,7 +101,7 @@ fn stalled_after_k_usual_intervals_without_progress_and_not_before() {
 
 #[test]
 fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
-    with_clock(Builder::new(), |store, hand| {
+    with_clock(Builder::new(), |store, clock| {
         // Earlier runs: three "encode" blocks of 10 s each.
         for _ in 0..3 {
             let op = tracing::info_span!("batch", progress.total = 1u64);
@@ -132,7 +109,7 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let block =
                 tracing::info_span!("block", progress.level = "block", progress.name = "encode");
             let _b = block.enter();
-            hand.advance_ms(10_000);
+            tick_after(store, clock, 10_000);
         }
         // A new run of 3 blocks, one after the other.
         let op = tracing::info_span!("batch", progress.total = 3u64);
@@ -142,7 +119,7 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let block =
                 tracing::info_span!("block", progress.level = "block", progress.name = "encode");
             let _b = block.enter();
-            hand.advance_ms(4_000);
+            tick_after(store, clock, 4_000);
             let state = store.get(op_id).unwrap();
             let b = &state.root.children[0];
             let e = b
@@ -154,12 +131,12 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let e = state.root.estimate.clone().expect("children estimate");
             assert_eq!(e.basis, EstimateBasis::Children);
             assert!(e.remaining_us.abs_diff(26 * S) < S / 100, "{e:?}");
-            hand.advance_ms(6_000);
+            tick_after(store, clock, 6_000);
         }
         let _second =
             tracing::info_span!("block", progress.level = "block", progress.name = "encode");
         let _b = _second.enter();
-        hand.advance_ms(2_000);
+        tick_after(store, clock, 2_000);
         let e = store.get(op_id).unwrap().root.estimate.clone().unwrap();
         // 8 s for the running one, 10 s for the last.
         assert!(e.remaining_us.abs_diff(18 * S) < S / 100, "{e:?}");
@@ -181,14 +158,14 @@ fn stall_factor_is_validated() {
 /// Through the real layer: estimates and stall flags as the store's tick sees them.
 #[test]
 fn ticks_through_the_layer_carry_estimate_and_stall() {
-    with_clock(Builder::new().stall_factor(3.0), |store, hand| {
+    with_clock(Builder::new().stall_factor(3.0), |store, clock| {
         let span = tracing::info_span!("scan", progress.total = 1_000u64);
         let _guard = span.enter();
         let id = span.progress_id().unwrap();
         let mut last = None;
         // 10 units a second, ticks every 250 ms, for 40 s (3τ and more).
         for step in 1..=160u64 {
-            hand.pass_ms(250);
+            clock.advance_ms(250);
             if step % 4 == 0 {
                 span.inc(10);
             }
@@ -198,11 +175,42 @@ fn ticks_through_the_layer_carry_estimate_and_stall() {
         let e = last.expect("an estimate after 40 s of progress");
         assert_eq!(e.basis, EstimateBasis::Rate);
         assert!(e.remaining_us.abs_diff(60 * S) < 3 * S, "{e:?}");
-        // Then nothing for 2.5 s (fine), and for 3.5 s (3 × the 1 s interval: stalled), seen
-        // by a reader without any tick in between.
-        hand.pass_ms(2_500);
-        assert!(!store.get(id).unwrap().root.stalled);
-        hand.pass_ms(1_000);
+        // Readers alone, no tick: the estimate counts down, the stall shows in time.
+        clock.advance_ms(2_500);
+        let state = store.get(id).unwrap();
+        assert!(!state.root.stalled);
+        let later = state.root.estimate.clone().unwrap();
+        assert_eq!(e.remaining_us - later.remaining_us, 2_500_000, "counted down");
+        clock.advance_ms(1_000);
         assert!(store.get(id).unwrap().root.stalled);
+        // Progress the tick has not seen yet already ends the stall for readers.
+        span.inc(1);
+        assert!(!store.get(id).unwrap().root.stalled);
     });
+}
+
+/// Looking does not change what is seen: many readers or none, the same estimate.
+#[test]
+fn estimates_do_not_depend_on_how_often_something_looks() {
+    let run = |looks_per_tick: usize| {
+        with_clock(Builder::new(), |store, clock| {
+            let span = tracing::info_span!("copy", progress.total = 500u64);
+            let _guard = span.enter();
+            let id = span.progress_id().unwrap();
+            for _ in 0..80u64 {
+                clock.advance_ms(250);
+                span.inc(2);
+                store.tick_estimates();
+                for _ in 0..looks_per_tick {
+                    let _ = store.get(id);
+                    let _ = store.active();
+                }
+            }
+            store.get(id).unwrap().root.estimate.clone()
+        })
+    };
+    let quiet = run(0);
+    assert!(quiet.is_some(), "an estimate after 20 s");
+    assert_eq!(quiet, run(1));
+    assert_eq!(quiet, run(25));
 }

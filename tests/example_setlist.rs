@@ -2,9 +2,8 @@
 //! person would see: the live view's plain fallback while it runs (stdout is not a terminal
 //! here), the proposal's verbose fields, the failing block with its context, the history.
 
-#[path = "common/mod.rs"]
-mod common;
-use common::example_binary;
+mod support;
+use support::example_binary;
 
 use std::process::Command;
 

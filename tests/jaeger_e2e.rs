@@ -7,9 +7,8 @@
 //! (`CI` set), so a missing Jaeger can never pass silently.
 #![cfg(feature = "otel")]
 
-#[path = "common/mod.rs"]
-mod common;
-use common::example_binary;
+mod support;
+use support::example_binary;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -6,6 +6,8 @@
 //! in `exporter.get_finished_spans()` as soon as it ends. The last one sends the spans over real
 //! gRPC to an OTLP receiver running in the test.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_progress::otel::{HEARTBEAT_SPAN, PROGRESS_EVENT, attributes as attr};
 use tracing_progress::{Builder, OtelExport, ProgressSpanExt, Store};
 use tracing_subscriber::prelude::*;
+
+use support::ManualClock;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -40,7 +44,17 @@ impl Otel {
     /// Runs `f` under `registry().with(progress).with(otel_layer)` (the documented order),
     /// then flushes. The store is handed back so that heartbeat threads live as long as it.
     fn run<R>(&self, export: OtelExport, f: impl FnOnce(&Store) -> R) -> (Store, R) {
-        let (progress, store) = Builder::new().otel(export).build().expect("valid builder");
+        self.run_with(Builder::new(), export, f)
+    }
+
+    /// [`run`](Self::run) with our layer built from `builder` (a manual clock, say).
+    fn run_with<R>(
+        &self,
+        builder: Builder,
+        export: OtelExport,
+        f: impl FnOnce(&Store) -> R,
+    ) -> (Store, R) {
+        let (progress, store) = builder.otel(export).build().expect("valid builder");
         let subscriber = tracing_subscriber::registry()
             .with(progress)
             .with(tracing_opentelemetry::layer().with_tracer(self.provider.tracer("test")));
@@ -273,13 +287,15 @@ fn exported_spans_keep_names_and_parent_links() {
 #[test]
 fn final_attributes_carry_final_values_once_with_their_types() {
     let otel = Otel::new();
-    let (_store, (song_id, block_id, op_id)) = otel.run(OtelExport::new(), |_| {
+    let clock = ManualClock::new();
+    let layer = Builder::new().clock(clock.reader());
+    let (_store, (song_id, block_id, op_id)) = otel.run_with(layer, OtelExport::new(), |_| {
         let song = info_span!("song", progress.level = "song", progress.total = 1);
         let _g = song.enter();
         let block = info_span!("block", progress.level = "block", progress.total = 150);
         let _b = block.enter();
         block.set_current(127);
-        std::thread::sleep(Duration::from_millis(20));
+        clock.advance_ms(20);
         block.set_current(150);
         (
             song.progress_id().expect("song is tracked"),
@@ -299,19 +315,10 @@ fn final_attributes_carry_final_values_once_with_their_types() {
     assert_eq!(str_attr(block, attr::NAME), "block");
     assert_eq!(int_attr(block, attr::OPERATION_ID) as u64, op_id.as_u64());
     assert_eq!(int_attr(block, attr::NODE_ID) as u64, block_id.as_u64());
-    let duration = f64_attr(block, attr::DURATION_MS);
-    assert!(
-        (20.0..10_000.0).contains(&duration),
-        "duration_ms {duration} should cover the 20 ms sleep"
-    );
-    let busy = f64_attr(block, attr::BUSY_MS);
-    let idle = f64_attr(block, attr::IDLE_MS);
-    assert!(busy >= 20.0, "busy_ms {busy} should cover the 20 ms sleep");
-    assert!(idle >= 0.0, "idle_ms {idle}");
-    assert!(
-        busy <= duration + 1.0,
-        "busy_ms {busy} > duration_ms {duration}"
-    );
+    // The block was open, and entered, for the 20 ms the clock moved.
+    assert_eq!(f64_attr(block, attr::DURATION_MS), 20.0);
+    assert_eq!(f64_attr(block, attr::BUSY_MS), 20.0);
+    assert_eq!(f64_attr(block, attr::IDLE_MS), 0.0);
     // A completed, uncancelled, failure-free node has none of the optional attributes.
     for key in [
         attr::CANCEL_REQUESTED,
@@ -435,24 +442,26 @@ fn progress_events_are_throttled_per_interval() {
 fn progress_events_reopen_after_each_interval() {
     let interval = Duration::from_millis(200);
     let otel = Otel::new();
-    otel.run(
+    let clock = ManualClock::new();
+    otel.run_with(
+        Builder::new().clock(clock.reader()),
         OtelExport::new()
             .event_interval(interval)
             .max_events_per_span(32),
-        |_| {
+        |store| {
             let span = info_span!("paced", progress.level = "paced", progress.total = 200);
             let _g = span.enter();
             for _round in 0..2 {
                 // More than an interval since the span's creation and since the last event.
-                std::thread::sleep(interval + Duration::from_millis(50));
-                let burst = Instant::now();
+                clock.advance(interval + Duration::from_millis(50));
+                let burst = store.now_us();
                 for _ in 0..100 {
                     span.inc(1);
                 }
-                assert!(
-                    burst.elapsed() < interval,
-                    "100 increments took {:?}, longer than the interval",
-                    burst.elapsed()
+                assert_eq!(
+                    store.now_us(),
+                    burst,
+                    "the 100 increments happen at one instant, within one interval"
                 );
             }
         },

@@ -7,9 +7,8 @@
 //! under CI and is skipped elsewhere.
 #![cfg(all(feature = "terminal", unix))]
 
-#[path = "common/mod.rs"]
-mod common;
-use common::example_binary;
+mod support;
+use support::example_binary;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Integration tests of the layer and store, one binary (less linking) with a module per topic.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 mod bad_input;

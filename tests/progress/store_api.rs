@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use tracing::info_span;
 use tracing_progress::{Builder, HistoryQuery, ProgressSpanExt, ProgressState, Status};
 
-use crate::support::with_layer;
+use crate::support::{ManualClock, with_layer};
 
 fn run_ops() -> tracing_progress::Store {
     let (store, ()) = with_layer(Builder::new().history_limit(5), |_| {
@@ -53,14 +53,23 @@ fn history_is_bounded_newest_first_and_filterable() {
 
 #[test]
 fn history_expires_by_age() {
+    let clock = ManualClock::new();
     let (store, ()) = with_layer(
-        Builder::new().history_max_age(Duration::from_millis(50)),
+        Builder::new()
+            .history_max_age(Duration::from_millis(50))
+            .clock(clock.reader()),
         |_| {
             info_span!("old", progress.level = "op").in_scope(|| {});
         },
     );
     assert_eq!(store.history(&HistoryQuery::new()).len(), 1);
-    std::thread::sleep(Duration::from_millis(80));
+    clock.advance_ms(40);
+    assert_eq!(
+        store.history(&HistoryQuery::new()).len(),
+        1,
+        "younger than the limit: kept"
+    );
+    clock.advance_ms(40);
     assert!(
         store.history(&HistoryQuery::new()).is_empty(),
         "expired entries are not returned"

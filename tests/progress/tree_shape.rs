@@ -1,11 +1,9 @@
 //! Tree shapes from nested code, roll-up, metadata, events and timing.
 
-use std::time::Duration;
-
 use tracing::{info, info_span};
 use tracing_progress::{Builder, FieldValue, ProgressSpanExt, Status};
 
-use crate::support::{node, only_finished, shape, with_layer};
+use crate::support::{ManualClock, node, only_finished, shape, with_layer};
 
 #[test]
 fn nested_sync_spans_build_the_expected_tree() {
@@ -115,17 +113,22 @@ fn fields_and_events_become_metadata_message_and_progress() {
 
 #[test]
 fn timing_separates_busy_from_idle() {
-    let (store, ()) = with_layer(Builder::new(), |_| {
+    let clock = ManualClock::new();
+    let (store, ()) = with_layer(Builder::new().clock(clock.reader()), |_| {
         let span = info_span!("job", progress.level = "job");
-        span.in_scope(|| std::thread::sleep(Duration::from_millis(30)));
-        std::thread::sleep(Duration::from_millis(30));
-        span.in_scope(|| std::thread::sleep(Duration::from_millis(30)));
+        span.in_scope(|| clock.advance_ms(30));
+        clock.advance_ms(30);
+        span.in_scope(|| clock.advance_ms(30));
     });
     let t = only_finished(&store).root.timing.clone();
-    assert!(t.busy_us >= 55_000, "busy {:?}", t);
-    assert!(t.idle_us >= 25_000, "idle {:?}", t);
-    assert!(t.started_at_us.unwrap() <= t.completed_at_us.unwrap());
-    assert!(t.elapsed_us >= 85_000 && t.elapsed_us >= t.busy_us, "{t:?}");
+    assert_eq!(t.busy_us, 60_000, "busy {t:?}");
+    assert_eq!(t.idle_us, 30_000, "idle {t:?}");
+    assert_eq!(
+        t.completed_at_us.unwrap() - t.started_at_us.unwrap(),
+        90_000,
+        "{t:?}"
+    );
+    assert_eq!(t.elapsed_us, 90_000, "{t:?}");
 }
 
 #[test]
@@ -149,17 +152,18 @@ fn node_ids_never_repeat_across_span_slot_reuse() {
 
 #[test]
 fn pending_until_entered_then_running() {
-    with_layer(Builder::new(), |store| {
+    let clock = ManualClock::new();
+    with_layer(Builder::new().clock(clock.reader()), |store| {
         let span = info_span!("job", progress.level = "job");
         let id = span.operation_id().unwrap();
         assert_eq!(store.get(id).unwrap().status, Status::Pending);
         let _g = span.enter();
-        std::thread::sleep(Duration::from_millis(20));
+        clock.advance_ms(20);
         let op = store.get(id).unwrap();
         assert_eq!(op.status, Status::Running);
         assert!(op.started_at_us.is_some());
-        assert!(
-            op.root.timing.busy_us >= 15_000,
+        assert_eq!(
+            op.root.timing.busy_us, 20_000,
             "busy counts the current stretch: {:?}",
             op.root.timing
         );

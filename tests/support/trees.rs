@@ -1,4 +1,4 @@
-//! Shared helpers: run code under a subscriber with our layer, and describe trees compactly.
+//! Code run under our layer, and compact descriptions of the trees it made.
 
 use std::sync::Arc;
 
