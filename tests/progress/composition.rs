@@ -153,3 +153,51 @@ fn per_layer_filter_hides_spans_from_us_only() {
         "fmt still sees it: {out}"
     );
 }
+
+/// Two progress layers in one subscriber (a library's and its application's): each keeps its
+/// own store, both see every tracked span, and the extension methods reach both.
+#[test]
+fn two_progress_layers_in_one_subscriber_are_independent() {
+    let (app, app_store) = tracing_progress::layer();
+    let (lib, lib_store) = Builder::new()
+        .history_limit(5)
+        .build()
+        .expect("valid builder");
+    let subscriber = tracing_subscriber::registry().with(app).with(lib);
+    tracing::subscriber::with_default(subscriber, || {
+        for run in 0..2u64 {
+            let job = info_span!("job", progress.level = "job", progress.total = 3, run);
+            let _j = job.enter();
+            for _ in 0..3 {
+                let step = info_span!("step", progress.level = "step", progress.total = 10);
+                let _s = step.enter();
+                step.inc(4);
+                info!(progress.inc = 6, "rest");
+            }
+            // Cancelling in one store is seen by the span through either layer.
+            if run == 1 {
+                let id = app_store.active_ids()[0];
+                app_store.cancel(id).expect("running");
+                assert!(job.is_cancelled());
+            }
+        }
+    });
+    for store in [&app_store, &lib_store] {
+        assert_eq!(store.active().len(), 0, "nothing left live");
+        let history = store.history(&Default::default());
+        assert_eq!(history.len(), 2);
+        let first = &history[1];
+        assert_eq!(first.root.status, tracing_progress::Status::Completed);
+        assert_eq!(first.root.current, 3);
+        assert!(first.root.children.iter().all(|c| c.current == 10));
+    }
+    // The cancel was asked of the application's store only; the library's ran to its end.
+    assert_eq!(
+        app_store.history(&Default::default())[0].root.status,
+        tracing_progress::Status::Cancelled
+    );
+    assert_eq!(
+        lib_store.history(&Default::default())[0].root.status,
+        tracing_progress::Status::Completed
+    );
+}
