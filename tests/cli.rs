@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tracing::{Dispatch, info_span};
-use tracing_progress::http::{Server, ServerHandle};
+use tracing_progress::http::Server;
 use tracing_progress::{HistoryQuery, OperationId, ProgressSpanExt, ProgressState, Status, Store};
 use tracing_subscriber::prelude::*;
 
@@ -25,7 +25,7 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 
 struct Fixture {
     store: Store,
-    server: ServerHandle,
+    server: Server,
     failed: OperationId,
     completed: OperationId,
     held: Option<Held>,

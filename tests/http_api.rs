@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tracing::{Dispatch, info_span};
-use tracing_progress::http::{ServeError, Server, ServerBuilder, ServerHandle};
+use tracing_progress::http::{ServeError, Server, ServerBuilder};
 use tracing_progress::{Builder, OperationId, ProgressSpanExt, Store};
 use tracing_subscriber::Registry;
 use tracing_subscriber::prelude::*;
@@ -24,7 +24,7 @@ const TOKEN: &str = "t0ken-for-tests";
 struct Fixture {
     dispatch: Dispatch,
     store: Store,
-    server: ServerHandle,
+    server: Server,
 }
 
 impl Fixture {

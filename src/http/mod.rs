@@ -102,4 +102,4 @@ mod events;
 mod params;
 mod server;
 
-pub use server::{DEFAULT_PORT, ServeError, Server, ServerBuilder, ServerHandle, router};
+pub use server::{DEFAULT_PORT, ServeError, Server, ServerBuilder, router};
