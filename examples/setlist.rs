@@ -31,7 +31,7 @@ fn start_reporter(store: tracing_progress::Store) -> impl FnOnce() {
             if !sub.poll().changed.is_empty() {
                 for op in store.active() {
                     println!("--- running: {} ---", op.name);
-                    print!("{}", op.render_tree());
+                    print!("{op}");
                 }
             }
         }
