@@ -196,7 +196,7 @@ fn child_main(file: &str, target: &Target, rt: &tokio::runtime::Runtime) -> Exit
 
 fn print_summary(store: &Store) {
     for op in store.history(&HistoryQuery::new()) {
-        print!("{}", op);
+        print!("{op}");
         println!(
             "operation #{} {} {} ({} nodes, {} failed)",
             op.id, op.operation_type, op.status, op.metrics.nodes_seen, op.metrics.nodes_failed

@@ -31,7 +31,7 @@ fn start_reporter(store: tracing_progress::Store) -> impl FnOnce() {
             if !sub.poll().changed.is_empty() {
                 for op in store.active() {
                     println!("--- running: {} ---", op.name);
-                    print!("{}", op);
+                    print!("{op}");
                 }
             }
         }
@@ -46,7 +46,7 @@ fn start_reporter(store: tracing_progress::Store) -> impl FnOnce() {
 /// `--serve [ADDR]` or `SETLIST_SERVE=ADDR` (`1` for the default 127.0.0.1:7878). A token for
 /// the cancel button comes from `SETLIST_TOKEN`.
 #[cfg(feature = "http")]
-fn serve(store: &tracing_progress::Store) -> Option<tracing_progress::http::ServerHandle> {
+fn serve(store: &tracing_progress::Store) -> Option<tracing_progress::http::Server> {
     let args: Vec<String> = std::env::args().collect();
     let from_args = args.iter().position(|a| a == "--serve").map(|i| {
         args.get(i + 1)

@@ -25,6 +25,7 @@ mod store;
 #[cfg(feature = "terminal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "terminal")))]
 pub mod terminal;
+mod time;
 pub mod view;
 
 pub use layer::layer;

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing_progress::http::{Server, ServerHandle};
+use tracing_progress::http::Server;
 use tracing_progress::{Builder, HistoryQuery, OperationId, ProgressState, Status, Store};
 
 use support::{Held, TIMEOUT, Traced, wait_until};
@@ -25,7 +25,7 @@ const TOKEN: &str = "cli-test-token";
 
 struct Fixture {
     traced: Traced,
-    server: ServerHandle,
+    server: Server,
     failed: OperationId,
     completed: OperationId,
     held: Option<Held>,

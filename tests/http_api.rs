@@ -15,7 +15,7 @@ use axum::Router;
 use serde_json::Value;
 use tower::ServiceExt;
 use tracing::{Dispatch, info_span};
-use tracing_progress::http::{ServeError, Server, ServerBuilder, ServerHandle};
+use tracing_progress::http::{ServeError, Server, ServerBuilder};
 use tracing_progress::{Builder, OperationId, Store};
 use tracing_subscriber::Registry;
 use tracing_subscriber::prelude::*;
@@ -34,7 +34,7 @@ struct Fixture {
     app: Router,
     runtime: tokio::runtime::Runtime,
     /// The same configuration listening on a socket.
-    server: ServerHandle,
+    server: Server,
 }
 
 impl Fixture {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tracing_progress::ProgressState;
 use tracing_progress::view::{
-    Detail, Verbose, active_path, format_clock, format_duration, format_percent, format_timestamp,
+    Detail, Verbose, active_path, format_duration, format_percent, format_timestamp,
 };
 
 // === fixture builders ===
@@ -784,10 +784,9 @@ fn durations_by_magnitude() {
     assert_eq!(format_duration(59_999_999), "59.9s");
     assert_eq!(format_duration(60_000_000), "0:01:00");
     assert_eq!(format_duration(135_000_000), "0:02:15");
-    assert_eq!(format_clock(0), "0:00:00");
-    assert_eq!(format_clock(930_000_000), "0:15:30");
-    assert_eq!(format_clock(3_723_999_999), "1:02:03");
-    assert_eq!(format_clock(100 * 3_600_000_000), "100:00:00");
+    assert_eq!(format_duration(930_000_000), "0:15:30");
+    assert_eq!(format_duration(3_723_999_999), "1:02:03");
+    assert_eq!(format_duration(100 * 3_600_000_000), "100:00:00");
 }
 
 #[test]

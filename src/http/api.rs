@@ -1,13 +1,12 @@
 //! Routes, handlers, errors and access checks.
 //!
 //! Every handler is total: user input ends in a 2xx, a 400 with a message naming the
-//! parameter, a 401/403, or a 404. A panic-catching layer turns a bug into a JSON 500 instead of
-//! a dropped connection.
+//! parameter, a 401/403, or a 404. `tower-http`'s panic-catching layer turns a bug into a JSON
+//! 500 (without the panic message) instead of a dropped connection.
 
-use std::panic::AssertUnwindSafe;
+use std::any::Any;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -15,8 +14,9 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::FutureExt;
+use axum::{Json, Router};
 use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use super::events::{self, Hub};
 use super::params::{DEFAULT_LIMIT, Filters, HISTORY_PARAMS, Include, OPERATIONS_PARAMS, Params};
@@ -77,17 +77,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
+        struct Body {
+            error: String,
         }
-        let body = serde_json::to_string(&Body {
-            error: &self.message,
-        })
-        .unwrap_or_else(|_| r#"{"error":"error"}"#.into());
         let mut response = (
             self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
+            Json(Body {
+                error: self.message,
+            }),
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -96,21 +93,6 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
-    }
-}
-
-/// A JSON response from any serializable value.
-struct JsonBody(String);
-
-impl JsonBody {
-    fn of<T: Serialize + ?Sized>(value: &T) -> Self {
-        JsonBody(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
-    }
-}
-
-impl IntoResponse for JsonBody {
-    fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
     }
 }
 
@@ -129,17 +111,20 @@ pub(crate) fn build(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn(catch_panic))
+        .layer(catch_panics())
         .with_state(state)
 }
 
-async fn catch_panic(req: Request, next: Next) -> Response {
-    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }
-    }
+/// The outermost layer: a handler that panics answers a JSON 500 instead of dropping the
+/// connection.
+fn catch_panics() -> CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> Response> {
+    CatchPanicLayer::custom(panic_response)
+}
+
+/// The answer to a request whose handler panicked. The panic's message stays out of it: it may
+/// quote data of the instrumented program.
+fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
 
 /// Host check and the read token.
@@ -268,7 +253,10 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn health(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<JsonBody, ApiError> {
+async fn health(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<impl Serialize>, ApiError> {
     params(q.as_deref(), &["token"])?;
     #[derive(Serialize)]
     struct Health {
@@ -279,7 +267,7 @@ async fn health(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Js
         token_required_for_reads: bool,
     }
     let stats = app.store.stats();
-    Ok(JsonBody::of(&Health {
+    Ok(Json(Health {
         ok: true,
         active: stats.active,
         history: stats.history,
@@ -329,19 +317,22 @@ fn list(store: &Store, f: &Filters) -> OperationList {
 async fn list_operations(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<JsonBody, ApiError> {
+) -> Result<Json<impl Serialize>, ApiError> {
     let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
     let filters = Filters::parse(&params, OPERATIONS_PARAMS, Some(DEFAULT_LIMIT))
         .map_err(ApiError::bad_request)?;
-    Ok(JsonBody::of(&list(&app.store, &filters)))
+    Ok(Json(list(&app.store, &filters)))
 }
 
-async fn history(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<JsonBody, ApiError> {
+async fn history(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<impl Serialize>, ApiError> {
     let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
     let mut filters = Filters::parse(&params, HISTORY_PARAMS, Some(DEFAULT_LIMIT))
         .map_err(ApiError::bad_request)?;
     filters.include = Include::History;
-    Ok(JsonBody::of(&list(&app.store, &filters)))
+    Ok(Json(list(&app.store, &filters)))
 }
 
 async fn history_jsonl(
@@ -368,10 +359,10 @@ async fn get_operation(
     State(app): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
-) -> Result<JsonBody, ApiError> {
+) -> Result<Json<impl Serialize>, ApiError> {
     params(q.as_deref(), &["token"])?;
     let id = parse_id(path)?;
-    Ok(JsonBody::of(&*lookup(&app.store, id)?))
+    Ok(Json(lookup(&app.store, id)?))
 }
 
 async fn get_operation_text(
@@ -402,7 +393,7 @@ async fn cancel(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
-) -> Result<JsonBody, ApiError> {
+) -> Result<Json<impl Serialize>, ApiError> {
     check_token(&app.access, &headers, None)?;
     params(q.as_deref(), &[])?;
     let id = parse_id(path)?;
@@ -413,7 +404,7 @@ async fn cancel(
                 id: NodeId,
                 cancel_requested: bool,
             }
-            Ok(JsonBody::of(&Cancelled {
+            Ok(Json(Cancelled {
                 id,
                 cancel_requested: true,
             }))
@@ -475,6 +466,66 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bug in a handler is a JSON 500 that does not repeat the panic's message.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500() {
+        use tower::ServiceExt;
+
+        async fn boom() -> &'static str {
+            panic!("secret data of the program")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(catch_panics());
+        let request = |path: &str| {
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .expect("a request")
+        };
+        let response = app
+            .clone()
+            .oneshot(request("/boom"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+            Some(&b"application/json"[..])
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("a body");
+        assert_eq!(&body[..], br#"{"error":"internal error"}"#);
+        // The service goes on answering.
+        let response = app.oneshot(request("/fine")).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn errors_are_json_with_the_status() {
+        let response = ApiError::bad_request("parameter x: \"bad\"").into_response();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(HeaderValue::as_bytes),
+            Some(&b"application/json"[..])
+        );
+        let response = ApiError::new(StatusCode::UNAUTHORIZED, "wrong token").into_response();
+        assert_eq!(
+            response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(HeaderValue::as_bytes),
+            Some(&b"Bearer"[..])
+        );
+    }
 
     #[test]
     fn hosts() {

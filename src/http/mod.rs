@@ -44,7 +44,7 @@
 //! | `status=failed` | `pending`, `running`, `completed`, `failed`, `cancelled` |
 //! | `type=setlist_processing` | operation type, exact |
 //! | `name=setlist` | name contains this, case-insensitive |
-//! | `since=...`, `until=...` | when the operation finished (now, for a running one) is in the range, ends included. Unix milliseconds (`1767225600000`), RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.5+01:00`) or a date (`2026-01-01`, midnight UTC) |
+//! | `since=...`, `until=...` | when the operation finished (now, for a running one) is in the range, ends included. Unix milliseconds (`1767225600000`), RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.5+01:00`; parsed by `jiff`, which also takes ISO 8601 forms such as `2026-01-01T00:00Z` or `+0100`) or a date (`2026-01-01`, midnight UTC) |
 //! | `limit=20` | at most this many, 0 to 10,000; default 100 (none for `.jsonl`); `truncated` says whether more matched |
 //! | `include=history` | `/api/operations` only: `active` (default), `history`, or `all` (running first, then finished) |
 //!
@@ -102,4 +102,4 @@ mod events;
 mod params;
 mod server;
 
-pub use server::{DEFAULT_PORT, ServeError, Server, ServerBuilder, ServerHandle, router};
+pub use server::{DEFAULT_PORT, ServeError, Server, ServerBuilder, router};

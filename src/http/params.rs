@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::model::Status;
 use crate::store::HistoryQuery;
+use crate::time::parse_time;
 
 /// Largest `limit` accepted.
 pub(crate) const MAX_LIMIT: usize = 10_000;
@@ -19,15 +20,21 @@ pub(crate) struct Params {
 impl Params {
     /// Decodes a raw query string (`application/x-www-form-urlencoded`: `+` is a space,
     /// `%XX` a byte; the result must be UTF-8).
+    ///
+    /// `form_urlencoded` does the decoding. It never fails: a malformed `%`-escape stays as
+    /// typed and bytes that are not UTF-8 become U+FFFD. A filter built from such a mangled
+    /// value would quietly match the wrong operations, so that input is refused here first.
     pub(crate) fn parse(raw: Option<&str>) -> Result<Self, String> {
-        let mut pairs = Vec::new();
-        for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once('=').unwrap_or((part, ""));
-            let name = decode(name).map_err(|why| format!("query parameter name: {why}"))?;
-            let value =
-                decode(value).map_err(|why| format!("value of query parameter {name:?}: {why}"))?;
-            pairs.push((name, value));
+        let raw = raw.unwrap_or("");
+        for part in raw.split('&') {
+            check_encoding(part).map_err(|why| {
+                let shown: String = part.chars().take(64).collect();
+                format!("query parameter {shown:?}: {why}")
+            })?;
         }
+        let pairs = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
         Ok(Params { pairs })
     }
 
@@ -62,34 +69,19 @@ impl Params {
     }
 }
 
-fn decode(s: &str) -> Result<String, &'static str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or("truncated %-escape")?;
-                let hi = hex_digit(hex[0]).ok_or("invalid %-escape")?;
-                let lo = hex_digit(hex[1]).ok_or("invalid %-escape")?;
-                out.push((hi << 4) | lo);
-                i += 2;
-            }
-            b => out.push(b),
+/// Every `%` starts an escape of two hex digits, and the decoded bytes are UTF-8.
+fn check_encoding(part: &str) -> Result<(), &'static str> {
+    let bytes = part.as_bytes();
+    for (i, _) in part.match_indices('%') {
+        let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+        if hex.len() != 2 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err("malformed %-escape: expected % and two hex digits");
         }
-        i += 1;
     }
-    String::from_utf8(out).map_err(|_| "not valid UTF-8")
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(drop)
+        .map_err(|_| "not valid UTF-8 once %-decoded")
 }
 
 /// Which operations `GET /api/operations` lists.
@@ -192,158 +184,9 @@ fn parse_limit(v: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses a time given as unix milliseconds (`1767225600000`), an RFC 3339 time
-/// (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.5+01:00`) or a date (`2026-01-01`, midnight
-/// UTC); returns µs since the Unix epoch.
-pub(crate) fn parse_time(v: &str) -> Result<u64, String> {
-    let shown: String = v.chars().take(64).collect();
-    let expected = "expected unix milliseconds (e.g. 1767225600000) or an RFC 3339 time \
-                    (e.g. 2026-01-01T00:00:00Z)";
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v
-            .parse::<u64>()
-            .ok()
-            .and_then(|ms| ms.checked_mul(1000))
-            .ok_or_else(|| format!("{shown:?} is too large for unix milliseconds"));
-    }
-    match rfc3339_us(v) {
-        Ok(us) => Ok(us),
-        Err(Some(why)) => Err(format!("{shown:?}: {why}")),
-        Err(None) => Err(format!("{shown:?} is not a time: {expected}")),
-    }
-}
-
-/// `Err(None)`: not the shape of a date; `Err(Some(why))`: the shape, but a bad value.
-fn rfc3339_us(v: &str) -> Result<u64, Option<&'static str>> {
-    let b = v.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Result<i64, Option<&'static str>> {
-        let digits = b.get(range).ok_or(None)?;
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(None);
-        }
-        Ok(digits
-            .iter()
-            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(None);
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&month) {
-        return Err(Some("month out of range"));
-    }
-    if day < 1 || day > days_in_month(year, month) {
-        return Err(Some("day out of range"));
-    }
-    let days = days_from_civil(year, month, day);
-    let (mut secs, mut micros) = (0i64, 0i64);
-    let mut offset = 0i64;
-    if b.len() > 10 {
-        if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
-            return Err(None);
-        }
-        let (h, m, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if h > 23 || m > 59 || s > 60 {
-            return Err(Some("time of day out of range"));
-        }
-        secs = h * 3600 + m * 60 + s;
-        let mut i = 19;
-        if b.get(i) == Some(&b'.') {
-            let start = i + 1;
-            i = start;
-            while b.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-            if i == start {
-                return Err(Some("empty fraction of a second"));
-            }
-            let frac = &b[start..i.min(start + 6)];
-            micros = frac.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
-                * 10i64.pow(6 - frac.len() as u32);
-        }
-        match b.get(i) {
-            Some(b'Z' | b'z') if b.len() == i + 1 => {}
-            Some(sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
-                let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-                if oh > 23 || om > 59 {
-                    return Err(Some("UTC offset out of range"));
-                }
-                offset = (oh * 3600 + om * 60) * if *sign == b'+' { 1 } else { -1 };
-            }
-            None => return Err(Some("missing UTC offset (add Z or +HH:MM)")),
-            _ => return Err(None),
-        }
-    }
-    let total = (days * 86_400 + secs - offset) * 1_000_000 + micros;
-    u64::try_from(total).map_err(|_| Some("before 1970-01-01T00:00:00Z"))
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        assert_eq!(parse_time("0"), Ok(0));
-        assert_eq!(parse_time("1767225600000"), Ok(1_767_225_600_000_000));
-        assert_eq!(
-            parse_time("2026-01-01T00:00:00Z"),
-            Ok(1_767_225_600_000_000)
-        );
-        assert_eq!(parse_time("2026-01-01"), Ok(1_767_225_600_000_000));
-        assert_eq!(
-            parse_time("2026-01-01T01:00:00.5+01:00"),
-            Ok(1_767_225_600_500_000)
-        );
-        assert_eq!(
-            parse_time("2025-12-31t23:00:00.123456789-01:00"),
-            Ok(1_767_225_600_123_456)
-        );
-        assert_eq!(
-            parse_time("2024-02-29T00:00:00Z"),
-            Ok(1_709_164_800_000_000)
-        );
-        for bad in [
-            "",
-            "x",
-            "2026-13-01",
-            "2025-02-29",
-            "2026-01-01T00:00:00",
-            "2026-01-01T25:00:00Z",
-            "2026-01-01T00:00:00.Z",
-            "2026-01-01T00:00:00+0100",
-            "1969-12-31T23:59:59Z",
-            "99999999999999999999",
-            "２０２６-01-01",
-            "-1",
-        ] {
-            assert!(parse_time(bad).is_err(), "{bad:?} should not parse");
-        }
-    }
 
     #[test]
     fn query_strings() {
@@ -357,5 +200,79 @@ mod tests {
         assert!(Params::parse(Some("a=%4")).is_err());
         let twice = Params::parse(Some("a=1&a=2")).unwrap();
         assert!(twice.check(&["a"]).unwrap_err().contains("more than once"));
+    }
+
+    #[test]
+    fn decoding_follows_the_form_encoding() {
+        // Escaped separators stay data; `+` is a space, `%2B` a plus; a bare name has an empty
+        // value; empty pieces between `&`s are skipped.
+        let p = Params::parse(Some("&name=a%26b%3Dc+d%2B&&flag&type=%E2%9C%93")).unwrap();
+        assert_eq!(p.get("name"), Some("a&b=c d+"));
+        assert_eq!(p.get("flag"), None);
+        assert_eq!(p.get("type"), Some("\u{2713}"));
+        assert_eq!(p.pairs.len(), 3);
+        // A real U+FFFD is data, not a decoding failure.
+        let p = Params::parse(Some("name=%EF%BF%BD\u{fffd}")).unwrap();
+        assert_eq!(p.get("name"), Some("\u{fffd}\u{fffd}"));
+        assert_eq!(Params::parse(None).unwrap().pairs.len(), 0);
+    }
+
+    #[test]
+    fn malformed_input_is_refused_with_the_piece_named() {
+        assert_eq!(
+            Params::parse(Some("ok=1&name=%ZZ")).unwrap_err(),
+            "query parameter \"name=%ZZ\": malformed %-escape: expected % and two hex digits"
+        );
+        assert_eq!(
+            Params::parse(Some("name=%C3%28")).unwrap_err(),
+            "query parameter \"name=%C3%28\": not valid UTF-8 once %-decoded"
+        );
+        let e = Params::parse(Some("%FF=1")).unwrap_err();
+        assert!(e.contains("%FF=1") && e.contains("UTF-8"), "{e}");
+        let e = Params::parse(Some("a=100%")).unwrap_err();
+        assert!(e.contains("malformed"), "{e}");
+    }
+
+    /// The checks and their messages are part of the API (clients show them to people).
+    #[test]
+    fn unknown_and_repeated_parameters_are_400_messages() {
+        let p = Params::parse(Some("limit=1&stauts=failed")).unwrap();
+        assert_eq!(
+            p.check(&["status", "limit"]).unwrap_err(),
+            "unknown query parameter \"stauts\": expected one of status, limit"
+        );
+        assert_eq!(
+            p.check(&[]).unwrap_err(),
+            "unknown query parameter \"limit\": this endpoint takes none"
+        );
+        let p = Params::parse(Some("limit=1&limit=2")).unwrap();
+        assert_eq!(
+            p.check(&["limit"]).unwrap_err(),
+            "query parameter \"limit\" is given more than once"
+        );
+        // A repeated name counts even when one of the values is empty.
+        let p = Params::parse(Some("limit=&limit=2")).unwrap();
+        assert!(p.check(&["limit"]).is_err());
+        let long = format!("{}=1", "x".repeat(200));
+        let e = Params::parse(Some(&long))
+            .unwrap()
+            .check(&["a"])
+            .unwrap_err();
+        assert!(e.len() < 120, "{e}");
+    }
+
+    #[test]
+    fn time_filters() {
+        let p = Params::parse(Some("since=2026-01-01&until=2026-01-01T00:00:00.5Z")).unwrap();
+        assert!(Filters::parse(&p, HISTORY_PARAMS, None).is_ok());
+        let p = Params::parse(Some("since=2026-01-02&until=2026-01-01T23:59:59%2B00:00")).unwrap();
+        let e = Filters::parse(&p, HISTORY_PARAMS, None).unwrap_err();
+        assert_eq!(e, "parameters since and until: since is later than until");
+        let p = Params::parse(Some("until=2026-01-01T00:00:00")).unwrap();
+        let e = Filters::parse(&p, HISTORY_PARAMS, None).unwrap_err();
+        assert!(
+            e.starts_with("parameter until: ") && e.contains("UTC offset"),
+            "{e}"
+        );
     }
 }

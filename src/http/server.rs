@@ -25,10 +25,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Name of the server's thread.
 const THREAD_NAME: &str = "tracing-progress-http";
 
-/// The HTTP server; see the [module docs](super) for the endpoints.
+/// A running HTTP server; see the [module docs](super) for the endpoints.
 ///
-/// [`Server::builder`] configures one, [`ServerBuilder::spawn`] starts it on its own thread,
-/// [`Server::spawn`] does both with the defaults.
+/// [`Server::builder`] configures one and [`ServerBuilder::spawn`] starts it on its own
+/// thread; [`Server::spawn`] does both with the defaults. [`shutdown`](Self::shutdown), or
+/// dropping the `Server`, stops it gracefully (open requests get up to two seconds, event
+/// streams end) and waits for its thread.
 ///
 /// ```no_run
 /// use tracing_progress::http::Server;
@@ -44,9 +46,11 @@ const THREAD_NAME: &str = "tracing-progress-http";
 /// // ... run the program; dropping `server` stops it.
 /// # Ok::<(), tracing_progress::http::ServeError>(())
 /// ```
-#[derive(Debug)]
+#[must_use = "dropping the Server stops it"]
 pub struct Server {
-    _private: (),
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -64,8 +68,47 @@ impl Server {
     }
 
     /// Starts a server with the defaults: `127.0.0.1:7878`, no token (read-only).
-    pub fn spawn(store: Store) -> Result<ServerHandle, ServeError> {
+    pub fn spawn(store: Store) -> Result<Server, ServeError> {
         Server::builder(store).spawn()
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The page's URL, e.g. `http://127.0.0.1:7878/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Stops the server gracefully and waits for its thread to end.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
     }
 }
 
@@ -95,7 +138,7 @@ impl fmt::Debug for ServerBuilder {
 
 impl ServerBuilder {
     /// The address to listen on; default `127.0.0.1:7878` ([`DEFAULT_PORT`]). Port 0 picks a
-    /// free port ([`ServerHandle::local_addr`] tells which). An address that is not loopback
+    /// free port ([`Server::local_addr`] tells which). An address that is not loopback
     /// needs a [`token`](Self::token).
     ///
     /// ```
@@ -210,7 +253,7 @@ impl ServerBuilder {
     /// Fails at once, before any thread starts, if the address is not loopback and no token
     /// is set ([`ServeError::TokenRequired`]), if the token is invalid, or if the address
     /// cannot be bound.
-    pub fn spawn(self) -> Result<ServerHandle, ServeError> {
+    pub fn spawn(self) -> Result<Server, ServeError> {
         let access = self.access(Some(self.addr))?;
         let addr = self.addr;
         let bind_err = |source| ServeError::Bind { addr, source };
@@ -258,60 +301,11 @@ impl ServerBuilder {
                 drop(runtime);
             })
             .map_err(ServeError::Thread)?;
-        Ok(ServerHandle {
+        Ok(Server {
             addr: local_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
-    }
-}
-
-/// A running [`Server`]. [`shutdown`](Self::shutdown) or dropping it stops the server
-/// gracefully (open requests get up to two seconds, event streams end) and waits for its thread.
-pub struct ServerHandle {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl fmt::Debug for ServerHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("addr", &self.addr)
-            .field("running", &self.thread.is_some())
-            .finish()
-    }
-}
-
-impl ServerHandle {
-    /// The address the server listens on (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The page's URL, e.g. `http://127.0.0.1:7878/`.
-    pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    /// Stops the server gracefully and waits for its thread to end.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop_and_join();
     }
 }
 

@@ -492,9 +492,4 @@ impl ProgressState {
         // Serializing this plain data cannot fail: all map keys are strings.
         serde_json::to_string(self).unwrap_or_default()
     }
-
-    /// A plain indented dump of the tree, one node per line (the same as `Display`).
-    pub fn render_tree(&self) -> String {
-        self.to_string()
-    }
 }

@@ -3,7 +3,11 @@
 use std::fmt::{self, Write};
 
 use super::{ProgressLevel, ProgressState};
+use crate::time::format_duration;
 
+/// A plain indented dump of the tree, one node per line, for logs and debugging:
+/// `println!("{state}")` or `state.to_string()`. For reports meant to be read, use
+/// [`view::Verbose`](crate::view::Verbose).
 impl fmt::Display for ProgressState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -51,7 +55,7 @@ fn write_level(f: &mut fmt::Formatter<'_>, l: &ProgressLevel, depth: usize) -> f
     if let Some(p) = l.percentage {
         let _ = write!(line, " {p:.1}%");
     }
-    let _ = write!(line, " {}", format_duration_us(l.timing.elapsed_us));
+    let _ = write!(line, " {}", format_duration(l.timing.elapsed_us));
     if let Some(m) = &l.message {
         let _ = write!(line, " - {m}");
     }
@@ -80,37 +84,48 @@ fn write_level(f: &mut fmt::Formatter<'_>, l: &ProgressLevel, depth: usize) -> f
             folded.completed,
             folded.failed,
             folded.cancelled,
-            format_duration_us(folded.min_us),
-            format_duration_us(folded.max_us),
-            format_duration_us(folded.mean_us)
+            format_duration(folded.min_us),
+            format_duration(folded.max_us),
+            format_duration(folded.mean_us)
         )?;
     }
     Ok(())
 }
 
-/// `1.234s`, `12ms`, `850µs`, `2:03:04` style durations, stable for text comparisons.
-pub(crate) fn format_duration_us(us: u64) -> String {
-    if us < 1_000 {
-        format!("{us}µs")
-    } else if us < 1_000_000 {
-        format!("{}ms", us / 1_000)
-    } else if us < 60_000_000 {
-        format!("{:.3}s", us as f64 / 1e6)
-    } else {
-        let s = us / 1_000_000;
-        format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::format_duration_us;
+    use crate::model::ProgressState;
 
+    /// A finished operation whose root took `root_us` and its one child `child_us`.
+    fn state(root_us: u64, child_us: u64) -> ProgressState {
+        let level = |id: u64, kind: &str, us: u64, children: &str| {
+            format!(
+                r#"{{"id":{id},"level_type":"{kind}","name":"{kind}","span_name":"{kind}",
+                "target":"app","status":"completed","current":0,"timing":{{"created_at_us":0,
+                "elapsed_us":{us},"busy_us":{us},"idle_us":0}},"children":[{children}]}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"schema_version":1,"id":1,"operation_type":"job","name":"job",
+            "status":"completed","cancel_requested":false,"metrics":{{"nodes_seen":2,
+            "nodes_retained":2,"nodes_folded":0,"nodes_failed":0,"updates":0,"input_errors":0}},
+            "snapshot_at_us":0,"root":{}}}"#,
+            level(1, "job", root_us, &level(2, "step", child_us, ""))
+        );
+        serde_json::from_str(&json).expect("a valid snapshot")
+    }
+
+    /// The dump writes durations like the views do (`crate::time::format_duration`).
     #[test]
-    fn durations_format_by_magnitude() {
-        assert_eq!(format_duration_us(850), "850µs");
-        assert_eq!(format_duration_us(12_345), "12ms");
-        assert_eq!(format_duration_us(3_200_000), "3.200s");
-        assert_eq!(format_duration_us(3_723_000_000), "1:02:03");
+    fn durations_read_like_the_views() {
+        let text = state(3_290_000, 850_400).to_string();
+        assert_eq!(
+            text,
+            "operation job #1 completed\n  job \"job\" [completed] 3.2s\n    \
+             step \"step\" [completed] 850ms\n"
+        );
+        let text = state(3_723_000_000, 0).to_string();
+        assert!(text.contains("[completed] 1:02:03\n"), "{text}");
+        assert!(text.contains("[completed] 0ms\n"), "{text}");
     }
 }

@@ -2,8 +2,9 @@
 
 use std::fmt::Write;
 
-use super::text::{clock_short, count, first_line, format_percent, one_line, position};
+use super::text::{count, first_line, format_percent, one_line, position};
 use crate::model::{ProgressLevel, ProgressState, Status};
+use crate::time::{DurationStyle, duration};
 
 /// One line saying where a running operation is, following the deepest running path:
 ///
@@ -96,7 +97,10 @@ pub fn active_path(state: &ProgressState) -> String {
         extras.push(format_percent(p));
     }
     if let Some(e) = &node.estimate {
-        extras.push(format!("ETA {}", clock_short(e.remaining_us)));
+        extras.push(format!(
+            "ETA {}",
+            duration(e.remaining_us, DurationStyle::ShortClock)
+        ));
     }
     if node.stalled {
         extras.push("stalled".to_owned());

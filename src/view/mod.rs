@@ -3,8 +3,9 @@
 //! Both read a [`ProgressState`](crate::ProgressState) only (from [`Store`](crate::Store),
 //! from history, or deserialized from exported JSON), so they work the same live, after the
 //! fact and in another process. The output is deterministic: times are UTC, durations and
-//! percentages have fixed formats ([`format_timestamp`], [`format_clock`],
-//! [`format_duration`], [`format_percent`]), and the text is ASCII apart from `›` and `…`.
+//! percentages have fixed formats ([`format_timestamp`], [`format_duration`],
+//! [`format_percent`]; running times read as a clock, `0:02:15`), and the text is ASCII apart
+//! from `›` and `…`.
 //!
 //! * [`Verbose`] renders the whole tree at one of three [`Detail`] settings, with limits on depth
 //!   and on children per parent so a run of 10,000 blocks stays a page long.
@@ -26,6 +27,7 @@ mod active;
 mod text;
 mod verbose;
 
+pub use crate::time::{format_duration, format_timestamp};
 pub use active::active_path;
-pub use text::{format_clock, format_duration, format_percent, format_timestamp};
+pub use text::format_percent;
 pub use verbose::{Detail, Verbose};

@@ -1,4 +1,5 @@
-//! Deterministic text pieces shared by the views: times, durations, percentages, counts, names.
+//! Deterministic text pieces shared by the views: percentages, counts, names. Times and
+//! durations are in `src/time.rs`.
 //!
 //! Everything here is integer arithmetic or fixed-precision `format!`, so the same snapshot
 //! always renders to the same bytes on every platform, whatever the local time zone.
@@ -8,69 +9,7 @@ use std::fmt::Write;
 
 use crate::model::{ProgressLevel, Status};
 
-const US_PER_S: u64 = 1_000_000;
-const S_PER_DAY: u64 = 86_400;
-
 // === public formatting ===
-
-/// A wall-clock time in microseconds since the Unix epoch as UTC `YYYY-MM-DD HH:MM:SS`.
-///
-/// Sub-second digits are cut, not rounded. The calendar is the proleptic Gregorian one,
-/// computed here (no time-zone database, no `chrono`).
-///
-/// ```
-/// use tracing_progress::view::format_timestamp;
-/// assert_eq!(format_timestamp(0), "1970-01-01 00:00:00");
-/// assert_eq!(format_timestamp(1_705_314_600_000_000), "2024-01-15 10:30:00");
-/// assert_eq!(format_timestamp(1_709_251_199_999_999), "2024-02-29 23:59:59");
-/// ```
-pub fn format_timestamp(at_us: u64) -> String {
-    let secs = at_us / US_PER_S;
-    let (year, month, day) = civil_from_days(secs / S_PER_DAY);
-    let s = secs % S_PER_DAY;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
-/// A duration in microseconds as a clock, `H:MM:SS` (seconds cut, hours unbounded).
-///
-/// Used for elapsed and remaining times.
-///
-/// ```
-/// use tracing_progress::view::format_clock;
-/// assert_eq!(format_clock(135_000_000), "0:02:15");
-/// assert_eq!(format_clock(93_784_900_000), "26:03:04");
-/// ```
-pub fn format_clock(us: u64) -> String {
-    let s = us / US_PER_S;
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
-
-/// A duration in microseconds sized to its magnitude: `850ms` under a second, `3.2s` under a
-/// minute (tenths cut, not rounded), otherwise the clock form of [`format_clock`].
-///
-/// Used for the duration of finished levels.
-///
-/// ```
-/// use tracing_progress::view::format_duration;
-/// assert_eq!(format_duration(850_400), "850ms");
-/// assert_eq!(format_duration(3_290_000), "3.2s");
-/// assert_eq!(format_duration(60_000_000), "0:01:00");
-/// ```
-pub fn format_duration(us: u64) -> String {
-    if us < US_PER_S {
-        format!("{}ms", us / 1_000)
-    } else if us < 60 * US_PER_S {
-        let tenths = us / 100_000;
-        format!("{}.{}s", tenths / 10, tenths % 10)
-    } else {
-        format_clock(us)
-    }
-}
 
 /// A percentage: whole numbers from 10% up, one decimal below 10%, rounded to nearest.
 ///
@@ -103,25 +42,6 @@ pub fn format_percent(p: f64) -> String {
     format!("{}%", count(whole as u64))
 }
 
-// === calendar ===
-
-/// Year, month (1-12) and day (1-31) of a day number counted from 1970-01-01.
-///
-/// Howard Hinnant's `civil_from_days`: shift the epoch to 0000-03-01 so the leap day ends each
-/// year, split into 400-year eras (146,097 days), then into years and a March-based month.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = z / 146_097;
-    let doe = z % 146_097; // day of era, 0..=146_096
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of the March-based year, 0..=365
-    let mp = (5 * doy + 2) / 153; // March = 0 .. February = 11
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = era * 400 + yoe + u64::from(month <= 2);
-    (year, month, day)
-}
-
 // === private pieces ===
 
 /// `9,950`: thousands separated by commas.
@@ -135,16 +55,6 @@ pub(crate) fn count(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// A clock without hours when under one: `0:31`, `12:05`, then `1:02:03`.
-pub(crate) fn clock_short(us: u64) -> String {
-    let s = us / US_PER_S;
-    if s < 3600 {
-        format!("{}:{:02}", s / 60, s % 60)
-    } else {
-        format_clock(us)
-    }
 }
 
 /// A rate per second: one decimal under 100, whole (with separators) from there.
@@ -321,45 +231,12 @@ pub(crate) fn progress(level: &ProgressLevel) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Walks the calendar one day at a time from 1970 and compares every day.
-    #[test]
-    fn civil_from_days_matches_a_day_by_day_calendar() {
-        let leap =
-            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
-        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
-        for days in 0..(600 * 366) {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
-            let len = match m {
-                2 if leap(y) => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            d += 1;
-            if d > len {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_largest_time_does_not_overflow() {
-        assert_eq!(format_timestamp(u64::MAX), "586524-01-19 08:01:49");
-    }
-
     #[test]
     fn small_pieces() {
         assert_eq!(count(0), "0");
         assert_eq!(count(999), "999");
         assert_eq!(count(1_000), "1,000");
         assert_eq!(count(1_234_567), "1,234,567");
-        assert_eq!(clock_short(31_000_000), "0:31");
-        assert_eq!(clock_short(3_723_000_000), "1:02:03");
         assert_eq!(rate(1.25), "1.2");
         assert_eq!(rate(1234.5), "1,235");
         assert_eq!(bytes(128 << 20), "128 MB");

@@ -3,14 +3,14 @@
 use std::fmt::Write;
 
 use super::text::{
-    bytes, clock_short, count, counts, first_line, format_clock, format_duration, format_percent,
-    format_timestamp, one_line, plural, position, progress, rate, status_word, title_words,
-    units_of,
+    bytes, count, counts, first_line, format_percent, one_line, plural, position, progress, rate,
+    status_word, title_words, units_of,
 };
 use crate::model::{
     ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, FoldedChildren, ProgressLevel,
     ProgressState, Status,
 };
+use crate::time::{DurationStyle, duration, format_duration, format_timestamp};
 
 /// How much the [`Verbose`] renderer writes per level.
 ///
@@ -55,12 +55,11 @@ pub enum Detail {
 ///   `… 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10`.
 ///
 /// Output is deterministic (UTC times, cut durations, see [`format_timestamp`],
-/// [`format_clock`], [`format_duration`], [`format_percent`]) and uses only ASCII plus `›` and
-/// `…`; names and messages from the program are kept as they are, with control characters
-/// escaped.
+/// [`format_duration`], [`format_percent`]; elapsed and remaining times of running levels are
+/// clocks, `0:02:15`) and uses only ASCII plus `›` and `…`; names and messages from the program
+/// are kept as they are, with control characters escaped.
 ///
 /// [`format_timestamp`]: super::format_timestamp
-/// [`format_clock`]: super::format_clock
 /// [`format_duration`]: super::format_duration
 /// [`format_percent`]: super::format_percent
 ///
@@ -394,7 +393,10 @@ impl<'a> Renderer<'a> {
         match l.status {
             Status::Pending => {}
             Status::Running => {
-                self.line(indent, &format!("Elapsed: {}", format_clock(t.elapsed_us)));
+                self.line(
+                    indent,
+                    &format!("Elapsed: {}", duration(t.elapsed_us, DurationStyle::Clock)),
+                );
             }
             _ => self.line(
                 indent,
@@ -411,13 +413,16 @@ impl<'a> Renderer<'a> {
             self.line(indent, &line);
         }
         if let Some(e) = &l.estimate {
-            let mut line = format!("Estimated Remaining: {}", format_clock(e.remaining_us));
+            let mut line = format!(
+                "Estimated Remaining: {}",
+                duration(e.remaining_us, DurationStyle::Clock)
+            );
             if e.low_us != e.high_us {
                 let _ = write!(
                     line,
                     " ({}-{})",
-                    clock_short(e.low_us),
-                    clock_short(e.high_us)
+                    duration(e.low_us, DurationStyle::ShortClock),
+                    duration(e.high_us, DurationStyle::ShortClock)
                 );
             }
             self.line(indent, &line);
@@ -608,7 +613,11 @@ fn summary_status(l: &ProgressLevel) -> String {
                 let _ = write!(s, " {p}");
             }
             if let Some(e) = &l.estimate {
-                let _ = write!(s, ", ETA {}", format_clock(e.remaining_us));
+                let _ = write!(
+                    s,
+                    ", ETA {}",
+                    duration(e.remaining_us, DurationStyle::Clock)
+                );
             }
         }
         _ => {

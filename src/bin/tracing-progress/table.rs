@@ -1,5 +1,6 @@
 //! Human output of operation lists: one row per operation, failures below their row.
 
+use console::measure_text_width;
 use tracing_progress::view::{format_duration, format_percent, format_timestamp};
 use tracing_progress::{ErrorInfo, ProgressLevel, ProgressState, Status};
 
@@ -29,10 +30,10 @@ pub(crate) fn operations(ops: &[ProgressState]) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
+    let mut widths = HEADERS.map(measure_text_width);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(measure_text_width(cell));
         }
     }
     let mut out = String::new();
@@ -56,7 +57,7 @@ fn push_row(out: &mut String, row: &[String; 7], widths: &[usize; 7]) {
         }
         line.push_str(cell);
         if i + 1 < row.len() {
-            let pad = width.saturating_sub(cell.chars().count());
+            let pad = width.saturating_sub(measure_text_width(cell));
             line.extend(std::iter::repeat_n(' ', pad));
         }
     }
@@ -127,5 +128,46 @@ fn describe(what: &str, e: &ErrorInfo) -> String {
             path.join(" › "),
             one_line(message)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: u64, operation_type: &str, name: &str) -> ProgressState {
+        let json = serde_json::json!({
+            "schema_version": 1, "id": id, "operation_type": operation_type, "name": name,
+            "status": "completed", "cancel_requested": false,
+            "metrics": {"nodes_seen": 1, "nodes_retained": 1, "nodes_folded": 0,
+                        "nodes_failed": 0, "updates": 0, "input_errors": 0},
+            "snapshot_at_us": 0,
+            "root": {
+                "id": id, "level_type": operation_type, "name": name, "span_name": "op",
+                "target": "app", "status": "completed", "current": 0,
+                "timing": {"created_at_us": 0, "elapsed_us": 3_290_000, "busy_us": 0,
+                           "idle_us": 0}
+            }
+        });
+        serde_json::from_value(json).expect("a valid snapshot")
+    }
+
+    /// Columns line up on screen: a wide (CJK) cell takes two columns per character, so the
+    /// cells after it start at the same terminal column on every row.
+    #[test]
+    fn columns_align_by_display_width() {
+        let text = operations(&[op(1, "歌歌", "wide"), op(22, "song", "narrow")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let column_of = |line: &str, cell: &str| {
+            let at = line.find(cell).expect("cell in the row");
+            measure_text_width(&line[..at])
+        };
+        let name_column = column_of(lines[0], "NAME");
+        assert_eq!(column_of(lines[1], "wide"), name_column, "{text}");
+        assert_eq!(column_of(lines[2], "narrow"), name_column, "{text}");
+        let duration_column = column_of(lines[0], "DURATION");
+        assert_eq!(column_of(lines[1], "3.2s"), duration_column, "{text}");
+        assert_eq!(column_of(lines[2], "3.2s"), duration_column, "{text}");
     }
 }

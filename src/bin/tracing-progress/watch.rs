@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_progress::ProgressState;
-use tracing_progress::view::{Detail, Verbose, active_path};
+use tracing_progress::view::{Detail, Verbose, active_path, format_duration};
 
 use crate::client::{Client, SseEvent, parse_state, read_events};
 use crate::error::{CliError, Exit, print, print_line};
@@ -400,19 +400,10 @@ fn json_event(event: &str, data: &str) -> String {
     format!(r#"{{"event":"{event}","data":{}}}"#, data.trim())
 }
 
-/// `5s`, `1.5s`, `250ms`, `2m`.
+/// A `Duration` written the way the library writes durations ([`format_duration`]):
+/// `250ms`, `1.5s`, `5.0s`, `0:02:00`.
 pub(crate) fn human_duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        if d.as_secs().is_multiple_of(60) {
-            format!("{}m", d.as_secs() / 60)
-        } else {
-            format!("{}s", d.as_secs())
-        }
-    } else if d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
+    format_duration(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Parses `30`, `30s`, `1.5s`, `500ms`, `2m`, `1h` (a bare number is seconds).
@@ -464,9 +455,10 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
-        assert_eq!(human_duration(Duration::from_secs(5)), "5s");
-        assert_eq!(human_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5.0s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "0:02:00");
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human_duration(Duration::MAX), format_duration(u64::MAX));
     }
 }
