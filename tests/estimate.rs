@@ -180,7 +180,11 @@ fn ticks_through_the_layer_carry_estimate_and_stall() {
         let state = store.get(id).unwrap();
         assert!(!state.root.stalled);
         let later = state.root.estimate.clone().unwrap();
-        assert_eq!(e.remaining_us - later.remaining_us, 2_500_000, "counted down");
+        assert_eq!(
+            e.remaining_us - later.remaining_us,
+            2_500_000,
+            "counted down"
+        );
         clock.advance_ms(1_000);
         assert!(store.get(id).unwrap().root.stalled);
         // Progress the tick has not seen yet already ends the stall for readers.

@@ -747,19 +747,33 @@ fn wrong_layer_order_is_detected() {
         .with(tracing_opentelemetry::layer().with_tracer(otel.provider.tracer("test")))
         .with(progress);
     tracing::subscriber::with_default(subscriber, || {
-        assert!(!store.stats().has_warning(tracing_progress::otel::LAYER_ORDER_WARNING), "nothing seen yet");
+        assert!(
+            !store
+                .stats()
+                .has_warning(tracing_progress::otel::LAYER_ORDER_WARNING),
+            "nothing seen yet"
+        );
         drop(info_span!("untracked"));
         assert!(
-            !store.stats().has_warning(tracing_progress::otel::LAYER_ORDER_WARNING),
+            !store
+                .stats()
+                .has_warning(tracing_progress::otel::LAYER_ORDER_WARNING),
             "untracked spans do not check the order"
         );
         let span = info_span!("job", progress.level = "job");
         assert!(
-            store.stats().has_warning(tracing_progress::otel::LAYER_ORDER_WARNING),
+            store
+                .stats()
+                .has_warning(tracing_progress::otel::LAYER_ORDER_WARNING),
             "the first tracked span finds the OpenTelemetry layer ahead of ours"
         );
         drop(span);
-        assert!(store.stats().has_warning(tracing_progress::otel::LAYER_ORDER_WARNING), "stays set");
+        assert!(
+            store
+                .stats()
+                .has_warning(tracing_progress::otel::LAYER_ORDER_WARNING),
+            "stays set"
+        );
     });
 }
 
@@ -771,9 +785,17 @@ fn right_layer_order_is_not_flagged() {
         let _g = span.enter();
         let child = info_span!("step", progress.level = "step");
         drop(child);
-        assert!(!store.stats().has_warning(tracing_progress::otel::LAYER_ORDER_WARNING));
+        assert!(
+            !store
+                .stats()
+                .has_warning(tracing_progress::otel::LAYER_ORDER_WARNING)
+        );
     });
-    assert!(!store.stats().has_warning(tracing_progress::otel::LAYER_ORDER_WARNING));
+    assert!(
+        !store
+            .stats()
+            .has_warning(tracing_progress::otel::LAYER_ORDER_WARNING)
+    );
     // And in this order the final attributes do arrive.
     let spans = otel.spans();
     assert_eq!(str_attr(by_name(&spans, "job"), attr::STATUS), "completed");

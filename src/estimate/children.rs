@@ -82,7 +82,11 @@ pub(crate) fn from_children(level: Family<'_>, unit_prior: Option<&[u64]>) -> Op
     };
     let (mut running, mut sum, mut sum_low, mut sum_high) = (0u64, 0.0, 0.0, 0.0);
     let (mut max, mut max_low, mut max_high) = (0.0f64, 0.0f64, 0.0f64);
-    for c in level.children.iter().filter(|c| c.status == Status::Running) {
+    for c in level
+        .children
+        .iter()
+        .filter(|c| c.status == Status::Running)
+    {
         let (r, lo, hi) = match (&c.estimate, unit) {
             (Some(e), _) => (e.remaining_us as f64, e.low_us as f64, e.high_us as f64),
             (None, Some(u)) => {
@@ -117,4 +121,3 @@ pub(crate) fn from_children(level: Family<'_>, unit_prior: Option<&[u64]>) -> Op
         EstimateBasis::Children,
     ))
 }
-

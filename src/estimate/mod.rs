@@ -130,4 +130,3 @@ impl NodeEstimator {
             .unwrap_or_else(|| history.is_some_and(|h| past_p95(h, elapsed_us)))
     }
 }
-

@@ -45,7 +45,6 @@ pub(crate) fn past_p95(sorted: &[u64], elapsed_us: u64) -> bool {
     }
 }
 
-
 /// Durations kept per key (the last this many completed nodes).
 pub(crate) const PRIOR_RING: usize = 64;
 /// (level type, name) keys kept; the key fed least recently goes first.
@@ -216,7 +215,6 @@ impl Durations {
         self.fed_at = tick;
     }
 }
-
 
 #[cfg(test)]
 mod tests {

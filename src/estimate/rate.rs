@@ -1,7 +1,7 @@
 //! The smoothed rate of one node's progress (basis `Rate`; see `docs/estimates.md`).
 
-use super::{Z, estimate};
 use super::guard::Tolerance;
+use super::{Z, estimate};
 use crate::model::{Estimate, EstimateBasis};
 
 /// Time constant `τ` of the rate smoothing (10 s).
@@ -235,4 +235,3 @@ impl RateEstimator {
         std::mem::take(&mut self.reset)
     }
 }
-

@@ -333,11 +333,7 @@ fn unknown_until_there_is_signal() {
     node.observe(1_000_000, 0.0, Some(100), 0);
     assert_eq!(node.tick(1_000_000, None), None, "no progress yet");
     node.observe(2_000_000, 10.0, Some(100), 1);
-    assert_eq!(
-        node.tick(2_000_000, None),
-        None,
-        "one sample is not enough"
-    );
+    assert_eq!(node.tick(2_000_000, None), None, "one sample is not enough");
     node.observe(3_000_000, 20.0, Some(100), 2);
     assert!(node.tick(3_000_000, None).is_some());
     // A rate without a total says nothing about the time left.

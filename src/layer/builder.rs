@@ -290,7 +290,10 @@ impl Builder {
         let mut exporters = Exporters::default();
         #[cfg(feature = "otel")]
         if let Some(export) = self.otel {
-            exporters.push(crate::otel::exporter(export, Store::from_inner(store.clone())));
+            exporters.push(crate::otel::exporter(
+                export,
+                Store::from_inner(store.clone()),
+            ));
         }
         let layer = ProgressLayer::new(
             store.clone(),

@@ -289,7 +289,10 @@ where
             flattened: false,
         };
         let (node, attach) = match parent {
-            Some(Parent { node: parent, attach: at }) => {
+            Some(Parent {
+                node: parent,
+                attach: at,
+            }) => {
                 let depth = at.depth.saturating_add(1);
                 new.flattened = at.key != parent.key();
                 // The parent node is gone (cannot normally happen): not tracked.
@@ -338,7 +341,10 @@ where
     }
 
     /// Removes this layer's entry from a span's extensions.
-    fn take_mine(&self, ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>) -> Option<Tracked> {
+    fn take_mine(
+        &self,
+        ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>,
+    ) -> Option<Tracked> {
         let head = ext.get_mut::<Tracked>()?;
         if head.layer != self.shared.id {
             // Another layer's entry is first: unlink ours from the chain.
@@ -398,7 +404,11 @@ where
         values.record(&mut visitor);
         let counts = visitor.update.has_counters();
         tracked.apply(visitor.update);
-        let report = if counts { tracked.counter_report() } else { None };
+        let report = if counts {
+            tracked.counter_report()
+        } else {
+            None
+        };
         drop(ext);
         if let Some(report) = report {
             report.send(id);
@@ -462,7 +472,11 @@ where
             }
             let counts = update.has_counters();
             tracked.apply(update);
-            let report = if counts { tracked.counter_report() } else { None };
+            let report = if counts {
+                tracked.counter_report()
+            } else {
+                None
+            };
             drop(ext);
             if let Some(report) = report {
                 report.send(&span.id());

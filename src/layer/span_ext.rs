@@ -12,8 +12,8 @@ use tracing::Span;
 use tracing_core::{Dispatch, span::Id};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::{CounterReport, Tracked};
 use super::visitor::sanitize;
+use super::{CounterReport, Tracked};
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
 use crate::store::NodeUpdate;
 

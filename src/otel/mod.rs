@@ -369,7 +369,9 @@ fn spawn_heartbeat(exporter: Weak<OtelExporter>, tracer: Arc<BoxedTracer>, inter
             let mut seq: i64 = 0;
             loop {
                 std::thread::sleep(interval);
-                let Some(exporter) = exporter.upgrade() else { return };
+                let Some(exporter) = exporter.upgrade() else {
+                    return;
+                };
                 let roots: Vec<_> = exporter
                     .roots
                     .lock()
@@ -377,7 +379,9 @@ fn spawn_heartbeat(exporter: Weak<OtelExporter>, tracer: Arc<BoxedTracer>, inter
                     .map(|(id, sc)| (*id, sc.clone()))
                     .collect();
                 for (id, root) in roots {
-                    let Some(state) = exporter.store.get(id) else { continue };
+                    let Some(state) = exporter.store.get(id) else {
+                        continue;
+                    };
                     seq += 1;
                     let mut attrs = vec![
                         KeyValue::new(attributes::OPERATION_ID, int(state.id.as_u64())),

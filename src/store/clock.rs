@@ -64,7 +64,6 @@ impl Clock {
         }
     }
 
-
     /// Nanoseconds since the store was created (monotonic).
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {

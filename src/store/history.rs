@@ -4,7 +4,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-
 use crate::model::{OperationId, ProgressState, Status};
 
 /// Filters for [`Store::history`](crate::Store::history). Empty means "everything".
@@ -180,7 +179,6 @@ impl History {
         self.evicted
     }
 }
-
 
 fn finished_at(s: &ProgressState) -> u64 {
     s.completed_at_us.unwrap_or(s.snapshot_at_us)

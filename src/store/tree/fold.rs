@@ -1,7 +1,7 @@
 //! Folding: finished nodes past the limits become per-parent summaries, so memory stays
 //! bounded however many nodes an operation creates.
 
-use super::{Tree};
+use super::Tree;
 use crate::model::{FoldedChildren, Status};
 
 impl Tree {

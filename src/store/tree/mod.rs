@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use crate::estimate::{FinishedNode, NodeEstimator, Priors};
 use crate::model::{
-    ErrorInfo, FailureSummary, FoldedChildren, Metadata, NodeId, OperationMetrics, ProgressLevel, ResourceUsage,
-    Status,
+    ErrorInfo, FailureSummary, FoldedChildren, Metadata, NodeId, OperationMetrics, ProgressLevel,
+    ResourceUsage, Status,
 };
 use crate::store::Limits;
 use crate::store::counters::LiveCounters;
@@ -437,7 +437,10 @@ impl Tree {
         let counts_as_done = n.status != Status::Cancelled;
         // All children are finished at close, so no running fraction is left to add.
         let level = want_level
-            .then(|| self.node(key).map(|n| self.build_level(n, Vec::new(), 0.0, n.completed_us)))
+            .then(|| {
+                self.node(key)
+                    .map(|n| self.build_level(n, Vec::new(), 0.0, n.completed_us))
+            })
             .flatten();
         if let Some(f) = completed {
             if self.pending.len() >= PRIOR_PENDING_MAX {
@@ -487,4 +490,3 @@ fn push_input_error(cold: &mut Cold, e: Arc<str>) {
     }
     cold.input_errors.push(e);
 }
-

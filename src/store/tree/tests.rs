@@ -121,8 +121,6 @@ struct Op {
     root: Node,
 }
 
-
-
 impl Op {
     fn new(priors: &Arc<Priors>, limits: Limits, at: u64) -> Self {
         let root = node_at("op", "op", at);
@@ -134,7 +132,10 @@ impl Op {
     }
 
     fn child(&mut self, parent: Node, level: &str, name: &str, at: u64) -> Node {
-        let key = self.tree.add_child(parent, node_at(level, name, at)).unwrap();
+        let key = self
+            .tree
+            .add_child(parent, node_at(level, name, at))
+            .unwrap();
         self.tree.start(key, at);
         key
     }
