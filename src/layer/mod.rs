@@ -127,9 +127,13 @@ impl Tracked {
         std::iter::successors(Some(self), |t| t.next.as_deref())
     }
 
-    /// Applies an update to this node.
-    pub(crate) fn apply(&self, update: NodeUpdate) {
+    /// Applies an update to this node; returns the counter report due to exporters, if the
+    /// update changed counters and one is due, to send once no guard is held.
+    #[must_use]
+    pub(crate) fn apply(&self, update: NodeUpdate) -> Option<CounterReport> {
+        let counts = update.has_counters();
         self.node.apply(update);
+        if counts { self.counter_report() } else { None }
     }
 
     /// Counter-only update (the extension trait's hot path): atomics, no lock. Returns the
@@ -402,13 +406,7 @@ where
         let max_text = self.shared.store.limits.max_text_len;
         let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
         values.record(&mut visitor);
-        let counts = visitor.update.has_counters();
-        tracked.apply(visitor.update);
-        let report = if counts {
-            tracked.counter_report()
-        } else {
-            None
-        };
+        let report = tracked.apply(visitor.update);
         drop(ext);
         if let Some(report) = report {
             report.send(id);
@@ -458,7 +456,8 @@ where
             let location = meta
                 .file()
                 .map(|f| Arc::from(format!("{f}:{}", meta.line().unwrap_or(0))));
-            tracked.apply(update);
+            // A failing event's counters are recorded; the final values reach exporters at close.
+            let _ = tracked.apply(update);
             tracked.fail(
                 message,
                 ErrorOrigin::Event,
@@ -470,13 +469,7 @@ where
             if update.message.is_none() {
                 update.message = extra.event_message;
             }
-            let counts = update.has_counters();
-            tracked.apply(update);
-            let report = if counts {
-                tracked.counter_report()
-            } else {
-                None
-            };
+            let report = tracked.apply(update);
             drop(ext);
             if let Some(report) = report {
                 report.send(&span.id());

@@ -150,7 +150,7 @@ impl ProgressSpanExt for Span {
     fn set_message(&self, message: &str) {
         with_node(self, |t| {
             let max = t.node.limits().max_text_len;
-            t.apply(NodeUpdate {
+            let _ = t.apply(NodeUpdate {
                 message: Some(Arc::from(sanitize(message, max))),
                 ..NodeUpdate::default()
             });
@@ -164,7 +164,7 @@ impl ProgressSpanExt for Span {
                 FieldValue::Str(s) => FieldValue::Str(Arc::from(sanitize(s, max))),
                 other => other.clone(),
             };
-            t.apply(NodeUpdate {
+            let _ = t.apply(NodeUpdate {
                 metadata: vec![(Arc::from(sanitize(name, 256)), value)],
                 ..NodeUpdate::default()
             });

@@ -387,6 +387,7 @@ impl Store {
     }
 
     /// Records a setup problem (printed once on stderr); for exporters.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
     pub(crate) fn warn_once(&self, code: &'static str, message: &str) {
         self.inner.warn_once(code, message);
     }
