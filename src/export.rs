@@ -5,7 +5,7 @@
 //! started, counters changed, closed with its final [`ProgressLevel`], operation finished —
 //! always with no extensions guard and no store lock held, so an exporter may look at the
 //! span (e.g. through another layer's extensions). An exporter depends only on this seam, the
-//! [`Store`](crate::Store) handle and the [`model`](crate::model); the store knows nothing of
+//! [`Store`](crate::Store) handle and the model types; the store knows nothing of
 //! exporters, and the layer has no exporter-specific code.
 
 // Without an exporter feature nothing implements the seam; the layer's calls through it are

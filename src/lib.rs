@@ -15,7 +15,7 @@ mod export;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod layer;
-pub mod model;
+mod model;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
@@ -33,8 +33,8 @@ pub use layer::span_ext::{ProgressSpanExt, is_cancelled};
 pub use layer::{BuildError, Builder, ProgressLayer, classify::TrackRule};
 pub use model::{
     ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, FailureSummary, FieldValue, FoldedChildren,
-    Metadata, NodeId, OperationId, OperationMetrics, ProgressLevel, ProgressState, ResourceUsage,
-    SCHEMA_VERSION, Status, Timing,
+    Metadata, NodeId, OperationId, OperationMetrics, ParseError, ProgressLevel, ProgressState,
+    ResourceUsage, SCHEMA_VERSION, Status, Timing,
 };
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]

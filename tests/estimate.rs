@@ -34,7 +34,11 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
         );
         let _guard = span.enter();
         let id = span.progress_id().unwrap();
-        assert_eq!(store.get(id).unwrap().root.estimate, None, "no signal yet");
+        assert_eq!(
+            store.get(id).unwrap().root.estimate(),
+            None,
+            "no signal yet"
+        );
         // 20 units a second from 200, a UI looking every 500 ms.
         for step in 1..=80u64 {
             tick_after(store, clock, 500);
@@ -42,7 +46,7 @@ fn snapshot_carries_a_rate_estimate_after_some_progress() {
             let state = store.get(id).unwrap();
             if step >= 60 {
                 // 30 s and more in: 3τ, settled.
-                let e = state.root.estimate.clone().expect("an estimate");
+                let e = state.root.estimate().cloned().expect("an estimate");
                 let done = 200 + step * 10;
                 let truth = (1_000 - done) * S / 20;
                 assert_eq!(e.basis, EstimateBasis::Rate);
@@ -123,12 +127,12 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             let state = store.get(op_id).unwrap();
             let b = &state.root.children[0];
             let e = b
-                .estimate
-                .clone()
+                .estimate()
+                .cloned()
                 .expect("history estimate before any unit");
             assert_eq!((e.basis, e.remaining_us), (EstimateBasis::History, 6 * S));
             // The batch: this block's 6 s plus two more of 10 s each.
-            let e = state.root.estimate.clone().expect("children estimate");
+            let e = state.root.estimate().cloned().expect("children estimate");
             assert_eq!(e.basis, EstimateBasis::Children);
             assert!(e.remaining_us.abs_diff(26 * S) < S / 100, "{e:?}");
             tick_after(store, clock, 6_000);
@@ -137,7 +141,7 @@ fn history_of_finished_nodes_is_the_prior_and_parents_combine_children() {
             tracing::info_span!("block", progress.level = "block", progress.name = "encode");
         let _b = _second.enter();
         tick_after(store, clock, 2_000);
-        let e = store.get(op_id).unwrap().root.estimate.clone().unwrap();
+        let e = store.get(op_id).unwrap().root.estimate().cloned().unwrap();
         // 8 s for the running one, 10 s for the last.
         assert!(e.remaining_us.abs_diff(18 * S) < S / 100, "{e:?}");
     });
@@ -170,7 +174,7 @@ fn ticks_through_the_layer_carry_estimate_and_stall() {
                 span.inc(10);
             }
             store.tick_estimates();
-            last = store.get(id).unwrap().root.estimate.clone();
+            last = store.get(id).unwrap().root.estimate().cloned();
         }
         let e = last.expect("an estimate after 40 s of progress");
         assert_eq!(e.basis, EstimateBasis::Rate);
@@ -179,7 +183,7 @@ fn ticks_through_the_layer_carry_estimate_and_stall() {
         clock.advance_ms(2_500);
         let state = store.get(id).unwrap();
         assert!(!state.root.stalled);
-        let later = state.root.estimate.clone().unwrap();
+        let later = state.root.estimate().cloned().unwrap();
         assert_eq!(
             e.remaining_us - later.remaining_us,
             2_500_000,
@@ -210,7 +214,7 @@ fn estimates_do_not_depend_on_how_often_something_looks() {
                     let _ = store.active();
                 }
             }
-            store.get(id).unwrap().root.estimate.clone()
+            store.get(id).unwrap().root.estimate().cloned()
         })
     };
     let quiet = run(0);

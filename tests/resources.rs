@@ -31,7 +31,7 @@ fn samples_reach_running_nodes_and_their_operation() {
         drop(busy);
         let live = store.get(op.operation_id().unwrap()).unwrap();
         let step = &live.root.children[0];
-        let usage = step.resources.as_ref().expect("the busy step was sampled");
+        let usage = step.resources().expect("the busy step was sampled");
         assert!(usage.samples >= 3, "{usage:?}");
         assert!(
             usage.cpu_percent_peak > 10.0,
@@ -40,7 +40,7 @@ fn samples_reach_running_nodes_and_their_operation() {
         assert!(usage.rss_bytes_peak > 1_000_000, "{usage:?}");
         assert!(usage.rss_bytes_mean <= usage.rss_bytes_peak);
         assert!(usage.cpu_percent_mean <= usage.cpu_percent_peak);
-        let op_usage = live.root.resources.as_ref().expect("the operation too");
+        let op_usage = live.root.resources().expect("the operation too");
         assert!(op_usage.samples >= usage.samples);
     });
     // A node that never ran while a sample was taken has none.
@@ -54,7 +54,7 @@ fn samples_reach_running_nodes_and_their_operation() {
     assert!(
         store.history(&Default::default())[0]
             .root
-            .resources
+            .resources()
             .is_none()
     );
 }

@@ -316,12 +316,13 @@ pub struct ProgressLevel {
     pub message: Option<Arc<str>>,
     /// Timing.
     pub timing: Timing,
-    /// This node's own failure (boxed: rare, and it keeps snapshots of big trees small).
+    /// This node's own failure: [`error`](Self::error). Private, so the layout (boxed: rare,
+    /// and it keeps snapshots of big trees small) can change without a major version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<Box<ErrorInfo>>,
-    /// Failures of descendants.
+    pub(crate) error: Option<Box<ErrorInfo>>,
+    /// Failures of descendants: [`failures_below`](Self::failures_below).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failures_below: Option<Box<FailureSummary>>,
+    pub(crate) failures_below: Option<Box<FailureSummary>>,
     /// All other fields of the span and its progress events.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
@@ -339,15 +340,15 @@ pub struct ProgressLevel {
     /// Summaries of finished children folded away, one per level type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub folded: Vec<FoldedChildren>,
-    /// Time-remaining estimate and rate, for running nodes once there is enough signal.
+    /// Time-remaining estimate: [`estimate`](Self::estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimate: Option<Box<Estimate>>,
+    pub(crate) estimate: Option<Box<Estimate>>,
     /// True when a running node has made no progress for much longer than usual.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stalled: bool,
-    /// Process CPU and memory sampled while this node ran (feature `resources`).
+    /// Resource samples: [`resources`](Self::resources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<Box<ResourceUsage>>,
+    pub(crate) resources: Option<Box<ResourceUsage>>,
 }
 
 /// What an [`Estimate`] is based on.
@@ -396,6 +397,26 @@ pub struct ResourceUsage {
 }
 
 impl ProgressLevel {
+    /// This node's own failure, if it failed.
+    pub fn error(&self) -> Option<&ErrorInfo> {
+        self.error.as_deref()
+    }
+
+    /// Failures of descendants (first, last, count), if any.
+    pub fn failures_below(&self) -> Option<&FailureSummary> {
+        self.failures_below.as_deref()
+    }
+
+    /// Time-remaining estimate and rate, for running nodes once there is enough signal.
+    pub fn estimate(&self) -> Option<&Estimate> {
+        self.estimate.as_deref()
+    }
+
+    /// Process CPU and memory sampled while this node ran (feature `resources`).
+    pub fn resources(&self) -> Option<&ResourceUsage> {
+        self.resources.as_deref()
+    }
+
     /// Visits this node and all retained descendants, depth first, parents before children.
     ///
     /// ```
@@ -441,6 +462,12 @@ pub struct OperationMetrics {
 }
 
 /// One operation: the outermost tracked span and its whole tree.
+///
+/// Everything the store hands out is one of the model types (this one, [`ProgressLevel`] for
+/// each node, and the types they hold): plain data, no locks. They serialize to a documented
+/// JSON shape whose version is [`SCHEMA_VERSION`]; a field is only ever added in a minor
+/// version, and a rename or removal bumps the version. Times are microseconds: `*_at_us` are
+/// wall-clock times since the Unix epoch, `*_us` without `_at` are durations.
 ///
 /// ```
 /// # fn docs(store: tracing_progress::Store) {

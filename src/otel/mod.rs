@@ -307,7 +307,7 @@ impl Exporter for OtelExporter {
         if let Some(unit) = &r.unit {
             attrs.push(KeyValue::new(attributes::UNIT, unit.clone()));
         }
-        let failures_below = r.failures_below.as_ref().map_or(0, |f| f.count);
+        let failures_below = r.failures_below().map_or(0, |f| f.count);
         if failures_below > 0 {
             attrs.push(KeyValue::new(
                 attributes::FAILURES_BELOW,

@@ -96,7 +96,7 @@ pub fn active_path(state: &ProgressState) -> String {
     if let Some(p) = node.percentage {
         extras.push(format_percent(p));
     }
-    if let Some(e) = &node.estimate {
+    if let Some(e) = node.estimate() {
         extras.push(format!(
             "ETA {}",
             duration(e.remaining_us, DurationStyle::ShortClock)

@@ -359,7 +359,7 @@ impl<'a> Renderer<'a> {
                 let line = format!("Error: {}{}", first_line(&error.message), at_path(error));
                 self.line(0, &line);
             }
-            if let Some(below) = &root.failures_below {
+            if let Some(below) = root.failures_below() {
                 self.line(0, &failures_below_line(below));
             }
         }
@@ -412,7 +412,7 @@ impl<'a> Renderer<'a> {
             );
             self.line(indent, &line);
         }
-        if let Some(e) = &l.estimate {
+        if let Some(e) = l.estimate() {
             let mut line = format!(
                 "Estimated Remaining: {}",
                 duration(e.remaining_us, DurationStyle::Clock)
@@ -451,7 +451,7 @@ impl<'a> Renderer<'a> {
         if let Some(e) = &l.error {
             self.error(e, indent);
         }
-        if let Some(below) = &l.failures_below {
+        if let Some(below) = l.failures_below() {
             self.line(indent, &failures_below_line(below));
             if self.verbose() && below.count > 1 {
                 let line = format!(
@@ -480,7 +480,7 @@ impl<'a> Renderer<'a> {
 
     fn metrics(&mut self, l: &ProgressLevel, indent: usize) {
         let mut items = Vec::new();
-        if let Some(r) = l.resources.as_ref().filter(|r| r.samples > 0) {
+        if let Some(r) = l.resources().filter(|r| r.samples > 0) {
             let (mean, peak) = (
                 format_percent(r.cpu_percent_mean),
                 format_percent(r.cpu_percent_peak),
@@ -492,7 +492,7 @@ impl<'a> Renderer<'a> {
                 bytes(r.rss_bytes_peak),
             ));
         }
-        if let Some(per_s) = l.estimate.as_ref().and_then(|e| e.rate_per_s) {
+        if let Some(per_s) = l.estimate().and_then(|e| e.rate_per_s) {
             let per = match units_of(l, 2) {
                 Some(units) => format!(" {units}/sec"),
                 None => "/sec".to_owned(),
@@ -612,7 +612,7 @@ fn summary_status(l: &ProgressLevel) -> String {
             if let Some(p) = progress(l) {
                 let _ = write!(s, " {p}");
             }
-            if let Some(e) = &l.estimate {
+            if let Some(e) = l.estimate() {
                 let _ = write!(
                     s,
                     ", ETA {}",
@@ -627,7 +627,7 @@ fn summary_status(l: &ProgressLevel) -> String {
     if let Some(e) = &l.error {
         let _ = write!(s, ", error: {}", first_line(&e.message));
     }
-    if let Some(below) = &l.failures_below {
+    if let Some(below) = l.failures_below() {
         let _ = write!(s, ", {} failed below", count(below.count));
     }
     if l.stalled {

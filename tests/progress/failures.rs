@@ -33,7 +33,7 @@ fn instrument_err_fails_the_block_and_ancestors_show_the_path() {
         .filter(|l| l.status == Status::Failed)
         .collect();
     assert_eq!(failed.len(), 1, "only the block failed:\n{op}");
-    let err = failed[0].error.as_ref().unwrap();
+    let err = failed[0].error().unwrap();
     assert_eq!(&*err.message, "decoder exploded");
     assert_eq!(err.origin, ErrorOrigin::Event);
     assert_eq!(
@@ -44,11 +44,8 @@ fn instrument_err_fails_the_block_and_ancestors_show_the_path() {
     // ancestors stay completed but show the failure and where it is
     let song = node(&op, "song-2");
     assert_eq!(song.status, Status::Completed);
-    assert_eq!(song.failures_below.as_ref().unwrap().count, 1);
-    assert_eq!(
-        op.root.failures_below.as_ref().unwrap().last.node_id,
-        failed[0].id
-    );
+    assert_eq!(song.failures_below().unwrap().count, 1);
+    assert_eq!(op.root.failures_below().unwrap().last.node_id, failed[0].id);
     assert_eq!(op.error.as_ref().unwrap().message, err.message);
     assert_eq!(op.metrics.nodes_failed, 1);
 }
@@ -62,7 +59,7 @@ fn error_event_keeps_its_fields_as_context() {
     });
     let op = only_finished(&store);
     assert_eq!(op.status, Status::Failed);
-    let err = op.root.error.as_ref().unwrap();
+    let err = op.root.error().unwrap();
     assert_eq!(&*err.message, "cannot open input");
     assert_eq!(
         err.fields.get("file").and_then(|v| v.as_str()),
@@ -86,7 +83,7 @@ fn panic_inside_a_span_fails_it_with_the_panic_message() {
     let op = only_finished(&store);
     let worker = node(&op, "worker");
     assert_eq!(worker.status, Status::Failed);
-    let err = worker.error.as_ref().unwrap();
+    let err = worker.error().unwrap();
     assert_eq!(err.origin, ErrorOrigin::Panic);
     assert_eq!(&*err.message, "index out of range: 7");
     assert!(err.location.as_deref().unwrap().contains("failures.rs"));
@@ -95,7 +92,7 @@ fn panic_inside_a_span_fails_it_with_the_panic_message() {
         Status::Completed,
         "the panic was caught below the root"
     );
-    assert_eq!(op.root.failures_below.as_ref().unwrap().count, 1);
+    assert_eq!(op.root.failures_below().unwrap().count, 1);
 }
 
 #[test]
@@ -145,10 +142,7 @@ fn explicit_fail_through_the_extension_trait() {
     });
     let op = only_finished(&store);
     assert_eq!(op.status, Status::Failed);
-    assert_eq!(
-        op.root.error.as_ref().unwrap().origin,
-        ErrorOrigin::Explicit
-    );
+    assert_eq!(op.root.error().unwrap().origin, ErrorOrigin::Explicit);
 }
 
 #[test]

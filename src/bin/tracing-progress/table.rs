@@ -107,7 +107,7 @@ pub(crate) fn failure(op: &ProgressState) -> Option<String> {
         "failure"
     };
     let mut out = describe(what, e);
-    if let Some(below) = &op.root.failures_below
+    if let Some(below) = op.root.failures_below()
         && below.first.node_id != e.node_id
     {
         out.push_str("\n    ");
