@@ -1,6 +1,7 @@
 //! Configuration: rules and bounds, then `build()` hands back the layer and the store.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing_core::Subscriber;
@@ -8,7 +9,10 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::ProgressLayer;
 use super::classify::{Classifier, TrackRule};
-use crate::export::Exporters;
+use crate::export::{Exporter, Exporters};
+
+/// Creates one exporter from the store it reports on (kept until `build`).
+type ExporterFactory = Arc<dyn Fn(Store) -> Arc<dyn Exporter> + Send + Sync>;
 use crate::store::{Limits, Store, StoreInner};
 
 /// How often estimates observe progress by default.
@@ -69,8 +73,10 @@ pub struct Builder {
     clock: Option<crate::store::TimeFn>,
     /// `None` inside: off; outer `None`: the default for the clock in use.
     estimate_interval: Option<Option<Duration>>,
-    #[cfg(feature = "otel")]
-    otel: Option<crate::otel::OtelExport>,
+    /// Exporters to create at `build`, each handed the store.
+    exporters: Vec<ExporterFactory>,
+    /// The first invalid setting given to a method that cannot return an error itself.
+    invalid: Option<String>,
     #[cfg(feature = "resources")]
     resources: Option<Duration>,
 }
@@ -82,6 +88,7 @@ impl fmt::Debug for Builder {
             .field("limits", &self.limits)
             .field("capture_panics", &self.capture_panics)
             .field("custom_clock", &self.clock.is_some())
+            .field("exporters", &self.exporters.len())
             .finish()
     }
 }
@@ -113,8 +120,8 @@ impl Builder {
             capture_panics: true,
             clock: None,
             estimate_interval: None,
-            #[cfg(feature = "otel")]
-            otel: None,
+            exporters: Vec::new(),
+            invalid: None,
             #[cfg(feature = "resources")]
             resources: None,
         }
@@ -135,7 +142,12 @@ impl Builder {
     #[cfg(feature = "otel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn otel(mut self, export: crate::otel::OtelExport) -> Self {
-        self.otel = Some(export);
+        match export.validate() {
+            Ok(()) => self.exporters.push(Arc::new(move |store| {
+                crate::otel::exporter(export.clone(), store)
+            })),
+            Err(e) => self.invalid = self.invalid.or(Some(e)),
+        }
         self
     }
 
@@ -278,22 +290,23 @@ impl Builder {
         if estimate_interval.is_some_and(|i| i < Duration::from_millis(10)) {
             return err("estimate_interval must be at least 10 ms");
         }
-        #[cfg(feature = "otel")]
-        if let Some(export) = &self.otel {
-            export.validate().map_err(BuildError)?;
+        if let Some(e) = self.invalid {
+            return Err(BuildError(e));
+        }
+        #[cfg(feature = "resources")]
+        if self
+            .resources
+            .is_some_and(|interval| interval < Duration::from_millis(10))
+        {
+            return err("sample_resources needs an interval of at least 10 ms");
         }
         let store = match self.clock {
             Some(now) => StoreInner::with_clock(self.limits, crate::store::Clock::from_fn(now)),
             None => StoreInner::new(self.limits),
         };
-        #[allow(unused_mut)]
         let mut exporters = Exporters::default();
-        #[cfg(feature = "otel")]
-        if let Some(export) = self.otel {
-            exporters.push(crate::otel::exporter(
-                export,
-                Store::from_inner(store.clone()),
-            ));
+        for make in &self.exporters {
+            exporters.push(make(Store::from_inner(store.clone())));
         }
         let layer = ProgressLayer::new(
             store.clone(),
@@ -306,9 +319,6 @@ impl Builder {
         }
         #[cfg(feature = "resources")]
         if let Some(interval) = self.resources {
-            if interval < Duration::from_millis(10) {
-                return err("sample_resources needs an interval of at least 10 ms");
-            }
             crate::resources::spawn_sampler(std::sync::Arc::downgrade(&store), interval);
         }
         Ok((layer, Store::from_inner(store)))
