@@ -30,11 +30,11 @@ pub mod view;
 
 pub use layer::layer;
 pub use layer::span_ext::{ProgressSpanExt, is_cancelled};
-pub use layer::{BuildError, Builder, ProgressLayer, classify::TrackRule};
+pub use layer::{BuildError, Builder, FailOn, ProgressLayer, classify::TrackRule};
 pub use model::{
-    ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, FailureSummary, FieldValue, FoldedChildren,
-    Metadata, NodeId, OperationId, OperationMetrics, ParseError, ProgressLevel, ProgressState,
-    ResourceUsage, SCHEMA_VERSION, Status, Timing,
+    CancelReason, ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, FailureSummary, FieldValue,
+    FoldedChildren, HandledErrors, Metadata, NodeId, OperationId, OperationMetrics, ParseError,
+    ProgressLevel, ProgressState, ResourceUsage, SCHEMA_VERSION, Status, Timing,
 };
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tracing_core::Subscriber;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::ProgressLayer;
 use super::classify::{Classifier, TrackRule};
+use super::{FailOn, ProgressLayer};
 use crate::export::{Exporter, Exporters};
 
 /// Creates one exporter from the store it reports on (kept until `build`).
@@ -30,6 +30,7 @@ const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 /// | [`max_text_len`](Builder::max_text_len) | 64 KiB | length of a message or text field |
 /// | [`max_metadata_entries`](Builder::max_metadata_entries) | 64 | metadata entries per node |
 /// | [`capture_panics`](Builder::capture_panics) | on | chains a panic hook to keep panic messages |
+/// | [`fail_on`](Builder::fail_on) | returned errors | which ERROR events fail a node |
 /// | [`stall_factor`](Builder::stall_factor) | 5 | a node is `stalled` after this many usual update intervals without progress |
 /// | [`estimate_interval`](Builder::estimate_interval) | 250 ms (off with a custom clock) | how often estimates observe progress |
 /// | [`clock`](Builder::clock) | monotonic TSC | time source (inject one for deterministic tests) |
@@ -70,6 +71,7 @@ pub struct Builder {
     rules: Vec<TrackRule>,
     limits: Limits,
     capture_panics: bool,
+    fail_on: FailOn,
     clock: Option<crate::store::TimeFn>,
     /// `None` inside: off; outer `None`: the default for the clock in use.
     estimate_interval: Option<Option<Duration>>,
@@ -118,6 +120,7 @@ impl Builder {
             rules: Vec::new(),
             limits: Limits::default(),
             capture_panics: true,
+            fail_on: FailOn::default(),
             clock: None,
             estimate_interval: None,
             exporters: Vec::new(),
@@ -198,6 +201,21 @@ impl Builder {
     /// Most metadata entries per node; more are dropped and noted in `input_errors`.
     pub fn max_metadata_entries(mut self, n: usize) -> Self {
         self.limits.max_metadata_entries = n;
+        self
+    }
+
+    /// Which ERROR-level signals fail a node (default [`FailOn::ReturnedErrors`]: the event
+    /// `#[instrument(err)]` emits). Other ERROR events are kept as the node's
+    /// [`handled_errors`](crate::ProgressLevel::handled_errors). Panics and
+    /// [`fail`](crate::ProgressSpanExt::fail) always fail the node.
+    ///
+    /// ```
+    /// use tracing_progress::{Builder, FailOn};
+    /// // the behaviour before 0.2: any ERROR event fails the node it happens in
+    /// let builder = Builder::new().fail_on(FailOn::ErrorEvents);
+    /// ```
+    pub fn fail_on(mut self, rule: FailOn) -> Self {
+        self.fail_on = rule;
         self
     }
 
@@ -312,6 +330,7 @@ impl Builder {
             store.clone(),
             Classifier::new(self.rules),
             self.capture_panics,
+            self.fail_on,
             exporters,
         );
         if let Some(interval) = estimate_interval {
@@ -346,6 +365,7 @@ where
                     store.clone(),
                     Classifier::new(Vec::new()),
                     true,
+                    FailOn::default(),
                     Exporters::default(),
                 ),
                 Store::from_inner(store),

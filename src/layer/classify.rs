@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tracing_core::Metadata;
@@ -34,8 +35,22 @@ pub struct TrackRule {
     span_name: Option<String>,
     target_prefix: Option<String>,
     level: Option<String>,
-    name_field: Option<String>,
     operation: Option<String>,
+    /// Plain span fields that play a progress role, e.g. `("n_files", Role::Total)`.
+    fields: Vec<(String, Role)>,
+}
+
+/// What a plain (non-`progress.*`) field means for a node, from a [`TrackRule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Role {
+    /// Metadata only.
+    #[default]
+    None,
+    Name,
+    Total,
+    Current,
+    Message,
+    Unit,
 }
 
 impl TrackRule {
@@ -45,23 +60,24 @@ impl TrackRule {
             span_name: Some(name.into()),
             target_prefix: None,
             level: None,
-            name_field: None,
             operation: None,
+            fields: Vec::new(),
         }
     }
 
-    /// Tracks every span whose target starts with this prefix (a module path).
+    /// Tracks every span in this module or below it: the target is `prefix` or starts with
+    /// `prefix::` (so `app::blocks` does not match `app::blocks_legacy`).
     pub fn target(prefix: impl Into<String>) -> Self {
         TrackRule {
             span_name: None,
             target_prefix: Some(prefix.into()),
             level: None,
-            name_field: None,
             operation: None,
+            fields: Vec::new(),
         }
     }
 
-    /// Also requires the target to start with this prefix.
+    /// Also requires the target to be in this module or below it (as [`target`](Self::target)).
     pub fn in_target(mut self, prefix: impl Into<String>) -> Self {
         self.target_prefix = Some(prefix.into());
         self
@@ -73,9 +89,42 @@ impl TrackRule {
         self
     }
 
-    /// Takes the node's display name from this field (e.g. a function argument).
-    pub fn name_field(mut self, field: impl Into<String>) -> Self {
-        self.name_field = Some(field.into());
+    /// Takes the node's display name from this field (e.g. a function argument). Debug
+    /// formatting is undone: a `PathBuf` or `String` argument shows as the text itself.
+    pub fn name_field(self, field: impl Into<String>) -> Self {
+        self.field_role(field, Role::Name)
+    }
+
+    /// Takes the node's total (units expected) from this field, e.g. `n_files`.
+    ///
+    /// ```
+    /// use tracing_progress::TrackRule;
+    /// // `#[instrument] fn import(dir: &Path, n_files: usize)`: a percentage with no edits
+    /// let rule = TrackRule::span("import").total_field("n_files").name_field("dir");
+    /// ```
+    pub fn total_field(self, field: impl Into<String>) -> Self {
+        self.field_role(field, Role::Total)
+    }
+
+    /// Takes the node's units done from this field (when recorded with `span.record`).
+    pub fn current_field(self, field: impl Into<String>) -> Self {
+        self.field_role(field, Role::Current)
+    }
+
+    /// Takes the node's message from this field.
+    pub fn message_field(self, field: impl Into<String>) -> Self {
+        self.field_role(field, Role::Message)
+    }
+
+    /// Takes the unit of the node's counts from this field.
+    pub fn unit_field(self, field: impl Into<String>) -> Self {
+        self.field_role(field, Role::Unit)
+    }
+
+    fn field_role(mut self, field: impl Into<String>, role: Role) -> Self {
+        let field = field.into();
+        self.fields.retain(|(f, r)| *f != field && *r != role);
+        self.fields.push((field, role));
         self
     }
 
@@ -91,7 +140,7 @@ impl TrackRule {
             && self
                 .target_prefix
                 .as_deref()
-                .is_none_or(|t| meta.target().starts_with(t))
+                .is_none_or(|t| in_module(meta.target(), t))
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
@@ -104,7 +153,24 @@ impl TrackRule {
         if self.level.as_deref().is_some_and(str::is_empty) {
             return Err("TrackRule::level needs a non-empty level type".into());
         }
+        if let Some((f, _)) = self
+            .fields
+            .iter()
+            .find(|(f, _)| f.is_empty() || f.starts_with(PREFIX))
+        {
+            return Err(format!(
+                "TrackRule field names must be plain span fields, not {f:?} (progress.* fields work without a rule)"
+            ));
+        }
         Ok(())
+    }
+}
+
+/// Whether `target` is the module `module` or inside it.
+fn in_module(target: &str, module: &str) -> bool {
+    match target.strip_prefix(module) {
+        Some(rest) => rest.is_empty() || rest.starts_with("::") || module.ends_with("::"),
+        None => false,
     }
 }
 
@@ -115,14 +181,36 @@ pub(crate) struct SpanClass {
     pub(crate) span_name: Arc<str>,
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) operation_type: Option<Arc<str>>,
-    pub(crate) name_field: Option<Arc<str>>,
     /// Interned field names, by field index.
     pub(crate) field_names: Box<[Arc<str>]>,
+    /// What each field means for the node (from the matching rule), by field index.
+    pub(crate) roles: Box<[Role]>,
     /// Last `progress.level` value seen here, reused when the next span says the same.
     last_level: Mutex<Option<Arc<str>>>,
+    /// Set once a span of this callsite emitted a return event (`#[instrument(ret)]`): from
+    /// then on a span closing without one was dropped before it returned.
+    returns: AtomicBool,
 }
 
 impl SpanClass {
+    /// A span of this callsite reported its return.
+    pub(crate) fn saw_return(&self) {
+        if !self.returns.load(Ordering::Relaxed) {
+            self.returns.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether spans of this callsite report their returns.
+    pub(crate) fn returns(&self) -> bool {
+        self.returns.load(Ordering::Relaxed)
+    }
+
+    /// The role of a plain field, by index.
+    #[inline]
+    pub(crate) fn role(&self, index: usize) -> Role {
+        self.roles.get(index).copied().unwrap_or_default()
+    }
+
     pub(crate) fn field_name(&self, index: usize, fallback: &str) -> Arc<str> {
         self.field_names
             .get(index)
@@ -224,9 +312,17 @@ impl Classifier {
             span_name,
             callsite: Arc::new(Callsite::new(meta.name(), meta.target())),
             operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
-            name_field: rule.and_then(|r| r.name_field.as_deref()).map(Arc::from),
             field_names: meta.fields().iter().map(|f| Arc::from(f.name())).collect(),
+            roles: meta
+                .fields()
+                .iter()
+                .map(|f| {
+                    rule.and_then(|r| r.fields.iter().find(|(name, _)| name == f.name()))
+                        .map_or(Role::None, |(_, role)| *role)
+                })
+                .collect(),
             last_level: Mutex::new(None),
+            returns: AtomicBool::new(false),
         }
     }
 }

@@ -33,7 +33,7 @@ use visitor::FieldVisitor;
 
 use crate::export::{ClosedNode, Exporters, NodeRef, Throttle};
 use crate::model::{ErrorInfo, ErrorOrigin, Metadata, NodeId};
-use crate::store::{CloseOutcome, NewNode, NodeHandle, NodeKey, NodeUpdate, StoreInner};
+use crate::store::{CloseInfo, NewNode, NodeHandle, NodeKey, NodeUpdate, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
 ///
@@ -53,6 +53,7 @@ pub(crate) struct Shared {
     store: Arc<StoreInner>,
     classifier: Classifier,
     capture_panics: bool,
+    fail_on: FailOn,
     /// `None` when there are none, so spans carry no pointer to them.
     exporters: Option<Arc<Exporters>>,
 }
@@ -77,6 +78,8 @@ pub(crate) struct Tracked {
     attach: NodeKey,
     attach_depth: u16,
     started: AtomicBool,
+    /// Set by the span's `#[instrument(ret)]` / `#[instrument(err)]` event: it returned.
+    returned: AtomicBool,
     /// How many threads have the span entered right now (async spans can overlap).
     entered: AtomicU32,
     entered_at_ns: AtomicU64,
@@ -181,6 +184,29 @@ impl Tracked {
             location,
             fields,
             at_us,
+            propagated: false,
+        });
+    }
+
+    /// Records an ERROR event the node recovers from (see [`FailOn`]).
+    fn handled_error(
+        &self,
+        message: Arc<str>,
+        target: Arc<str>,
+        location: Option<Arc<str>>,
+        fields: Metadata,
+    ) {
+        let at_us = self.node.store().clock.now_us();
+        self.node.handled_error(ErrorInfo {
+            message,
+            origin: ErrorOrigin::Event,
+            node_id: self.node.id(),
+            path: Vec::new(),
+            target,
+            location,
+            fields,
+            at_us,
+            propagated: false,
         });
     }
 
@@ -208,6 +234,69 @@ impl CounterReport {
     }
 }
 
+/// What an event means to the layer, from its field names alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    /// Carries `progress.*` fields.
+    Progress,
+    /// `#[instrument(ret)]`'s event: one field, `return`.
+    Return,
+    /// `#[instrument(err)]`'s event: one field, `error` (at ERROR level: a returned error).
+    ReturnedError,
+    Other,
+}
+
+impl EventKind {
+    #[inline]
+    fn of(meta: &tracing_core::Metadata<'_>) -> Self {
+        let fields = meta.fields();
+        if fields.len() == 1 {
+            match fields.iter().next().map(|f| f.name()) {
+                Some("return") => return EventKind::Return,
+                Some("error") => return EventKind::ReturnedError,
+                _ => {}
+            }
+        }
+        if Classifier::declares_progress(meta) {
+            EventKind::Progress
+        } else {
+            EventKind::Other
+        }
+    }
+}
+
+/// Which ERROR-level signals fail a node; set with
+/// [`Builder::fail_on`](crate::Builder::fail_on). Panics and
+/// [`ProgressSpanExt::fail`](crate::ProgressSpanExt::fail) always fail it.
+///
+/// ERROR events that do not fail the node are kept as context
+/// ([`ProgressLevel::handled_errors`](crate::ProgressLevel::handled_errors)): a function that
+/// logs `error!("upload failed, retrying")` and then succeeds ends completed, with the errors
+/// it recovered from on record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailOn {
+    /// Returned errors: the event `#[instrument(err)]` emits when the function returns `Err`
+    /// (an ERROR event whose only field is `error`). The default.
+    #[default]
+    ReturnedErrors,
+    /// Every ERROR event inside the node (the behaviour before 0.2).
+    ErrorEvents,
+    /// Only panics and explicit `fail()`.
+    Explicit,
+}
+
+impl FailOn {
+    /// Whether an ERROR event fails the node; `returned` if it has the returned-error shape.
+    fn fails(self, returned: bool) -> bool {
+        match self {
+            FailOn::ReturnedErrors => returned,
+            FailOn::ErrorEvents => true,
+            FailOn::Explicit => false,
+        }
+    }
+}
+
 /// The nearest tracked ancestor of a new span.
 struct Parent {
     node: NodeHandle,
@@ -222,6 +311,7 @@ where
         store: Arc<StoreInner>,
         classifier: Classifier,
         capture_panics: bool,
+        fail_on: FailOn,
         exporters: Exporters,
     ) -> Self {
         static NEXT_LAYER: AtomicU32 = AtomicU32::new(1);
@@ -234,6 +324,7 @@ where
                 store,
                 classifier,
                 capture_panics,
+                fail_on,
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
             }),
             with_context: span_ext::WithContext::new::<S>(),
@@ -332,6 +423,7 @@ where
             attach: attach.key,
             attach_depth: attach.depth,
             started: AtomicBool::new(false),
+            returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
             export: self.shared.exporters.clone().map(|exporters| {
@@ -422,7 +514,18 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let is_error = *meta.level() == Level::ERROR;
-        if !is_error && !Classifier::declares_progress(meta) {
+        let kind = EventKind::of(meta);
+        if !is_error && kind == EventKind::Other {
+            return;
+        }
+        if kind == EventKind::Return {
+            // `#[instrument(ret)]`: the function returned; its span is the event's own span.
+            if let Some(s) = ctx.event_span(event)
+                && let Some(t) = self.mine(&s.extensions())
+            {
+                t.returned.store(true, Ordering::Relaxed);
+                t.class.saw_return();
+            }
             return;
         }
         let Some(scope) = ctx.event_scope(event) else {
@@ -445,6 +548,7 @@ where
             return;
         };
         if is_error {
+            let returned = kind == EventKind::ReturnedError;
             let message = extra
                 .event_message
                 .or(extra.event_error)
@@ -458,13 +562,15 @@ where
                 .map(|f| Arc::from(format!("{f}:{}", meta.line().unwrap_or(0))));
             // A failing event's counters are recorded; the final values reach exporters at close.
             let _ = tracked.apply(update);
-            tracked.fail(
-                message,
-                ErrorOrigin::Event,
-                class.callsite.target.clone(),
-                location,
-                fields,
-            );
+            if returned {
+                tracked.returned.store(true, Ordering::Relaxed);
+            }
+            let target = class.callsite.target.clone();
+            if self.shared.fail_on.fails(returned) {
+                tracked.fail(message, ErrorOrigin::Event, target, location, fields);
+            } else {
+                tracked.handled_error(message, target, location, fields);
+            }
         } else {
             if update.message.is_none() {
                 update.message = extra.event_message;
@@ -540,18 +646,22 @@ where
             );
         }
         let cancel_requested = t.node.is_cancelled();
-        let outcome = if cancel_requested {
-            CloseOutcome::Cancelled
-        } else {
-            CloseOutcome::Completed
-        };
+        // A callsite that reports returns whose span did not: a future dropped while pending.
+        let missing_return = t.class.returns() && !t.returned.load(Ordering::Acquire);
         let want_level = self
             .shared
             .exporters
             .as_ref()
             .is_some_and(|e| e.wants_closed_nodes());
         let at = store.clock.ns_to_unix_us(now);
-        let closed = t.node.close(at, busy, outcome, want_level);
+        let info = CloseInfo {
+            at_us: at,
+            busy_ns: busy,
+            cancel_requested,
+            never_entered: !t.started.load(Ordering::Acquire),
+            missing_return: missing_return && !std::thread::panicking(),
+        };
+        let closed = t.node.close(info, want_level);
         if let Some(level) = &closed.level {
             let node = ClosedNode {
                 level,

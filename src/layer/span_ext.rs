@@ -190,7 +190,7 @@ impl ProgressSpanExt for Span {
 
     fn is_cancelled(&self) -> bool {
         let mut cancelled = false;
-        with_node(self, |t| cancelled |= t.node.is_cancelled());
+        with_node(self, |t| cancelled |= t.node.observe_cancel());
         cancelled
     }
 

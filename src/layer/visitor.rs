@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tracing_core::field::{Field, Visit};
 
-use super::classify::{PREFIX, SpanClass};
+use super::classify::{PREFIX, Role, SpanClass};
 use crate::model::FieldValue;
 use crate::store::NodeUpdate;
 
@@ -86,22 +86,50 @@ impl<'a> FieldVisitor<'a> {
         self.update.input_errors.push(Arc::from(msg));
     }
 
-    fn number_field(field: &Field) -> Option<Num> {
-        match field.name().strip_prefix(PREFIX)? {
-            "total" => Some(Num::Total),
-            "current" => Some(Num::Current),
-            "inc" => Some(Num::Inc),
-            _ => None,
+    /// Which count a field sets: a `progress.*` count, or a plain field a rule maps to one.
+    fn number_field(&self, field: &Field) -> Option<Num> {
+        match field.name().strip_prefix(PREFIX) {
+            Some("total") => Some(Num::Total),
+            Some("current") => Some(Num::Current),
+            Some("inc") => Some(Num::Inc),
+            Some(_) => None,
+            None => match self.class.role(field.index()) {
+                Role::Total => Some(Num::Total),
+                Role::Current => Some(Num::Current),
+                _ => None,
+            },
+        }
+    }
+
+    /// A plain field a rule maps to a text role (name, message, unit).
+    fn text_role(&mut self, role: Role, value: &str, from_debug: bool) {
+        let value = if from_debug {
+            unescape_debug(value)
+        } else {
+            Cow::Borrowed(value)
+        };
+        let text = Some(self.text(&value));
+        match role {
+            Role::Name => self.update.name = text,
+            Role::Message => self.update.message = text,
+            Role::Unit => self.update.unit = text,
+            Role::None | Role::Total | Role::Current => {}
         }
     }
 
     /// Handles a text value for any field.
     fn text_field(&mut self, field: &Field, value: &str, from_debug: bool) {
-        if let Some(which) = Self::number_field(field) {
+        if let Some(which) = self.number_field(field) {
             match parse_count(value) {
                 Some(v) => self.set_number(which, v),
                 None => self.bad_number(field, &format_args!("{:?}", truncate_chars(value, 40))),
             }
+            if field.name().starts_with(PREFIX) {
+                return;
+            }
+            // A plain field mapped by a rule stays metadata too.
+            let v = FieldValue::Str(self.text(value));
+            self.meta(field, v);
             return;
         }
         let name = field.name();
@@ -121,13 +149,9 @@ impl<'a> FieldVisitor<'a> {
                 if self.is_event && name == "error" {
                     self.extra.event_error = Some(self.text(value));
                 }
-                if self.class.name_field.as_deref() == Some(name) {
-                    let unquoted = if from_debug {
-                        strip_debug_quotes(value)
-                    } else {
-                        value
-                    };
-                    self.update.name = Some(self.text(unquoted));
+                let role = self.class.role(field.index());
+                if role != Role::None {
+                    self.text_role(role, value, from_debug);
                 }
                 let v = FieldValue::Str(self.text(value));
                 self.meta(field, v);
@@ -151,14 +175,18 @@ impl<'a> FieldVisitor<'a> {
     /// Handles a non-text value.
     fn value_field(&mut self, field: &Field, value: FieldValue) {
         let name = field.name();
-        if let Some(which) = Self::number_field(field) {
-            match value {
-                FieldValue::U64(v) => self.set_number(which, v),
-                FieldValue::I64(v) if v >= 0 => self.set_number(which, v as u64),
-                FieldValue::F64(v) if v.is_finite() && v >= 0.0 => {
+        if let Some(which) = self.number_field(field) {
+            match &value {
+                FieldValue::U64(v) => self.set_number(which, *v),
+                FieldValue::I64(v) if *v >= 0 => self.set_number(which, *v as u64),
+                FieldValue::F64(v) if v.is_finite() && *v >= 0.0 => {
                     self.set_number(which, v.round().min(u64::MAX as f64) as u64)
                 }
-                other => self.bad_number(field, &other),
+                other => self.bad_number(field, other),
+            }
+            if !name.starts_with(PREFIX) {
+                // A plain field mapped by a rule stays metadata too.
+                self.meta(field, value);
             }
             return;
         }
@@ -171,8 +199,9 @@ impl<'a> FieldVisitor<'a> {
             }
             Some(_) => self.unknown_progress_field(field, value),
             None => {
-                if self.class.name_field.as_deref() == Some(name) {
-                    self.update.name = Some(self.text(&value.to_string()));
+                let role = self.class.role(field.index());
+                if role != Role::None {
+                    self.text_role(role, &value.to_string(), false);
                 }
                 self.meta(field, value);
             }
@@ -268,10 +297,49 @@ fn parse_count(s: &str) -> Option<u64> {
     (f.is_finite() && f >= 0.0).then(|| f.round().min(u64::MAX as f64) as u64)
 }
 
-fn strip_debug_quotes(s: &str) -> &str {
-    s.strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s)
+/// Undoes `Debug` formatting of a string-like value (`"C:\\media\\a.mov"` → `C:\media\a.mov`):
+/// the quotes and Rust's escapes. Anything that is not a quoted, well-escaped string is kept
+/// as it is.
+fn unescape_debug(s: &str) -> Cow<'_, str> {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return Cow::Borrowed(s);
+    };
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let unescaped = match chars.next() {
+            Some('n') => '\n',
+            Some('t') => '\t',
+            Some('r') => '\r',
+            Some('0') => '\0',
+            Some(c @ ('\\' | '"' | '\'')) => c,
+            Some('u') => {
+                let rest = chars.as_str();
+                let code = rest
+                    .strip_prefix('{')
+                    .and_then(|r| r.split_once('}'))
+                    .and_then(|(hex, _)| u32::from_str_radix(hex, 16).ok().map(|v| (hex.len(), v)))
+                    .and_then(|(len, v)| Some((len, char::from_u32(v)?)));
+                match code {
+                    Some((len, c)) => {
+                        chars = rest[len + 2..].chars();
+                        c
+                    }
+                    None => return Cow::Borrowed(s),
+                }
+            }
+            _ => return Cow::Borrowed(s),
+        };
+        out.push(unescaped);
+    }
+    Cow::Owned(out)
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -327,6 +395,18 @@ mod tests {
     fn sanitize_escapes_control_characters_but_keeps_newlines() {
         assert_eq!(sanitize("a\u{1b}[31mb\nc\td", 100), "a\\u{1b}[31mb\nc\td");
         assert!(matches!(sanitize("plain", 100), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn debug_strings_are_unescaped() {
+        let path = std::path::PathBuf::from(r"C:\media\a.mov");
+        assert_eq!(unescape_debug(&format!("{path:?}")), r"C:\media\a.mov");
+        assert_eq!(
+            unescape_debug(&format!("{:?}", "tab\there \"q\" é \u{7}")),
+            "tab\there \"q\" é \u{7}"
+        );
+        assert_eq!(unescape_debug("Point { x: 1 }"), "Point { x: 1 }");
+        assert_eq!(unescape_debug(r#""bad \q""#), r#""bad \q""#);
     }
 
     #[test]

@@ -226,13 +226,61 @@ pub struct ErrorInfo {
     pub fields: Metadata,
     /// When it happened (µs since the Unix epoch).
     pub at_us: u64,
+    /// True when the node already had a failed descendant when it failed: the error was most
+    /// likely that failure returned up (`#[instrument(err)]` at every level), so ancestors
+    /// count it once, under its root cause, not again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub propagated: bool,
+}
+
+/// ERROR events a node logged without failing (see
+/// [`Builder::fail_on`](crate::Builder::fail_on)): kept as context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HandledErrors {
+    /// How many.
+    pub count: u64,
+    /// The most recent one, with its path.
+    pub last: ErrorInfo,
+}
+
+/// Why a node ended [`Cancelled`](Status::Cancelled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The operation was asked to cancel ([`Store::cancel`](crate::Store::cancel)) and the
+    /// node stopped because of it: it saw the request (`is_cancelled()` returned true), ended
+    /// short of its total, or a child of it was cancelled.
+    Requested,
+    /// The span was dropped without its work having run to the end: it was never entered (a
+    /// future that was never polled), or its callsite reports returns (`#[instrument(ret)]`)
+    /// and this span closed without one (a future dropped by a timeout, `select!` or abort).
+    Dropped,
+}
+
+impl CancelReason {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Requested => "requested",
+            CancelReason::Dropped => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What an ancestor keeps of the failures below it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct FailureSummary {
-    /// How many nodes below this one failed.
+    /// How many distinct failures below this one: nodes that failed with no failed node
+    /// below them (a failure returned up through several levels counts once).
     pub count: u64,
     /// The first failure below this one, with its path: usually the root cause.
     pub first: ErrorInfo,
@@ -300,8 +348,11 @@ pub struct ProgressLevel {
     /// Current status.
     pub status: Status,
     /// Units done: explicit (`progress.current`, `inc`) or, if never set, the number of
-    /// finished tracked children.
+    /// tracked children that completed (failed and cancelled ones are not done work).
     pub current: u64,
+    /// Tracked children that failed (folded ones included); not counted in `current`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: u64,
     /// Units expected, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<u64>,
@@ -323,6 +374,16 @@ pub struct ProgressLevel {
     /// Failures of descendants: [`failures_below`](Self::failures_below).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) failures_below: Option<Box<FailureSummary>>,
+    /// True when the node completed but something below it failed ("completed with
+    /// failures"): the status stays [`Completed`](Status::Completed), the outcome differs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_failures: bool,
+    /// Why a cancelled node was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<CancelReason>,
+    /// ERROR events that did not fail the node: [`handled_errors`](Self::handled_errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) handled_errors: Option<Box<HandledErrors>>,
     /// All other fields of the span and its progress events.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
@@ -407,6 +468,21 @@ impl ProgressLevel {
         self.failures_below.as_deref()
     }
 
+    /// ERROR events the node logged and recovered from (they did not fail it).
+    pub fn handled_errors(&self) -> Option<&HandledErrors> {
+        self.handled_errors.as_deref()
+    }
+
+    /// The status in words, "completed with failures" for a completed node with failures
+    /// below it.
+    pub fn outcome(&self) -> &'static str {
+        if self.with_failures {
+            "completed with failures"
+        } else {
+            self.status.as_str()
+        }
+    }
+
     /// Time-remaining estimate and rate, for running nodes once there is enough signal.
     pub fn estimate(&self) -> Option<&Estimate> {
         self.estimate.as_deref()
@@ -489,6 +565,9 @@ pub struct ProgressState {
     pub name: Arc<str>,
     /// The root node's status.
     pub status: Status,
+    /// True when the operation completed with failures below its root.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_failures: bool,
     /// Whether cancellation was requested.
     pub cancel_requested: bool,
     /// When the root was first entered (µs since the Unix epoch).
@@ -506,6 +585,10 @@ pub struct ProgressState {
     pub snapshot_at_us: u64,
     /// The root node and its tree.
     pub root: ProgressLevel,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl ProgressState {

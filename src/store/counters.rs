@@ -13,6 +13,8 @@ pub(crate) struct LiveCounters {
     /// `NO_TOTAL` until set.
     total: AtomicU64,
     explicit: AtomicBool,
+    /// Set when `is_cancelled()` answered true for this node.
+    saw_cancel: AtomicBool,
     updates: AtomicU64,
     /// Time entered so far (ns), for snapshots of running spans; the span adds to it on exit.
     busy_ns: AtomicU64,
@@ -69,6 +71,15 @@ impl LiveCounters {
     pub(crate) fn total(&self) -> Option<u64> {
         let t = self.total.load(Ordering::SeqCst);
         (t != NO_TOTAL).then_some(t)
+    }
+
+    /// The node saw its operation's cancel request.
+    pub(crate) fn saw_cancel_now(&self) {
+        self.saw_cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn saw_cancel(&self) -> bool {
+        self.saw_cancel.load(Ordering::Relaxed)
     }
 
     /// Counter updates applied so far.

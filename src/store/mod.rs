@@ -37,7 +37,7 @@ use crate::model::{OperationId, ProgressState, SCHEMA_VERSION, Status};
 pub(crate) use clock::{Clock, TimeFn};
 use history::History;
 pub use history::HistoryQuery;
-pub(crate) use node::{Callsite, CloseOutcome, NewNode, NodeHandle, NodeKey};
+pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};
 use operation::OperationCell;
 pub use subscribe::{Changes, Subscription};
 pub(crate) use ticker::spawn_ticker;

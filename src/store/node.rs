@@ -46,11 +46,18 @@ pub(crate) struct NodeKey {
     pub(crate) id: NodeId,
 }
 
-/// How a node ended, decided by the layer at close.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CloseOutcome {
-    Completed,
-    Cancelled,
+/// What the layer knows when a node closes; the tree decides the status from it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CloseInfo {
+    pub(crate) at_us: u64,
+    pub(crate) busy_ns: u64,
+    /// The operation was asked to cancel.
+    pub(crate) cancel_requested: bool,
+    /// The span was never entered (a future never polled, if nothing else happened to it).
+    pub(crate) never_entered: bool,
+    /// Its callsite reports returns and this span closed without one (see
+    /// `CancelReason::Dropped`).
+    pub(crate) missing_return: bool,
 }
 
 /// What closing a node produced.
@@ -137,6 +144,21 @@ impl NodeHandle {
         self.op.with_tree(|t| t.fail(self.key, error));
     }
 
+    /// Records an ERROR event the node did not fail from.
+    pub(crate) fn handled_error(&self, error: ErrorInfo) {
+        self.op.with_tree(|t| t.handled_error(self.key, error));
+    }
+
+    /// Whether the operation was asked to cancel; a `true` answer is remembered on the node
+    /// (it stopped because of the request, if it then stops short).
+    pub(crate) fn observe_cancel(&self) -> bool {
+        let cancelled = self.op.is_cancelled();
+        if cancelled {
+            self.live.saw_cancel_now();
+        }
+        cancelled
+    }
+
     /// First enter: pending becomes running.
     pub(crate) fn start(&self, at_us: u64) {
         self.op.with_tree(|t| t.start(self.key, at_us));
@@ -159,16 +181,8 @@ impl NodeHandle {
     }
 
     /// Closes the node. `want_level`: also build the node as it ended (for exporters).
-    pub(crate) fn close(
-        &self,
-        at_us: u64,
-        busy_ns: u64,
-        outcome: CloseOutcome,
-        want_level: bool,
-    ) -> Closed {
-        let (root_closed, level) = self
-            .op
-            .with_tree(|t| t.close(self.key, at_us, busy_ns, outcome, want_level));
+    pub(crate) fn close(&self, info: CloseInfo, want_level: bool) -> Closed {
+        let (root_closed, level) = self.op.with_tree(|t| t.close(self.key, info, want_level));
         let finished = root_closed.then(|| self.op.store().finish_operation(&self.op));
         Closed { level, finished }
     }

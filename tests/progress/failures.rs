@@ -3,7 +3,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tracing::info_span;
-use tracing_progress::{Builder, CancelError, ErrorOrigin, ProgressSpanExt, Status};
+use tracing_progress::{Builder, CancelError, ErrorOrigin, FailOn, ProgressSpanExt, Status};
 
 use crate::support::{node, only_finished, with_layer};
 
@@ -52,20 +52,33 @@ fn instrument_err_fails_the_block_and_ancestors_show_the_path() {
 
 #[test]
 fn error_event_keeps_its_fields_as_context() {
-    let (store, ()) = with_layer(Builder::new(), |_| {
-        let span = info_span!("job", progress.level = "job");
-        let _g = span.enter();
-        tracing::error!(file = "a.wav", code = 3, "cannot open input");
-    });
-    let op = only_finished(&store);
+    let run = |builder: Builder| {
+        let (store, ()) = with_layer(builder, |_| {
+            let span = info_span!("job", progress.level = "job");
+            let _g = span.enter();
+            tracing::error!(file = "a.wav", code = 3, "cannot open input");
+        });
+        only_finished(&store)
+    };
+    let check = |err: &tracing_progress::ErrorInfo| {
+        assert_eq!(&*err.message, "cannot open input");
+        assert_eq!(
+            err.fields.get("file").and_then(|v| v.as_str()),
+            Some("a.wav")
+        );
+        assert_eq!(err.fields.get("code").and_then(|v| v.as_u64()), Some(3));
+    };
+    // By default a logged error is context: the function may have recovered.
+    let op = run(Builder::new());
+    assert_eq!(op.status, Status::Completed);
+    assert!(op.root.error().is_none());
+    let handled = op.root.handled_errors().expect("kept as context");
+    assert_eq!(handled.count, 1);
+    check(&handled.last);
+    // Every ERROR event fails the node under `FailOn::ErrorEvents`.
+    let op = run(Builder::new().fail_on(FailOn::ErrorEvents));
     assert_eq!(op.status, Status::Failed);
-    let err = op.root.error().unwrap();
-    assert_eq!(&*err.message, "cannot open input");
-    assert_eq!(
-        err.fields.get("file").and_then(|v| v.as_str()),
-        Some("a.wav")
-    );
-    assert_eq!(err.fields.get("code").and_then(|v| v.as_u64()), Some(3));
+    check(op.root.error().unwrap());
 }
 
 #[test]
@@ -150,7 +163,7 @@ fn failed_stays_failed_even_after_cancel() {
     let (store, ()) = with_layer(Builder::new(), |store| {
         let span = info_span!("job", progress.level = "job");
         let _g = span.enter();
-        tracing::error!("boom");
+        span.fail("boom");
         store.cancel(span.operation_id().unwrap()).unwrap();
     });
     assert_eq!(only_finished(&store).status, Status::Failed);

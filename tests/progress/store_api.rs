@@ -19,7 +19,8 @@ fn run_ops() -> tracing_progress::Store {
             );
             let _g = span.enter();
             if i == 6 {
-                tracing::error!("disk full");
+                // What `#[instrument(err)]` emits when the function returns `Err`.
+                tracing::error!(error = "disk full");
             }
         }
     });

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{Dispatch, info_span};
-use tracing_progress::{Builder, OperationId, ProgressSpanExt, Store};
+use tracing_progress::{Builder, FailOn, OperationId, ProgressSpanExt, Store};
 use tracing_subscriber::Registry;
 use tracing_subscriber::prelude::*;
 
@@ -19,8 +19,13 @@ pub struct Traced {
 }
 
 impl Traced {
+    /// The fixture's failures are plain ERROR events, so its layer fails nodes on every ERROR
+    /// event (`FailOn::ErrorEvents`; the default only fails on returned errors).
     pub fn new(layer: Builder) -> Self {
-        let (layer, store) = layer.build::<Registry>().expect("valid builder");
+        let (layer, store) = layer
+            .fail_on(FailOn::ErrorEvents)
+            .build::<Registry>()
+            .expect("valid builder");
         let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
         Traced { dispatch, store }
     }

@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use crate::estimate::{FinishedNode, NodeEstimator, Priors};
 use crate::model::{
-    ErrorInfo, FailureSummary, FoldedChildren, Metadata, NodeId, OperationMetrics, ProgressLevel,
-    ResourceUsage, Status,
+    CancelReason, ErrorInfo, FailureSummary, FoldedChildren, HandledErrors, Metadata, NodeId,
+    OperationMetrics, ProgressLevel, ResourceUsage, Status,
 };
 use crate::store::Limits;
 use crate::store::counters::LiveCounters;
-use crate::store::node::{Callsite, CloseOutcome, NewNode, NodeKey};
+use crate::store::node::{Callsite, CloseInfo, NewNode, NodeKey};
 use crate::store::update::NodeUpdate;
 
 /// At most this many input errors are kept per node (older ones are dropped first).
@@ -41,6 +41,12 @@ struct Cold {
     folded: Vec<FoldedChildren>,
     input_errors: Vec<Arc<str>>,
     flattened: bool,
+    /// Tracked children that failed / were cancelled (folded ones included).
+    failed_children: u64,
+    cancelled_children: u64,
+    /// ERROR events that did not fail the node.
+    handled: Option<HandledErrors>,
+    cancel_reason: Option<CancelReason>,
     /// Process CPU/memory samples taken while the node ran (feature `resources`).
     #[cfg_attr(not(feature = "resources"), allow(dead_code))]
     resources: Option<ResourceAcc>,
@@ -95,7 +101,8 @@ pub(crate) struct Node {
     busy_ns: u64,
     /// Slots of retained children, in creation order. A deque: folding takes the oldest.
     children: VecDeque<u32>,
-    /// Tracked children done (completed or failed; not cancelled), folded ones included.
+    /// Tracked children that completed, folded ones included (failed and cancelled ones are
+    /// counted in `Cold`).
     finished_children: u64,
     /// Finished children still retained in `children`.
     retained_finished_children: u32,
@@ -133,12 +140,55 @@ impl Node {
             .saturating_sub(start)
     }
 
+    fn failed_children(&self) -> u64 {
+        self.cold.as_deref().map_or(0, |c| c.failed_children)
+    }
+
+    fn failures_below(&self) -> bool {
+        self.cold
+            .as_deref()
+            .is_some_and(|c| c.failures_below.is_some())
+    }
+
+    /// Whether the node has a total it has not reached (units done plus failed children).
+    fn short_of_total(&self) -> bool {
+        let current = self.live.current().unwrap_or(self.finished_children);
+        let accounted = current.saturating_add(self.failed_children());
+        self.live.total().is_some_and(|t| accounted < t)
+    }
+
+    /// Why this node ends cancelled, if it does (failed nodes stay failed; see
+    /// [`CancelReason`]).
+    fn cancel_reason(&self, info: &CloseInfo) -> Option<CancelReason> {
+        let cold = self.cold.as_deref();
+        let short = self.short_of_total();
+        let child_cancelled = cold.is_some_and(|c| c.cancelled_children > 0);
+        // Never entered and nothing happened to it: a future dropped before its first poll.
+        // (A span used as a progress handle without being entered has updates or children.)
+        let untouched = info.never_entered
+            && self.live.updates() == 0
+            && self.children.is_empty()
+            && self.finished_children == 0
+            && cold.is_none_or(|c| c.failed_children == 0 && c.cancelled_children == 0);
+        if info.missing_return || untouched {
+            Some(CancelReason::Dropped)
+        } else if info.cancel_requested && (self.live.saw_cancel() || short || child_cancelled) {
+            Some(CancelReason::Requested)
+        } else {
+            None
+        }
+    }
+
     /// Units done and expected, and the percentage with `partial` units of running children.
+    /// A node that completed with failures below, or short of its total, shows what got done,
+    /// not 100 %.
     fn progress(&self, partial: f64) -> Progress {
         let current = self.live.current().unwrap_or(self.finished_children);
         let total = self.live.total();
         let percentage = match (self.status, total) {
-            (Status::Completed, _) => Some(100.0),
+            (Status::Completed, _) if !self.failures_below() && !self.short_of_total() => {
+                Some(100.0)
+            }
             (_, Some(t)) if t > 0 => {
                 Some(((current as f64 + partial) / t as f64).clamp(0.0, 1.0) * 100.0)
             }
@@ -365,11 +415,18 @@ impl Tree {
         n.status = Status::Failed;
         let mut parent = n.parent;
         let cold = n.cold();
+        // A node that fails after something below it failed is most likely passing that
+        // failure up: ancestors already count it under its root cause.
+        error.propagated = cold.failures_below.is_some();
+        let root_cause = !error.propagated && cold.error.is_none();
         if cold.error.is_none() {
             cold.error = Some(error.clone());
         }
         if first {
             self.metrics.nodes_failed += 1;
+        }
+        if !root_cause {
+            return;
         }
         while let Some(p) = parent {
             let Some(pn) = self.slot_mut(p) else { break };
@@ -391,6 +448,30 @@ impl Tree {
         }
     }
 
+    /// Records an ERROR event the node did not fail from (kept as context).
+    pub(crate) fn handled_error(&mut self, key: NodeKey, mut error: ErrorInfo) {
+        let Some(path) = self.path(key) else {
+            return;
+        };
+        error.path = path;
+        error.node_id = key.id;
+        let Some(n) = self.node_mut(key) else {
+            return;
+        };
+        match &mut n.cold().handled {
+            Some(h) => {
+                h.count += 1;
+                h.last = error;
+            }
+            slot @ None => {
+                *slot = Some(HandledErrors {
+                    count: 1,
+                    last: error,
+                })
+            }
+        }
+    }
+
     /// Names from the root down to this node.
     fn path(&self, key: NodeKey) -> Option<Vec<Arc<str>>> {
         let mut path = Vec::new();
@@ -408,9 +489,7 @@ impl Tree {
     pub(crate) fn close(
         &mut self,
         key: NodeKey,
-        now_us: u64,
-        busy_ns: u64,
-        outcome: CloseOutcome,
+        info: CloseInfo,
         want_level: bool,
     ) -> (bool, Option<ProgressLevel>) {
         let Some(n) = self.node_mut(key) else {
@@ -419,13 +498,17 @@ impl Tree {
         if n.status.is_finished() && n.completed_us != 0 {
             return (false, None);
         }
-        n.status = match (n.status, outcome) {
-            (Status::Failed, _) => Status::Failed,
-            (_, CloseOutcome::Cancelled) => Status::Cancelled,
-            (_, CloseOutcome::Completed) => Status::Completed,
+        let reason = n.cancel_reason(&info);
+        n.status = match reason {
+            _ if n.status == Status::Failed => Status::Failed,
+            Some(reason) => {
+                n.cold().cancel_reason = Some(reason);
+                Status::Cancelled
+            }
+            None => Status::Completed,
         };
-        n.completed_us = now_us.max(1);
-        n.busy_ns = busy_ns;
+        n.completed_us = info.at_us.max(1);
+        n.busy_ns = info.busy_ns;
         drop(n.est.take());
         let completed = (n.status == Status::Completed).then(|| FinishedNode {
             level_type: n.level_type.clone(),
@@ -433,8 +516,7 @@ impl Tree {
             duration_us: n.duration_us(),
         });
         let parent = n.parent;
-        // A cancelled child did not do its work: it does not count towards the parent's units.
-        let counts_as_done = n.status != Status::Cancelled;
+        let status = n.status;
         // All children are finished at close, so no running fraction is left to add.
         let level = want_level
             .then(|| {
@@ -457,7 +539,13 @@ impl Tree {
         let per_parent = self.limits.max_finished_children;
         let over = match self.slot_mut(parent) {
             Some(p) => {
-                p.finished_children += u64::from(counts_as_done);
+                // Only completed children are done work; failed and cancelled ones are
+                // counted apart, so progress text can tell them from it.
+                match status {
+                    Status::Completed => p.finished_children += 1,
+                    Status::Failed => p.cold().failed_children += 1,
+                    _ => p.cold().cancelled_children += 1,
+                }
                 p.retained_finished_children += 1;
                 p.retained_finished_children as usize > per_parent
             }

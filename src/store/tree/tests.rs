@@ -7,6 +7,17 @@ use super::*;
 use crate::estimate::Priors;
 use crate::model::{EstimateBasis, ProgressState};
 
+/// A normal close at `at_us` after `busy_ns` entered.
+fn done(at_us: u64, busy_ns: u64) -> CloseInfo {
+    CloseInfo {
+        at_us,
+        busy_ns,
+        cancel_requested: false,
+        never_entered: false,
+        missing_return: false,
+    }
+}
+
 fn node_at(level: &str, name: &str, at: u64) -> NewNode {
     NewNode {
         id: NodeId::next(),
@@ -38,7 +49,7 @@ fn folding_keeps_per_parent_bound_and_summary() {
         let child = new_node("b");
         let key = tree.add_child(tree.root_key(root_id), child).unwrap();
         tree.start(key, 100 + i * 10);
-        tree.close(key, 105 + i * 10, 5_000, CloseOutcome::Completed, false);
+        tree.close(key, done(105 + i * 10, 5_000), false);
     }
     let snap = tree.snapshot(root_id, false, 1_000);
     assert_eq!(snap.root.children.len(), 3);
@@ -72,13 +83,14 @@ fn failed_children_are_spared_while_others_can_go() {
         location: None,
         fields: Metadata::default(),
         at_us: 1,
+        propagated: false,
     };
     tree.fail(bad_key, err);
-    tree.close(bad_key, 2, 0, CloseOutcome::Completed, false);
+    tree.close(bad_key, done(2, 0), false);
     for _ in 0..5 {
         let c = new_node("ok");
         let s = tree.add_child(tree.root_key(root_id), c).unwrap();
-        tree.close(s, 3, 0, CloseOutcome::Completed, false);
+        tree.close(s, done(3, 0), false);
     }
     let snap = tree.snapshot(root_id, false, 10);
     assert!(snap.root.child("bad").is_some(), "failed child kept");
@@ -98,7 +110,7 @@ fn operation_limit_folds_in_completion_order_and_queue_stays_bounded() {
     for _ in 0..1_000 {
         let c = new_node("c");
         let s = tree.add_child(tree.root_key(root_id), c).unwrap();
-        tree.close(s, 1, 0, CloseOutcome::Completed, false);
+        tree.close(s, done(1, 0), false);
     }
     assert!(tree.finished.len() <= 2 * 5 + 64);
     assert!(
@@ -152,7 +164,7 @@ impl Op {
     }
 
     fn close(&mut self, n: Node, at: u64) -> bool {
-        self.tree.close(n, at, 0, CloseOutcome::Completed, false).0
+        self.tree.close(n, done(at, 0), false).0
     }
 
     /// An estimate tick at `at`, then a snapshot.
