@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use tracing_core::span::{Attributes, Id, Record};
-use tracing_core::{Event, Level, Subscriber};
+use tracing_core::subscriber::Interest;
+use tracing_core::{Event, Level, LevelFilter, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{Extensions, LookupSpan, SpanRef};
 
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     classifier: Classifier,
     capture_panics: bool,
     fail_on: FailOn,
+    /// Set once the layer is part of a dispatcher.
+    installed: AtomicBool,
     /// `None` when there are none, so spans carry no pointer to them.
     exporters: Option<Arc<Exporters>>,
 }
@@ -63,6 +66,28 @@ impl<S> fmt::Debug for ProgressLayer<S> {
         f.debug_struct("ProgressLayer")
             .field("capture_panics", &self.shared.capture_panics)
             .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A filter for the whole subscriber (not a per-layer one) that stops below INFO also stops
+    /// the spans `#[instrument]` and `info_span!` make, before this layer sees them: nothing
+    /// would be tracked, silently. Says so once (stderr and `StoreStats::warnings`).
+    fn check_level(&self, most_verbose: LevelFilter) {
+        if most_verbose >= LevelFilter::INFO {
+            return;
+        }
+        self.store.warn_once(
+            crate::SetupWarning::LEVEL_FILTERED,
+            &format!(
+                "the subscriber's most verbose level is {most_verbose} (a global filter, e.g. \
+                 EnvFilter with RUST_LOG unset), so INFO spans - the default of #[instrument] \
+                 and info_span! - never reach the progress layer and are not tracked. Filter \
+                 the output layer instead: \
+                 registry().with(progress).with(fmt::layer().with_filter(filter)), or allow \
+                 the spans (RUST_LOG=info)"
+            ),
+        );
     }
 }
 
@@ -325,6 +350,7 @@ where
                 classifier,
                 capture_panics,
                 fail_on,
+                installed: AtomicBool::new(false),
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
             }),
             with_context: span_ext::WithContext::new::<S>(),
@@ -506,9 +532,26 @@ where
     }
 
     fn on_register_dispatch(&self, dispatch: &tracing_core::Dispatch) {
+        self.shared.installed.store(true, Ordering::Relaxed);
         for e in self.exporters() {
             e.register_dispatch(dispatch);
         }
+    }
+
+    fn on_layer(&mut self, inner: &mut S) {
+        // A global filter below us (`fmt().with_env_filter(..).finish().with(progress)`).
+        if let Some(hint) = inner.max_level_hint() {
+            self.shared.check_level(hint);
+        }
+    }
+
+    fn register_callsite(&self, _meta: &'static tracing_core::Metadata<'static>) -> Interest {
+        // A global filter anywhere in the stack, as `tracing` itself sees it (one load, once
+        // per callsite).
+        if self.shared.installed.load(Ordering::Relaxed) {
+            self.shared.check_level(LevelFilter::current());
+        }
+        Interest::always()
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

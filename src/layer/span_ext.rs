@@ -3,13 +3,16 @@
 //! Recording `progress.current` with `span.record` works, but `fmt` appends every re-recorded
 //! field to its output (tokio-rs/tracing#2334). These methods reach the layer directly: the
 //! span's dispatcher is downcast to a private [`WithContext`] (a function pointer the layer
-//! exposes through `downcast_raw`), which finds the node in the span's extensions. Without
-//! the layer installed every method is a silent no-op.
+//! exposes through `downcast_raw`), which finds the node in the span's extensions. When a
+//! wrapper hides the layer from `downcast_raw` (`tracing_subscriber::reload`), the registry is
+//! still reachable and holds the same extensions. Without the layer installed every method is
+//! a silent no-op.
 
 use std::sync::Arc;
 
 use tracing::Span;
 use tracing_core::{Dispatch, span::Id};
+use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::visitor::sanitize;
@@ -130,6 +133,11 @@ fn visit(span: &Span, mut f: impl FnMut(&Tracked) -> Option<CounterReport>) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
             (ctx.0)(dispatch, id, &mut f);
+        } else if dispatch.is::<Registry>() {
+            // A wrapper that does not forward `downcast_raw` (`reload::Layer`, some
+            // third-party layers) hides the layer, not the registry behind it: our data is in
+            // the registry's extensions either way.
+            with_tracked::<Registry>(dispatch, id, &mut f);
         }
     });
 }

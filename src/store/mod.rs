@@ -255,6 +255,11 @@ pub struct SetupWarning {
 }
 
 impl SetupWarning {
+    /// Code of a subscriber whose global level filter (e.g. `EnvFilter` with `RUST_LOG` unset)
+    /// stops INFO spans before the progress layer sees them. Fix: put the filter on the output
+    /// layer (`fmt::layer().with_filter(..)`) or allow INFO for the spans to track.
+    pub const LEVEL_FILTERED: &'static str = "filter.level";
+
     /// Stable identifier, e.g. [`otel::LAYER_ORDER_WARNING`](crate::otel::LAYER_ORDER_WARNING).
     pub fn code(&self) -> &'static str {
         self.code

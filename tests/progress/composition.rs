@@ -201,3 +201,67 @@ fn two_progress_layers_in_one_subscriber_are_independent() {
         tracing_progress::Status::Completed
     );
 }
+
+/// `reload::Layer` does not forward `downcast_raw`; the extension methods still reach the
+/// node through the registry, and cancellation keeps working.
+#[test]
+fn extension_methods_work_through_a_reload_layer() {
+    let (progress, store) = tracing_progress::layer();
+    let (reloadable, _handle) = tracing_subscriber::reload::Layer::new(progress);
+    let subscriber = tracing_subscriber::registry().with(reloadable);
+    tracing::subscriber::with_default(subscriber, || {
+        let job = info_span!("job", progress.level = "job", progress.total = 4);
+        let _j = job.enter();
+        let id = job.operation_id().expect("reachable through the registry");
+        job.inc(3);
+        job.set_message("three done");
+        assert!(!job.is_cancelled());
+        store.cancel(id).unwrap();
+        assert!(
+            job.is_cancelled(),
+            "cancellation must not be lost behind reload"
+        );
+        let state = store.get(id).unwrap();
+        assert_eq!(state.root.current, 3);
+        assert_eq!(state.root.message.as_deref(), Some("three done"));
+    });
+}
+
+/// The most common setup, `fmt().with_env_filter(..)` with `RUST_LOG` unset, stops INFO spans
+/// before the layer sees them: said once and flagged, never silent.
+#[test]
+fn a_global_filter_that_hides_progress_spans_is_reported() {
+    let (progress, store) = tracing_progress::layer();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("error"))
+        .with_writer(io::sink)
+        .finish()
+        .with(progress);
+    tracing::subscriber::with_default(subscriber, || {
+        info_span!("job", progress.level = "job").in_scope(|| {});
+    });
+    assert_eq!(
+        store.history(&Default::default()).len(),
+        0,
+        "nothing tracked"
+    );
+    assert!(
+        store
+            .stats()
+            .has_warning(tracing_progress::SetupWarning::LEVEL_FILTERED),
+        "{:?}",
+        store.stats()
+    );
+    // The recommended setup: the filter on the output layer only. No warning, all tracked.
+    let (progress, store) = tracing_progress::layer();
+    let subscriber = tracing_subscriber::registry().with(progress).with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(io::sink)
+            .with_filter(EnvFilter::new("error")),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        info_span!("job", progress.level = "job").in_scope(|| {});
+    });
+    assert_eq!(store.history(&Default::default()).len(), 1);
+    assert!(store.stats().warnings.is_empty(), "{:?}", store.stats());
+}

@@ -168,3 +168,147 @@ fn failed_stays_failed_even_after_cancel() {
     });
     assert_eq!(only_finished(&store).status, Status::Failed);
 }
+
+#[tracing::instrument(fields(progress.level = "upload", progress.name = name))]
+fn upload_with_retries(name: &str) -> Result<(), String> {
+    tracing::error!(attempt = 1, "upload failed, retrying");
+    tracing::error!(attempt = 2, "upload failed, retrying");
+    Ok(())
+}
+
+#[test]
+fn a_node_that_recovers_from_logged_errors_is_not_failed() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let _ = upload_with_retries("a.wav");
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.status, Status::Completed);
+    assert!(!op.with_failures);
+    let handled = op
+        .root
+        .handled_errors()
+        .expect("the errors seen are context");
+    assert_eq!(handled.count, 2);
+    assert_eq!(&*handled.last.message, "upload failed, retrying");
+    assert_eq!(
+        handled.last.fields.get("attempt").and_then(|v| v.as_u64()),
+        Some(2)
+    );
+    // `Explicit`: even returned errors are context; `ErrorEvents`: the old rule.
+    let (store, ()) = with_layer(Builder::new().fail_on(FailOn::Explicit), |_| {
+        let _ = run_block(true);
+    });
+    assert_eq!(only_finished(&store).status, Status::Completed);
+    let (store, ()) = with_layer(Builder::new().fail_on(FailOn::ErrorEvents), |_| {
+        let _ = upload_with_retries("a.wav");
+    });
+    assert_eq!(only_finished(&store).status, Status::Failed);
+}
+
+#[tracing::instrument(err, fields(progress.level = "action", progress.name = name, progress.total = 2))]
+fn action(name: &str, fail_block: bool) -> Result<(), String> {
+    run_block(false)?;
+    run_block(fail_block)
+}
+
+#[tracing::instrument(err, fields(progress.level = "song", progress.name = name, progress.total = 2))]
+fn song(name: &str, fail: bool) -> Result<(), String> {
+    action("mix", false)?;
+    action("master", fail)
+}
+
+#[test]
+fn one_failure_returned_up_is_counted_once_and_failed_work_is_not_done_work() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let setlist = info_span!("setlist", progress.level = "setlist", progress.total = 3);
+        let _s = setlist.enter();
+        let _ = song("one", false);
+        let _ = song("two", true);
+        let _ = song("three", false);
+    });
+    let op = only_finished(&store);
+    // The block, its action and its song failed: one root cause, recorded at each level.
+    let failed: Vec<_> = op
+        .root
+        .walk()
+        .filter(|l| l.status == Status::Failed)
+        .collect();
+    assert_eq!(failed.len(), 3, "{op}");
+    assert_eq!(op.root.failures_below().unwrap().count, 1, "{op}");
+    let two = node(&op, "two");
+    assert_eq!(two.failures_below().unwrap().count, 1);
+    assert!(two.error().unwrap().propagated);
+    let block = two
+        .walk()
+        .find(|l| l.level_type.as_ref() == "block" && l.status == Status::Failed)
+        .unwrap();
+    assert!(!block.error().unwrap().propagated, "the root cause");
+    // Done and failed are told apart: the failed action did one of two blocks.
+    let master = two.child("master").unwrap();
+    assert_eq!(
+        (master.current, master.failed, master.total),
+        (1, 1, Some(2))
+    );
+    assert_eq!(master.percentage, Some(50.0));
+    // The setlist: two songs done, one failed; completed with failures, not 100%.
+    assert_eq!((op.root.current, op.root.failed), (2, 1));
+    assert_eq!(op.root.status, Status::Completed);
+    assert!(op.root.with_failures && op.with_failures);
+    assert_eq!(op.root.outcome(), "completed with failures");
+    assert!(op.root.percentage.unwrap() < 100.0);
+    let json = op.to_json();
+    assert!(json.contains(r#""with_failures":true"#), "{json}");
+    assert!(json.contains(r#""propagated":true"#), "{json}");
+}
+
+#[test]
+fn a_node_that_ignores_a_cancel_and_finishes_its_work_is_completed() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let job = info_span!("job", progress.level = "job", progress.total = 3);
+        let _j = job.enter();
+        store.cancel(job.operation_id().unwrap()).unwrap();
+        // Never asks; does all three units anyway.
+        for _ in 0..3 {
+            info_span!("unit", progress.level = "unit").in_scope(|| {});
+        }
+    });
+    let op = only_finished(&store);
+    assert!(op.cancel_requested);
+    assert_eq!(op.status, Status::Completed, "{op}");
+    assert!(
+        op.root
+            .children
+            .iter()
+            .all(|c| c.status == Status::Completed)
+    );
+    assert_eq!(op.root.current, 3);
+}
+
+#[test]
+fn a_node_that_stops_because_of_a_cancel_is_cancelled() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let job = info_span!("job", progress.level = "job", progress.total = 10);
+        let _j = job.enter();
+        for i in 0..10 {
+            if i == 4 {
+                store.cancel(job.operation_id().unwrap()).unwrap();
+            }
+            let unit = info_span!("unit", progress.level = "unit", progress.total = 100);
+            let _u = unit.enter();
+            if unit.is_cancelled() {
+                break; // stops here, having seen the request
+            }
+            unit.inc(100);
+        }
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.status, Status::Cancelled, "{op}");
+    assert_eq!(
+        op.root.cancel_reason,
+        Some(tracing_progress::CancelReason::Requested)
+    );
+    assert_eq!(op.root.current, 4, "the four done before the request");
+    let last = op.root.children.last().unwrap();
+    assert_eq!(last.status, Status::Cancelled);
+    assert_eq!(last.current, 0);
+}

@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod async_drops;
 mod bad_input;
 mod composition;
 mod concurrency;

@@ -99,3 +99,83 @@ fn invalid_rules_are_refused_with_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("max_depth"), "{err}");
 }
+
+/// Ordinary code again: an import with a file count and a path argument.
+mod importer {
+    #[tracing::instrument(skip(files))]
+    pub fn import(dir: std::path::PathBuf, n_files: usize, files: &[&str]) {
+        for f in files {
+            decode(f);
+        }
+    }
+
+    #[tracing::instrument]
+    pub fn decode(file: &str) {}
+
+    pub mod legacy {
+        #[tracing::instrument]
+        pub fn old_decode() {}
+    }
+}
+
+mod importer_legacy {
+    #[tracing::instrument]
+    pub fn sibling_module() {}
+}
+
+#[test]
+fn rules_map_plain_fields_to_total_and_name_without_debug_escapes() {
+    let builder = Builder::new()
+        .track(
+            TrackRule::span("import")
+                .level("import")
+                .total_field("n_files")
+                .name_field("dir"),
+        )
+        .track(TrackRule::span("decode").name_field("file"));
+    let dir = std::path::PathBuf::from("C:\\media\\in\tbox");
+    let (store, ()) = with_layer(builder, |_| {
+        importer::import(dir.clone(), 3, &["a.wav", "b.wav", "c.wav"]);
+    });
+    let op = only_finished(&store);
+    // The path shows as written, not as Debug prints it (doubled backslashes, `\t`).
+    assert_eq!(&*op.root.name, "C:\\media\\in\tbox");
+    assert_eq!(op.root.total, Some(3), "total from n_files");
+    assert_eq!((op.root.current, op.root.percentage), (3, Some(100.0)));
+    assert!(
+        op.root.metadata.get("n_files").is_some(),
+        "still metadata too"
+    );
+    assert_eq!(op.root.children.len(), 3);
+    assert_eq!(&*op.root.children[0].name, "a.wav");
+}
+
+#[test]
+fn target_rules_match_module_boundaries() {
+    let here = module_path!();
+    let builder = Builder::new().track(TrackRule::target(format!("{here}::importer")));
+    let (store, ()) = with_layer(builder, |_| {
+        importer::decode("x");
+        importer::legacy::old_decode();
+        importer_legacy::sibling_module();
+    });
+    let names: Vec<String> = store
+        .history(&Default::default())
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["old_decode", "decode"],
+        "a sibling module with the same prefix is not inside it"
+    );
+}
+
+#[test]
+fn rule_fields_must_be_plain_names() {
+    let err = Builder::new()
+        .track(TrackRule::span("x").total_field("progress.total"))
+        .build::<tracing_subscriber::Registry>()
+        .unwrap_err();
+    assert!(err.to_string().contains("plain span fields"), "{err}");
+}
