@@ -182,9 +182,12 @@ fn frame(
 }
 
 fn default_render(state: &ProgressState) -> String {
-    // One line per level keeps the live view short enough to redraw in place.
+    // One line per level, fitted to the terminal (running levels first, a marker for what is
+    // left out), keeps the live view redrawable in place.
+    let (rows, _) = console::Term::stdout().size();
     crate::view::Verbose::new(crate::view::Detail::Summary)
         .max_children(6)
+        .max_lines(usize::from(rows.max(4)) - 1)
         .render(state)
 }
 

@@ -454,6 +454,7 @@ fn running_setlist_summary() {
 Setlist: \"My Setlist\" (ID: 42)
 Started: 2024-01-15 10:30:00
 Status: Running (3/10 songs completed, 34%)
+Elapsed: 0:02:20, ETA 0:20:00
 
 … 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10
 Song 4/10: audio4.wav (ID: 17) - Running 37% (1/5 actions), ETA 0:15:30
@@ -472,8 +473,12 @@ fn detail_levels_add_lines_in_order() {
     let verbose = Verbose::new(Detail::Verbose).render(&s);
     assert!(summary.lines().count() < normal.lines().count());
     assert!(normal.lines().count() < verbose.lines().count());
-    // Summary: one line per level, so no per-level labels at all.
-    assert!(!summary.contains("Elapsed:") && !summary.contains("Progress:"));
+    // Summary: one line per level, so no per-level labels; the header has time and ETA.
+    assert!(!summary.contains("Progress:") && !summary.contains("Estimated Remaining:"));
+    assert!(
+        summary.contains("\nElapsed: 0:02:20, ETA 0:20:00\n"),
+        "{summary}"
+    );
     // Normal: status, timing, estimate and progress, but no metadata or metrics.
     for label in [
         "Elapsed: 0:01:45",
@@ -570,6 +575,7 @@ fn huge_run_collapses_the_middle_children() {
 Render: \"Big Run\" (ID: 1)
 Started: 2024-01-15 10:30:00
 Status: Running (0/1 action completed, 99%)
+Elapsed: 0:02:20
 Failures Below: 33, first: checksum mismatch (at Big Run › Render › block-300)
 
 … 1 action: 1 running
@@ -595,6 +601,7 @@ fn max_depth_hides_and_counts_descendants() {
 Setlist: \"My Setlist\" (ID: 42)
 Started: 2024-01-15 10:30:00
 Status: Running (3/10 songs completed, 34%)
+Elapsed: 0:02:20, ETA 0:20:00
 
 … 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10
 Song 4/10: audio4.wav (ID: 17) - Running 37% (1/5 actions), ETA 0:15:30
@@ -674,7 +681,7 @@ fn verbose_shows_panics_input_errors_and_flattening() {
     assert!(
         text.ends_with(
             "\
-Worker 1/1: w-1 (ID: 301)
+Worker 1: w-1 (ID: 301)
   Status: Failed
   Started: 2024-01-15 10:30:00
   Ended: 2024-01-15 10:30:02
@@ -803,4 +810,183 @@ fn percentages_round_but_never_claim_done() {
     assert_eq!(format_percent(145.2), "145%");
     assert_eq!(format_percent(-3.0), "0%");
     assert_eq!(format_percent(f64::NAN), "?%");
+}
+
+/// A finished run with one failed song: "completed with failures" and "1 failed" everywhere
+/// the text says what happened; handled errors and a slow rate read naturally.
+#[test]
+fn completed_with_failures_failed_counts_handled_errors_and_slow_rates() {
+    let failure = error(62, "checksum mismatch", &["Run", "s-2"], 50_000, json!({}));
+    let ok = level(61, "song", "s-1", "completed", 0, Some(40_000), json!({}));
+    let bad = level(
+        62,
+        "song",
+        "s-2",
+        "failed",
+        40_000,
+        Some(50_000),
+        json!({"error": failure.clone()}),
+    );
+    let ok2 = level(
+        63,
+        "song",
+        "s-3",
+        "completed",
+        50_000,
+        Some(90_000),
+        json!({"handled_errors": {"count": 2, "last": error(63, "upload failed, retrying", &["Run", "s-3"], 60_000, json!({}))}}),
+    );
+    let root = level(
+        60,
+        "setlist",
+        "Run",
+        "completed",
+        0,
+        Some(90_000),
+        json!({"current": 2, "failed": 1, "total": 3, "percentage": 66.7, "with_failures": true,
+               "failures_below": {"count": 1, "first": failure.clone(), "last": failure},
+               "children": [ok, bad, ok2]}),
+    );
+    let s = state(root, json!({"with_failures": true}));
+    let text = Verbose::new(Detail::Normal).render(&s);
+    assert!(
+        text.contains("Status: Completed with failures (2/3 songs, 1 failed, 67%)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Errors Handled: 2, last: upload failed, retrying (at Run › s-3)"),
+        "{text}"
+    );
+    let summary = Verbose::new(Detail::Summary).render(&s);
+    assert!(
+        summary.contains("Status: Completed with failures"),
+        "{summary}"
+    );
+    assert_eq!(active_path(&s), "setlist \"Run\" completed with failures");
+}
+
+#[test]
+fn positions_without_a_known_total_are_not_read_as_the_last_one() {
+    let files: Vec<Value> = (0..3)
+        .map(|i| {
+            let status = if i == 2 { "running" } else { "completed" };
+            level(
+                70 + i,
+                "file",
+                &format!("f{i}"),
+                status,
+                i * 1_000,
+                (i < 2).then_some(i * 1_000 + 900),
+                json!({}),
+            )
+        })
+        .collect();
+    let root = level(
+        69,
+        "import",
+        "Import",
+        "running",
+        0,
+        None,
+        json!({"children": files}),
+    );
+    let s = state(root, json!({}));
+    let path = active_path(&s);
+    assert!(path.contains("› file 3 f2"), "not 3/3: {path}");
+    let text = Verbose::new(Detail::Summary).render(&s);
+    assert!(text.contains("File 3: f2 (ID: 72)"), "{text}");
+}
+
+#[test]
+fn slow_levels_show_their_rate_per_minute_or_hour() {
+    let song = level(
+        81,
+        "song",
+        "s",
+        "running",
+        0,
+        None,
+        json!({"current": 1, "total": 10,
+               "estimate": {"remaining_us": 540_000_000, "low_us": 500_000_000, "high_us": 600_000_000,
+                            "rate_per_s": 0.0167, "basis": "rate"}}),
+    );
+    let root = level(
+        80,
+        "setlist",
+        "Slow",
+        "running",
+        0,
+        None,
+        json!({"current": 1, "total": 10, "children": [song]}),
+    );
+    let text = Verbose::new(Detail::Verbose).render(&state(root, json!({})));
+    assert!(!text.contains("0.0"), "{text}");
+    assert!(
+        text.contains("Rate: 1.0 songs/min") || text.contains("Rate: 1.0/min"),
+        "{text}"
+    );
+}
+
+/// A terminal shorter than the tree: the running path stays, finished lines go first, and a
+/// marker says how much was left out.
+#[test]
+fn fitted_to_a_short_terminal_the_running_path_stays_visible() {
+    let s = running_setlist();
+    let full = Verbose::new(Detail::Summary).render(&s);
+    assert_eq!(full.lines().count(), 10, "{full}");
+    // Too short for a marker in place of each gap: the running path, one marker at the end.
+    let fitted = Verbose::new(Detail::Summary).max_lines(9).render(&s);
+    assert_eq!(fitted.lines().count(), 9, "{fitted}");
+    assert!(fitted.contains("Song 4/10: audio4.wav"), "{fitted}");
+    assert!(
+        fitted.contains("DetectOnsets (ID: 19) - Running"),
+        "{fitted}"
+    );
+    assert!(fitted.contains("Elapsed: 0:02:20, ETA 0:20:00"), "{fitted}");
+    assert!(
+        !fitted.contains("LoadAudio"),
+        "a finished action goes first: {fitted}"
+    );
+    assert!(
+        fitted.ends_with("… 2 more lines (a taller terminal shows them)\n"),
+        "{fitted}"
+    );
+    // Room for everything: unchanged.
+    assert_eq!(
+        Verbose::new(Detail::Summary).max_lines(100).render(&s),
+        full
+    );
+    // Many finished siblings before the running one: one marker where they were.
+    let mut children: Vec<Value> = (0..6)
+        .map(|i| {
+            level(
+                90 + i,
+                "file",
+                &format!("f{i}"),
+                "completed",
+                0,
+                Some(10),
+                json!({}),
+            )
+        })
+        .collect();
+    children.push(level(99, "file", "now", "running", 20, None, json!({})));
+    let root = level(
+        89,
+        "import",
+        "Import",
+        "running",
+        0,
+        None,
+        json!({"children": children}),
+    );
+    let text = Verbose::new(Detail::Summary)
+        .max_lines(8)
+        .render(&state(root, json!({})));
+    assert_eq!(text.lines().count(), 8, "{text}");
+    assert!(text.contains("File 1: f0"), "{text}");
+    assert!(
+        text.contains("… 5 more lines\nFile 7: now (ID: 99) - Running"),
+        "{text}"
+    );
 }

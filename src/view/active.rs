@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::text::{count, first_line, format_percent, one_line, position};
+use super::text::{count, first_line, format_percent, index_of, one_line, position};
 use crate::model::{ProgressLevel, ProgressState, Status};
 use crate::time::{DurationStyle, duration};
 
@@ -65,6 +65,12 @@ pub fn active_path(state: &ProgressState) -> String {
         }
         other => {
             let _ = write!(out, " {other}");
+            if other == Status::Completed && (state.with_failures || root.with_failures) {
+                out.push_str(" with failures");
+            }
+            if let Some(reason) = root.cancel_reason.filter(|_| other == Status::Cancelled) {
+                let _ = write!(out, " ({reason})");
+            }
             return out;
         }
     }
@@ -82,10 +88,9 @@ pub fn active_path(state: &ProgressState) -> String {
         let (index, of) = position(node, i);
         let _ = write!(
             out,
-            " › {} {}/{}",
+            " › {} {}",
             one_line(&child.level_type),
-            count(index),
-            count(of)
+            index_of(index, of)
         );
         if child.name != child.level_type {
             let _ = write!(out, " {}", one_line(&child.name));

@@ -167,14 +167,23 @@ pub(crate) fn folded_total(level: &ProgressLevel) -> u64 {
 /// Folded children are counted before the retained ones (they are the ones that finished
 /// first). The "out of" is the parent's total when that counts children (no unit), otherwise
 /// the number of siblings known.
-pub(crate) fn position(parent: &ProgressLevel, index: usize) -> (u64, u64) {
+pub(crate) fn position(parent: &ProgressLevel, index: usize) -> (u64, Option<u64>) {
     let folded = folded_total(parent);
-    let siblings = folded + parent.children.len() as u64;
+    // Out of the parent's total when it counts these children; unknown otherwise (the
+    // siblings seen so far are no total: "3/3" would read as "the last of all").
     let of = match (parent.total, &parent.unit) {
-        (Some(total), None) => total,
-        _ => siblings,
+        (Some(total), None) => Some(total),
+        _ => None,
     };
     (folded + index as u64 + 1, of)
+}
+
+/// `3/10`, or `3` when the total is unknown.
+pub(crate) fn index_of(index: u64, of: Option<u64>) -> String {
+    match of {
+        Some(of) => format!("{}/{}", count(index), count(of)),
+        None => count(index),
+    }
 }
 
 /// Level type of a level's children: the first retained child's, else the first folded one's.
@@ -197,6 +206,37 @@ pub(crate) fn units_of(level: &ProgressLevel, n: u64) -> Option<String> {
 
 /// `127/150 events`, `3/10 songs`, `12 blocks`, `16 MB/40 MB` (unit `bytes`), or `None` when
 /// there is nothing to count.
+/// The status in words with what sets it apart: `Completed with failures`,
+/// `Cancelled (dropped)`.
+pub(crate) fn status_text(level: &ProgressLevel) -> String {
+    let mut s = status_word(level.status).to_owned();
+    if level.with_failures {
+        s.push_str(" with failures");
+    }
+    if let Some(reason) = level.cancel_reason
+        && reason != crate::CancelReason::Requested
+    {
+        s.push_str(&format!(" ({reason})"));
+    }
+    s
+}
+
+/// A rate with its unit of time: per second, or per minute / hour for slow levels, so a slow
+/// level never reads `0.0/sec`. `units` is e.g. `songs`.
+pub(crate) fn rate_per(per_s: f64, units: Option<&str>) -> String {
+    let (r, per) = if per_s >= 0.1 || per_s <= 0.0 || !per_s.is_finite() {
+        (per_s, "sec")
+    } else if per_s * 60.0 >= 0.1 {
+        (per_s * 60.0, "min")
+    } else {
+        (per_s * 3600.0, "hour")
+    };
+    match units {
+        Some(u) => format!("{} {u}/{per}", rate(r)),
+        None => format!("{}/{per}", rate(r)),
+    }
+}
+
 pub(crate) fn counts(level: &ProgressLevel) -> Option<String> {
     if level.unit.as_deref() == Some("bytes") {
         return match level.total {
@@ -210,10 +250,15 @@ pub(crate) fn counts(level: &ProgressLevel) -> Option<String> {
         None if level.current > 0 => (count(level.current), level.current),
         None => return None,
     };
-    Some(match units_of(level, n) {
+    let mut text = match units_of(level, n) {
         Some(units) => format!("{text} {units}"),
         None => text,
-    })
+    };
+    // Failed children are not done work: said apart, so `2/3 songs` never hides a failure.
+    if level.failed > 0 {
+        text.push_str(&format!(", {} failed", count(level.failed)));
+    }
+    Some(text)
 }
 
 /// `85% (127/150 events)`, `85%`, `127/150 events`, or `None`.

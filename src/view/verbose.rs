@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::text::{
-    bytes, count, counts, first_line, format_percent, one_line, plural, position, progress, rate,
-    status_word, title_words, units_of,
+    bytes, count, counts, first_line, format_percent, index_of, one_line, plural, position,
+    progress, rate_per, status_text, title_words, units_of,
 };
 use crate::model::{
     ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, FoldedChildren, ProgressLevel,
@@ -98,6 +98,7 @@ pub struct Verbose {
     detail: Detail,
     max_depth: usize,
     max_children: usize,
+    max_lines: usize,
 }
 
 impl Default for Verbose {
@@ -120,6 +121,7 @@ impl Verbose {
             detail,
             max_depth: usize::MAX,
             max_children: 20,
+            max_lines: usize::MAX,
         }
     }
 
@@ -154,6 +156,22 @@ impl Verbose {
         self
     }
 
+    /// Fits the text into this many lines (a terminal's height): the header and the running
+    /// levels are kept first, then failed ones, then finished ones in order; each run of lines
+    /// left out becomes one `… N more lines` marker, so what is running is never off-screen
+    /// without a trace.
+    ///
+    /// ```
+    /// use tracing_progress::view::{Detail, Verbose};
+    /// let view = Verbose::new(Detail::Summary).max_lines(15);
+    /// # let _ = view;
+    /// ```
+    #[must_use]
+    pub fn max_lines(mut self, n: usize) -> Self {
+        self.max_lines = n;
+        self
+    }
+
     /// The text view of one snapshot, every line ending in `\n`.
     ///
     /// Reads only the snapshot; the tree is walked without recursion, so any depth is safe.
@@ -161,10 +179,11 @@ impl Verbose {
     pub fn render(&self, state: &ProgressState) -> String {
         let mut r = Renderer {
             opts: self,
-            out: String::new(),
+            lines: Vec::new(),
+            prio: KEEP_HEADER,
         };
         r.render(state);
-        r.out
+        fit(r.lines, self.max_lines)
     }
 }
 
@@ -176,7 +195,7 @@ enum Item<'a> {
         level: &'a ProgressLevel,
         depth: usize,
         index: u64,
-        of: u64,
+        of: Option<u64>,
     },
     Folded {
         folded: &'a FoldedChildren,
@@ -195,7 +214,101 @@ enum Item<'a> {
 
 struct Renderer<'a> {
     opts: &'a Verbose,
-    out: String,
+    /// Lines written so far, each with how much it matters when the text must fit.
+    lines: Vec<(u8, String)>,
+    /// The priority of the lines being written now.
+    prio: u8,
+}
+
+/// Priorities of lines when the text must fit: the header, running levels, failed ones,
+/// pending ones, everything else.
+const KEEP_HEADER: u8 = 4;
+const KEEP_RUNNING: u8 = 3;
+const KEEP_FAILED: u8 = 2;
+const KEEP_PENDING: u8 = 1;
+const KEEP_REST: u8 = 0;
+
+fn priority(level: &ProgressLevel) -> u8 {
+    match level.status {
+        Status::Running => KEEP_RUNNING,
+        Status::Failed => KEEP_FAILED,
+        Status::Pending => KEEP_PENDING,
+        _ => KEEP_REST,
+    }
+}
+
+/// Joins `lines`, keeping at most `max` of them (see [`Verbose::max_lines`]).
+fn fit(lines: Vec<(u8, String)>, max: usize) -> String {
+    if lines.len() <= max {
+        let mut out = String::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
+        for (_, line) in lines {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        return out;
+    }
+    let mut keep = vec![true; lines.len()];
+    let markers = |keep: &[bool]| {
+        keep.iter()
+            .zip(keep.iter().skip(1))
+            .filter(|(a, b)| **a && !**b)
+            .count()
+            + usize::from(keep.first() == Some(&false))
+    };
+    let shown = |keep: &[bool]| keep.iter().filter(|k| **k).count();
+    // First try: drop lines below the running ones, least important and latest first, with
+    // one marker in place of each run of dropped lines.
+    'drop: for prio in KEEP_REST..KEEP_RUNNING {
+        for i in (0..lines.len()).rev() {
+            if shown(&keep) + markers(&keep) <= max {
+                break 'drop;
+            }
+            if lines[i].0 == prio {
+                keep[i] = false;
+            }
+        }
+    }
+    if shown(&keep) + markers(&keep) > max {
+        // Too tight for markers in place: keep the most important lines (in their order) and
+        // say once, at the end, how many were left out.
+        let mut order: Vec<usize> = (0..lines.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lines[i].0));
+        let mut keep = vec![false; lines.len()];
+        for &i in order.iter().take(max.saturating_sub(1)) {
+            keep[i] = true;
+        }
+        let mut out = String::new();
+        for (line, _) in lines.iter().zip(&keep).filter(|(_, k)| **k) {
+            out.push_str(&line.1);
+            out.push('\n');
+        }
+        let left = lines.len() - shown(&keep);
+        out.push_str(&format!(
+            "… {} more {} (a taller terminal shows them)\n",
+            count(left as u64),
+            plural("line", left as u64)
+        ));
+        return out;
+    }
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if keep[i] {
+            out.push_str(&lines[i].1);
+            out.push('\n');
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < lines.len() && !keep[i] {
+            i += 1;
+        }
+        let indent = lines[start].1.len() - lines[start].1.trim_start().len();
+        push_indent(&mut out, indent);
+        let n = (i - start) as u64;
+        out.push_str(&format!("… {} more {}\n", count(n), plural("line", n)));
+    }
+    out
 }
 
 impl<'a> Renderer<'a> {
@@ -209,9 +322,15 @@ impl<'a> Renderer<'a> {
 
     /// Writes `indent` spaces, `text` and a newline.
     fn line(&mut self, indent: usize, text: &str) {
-        push_indent(&mut self.out, indent);
-        self.out.push_str(text);
-        self.out.push('\n');
+        let mut line = String::with_capacity(indent + text.len());
+        push_indent(&mut line, indent);
+        line.push_str(text);
+        self.lines.push((self.prio, line));
+    }
+
+    /// An empty line.
+    fn blank(&mut self) {
+        self.lines.push((self.prio, String::new()));
     }
 
     /// `Label: text`, with further lines of a multi-line text indented under it.
@@ -232,11 +351,15 @@ impl<'a> Renderer<'a> {
         let mut stack = Vec::new();
         self.push_children(&mut stack, &state.root, 1);
         if self.summary() && !stack.is_empty() {
-            self.out.push('\n');
+            self.blank();
         }
         while let Some(item) = stack.pop() {
+            self.prio = match &item {
+                Item::Level { level, .. } => priority(level),
+                _ => KEEP_REST,
+            };
             if !self.summary() {
-                self.out.push('\n');
+                self.blank();
             }
             match item {
                 Item::Level {
@@ -246,10 +369,9 @@ impl<'a> Renderer<'a> {
                     of,
                 } => {
                     let title = format!(
-                        "{} {}/{}: {} (ID: {})",
+                        "{} {}: {} (ID: {})",
                         title_words(&level.level_type),
-                        count(index),
-                        count(of),
+                        index_of(index, of),
                         one_line(&level.name),
                         level.id
                     );
@@ -343,7 +465,7 @@ impl<'a> Renderer<'a> {
                 &format!("Created: {}", format_timestamp(root.timing.created_at_us)),
             ),
         }
-        let mut status = status_word(state.status).to_owned();
+        let mut status = status_text(root);
         if let Some(p) = root_progress(root, state.status) {
             let _ = write!(status, " ({p})");
         }
@@ -355,7 +477,22 @@ impl<'a> Renderer<'a> {
         }
         self.line(0, &format!("Status: {status}"));
         if self.summary() {
-            if let Some(error) = &root.error {
+            // The body (with these lines) is not shown in a summary: time and ETA go here.
+            if state.status == Status::Running {
+                let mut line = format!(
+                    "Elapsed: {}",
+                    duration(root.timing.elapsed_us, DurationStyle::Clock)
+                );
+                if let Some(e) = root.estimate() {
+                    let _ = write!(
+                        line,
+                        ", ETA {}",
+                        duration(e.remaining_us, DurationStyle::Clock)
+                    );
+                }
+                self.line(0, &line);
+            }
+            if let Some(error) = root.error() {
                 let line = format!("Error: {}{}", first_line(&error.message), at_path(error));
                 self.line(0, &line);
             }
@@ -370,7 +507,7 @@ impl<'a> Renderer<'a> {
     fn body(&mut self, l: &ProgressLevel, indent: usize, is_root: bool) {
         let t = &l.timing;
         if !is_root {
-            let mut status = status_word(l.status).to_owned();
+            let mut status = status_text(l);
             if l.stalled {
                 status.push_str(", STALLED");
             }
@@ -451,6 +588,15 @@ impl<'a> Renderer<'a> {
         if let Some(e) = &l.error {
             self.error(e, indent);
         }
+        if let Some(h) = l.handled_errors() {
+            let line = format!(
+                "Errors Handled: {}, last: {}{}",
+                count(h.count),
+                first_line(&h.last.message),
+                at_path(&h.last)
+            );
+            self.line(indent, &line);
+        }
         if let Some(below) = l.failures_below() {
             self.line(indent, &failures_below_line(below));
             if self.verbose() && below.count > 1 {
@@ -493,18 +639,17 @@ impl<'a> Renderer<'a> {
             ));
         }
         if let Some(per_s) = l.estimate().and_then(|e| e.rate_per_s) {
-            let per = match units_of(l, 2) {
-                Some(units) => format!(" {units}/sec"),
-                None => "/sec".to_owned(),
-            };
-            items.push(format!("Rate: {}{per}", rate(per_s)));
+            items.push(format!(
+                "Rate: {}",
+                rate_per(per_s, units_of(l, 2).as_deref())
+            ));
         }
         for (name, value) in l.metadata.iter() {
             if let (true, FieldValue::U64(n)) = (is_counter(name, value), value) {
                 let mut item = format!("{}: {}", title_words(name), count(*n));
                 if l.timing.elapsed_us > 0 {
                     let per_s = *n as f64 / (l.timing.elapsed_us as f64 / 1e6);
-                    let _ = write!(item, " ({}/sec)", rate(per_s));
+                    let _ = write!(item, " ({})", rate_per(per_s, None));
                 }
                 items.push(item);
             }
@@ -605,7 +750,7 @@ fn root_progress(root: &ProgressLevel, status: Status) -> Option<String> {
 
 /// The part after ` - ` on a `Summary` line.
 fn summary_status(l: &ProgressLevel) -> String {
-    let mut s = status_word(l.status).to_owned();
+    let mut s = status_text(l);
     match l.status {
         Status::Pending => {}
         Status::Running => {

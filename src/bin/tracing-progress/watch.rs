@@ -338,7 +338,13 @@ impl View {
         let Some(bar) = &self.bar else {
             return;
         };
-        let summary = Verbose::new(Detail::Summary).max_children(6);
+        // Each operation gets its share of the screen; within it the running levels stay and
+        // finished ones give way first (the final `fit` still guards against wrapped lines).
+        let (rows, cols) = console::Term::stdout().size();
+        let share = (usize::from(rows).saturating_sub(1) / self.ops.len().max(1)).max(4);
+        let summary = Verbose::new(Detail::Summary)
+            .max_children(6)
+            .max_lines(share.saturating_sub(3));
         let mut frame = String::new();
         for state in self.ops.values() {
             if !frame.is_empty() {
@@ -352,7 +358,6 @@ impl View {
         if frame.is_empty() {
             frame = format!("no running operations at {} (waiting …)", self.addr);
         }
-        let (rows, cols) = console::Term::stdout().size();
         bar.set_message(fit(&frame, usize::from(rows), usize::from(cols)));
     }
 }
