@@ -322,11 +322,6 @@ impl FailOn {
     }
 }
 
-/// The nearest tracked ancestor of a new span.
-struct Parent {
-    node: NodeHandle,
-    attach: Attach,
-}
 
 impl<S> ProgressLayer<S>
 where
@@ -369,16 +364,50 @@ where
     }
 
     /// The nearest span at or above `span` that this layer tracks.
-    fn nearest_tracked(&self, span: Option<SpanRef<'_, S>>) -> Option<Parent> {
-        span?.scope().find_map(|s| {
-            self.mine(&s.extensions()).map(|t| Parent {
-                node: t.node.clone(),
-                attach: Attach {
-                    key: t.attach,
-                    depth: t.attach_depth,
-                },
-            })
-        })
+    /// Adds `new` as a child of the nearest span at or above `span` that this layer tracks,
+    /// with the parent's extensions held for the call (no handle is cloned: the child's own
+    /// handle is the only new reference). `Err` gives the node back when there is no parent.
+    fn attach_to_nearest(
+        &self,
+        span: Option<SpanRef<'_, S>>,
+        new: NewNode,
+        update: NodeUpdate,
+    ) -> Result<Option<(NodeHandle, Attach)>, (NewNode, NodeUpdate)> {
+        let Some(span) = span else {
+            return Err((new, update));
+        };
+        let max_depth = self.shared.store.limits.max_depth;
+        let mut payload = Some((new, update));
+        let attached = span.scope().find_map(|s| {
+            let ext = s.extensions();
+            let t = self.mine(&ext)?;
+            let (mut new, update) = payload.take()?;
+            let at = Attach {
+                key: t.attach,
+                depth: t.attach_depth,
+            };
+            let depth = at.depth.saturating_add(1);
+            new.flattened = at.key != t.node.key();
+            // The parent node is gone (cannot normally happen): not tracked.
+            let node = t.node.add_child(at.key, new, update);
+            // At the depth limit, children go where this node went: beside it.
+            Some(node.map(|node| {
+                let attach = if depth < max_depth {
+                    Attach {
+                        key: node.key(),
+                        depth,
+                    }
+                } else {
+                    at
+                };
+                (node, attach)
+            }))
+        });
+        match (attached, payload) {
+            (Some(attached), _) => Ok(attached),
+            (None, Some(payload)) => Err(payload),
+            (None, None) => Ok(None),
+        }
     }
 
     fn new_tracked(
@@ -393,15 +422,13 @@ where
         let FieldVisitor {
             mut update, extra, ..
         } = visitor;
-        let parent = self.nearest_tracked(span.parent());
         let created_ns = store.clock.now_ns();
         let name = update
             .name
             .take()
             .unwrap_or_else(|| class.span_name.clone());
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
-        let max_depth = store.limits.max_depth;
-        let mut new = NewNode {
+        let new = NewNode {
             id: NodeId::next(),
             level_type,
             name,
@@ -409,27 +436,9 @@ where
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
         };
-        let (node, attach) = match parent {
-            Some(Parent {
-                node: parent,
-                attach: at,
-            }) => {
-                let depth = at.depth.saturating_add(1);
-                new.flattened = at.key != parent.key();
-                // The parent node is gone (cannot normally happen): not tracked.
-                let node = parent.add_child(at.key, new, update)?;
-                // At the depth limit, children go where this node went: beside it.
-                let attach = if depth < max_depth {
-                    Attach {
-                        key: node.key(),
-                        depth,
-                    }
-                } else {
-                    at
-                };
-                (node, attach)
-            }
-            None => {
+        let (node, attach) = match self.attach_to_nearest(span.parent(), new, update) {
+            Ok(attached) => attached?,
+            Err((new, update)) => {
                 let operation_type = extra
                     .operation
                     .or_else(|| class.operation_type.clone())
@@ -462,30 +471,33 @@ where
         })
     }
 
-    /// Removes this layer's entry from a span's extensions.
+    /// Removes this layer's entry from a span's extensions (one lookup when it is the only
+    /// progress layer).
     fn take_mine(
         &self,
         ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>,
     ) -> Option<Tracked> {
-        let head = ext.get_mut::<Tracked>()?;
-        if head.layer != self.shared.id {
-            // Another layer's entry is first: unlink ours from the chain.
-            let mut cur = head;
-            loop {
-                let next = cur.next.as_mut()?;
-                if next.layer == self.shared.id {
-                    let mut mine = cur.next.take()?;
-                    cur.next = mine.next.take();
-                    return Some(*mine);
-                }
-                cur = cur.next.as_mut()?;
+        let mut head = ext.remove::<Tracked>()?;
+        if head.layer == self.shared.id {
+            if let Some(rest) = head.next.take() {
+                ext.insert(*rest);
             }
+            return Some(head);
         }
-        let mut mine = ext.remove::<Tracked>()?;
-        if let Some(rest) = mine.next.take() {
-            ext.insert(*rest);
+        // Another layer's entry is first: unlink ours from the chain behind it.
+        let mut mine = None;
+        let mut cur = &mut head;
+        while let Some(next) = cur.next.take() {
+            if next.layer == self.shared.id {
+                let mut next = *next;
+                cur.next = next.next.take();
+                mine = Some(next);
+                break;
+            }
+            cur = cur.next.insert(next);
         }
-        Some(mine)
+        ext.insert(head);
+        mine
     }
 }
 
