@@ -322,7 +322,6 @@ impl FailOn {
     }
 }
 
-
 impl<S> ProgressLayer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -364,52 +363,6 @@ where
     }
 
     /// The nearest span at or above `span` that this layer tracks.
-    /// Adds `new` as a child of the nearest span at or above `span` that this layer tracks,
-    /// with the parent's extensions held for the call (no handle is cloned: the child's own
-    /// handle is the only new reference). `Err` gives the node back when there is no parent.
-    fn attach_to_nearest(
-        &self,
-        span: Option<SpanRef<'_, S>>,
-        new: NewNode,
-        update: NodeUpdate,
-    ) -> Result<Option<(NodeHandle, Attach)>, (NewNode, NodeUpdate)> {
-        let Some(span) = span else {
-            return Err((new, update));
-        };
-        let max_depth = self.shared.store.limits.max_depth;
-        let mut payload = Some((new, update));
-        let attached = span.scope().find_map(|s| {
-            let ext = s.extensions();
-            let t = self.mine(&ext)?;
-            let (mut new, update) = payload.take()?;
-            let at = Attach {
-                key: t.attach,
-                depth: t.attach_depth,
-            };
-            let depth = at.depth.saturating_add(1);
-            new.flattened = at.key != t.node.key();
-            // The parent node is gone (cannot normally happen): not tracked.
-            let node = t.node.add_child(at.key, new, update);
-            // At the depth limit, children go where this node went: beside it.
-            Some(node.map(|node| {
-                let attach = if depth < max_depth {
-                    Attach {
-                        key: node.key(),
-                        depth,
-                    }
-                } else {
-                    at
-                };
-                (node, attach)
-            }))
-        });
-        match (attached, payload) {
-            (Some(attached), _) => Ok(attached),
-            (None, Some(payload)) => Err(payload),
-            (None, None) => Ok(None),
-        }
-    }
-
     fn new_tracked(
         &self,
         class: &Arc<SpanClass>,
@@ -436,20 +389,45 @@ where
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
         };
-        let (node, attach) = match self.attach_to_nearest(span.parent(), new, update) {
-            Ok(attached) => attached?,
-            Err((new, update)) => {
-                let operation_type = extra
-                    .operation
-                    .or_else(|| class.operation_type.clone())
-                    .unwrap_or_else(|| new.level_type.clone());
-                let node = store.start_operation(new, operation_type, update)?;
-                let attach = Attach {
-                    key: node.key(),
-                    depth: 0,
-                };
-                (node, attach)
+        let (node, attach) = 'found: {
+            // The nearest span above that this layer tracks; the child is added with that
+            // span's extensions held (no handle is cloned: the child's own is the only new
+            // reference), and nothing is moved around unless it is used.
+            if let Some(parent) = span.parent() {
+                for s in parent.scope() {
+                    let ext = s.extensions();
+                    let Some(t) = self.mine(&ext) else { continue };
+                    let at = Attach {
+                        key: t.attach,
+                        depth: t.attach_depth,
+                    };
+                    let mut new = new;
+                    new.flattened = at.key != t.node.key();
+                    // The parent node is gone (cannot normally happen): not tracked.
+                    let node = t.node.add_child(at.key, new, update)?;
+                    let depth = at.depth.saturating_add(1);
+                    // At the depth limit, children go where this node went: beside it.
+                    let attach = if depth < store.limits.max_depth {
+                        Attach {
+                            key: node.key(),
+                            depth,
+                        }
+                    } else {
+                        at
+                    };
+                    break 'found (node, attach);
+                }
             }
+            let operation_type = extra
+                .operation
+                .or_else(|| class.operation_type.clone())
+                .unwrap_or_else(|| new.level_type.clone());
+            let node = store.start_operation(new, operation_type, update)?;
+            let attach = Attach {
+                key: node.key(),
+                depth: 0,
+            };
+            (node, attach)
         };
         Some(Tracked {
             layer: self.shared.id,

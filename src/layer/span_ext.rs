@@ -53,14 +53,18 @@ fn with_tracked<S>(
         let ext = s.extensions();
         if let Some(head) = ext.get::<Tracked>() {
             // Usually one entry; two progress layers give two, and each gets the update.
-            let mut reports = Vec::new();
-            for t in head.chain() {
-                reports.extend(f(t));
-            }
+            let first = f(head);
+            let more: Option<Vec<CounterReport>> = head
+                .next
+                .as_deref()
+                .map(|next| next.chain().filter_map(&mut *f).collect());
             // Exporters may lock the span's extensions: release ours first.
             drop(ext);
-            for r in reports {
-                r.send(&s.id());
+            if first.is_some() || more.is_some() {
+                let id = s.id();
+                for r in first.into_iter().chain(more.into_iter().flatten()) {
+                    r.send(&id);
+                }
             }
             return;
         }

@@ -160,6 +160,9 @@ impl Node {
     /// Why this node ends cancelled, if it does (failed nodes stay failed; see
     /// [`CancelReason`]).
     fn cancel_reason(&self, info: &CloseInfo) -> Option<CancelReason> {
+        if !(info.missing_return || info.never_entered || info.cancel_requested) {
+            return None;
+        }
         let cold = self.cold.as_deref();
         let short = self.short_of_total();
         let child_cancelled = cold.is_some_and(|c| c.cancelled_children > 0);
