@@ -74,7 +74,8 @@ impl Shared {
     /// the spans `#[instrument]` and `info_span!` make, before this layer sees them: nothing
     /// would be tracked, silently. Says so once (stderr and `StoreStats::warnings`).
     fn check_level(&self, most_verbose: LevelFilter) {
-        if most_verbose >= LevelFilter::INFO {
+        // OFF is no information: an `Option::None` layer reports it for "adds nothing".
+        if most_verbose >= LevelFilter::INFO || most_verbose == LevelFilter::OFF {
             return;
         }
         self.store.warn_once(

@@ -89,6 +89,7 @@ pub enum Detail {
 /// Setlist: \"My Setlist\" (ID: 42)
 /// Started: 2024-01-15 10:30:00
 /// Status: Running (0/2 songs completed, 42%)
+/// Elapsed: 0:02:15
 ///
 /// Song 1/2: audio1.wav (ID: 43) - Running 85% (85/100 events)
 /// ");

@@ -152,3 +152,27 @@ fn async_tasks_entered_many_times_across_threads() {
         assert!(c.timing.busy_us < c.timing.elapsed_us + 1, "{:?}", c.timing);
     }
 }
+
+/// An untracked child closed on another thread does not keep its tracked parent live, as long
+/// as that thread has the subscriber as its default (the registry closes parents through the
+/// closing thread's default dispatcher; with a global subscriber that is always the case).
+#[test]
+fn untracked_child_closed_on_another_thread() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let root = info_span!("root", progress.level = "root");
+        {
+            let _g = root.enter();
+            let helper = info_span!("helper", x = 1);
+            helper.in_scope(|| {});
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            std::thread::spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || drop(helper))
+            })
+            .join()
+            .unwrap();
+        }
+        drop(root);
+    });
+    assert!(store.active().is_empty(), "{:?}", store.active_ids());
+    assert_eq!(store.history(&Default::default()).len(), 1);
+}
