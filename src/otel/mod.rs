@@ -136,7 +136,7 @@ pub mod attributes {
     pub const CURRENT: &str = "tracing_progress.current";
     /// Units expected (int), when known.
     pub const TOTAL: &str = "tracing_progress.total";
-    /// Percent complete (double), when known.
+    /// Percent complete (double, rounded to two decimals), when known.
     pub const PERCENTAGE: &str = "tracing_progress.percentage";
     /// Level type (`song`, `block`, ...).
     pub const LEVEL: &str = "tracing_progress.level";
@@ -427,6 +427,11 @@ fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A percentage to two decimals, so that Jaeger shows `55`, not `55.00000000000001`.
+fn pct(p: f64) -> f64 {
+    (p * 100.0).round() / 100.0
+}
+
 impl OtelExporter {
     fn context(&self, id: &Id) -> Option<Context> {
         let dispatch = self.dispatch.get()?.upgrade()?;
@@ -530,8 +535,8 @@ impl Exporter for OtelExporter {
         if let Some(total) = total {
             attrs.push(KeyValue::new(attributes::TOTAL, int(total)));
             if total > 0 {
-                let pct = (current as f64 / total as f64).min(1.0) * 100.0;
-                attrs.push(KeyValue::new(attributes::PERCENTAGE, pct));
+                let p = (current as f64 / total as f64).min(1.0) * 100.0;
+                attrs.push(KeyValue::new(attributes::PERCENTAGE, pct(p)));
             }
         }
         cx.span().add_event(PROGRESS_EVENT, attrs);
@@ -558,7 +563,7 @@ impl Exporter for OtelExporter {
             attrs.push(KeyValue::new(attributes::TOTAL, int(t)));
         }
         if let Some(p) = r.percentage {
-            attrs.push(KeyValue::new(attributes::PERCENTAGE, p));
+            attrs.push(KeyValue::new(attributes::PERCENTAGE, pct(p)));
             // A node that ended before finishing: how long the rest would have taken.
             if r.status != Status::Completed && p > 0.0 && p < 100.0 {
                 let eta_s = r.timing.elapsed_us as f64 / 1e6 * (100.0 - p) / p;
@@ -699,7 +704,7 @@ fn beat(store: &Store, tracer: &HeartbeatTracer, id: OperationId, root: SpanCont
         attrs.push(KeyValue::new(attributes::TOTAL, int(t)));
     }
     if let Some(p) = state.root.percentage {
-        attrs.push(KeyValue::new(attributes::PERCENTAGE, p));
+        attrs.push(KeyValue::new(attributes::PERCENTAGE, pct(p)));
     }
     let parent = Context::new().with_remote_span_context(root);
     let builder = SpanBuilder::from_name(HEARTBEAT_SPAN)
