@@ -1134,6 +1134,27 @@ fn without_heartbeat_exports_none() {
 }
 
 #[test]
+fn huge_heartbeat_durations_mean_never_not_a_panic() {
+    let otel = Otel::new();
+    for export in [
+        OtelExport::new()
+            .heartbeat(otel.provider.tracer("hb"), Duration::from_millis(10))
+            .heartbeat_after(Duration::MAX),
+        OtelExport::new()
+            .heartbeat(otel.provider.tracer("hb"), Duration::MAX)
+            .heartbeat_after(Duration::ZERO),
+    ] {
+        otel.run(export, |_| {
+            let root = info_span!("job", progress.level = "job");
+            let _g = root.enter();
+            std::thread::sleep(Duration::from_millis(150));
+        });
+    }
+    // The first never beats; the second beats once, at once, and never again.
+    assert_eq!(heartbeats(&otel.spans()).len(), 1);
+}
+
+#[test]
 fn heartbeats_are_on_by_default_through_the_global_tracer_provider() {
     let debug = format!("{:?}", OtelExport::new());
     assert!(

@@ -448,7 +448,10 @@ impl OtelExporter {
     /// Schedules heartbeats for an operation whose root just started; starts the thread the
     /// first time.
     fn watch(&self, beats: &Arc<Beats>, heartbeat: &Heartbeat, id: OperationId, root: SpanContext) {
-        let next = Instant::now() + heartbeat.after;
+        // A delay too long to represent means never.
+        let Some(next) = Instant::now().checked_add(heartbeat.after) else {
+            return;
+        };
         let wake = {
             let mut state = beats.state.lock();
             state.roots.insert(id, Beat { root, next, seq: 0 });
@@ -645,17 +648,18 @@ fn spawn_heartbeat(beats: Weak<Beats>, store: Store, tracer: HeartbeatTracer, in
                     return;
                 }
                 let now = Instant::now();
-                let due: Vec<_> = state
-                    .roots
-                    .iter_mut()
-                    .filter(|(_, b)| b.next <= now)
-                    .map(|(id, b)| {
-                        b.seq += 1;
-                        // A slow round skips beats rather than bursting to catch up.
-                        b.next = now + interval;
-                        (*id, b.root.clone(), b.seq)
-                    })
-                    .collect();
+                // A slow round skips beats rather than bursting to catch up; an interval too
+                // long to represent means one beat only.
+                let next = now.checked_add(interval);
+                let mut due = Vec::new();
+                state.roots.retain(|id, b| {
+                    if b.next > now {
+                        return true;
+                    }
+                    b.seq += 1;
+                    due.push((*id, b.root.clone(), b.seq));
+                    next.map(|n| b.next = n).is_some()
+                });
                 if due.is_empty() {
                     match state.roots.values().map(|b| b.next).min() {
                         Some(at) => {
