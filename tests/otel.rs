@@ -479,6 +479,80 @@ fn progress_events_reopen_after_each_interval() {
 }
 
 #[test]
+fn progress_log_records_mirror_the_events_with_the_spans_trace_context() {
+    use opentelemetry::logs::{AnyValue, LoggerProvider as _, Severity};
+    use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
+    use tracing_progress::otel::PROGRESS_LOG_EVENT;
+
+    let logs = InMemoryLogExporter::default();
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_simple_exporter(logs.clone())
+        .build();
+    let otel = Otel::new();
+    let export = OtelExport::new()
+        .event_interval(Duration::ZERO)
+        .max_events_per_span(3)
+        .log_records(logger_provider.logger("tracing-progress"));
+    otel.run(export, |_| {
+        let span = info_span!("scan", progress.level = "scan", progress.total = 10);
+        let _g = span.enter();
+        for _ in 0..5 {
+            span.inc(2);
+        }
+    });
+    let spans = otel.spans();
+    let scan = by_name(&spans, "scan");
+    let events = events_named(scan, PROGRESS_EVENT);
+    let emitted = logs.get_emitted_logs().expect("emitted logs");
+    assert_eq!(events.len(), 3, "capped like the events");
+    assert_eq!(
+        emitted.len(),
+        events.len(),
+        "one log record per progress event"
+    );
+    let attr_of = |r: &opentelemetry_sdk::logs::SdkLogRecord, key: &str| {
+        r.attributes_iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.clone())
+    };
+    for (log, event) in emitted.iter().zip(&events) {
+        let r = &log.record;
+        assert_eq!(log.instrumentation.name(), "tracing-progress");
+        assert_eq!(r.event_name(), Some(PROGRESS_LOG_EVENT));
+        assert_eq!(r.severity_number(), Some(Severity::Info));
+        let tc = r.trace_context().expect("the span's trace context");
+        assert_eq!(tc.trace_id, scan.span_context.trace_id());
+        assert_eq!(tc.span_id, scan.span_context.span_id());
+        assert_eq!(tc.trace_flags, Some(scan.span_context.trace_flags()));
+        let current = match event_attr(event, attr::CURRENT) {
+            Some(Value::I64(c)) => *c,
+            other => panic!("event current {other:?}"),
+        };
+        assert_eq!(attr_of(r, attr::CURRENT), Some(AnyValue::Int(current)));
+        assert_eq!(attr_of(r, attr::TOTAL), Some(AnyValue::Int(10)));
+        let pct = (current * 10) as f64;
+        assert_eq!(attr_of(r, attr::PERCENTAGE), Some(AnyValue::Double(pct)));
+        assert_eq!(
+            r.body(),
+            Some(&AnyValue::from(format!("progress {current}/10 ({pct}%)")))
+        );
+    }
+    let currents: Vec<_> = emitted
+        .iter()
+        .map(|l| attr_of(&l.record, attr::CURRENT))
+        .collect();
+    assert_eq!(
+        currents,
+        [2, 4, 6].map(|c| Some(AnyValue::Int(c))),
+        "in order, as they happened"
+    );
+    assert!(
+        format!("{:?}", OtelExport::new()).contains("log_records: false"),
+        "off by default"
+    );
+}
+
+#[test]
 fn progress_events_can_be_turned_off() {
     let otel = Otel::new();
     otel.run(OtelExport::new().max_events_per_span(0), |_| {

@@ -13,7 +13,10 @@
 //!   `error.type` and an `exception` event for a failed node, status and `error.type` for a
 //!   cancelled one, nothing for a completed one;
 //! * **heartbeats**, on by default for long operations (below), so a running operation can be
-//!   found in Jaeger long before it ends.
+//!   found in Jaeger long before it ends;
+//! * **log records** (opt-in, [`OtelExport::log_records`]): each `progress` event also as an
+//!   OpenTelemetry log record carrying the span's trace and span ids, which a log pipeline
+//!   receives at once, not when the span ends (below).
 //!
 //! # Errors and semantic conventions
 //!
@@ -92,6 +95,17 @@
 //! `tracing-progress`; with no global provider they are no-ops. Give a tracer of your own with
 //! [`OtelExport::heartbeat`], or turn them off with [`OtelExport::without_heartbeat`].
 //!
+//! # Progress as log records
+//!
+//! [`OtelExport::log_records`] gives a `Logger` (from an OpenTelemetry `LoggerProvider`, e.g.
+//! the SDK's): every `progress` span event is then also emitted as a log record, at the same
+//! moments (same [`event_interval`](OtelExport::event_interval) and
+//! [`max_events_per_span`](OtelExport::max_events_per_span)). Each record has the event name
+//! [`PROGRESS_LOG_EVENT`], severity `INFO`, a body like `progress 60/100 (60%)`, the
+//! attributes `tracing_progress.current` / `total` / `percentage`, and the **trace id, span id
+//! and trace flags of the span** it reports on, so a backend correlates it with the trace. Off by
+//! default: it doubles the progress data, and most users look at spans.
+//!
 //! # Layer order
 //!
 //! Layer order matters: the progress layer must be added **before** the OpenTelemetry layer
@@ -111,6 +125,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use opentelemetry::global::{self, BoxedTracer};
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger, Severity};
 use opentelemetry::trace::{
     SpanBuilder, SpanContext, SpanKind, Status as OtelStatus, TraceContextExt, Tracer,
 };
@@ -178,6 +193,8 @@ pub mod attributes {
 pub const PROGRESS_EVENT: &str = "progress";
 /// Name of the heartbeat spans.
 pub const HEARTBEAT_SPAN: &str = "progress.heartbeat";
+/// Event name of the progress log records ([`OtelExport::log_records`]).
+pub const PROGRESS_LOG_EVENT: &str = "tracing_progress.progress";
 /// `error.type` of a cancelled span.
 pub const CANCELLED_ERROR_TYPE: &str = "cancelled";
 /// `error.type` of a span that failed with no recorded error (the conventions' fallback).
@@ -217,6 +234,7 @@ struct Heartbeat {
 /// | [`heartbeat_interval`](OtelExport::heartbeat_interval) | 10 s |
 /// | heartbeat tracer ([`heartbeat`](OtelExport::heartbeat)) | the global tracer provider's |
 /// | [`exception_events`](OtelExport::exception_events) | on |
+/// | [`log_records`](OtelExport::log_records) | off |
 ///
 /// ```
 /// use std::time::Duration;
@@ -236,7 +254,19 @@ pub struct OtelExport {
     max_events: u32,
     heartbeat: Option<Heartbeat>,
     exception_events: bool,
+    logs: Option<LogSink>,
 }
+
+/// One progress report, as the log-record sink gets it.
+struct ProgressLog<'a> {
+    span: &'a SpanContext,
+    current: u64,
+    total: Option<u64>,
+    percentage: Option<f64>,
+}
+
+/// Emits progress log records through the logger given to [`OtelExport::log_records`].
+type LogSink = Arc<dyn Fn(&ProgressLog<'_>) + Send + Sync>;
 
 impl fmt::Debug for OtelExport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,6 +282,7 @@ impl fmt::Debug for OtelExport {
             .field("max_events_per_span", &self.max_events)
             .field("heartbeat", &heartbeat)
             .field("exception_events", &self.exception_events)
+            .field("log_records", &self.logs.is_some())
             .finish()
     }
 }
@@ -274,6 +305,7 @@ impl OtelExport {
                 interval: HEARTBEAT_INTERVAL,
             }),
             exception_events: true,
+            logs: None,
         }
     }
 
@@ -336,6 +368,42 @@ impl OtelExport {
     /// Status and `error.type` are set either way.
     pub fn exception_events(mut self, on: bool) -> Self {
         self.exception_events = on;
+        self
+    }
+
+    /// Also emits each `progress` event as an OpenTelemetry log record through `logger`
+    /// (e.g. `logger_provider.logger("tracing-progress")`), with the span's trace context;
+    /// see [progress as log records](crate::otel#progress-as-log-records). Off by default.
+    pub fn log_records<L>(mut self, logger: L) -> Self
+    where
+        L: Logger + Send + Sync + 'static,
+    {
+        self.logs = Some(Arc::new(move |p: &ProgressLog<'_>| {
+            let mut record = logger.create_log_record();
+            record.set_event_name(PROGRESS_LOG_EVENT);
+            record.set_timestamp(std::time::SystemTime::now());
+            record.set_severity_number(Severity::Info);
+            record.set_severity_text("INFO");
+            let body = match (p.total, p.percentage) {
+                (Some(t), Some(pct)) => format!("progress {}/{t} ({pct}%)", p.current),
+                (Some(t), None) => format!("progress {}/{t}", p.current),
+                _ => format!("progress {}", p.current),
+            };
+            record.set_body(AnyValue::from(body));
+            record.add_attribute(attributes::CURRENT, int(p.current));
+            if let Some(t) = p.total {
+                record.add_attribute(attributes::TOTAL, int(t));
+            }
+            if let Some(pct) = p.percentage {
+                record.add_attribute(attributes::PERCENTAGE, pct);
+            }
+            record.set_trace_context(
+                p.span.trace_id(),
+                p.span.span_id(),
+                Some(p.span.trace_flags()),
+            );
+            logger.emit(record);
+        }));
         self
     }
 
@@ -531,18 +599,29 @@ impl Exporter for OtelExporter {
         }
     }
 
-    /// Adds a `progress` event to the span's OpenTelemetry span.
+    /// Adds a `progress` event to the span's OpenTelemetry span (and a log record, if on).
     fn counters_changed(&self, span: &Id, current: u64, total: Option<u64>) {
         let Some(cx) = self.context(span) else { return };
+        let percentage = total
+            .filter(|t| *t > 0)
+            .map(|t| pct((current as f64 / t as f64).min(1.0) * 100.0));
         let mut attrs = vec![KeyValue::new(attributes::CURRENT, int(current))];
         if let Some(total) = total {
             attrs.push(KeyValue::new(attributes::TOTAL, int(total)));
-            if total > 0 {
-                let p = (current as f64 / total as f64).min(1.0) * 100.0;
-                attrs.push(KeyValue::new(attributes::PERCENTAGE, pct(p)));
-            }
         }
-        cx.span().add_event(PROGRESS_EVENT, attrs);
+        if let Some(p) = percentage {
+            attrs.push(KeyValue::new(attributes::PERCENTAGE, p));
+        }
+        let otel_span = cx.span();
+        otel_span.add_event(PROGRESS_EVENT, attrs);
+        if let Some(logs) = &self.config.logs {
+            logs(&ProgressLog {
+                span: otel_span.span_context(),
+                current,
+                total,
+                percentage,
+            });
+        }
     }
 
     /// Writes the final values, status, `error.type` and exception onto the span before it is
