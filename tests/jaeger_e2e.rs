@@ -1,5 +1,8 @@
 //! End to end against a real Jaeger v2: runs `examples/jaeger.rs` (gRPC and HTTP), then asks
-//! Jaeger's query API what arrived.
+//! Jaeger's query API what arrived: the tree, the final progress attributes, status and
+//! `error.type` of every span (semantic conventions), the exception and progress events; and,
+//! in a slow run, that the running operation is found (by its default heartbeat) before it
+//! ends, then cancelled (`error.type = "cancelled"`).
 //!
 //! `.ci/run` builds Jaeger from the Go module proxy, starts it on loopback
 //! (`ci/jaeger/run.sh start`) and sets `JAEGER_QUERY_URL` / `JAEGER_OTLP_GRPC` /
@@ -189,11 +192,16 @@ fn check_trace(trace: &Value, service: &str) {
             .all(|c| parent_name(c).as_deref() == Some("encode")),
         "the child process continues the trace under encode"
     );
-    assert_eq!(
-        named("progress.heartbeat").count(),
-        0,
-        "a run shorter than heartbeat_after (5 s) costs no heartbeat spans"
-    );
+    // A run shorter than heartbeat_after (5 s) costs no heartbeat spans (a very slow machine
+    // may take longer: then heartbeats are right).
+    let root_us = root.0["duration"].as_u64().unwrap_or(u64::MAX);
+    if root_us < 4_500_000 {
+        assert_eq!(
+            named("progress.heartbeat").count(),
+            0,
+            "a run of {root_us} µs got heartbeats"
+        );
+    }
 
     // Final progress values, each written once.
     assert_eq!(root.tag("tracing_progress.current"), Some(&Value::from(3)));
