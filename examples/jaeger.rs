@@ -17,14 +17,18 @@
 //! environment, so Jaeger shows its spans under the parent's `encode` span.
 //!
 //! The progress layer is added *before* the OpenTelemetry layer (required: see
-//! `tracing_progress::otel`). Heartbeat spans make the running setlist visible in Jaeger
-//! before it ends. Before exiting, root spans are closed, then the provider is flushed and shut
-//! down, so nothing is lost; with no collector listening the example says so and exits at once.
+//! `tracing_progress::otel`). The provider is also made the global one, which is where the
+//! default heartbeats go: a run longer than 5 s (`SETLIST_SPEED=0.1` makes it about 30 s) is
+//! visible in Jaeger while it runs, as `progress.heartbeat` spans every 10 s with its progress.
+//! Type `cancel` and Enter to cancel the run (its spans then end as cancelled). Before exiting,
+//! root spans are closed, then the provider is flushed and shut down, so nothing is lost; with
+//! no collector listening the example says so and exits at once.
 
 #[path = "support/setlist_sim.rs"]
 mod setlist_sim;
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -163,6 +167,7 @@ fn child_main(file: &str, target: &Target, rt: &tokio::runtime::Runtime) -> Exit
             return ExitCode::FAILURE;
         }
     };
+    opentelemetry::global::set_tracer_provider(provider.clone());
     let (progress, _store) = tracing_progress::Builder::new()
         .otel(OtelExport::new())
         .build()
@@ -192,6 +197,25 @@ fn child_main(file: &str, target: &Target, rt: &tokio::runtime::Runtime) -> Exit
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Cancels the running operations when a line `cancel` arrives on stdin.
+fn cancel_on_stdin(store: Store) {
+    let spawned = std::thread::Builder::new()
+        .name("cancel-on-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { return };
+                if line.trim() == "cancel" {
+                    for op in store.active() {
+                        if store.cancel(op.id).is_ok() {
+                            println!("cancel requested for operation #{}", op.id);
+                        }
+                    }
+                }
+            }
+        });
+    drop(spawned);
 }
 
 fn print_summary(store: &Store) {
@@ -244,16 +268,14 @@ fn main() -> ExitCode {
             }
         }
     };
-    let export = OtelExport::new()
-        .event_interval(Duration::from_millis(25))
-        .heartbeat(
-            provider.tracer("tracing-progress-heartbeat"),
-            Duration::from_millis(250),
-        );
+    // Heartbeats (on by default) go through the global provider.
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let export = OtelExport::new().event_interval(Duration::from_millis(25));
     let (progress, store) = tracing_progress::Builder::new()
         .otel(export)
         .build()
         .expect("valid settings");
+    cancel_on_stdin(store.clone());
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("tracing-progress-demo"))
         .with_location(false)

@@ -479,6 +479,80 @@ fn progress_events_reopen_after_each_interval() {
 }
 
 #[test]
+fn progress_log_records_mirror_the_events_with_the_spans_trace_context() {
+    use opentelemetry::logs::{AnyValue, LoggerProvider as _, Severity};
+    use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
+    use tracing_progress::otel::PROGRESS_LOG_EVENT;
+
+    let logs = InMemoryLogExporter::default();
+    let logger_provider = SdkLoggerProvider::builder()
+        .with_simple_exporter(logs.clone())
+        .build();
+    let otel = Otel::new();
+    let export = OtelExport::new()
+        .event_interval(Duration::ZERO)
+        .max_events_per_span(3)
+        .log_records(logger_provider.logger("tracing-progress"));
+    otel.run(export, |_| {
+        let span = info_span!("scan", progress.level = "scan", progress.total = 10);
+        let _g = span.enter();
+        for _ in 0..5 {
+            span.inc(2);
+        }
+    });
+    let spans = otel.spans();
+    let scan = by_name(&spans, "scan");
+    let events = events_named(scan, PROGRESS_EVENT);
+    let emitted = logs.get_emitted_logs().expect("emitted logs");
+    assert_eq!(events.len(), 3, "capped like the events");
+    assert_eq!(
+        emitted.len(),
+        events.len(),
+        "one log record per progress event"
+    );
+    let attr_of = |r: &opentelemetry_sdk::logs::SdkLogRecord, key: &str| {
+        r.attributes_iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.clone())
+    };
+    for (log, event) in emitted.iter().zip(&events) {
+        let r = &log.record;
+        assert_eq!(log.instrumentation.name(), "tracing-progress");
+        assert_eq!(r.event_name(), Some(PROGRESS_LOG_EVENT));
+        assert_eq!(r.severity_number(), Some(Severity::Info));
+        let tc = r.trace_context().expect("the span's trace context");
+        assert_eq!(tc.trace_id, scan.span_context.trace_id());
+        assert_eq!(tc.span_id, scan.span_context.span_id());
+        assert_eq!(tc.trace_flags, Some(scan.span_context.trace_flags()));
+        let current = match event_attr(event, attr::CURRENT) {
+            Some(Value::I64(c)) => *c,
+            other => panic!("event current {other:?}"),
+        };
+        assert_eq!(attr_of(r, attr::CURRENT), Some(AnyValue::Int(current)));
+        assert_eq!(attr_of(r, attr::TOTAL), Some(AnyValue::Int(10)));
+        let pct = (current * 10) as f64;
+        assert_eq!(attr_of(r, attr::PERCENTAGE), Some(AnyValue::Double(pct)));
+        assert_eq!(
+            r.body(),
+            Some(&AnyValue::from(format!("progress {current}/10 ({pct}%)")))
+        );
+    }
+    let currents: Vec<_> = emitted
+        .iter()
+        .map(|l| attr_of(&l.record, attr::CURRENT))
+        .collect();
+    assert_eq!(
+        currents,
+        [2, 4, 6].map(|c| Some(AnyValue::Int(c))),
+        "in order, as they happened"
+    );
+    assert!(
+        format!("{:?}", OtelExport::new()).contains("log_records: false"),
+        "off by default"
+    );
+}
+
+#[test]
 fn progress_events_can_be_turned_off() {
     let otel = Otel::new();
     otel.run(OtelExport::new().max_events_per_span(0), |_| {
@@ -678,6 +752,152 @@ fn panic_in_tracked_span_sets_error_status_with_the_message() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4b. Semantic conventions: status and `error.type` follow the node's final status
+// ---------------------------------------------------------------------------------------------
+
+#[track_caller]
+fn assert_error_type(span: &SpanData, want: &str) {
+    assert_eq!(
+        str_attr(span, attr::ERROR_TYPE),
+        want,
+        "error.type of {:?}",
+        span.name
+    );
+}
+
+/// `exception.type` of the exception events this crate adds (the ones with a path).
+fn our_exception_types(span: &SpanData) -> Vec<String> {
+    events_named(span, "exception")
+        .into_iter()
+        .filter(|e| event_attr(e, attr::PATH).is_some())
+        .filter_map(|e| event_attr(e, "exception.type").map(|v| v.as_str().to_string()))
+        .collect()
+}
+
+#[test]
+fn failed_spans_carry_error_type_of_their_origin() {
+    let otel = Otel::new();
+    let (_store, ()) = otel.run(OtelExport::new(), |_| {
+        let root = info_span!("import", progress.level = "import", progress.total = 3);
+        let _g = root.enter();
+        let _ = load_block(); // #[instrument(err)]: an ERROR event
+        {
+            let file = info_span!("explicit", progress.level = "file");
+            let _f = file.enter();
+            file.fail("disk full");
+        }
+        let _ = std::panic::catch_unwind(|| {
+            let span = info_span!("risky", progress.level = "file");
+            let _s = span.enter();
+            panic!("kaboom");
+        });
+    });
+    let spans = otel.spans();
+    for (name, kind) in [
+        ("load_block", "tracing_progress::event"),
+        ("explicit", "tracing_progress::explicit"),
+        ("risky", "tracing_progress::panic"),
+    ] {
+        let span = by_name(&spans, name);
+        assert!(
+            matches!(span.status, OtelStatus::Error { .. }),
+            "{name}: {:?}",
+            span.status
+        );
+        assert_error_type(span, kind);
+        assert_eq!(
+            our_exception_types(span),
+            vec![kind.to_string()],
+            "{name}: exception.type is the same value as error.type"
+        );
+    }
+    // Children failed, the root carried on: the root's operation completed.
+    let root = by_name(&spans, "import");
+    assert_eq!(root.status, OtelStatus::Unset, "success stays Unset");
+    assert_no_attr(root, attr::ERROR_TYPE);
+    assert_eq!(int_attr(root, attr::FAILURES_BELOW), 3);
+}
+
+#[test]
+fn error_type_comes_from_the_events_own_type_field() {
+    let otel = Otel::new();
+    otel.run(OtelExport::new(), |_| {
+        let span = info_span!("fetch", progress.level = "fetch");
+        let _g = span.enter();
+        tracing::error!(error.type = "timeout", "gave up after 3 tries");
+    });
+    let spans = otel.spans();
+    let span = by_name(&spans, "fetch");
+    assert_error_status(span, "gave up after 3 tries");
+    assert_error_type(span, "timeout");
+    assert_eq!(our_exception_types(span), vec!["timeout".to_string()]);
+}
+
+#[tracing::instrument(err, fields(progress.level = "attempt"))]
+fn flaky(attempt: u32) -> Result<(), String> {
+    if attempt == 1 {
+        Err("transient".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_handled_error_marks_only_the_child_that_failed() {
+    let otel = Otel::new();
+    otel.run(OtelExport::new(), |_| {
+        let root = info_span!("job", progress.level = "job");
+        let _g = root.enter();
+        for attempt in 1..=2 {
+            if flaky(attempt).is_ok() {
+                break;
+            }
+        }
+    });
+    let spans = otel.spans();
+    let attempts: Vec<_> = spans.iter().filter(|s| s.name == "flaky").collect();
+    assert_eq!(attempts.len(), 2);
+    let (failed, ok): (Vec<_>, Vec<_>) = attempts
+        .iter()
+        .partition(|s| str_attr(s, attr::STATUS) == "failed");
+    assert_eq!((failed.len(), ok.len()), (1, 1));
+    assert_error_status(failed[0], "transient");
+    assert_error_type(failed[0], "tracing_progress::event");
+    assert_eq!(ok[0].status, OtelStatus::Unset);
+    assert_no_attr(ok[0], attr::ERROR_TYPE);
+
+    let root = by_name(&spans, "job");
+    assert_eq!(str_attr(root, attr::STATUS), "completed");
+    assert_eq!(
+        root.status,
+        OtelStatus::Unset,
+        "the retried error does not mark the parent"
+    );
+    assert_no_attr(root, attr::ERROR_TYPE);
+    assert!(events_named(root, "exception").is_empty());
+    assert_eq!(int_attr(root, attr::FAILURES_BELOW), 1);
+}
+
+#[test]
+fn exception_events_can_be_left_out() {
+    let otel = Otel::new();
+    otel.run(OtelExport::new().exception_events(false), |_| {
+        let span = info_span!("file", progress.level = "file");
+        let _g = span.enter();
+        span.fail("disk full");
+    });
+    let spans = otel.spans();
+    let span = by_name(&spans, "file");
+    assert_error_status(span, "disk full");
+    assert_error_type(span, "tracing_progress::explicit");
+    assert!(
+        events_named(span, "exception").is_empty(),
+        "no exception event: {:?}",
+        span.events.events
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // 5. Cancellation
 // ---------------------------------------------------------------------------------------------
 
@@ -710,6 +930,7 @@ fn cancelled_operation_exports_cancelled_status() {
             "status of {name}"
         );
         assert_eq!(str_attr(span, attr::STATUS), "cancelled", "{name}");
+        assert_eq!(str_attr(span, attr::ERROR_TYPE), "cancelled", "{name}");
         assert_eq!(
             attr(span, attr::CANCEL_REQUESTED),
             &Value::Bool(true),
@@ -730,6 +951,7 @@ fn cancelled_operation_exports_cancelled_status() {
     assert_eq!(done.status, OtelStatus::Unset);
     assert_eq!(str_attr(done, attr::STATUS), "completed");
     assert_no_attr(done, attr::CANCEL_REQUESTED);
+    assert_no_attr(done, attr::ERROR_TYPE);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,7 +1034,9 @@ fn heartbeats(spans: &[SpanData]) -> Vec<&SpanData> {
 #[test]
 fn heartbeats_are_exported_while_the_root_is_open() {
     let otel = Otel::new();
-    let export = OtelExport::new().heartbeat(otel.provider.tracer("hb"), Duration::from_millis(50));
+    let export = OtelExport::new()
+        .heartbeat(otel.provider.tracer("hb"), Duration::from_millis(50))
+        .heartbeat_after(Duration::from_millis(50));
     let (_store, (root_cx, op_id)) = otel.run(export, |_| {
         let root = info_span!("job", progress.level = "job", progress.total = 10);
         let _g = root.enter();
@@ -853,8 +1077,26 @@ fn heartbeats_are_exported_while_the_root_is_open() {
             assert_eq!(f64_attr(hb, attr::PERCENTAGE), 70.0);
             assert_eq!(int_attr(hb, attr::OPERATION_ID) as u64, op_id.as_u64());
             assert_eq!(str_attr(hb, attr::STATUS), "running");
+            assert_eq!(str_attr(hb, attr::NAME), "job");
+            assert_eq!(str_attr(hb, attr::LEVEL), "job");
+            assert!(
+                str_attr(hb, attr::ACTIVE_PATH).starts_with("job \"job\" 7/10"),
+                "active path {:?}",
+                str_attr(hb, attr::ACTIVE_PATH)
+            );
+            assert!(f64_attr(hb, attr::ELAPSED_MS) >= 50.0);
             assert_eq!(hb.instrumentation_scope.name(), "hb");
+            assert_eq!(hb.status, OtelStatus::Unset);
         }
+        let seqs: Vec<i64> = beats
+            .iter()
+            .map(|hb| int_attr(hb, attr::HEARTBEAT_SEQ))
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=beats.len() as i64).collect::<Vec<_>>(),
+            "heartbeats of one operation are numbered from 1"
+        );
         (sc, op_id)
     });
 
@@ -884,6 +1126,174 @@ fn heartbeat_needs_a_non_zero_interval() {
         .build::<tracing_subscriber::Registry>()
         .expect_err("zero interval is rejected");
     assert!(err.to_string().contains("heartbeat"), "{err}");
+}
+
+#[test]
+fn short_operations_get_no_heartbeats() {
+    let otel = Otel::new();
+    let export = OtelExport::new()
+        .heartbeat(otel.provider.tracer("hb"), Duration::from_millis(50))
+        .heartbeat_after(Duration::from_millis(300));
+    let (_store, ()) = otel.run(export, |_| {
+        for _ in 0..3 {
+            let root = info_span!("quick", progress.level = "job");
+            let _g = root.enter();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        // Longer than heartbeat_after since the first one started.
+        std::thread::sleep(Duration::from_millis(400));
+    });
+    assert_eq!(otel.spans().iter().filter(|s| s.name == "quick").count(), 3);
+    assert!(
+        heartbeats(&otel.spans()).is_empty(),
+        "operations shorter than heartbeat_after cost no spans"
+    );
+}
+
+#[test]
+fn each_long_operation_gets_its_heartbeats_one_after_another() {
+    let otel = Otel::new();
+    let export = OtelExport::new()
+        .heartbeat(otel.provider.tracer("hb"), Duration::from_millis(40))
+        .heartbeat_after(Duration::from_millis(80));
+    let (_store, ids) = otel.run(export, |_| {
+        let mut ids = Vec::new();
+        for name in ["first", "second"] {
+            let root = info_span!("job", progress.level = "job", progress.name = name);
+            let _g = root.enter();
+            ids.push(root.context().span().span_context().span_id());
+            // The second starts while the thread waits for an operation.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(1500) {
+                std::thread::sleep(Duration::from_millis(20));
+                let n = heartbeats(&otel.spans())
+                    .iter()
+                    .filter(|h| h.parent_span_id == *ids.last().unwrap())
+                    .count();
+                if n >= 2 {
+                    break;
+                }
+            }
+        }
+        ids
+    });
+    let spans = otel.spans();
+    for (i, id) in ids.iter().enumerate() {
+        let beats: Vec<_> = heartbeats(&spans)
+            .into_iter()
+            .filter(|h| h.parent_span_id == *id)
+            .collect();
+        assert!(
+            beats.len() >= 2,
+            "operation {i}: {} heartbeats",
+            beats.len()
+        );
+        assert_eq!(int_attr(beats[0], attr::HEARTBEAT_SEQ), 1);
+    }
+}
+
+#[test]
+fn without_heartbeat_exports_none() {
+    let otel = Otel::new();
+    let export = OtelExport::new()
+        .heartbeat(otel.provider.tracer("hb"), Duration::from_millis(20))
+        .heartbeat_after(Duration::ZERO)
+        .without_heartbeat();
+    otel.run(export, |_| {
+        let root = info_span!("job", progress.level = "job");
+        let _g = root.enter();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    assert!(heartbeats(&otel.spans()).is_empty());
+}
+
+#[test]
+fn huge_heartbeat_durations_mean_never_not_a_panic() {
+    let otel = Otel::new();
+    for export in [
+        OtelExport::new()
+            .heartbeat(otel.provider.tracer("hb"), Duration::from_millis(10))
+            .heartbeat_after(Duration::MAX),
+        OtelExport::new()
+            .heartbeat(otel.provider.tracer("hb"), Duration::MAX)
+            .heartbeat_after(Duration::ZERO),
+    ] {
+        otel.run(export, |_| {
+            let root = info_span!("job", progress.level = "job");
+            let _g = root.enter();
+            std::thread::sleep(Duration::from_millis(150));
+        });
+    }
+    // The first never beats; the second beats once, at once, and never again.
+    assert_eq!(heartbeats(&otel.spans()).len(), 1);
+}
+
+#[test]
+fn heartbeats_are_on_by_default_through_the_global_tracer_provider() {
+    let debug = format!("{:?}", OtelExport::new());
+    assert!(
+        debug.contains("(\"global\", 5s, 10s)"),
+        "defaults: after 5 s, every 10 s, global provider: {debug}"
+    );
+
+    // The global provider is set once for this test binary; other tests' operations end long
+    // before the default 5 s, and this one looks only at its own trace.
+    let global = InMemorySpanExporter::default();
+    opentelemetry::global::set_tracer_provider(
+        SdkTracerProvider::builder()
+            .with_simple_exporter(global.clone())
+            .build(),
+    );
+    let otel = Otel::new();
+    let export = OtelExport::new()
+        .heartbeat_after(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100));
+    let (_store, trace_id) = otel.run(export, |_| {
+        let root = info_span!("job", progress.level = "job", progress.total = 4);
+        let _g = root.enter();
+        root.set_current(1);
+        let trace_id = root.context().span().span_context().trace_id();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+            let mine = global
+                .get_finished_spans()
+                .expect("spans")
+                .into_iter()
+                .filter(|s| s.span_context.trace_id() == trace_id)
+                .count();
+            if mine >= 2 {
+                break;
+            }
+        }
+        trace_id
+    });
+    let beats: Vec<_> = global
+        .get_finished_spans()
+        .expect("spans")
+        .into_iter()
+        .filter(|s| s.span_context.trace_id() == trace_id)
+        .collect();
+    assert!(
+        beats.len() >= 2,
+        "{} heartbeats through the global provider",
+        beats.len()
+    );
+    for hb in &beats {
+        assert_eq!(hb.name, HEARTBEAT_SPAN);
+        assert_eq!(
+            hb.instrumentation_scope.name(),
+            tracing_progress::otel::HEARTBEAT_SCOPE
+        );
+        assert_eq!(
+            hb.instrumentation_scope.version(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(int_attr(hb, attr::CURRENT), 1);
+        assert_eq!(f64_attr(hb, attr::PERCENTAGE), 25.0);
+    }
+    // None went through the layer's own provider.
+    assert!(heartbeats(&otel.spans()).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@
 #
 # Env:
 #   JAEGER_BIN          binary to run (default: whatever ci/jaeger/install.sh prints)
+#   JAEGER_UI_ASSETS_PATH  Jaeger UI build to serve (default: whatever ci/jaeger/ui.sh prints;
+#                       set it empty to serve the go-built binary's placeholder page)
 #   JAEGER_RUN_DIR      pid/log dir (default: ${TMPDIR:-/tmp}/tracing-progress-jaeger)
 #   JAEGER_START_TIMEOUT seconds to wait for readiness (default 60)
 #   JAEGER_OTLP_GRPC_PORT, JAEGER_OTLP_HTTP_PORT, JAEGER_QUERY_PORT, JAEGER_QUERY_GRPC_PORT,
@@ -97,6 +99,19 @@ cmd_start() {
   fi
   [[ -x $bin ]] || die "jaeger binary not found or not executable: '$bin'"
 
+  # The real UI instead of the placeholder page (config.yaml reads JAEGER_UI_ASSETS_PATH).
+  if [[ -z ${JAEGER_UI_ASSETS_PATH+set} ]]; then
+    if ui=$(bash "$here/ui.sh" | tail -n 1) && [[ -n $ui ]]; then
+      export JAEGER_UI_ASSETS_PATH=$ui
+    else
+      say "WARNING: no Jaeger UI (ui.sh failed); serving the placeholder page, the API works"
+      export JAEGER_UI_ASSETS_PATH=
+    fi
+  fi
+  if [[ -n $JAEGER_UI_ASSETS_PATH && ! -f $JAEGER_UI_ASSETS_PATH/index.html ]]; then
+    die "JAEGER_UI_ASSETS_PATH=$JAEGER_UI_ASSETS_PATH has no index.html"
+  fi
+
   mkdir -p "$run_dir"
   : >"$logfile"
   nohup "$bin" --config "$config" </dev/null >>"$logfile" 2>&1 &
@@ -122,7 +137,8 @@ cmd_start() {
     sleep 0.25
   done
   say "ready: OTLP grpc 127.0.0.1:$JAEGER_OTLP_GRPC_PORT http 127.0.0.1:$JAEGER_OTLP_HTTP_PORT," \
-      "query http://127.0.0.1:$JAEGER_QUERY_PORT (grpc :$JAEGER_QUERY_GRPC_PORT), health :$JAEGER_HEALTH_PORT"
+      "query http://127.0.0.1:$JAEGER_QUERY_PORT (grpc :$JAEGER_QUERY_GRPC_PORT), health :$JAEGER_HEALTH_PORT;" \
+      "UI: ${JAEGER_UI_ASSETS_PATH:-placeholder page}"
   echo "$pid"
 }
 

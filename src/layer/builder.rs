@@ -47,7 +47,8 @@ const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 ///   turn off with `estimate_interval(None)` (then call
 ///   [`Store::tick_estimates`](crate::Store::tick_estimates) yourself, or have no estimates);
 /// * start a resource sampler thread, only with `sample_resources` (feature `resources`), and
-///   an OpenTelemetry heartbeat thread, only with `OtelExport::heartbeat` (feature `otel`).
+///   an OpenTelemetry heartbeat thread with `otel`, at the first operation, unless
+///   `OtelExport::without_heartbeat` (feature `otel`).
 ///
 /// Nothing else is global: two layers built here are independent, even in one subscriber.
 ///
