@@ -821,11 +821,17 @@ fn failed_spans_carry_error_type_of_their_origin() {
 #[test]
 fn error_type_comes_from_the_events_own_type_field() {
     let otel = Otel::new();
-    otel.run(OtelExport::new(), |_| {
-        let span = info_span!("fetch", progress.level = "fetch");
-        let _g = span.enter();
-        tracing::error!(error.type = "timeout", "gave up after 3 tries");
-    });
+    // A logged error fails the node only under `FailOn::ErrorEvents` (the default keeps it as
+    // a handled error).
+    otel.run_with(
+        Builder::new().fail_on(tracing_progress::FailOn::ErrorEvents),
+        OtelExport::new(),
+        |_| {
+            let span = info_span!("fetch", progress.level = "fetch");
+            let _g = span.enter();
+            tracing::error!(error.type = "timeout", "gave up after 3 tries");
+        },
+    );
     let spans = otel.spans();
     let span = by_name(&spans, "fetch");
     assert_error_status(span, "gave up after 3 tries");
