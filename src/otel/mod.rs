@@ -169,8 +169,10 @@ pub mod attributes {
     pub const IDLE_MS: &str = "tracing_progress.idle_ms";
     /// Linear estimate of the time that was still needed when a node ended unfinished, s (double).
     pub const ETA_AT_CLOSE_S: &str = "tracing_progress.eta_at_close_s";
-    /// Number of failed descendants (int), when any.
+    /// Number of distinct failures below the node (int), when any.
     pub const FAILURES_BELOW: &str = "tracing_progress.failures_below";
+    /// `true` on a node that completed with failures below it (its status stays Unset).
+    pub const WITH_FAILURES: &str = "tracing_progress.with_failures";
     /// Whether the operation was asked to cancel (bool).
     pub const CANCEL_REQUESTED: &str = "tracing_progress.cancel_requested";
     /// Unit of current/total.
@@ -661,6 +663,9 @@ impl Exporter for OtelExporter {
                 attributes::FAILURES_BELOW,
                 int(failures_below),
             ));
+        }
+        if r.with_failures {
+            attrs.push(KeyValue::new(attributes::WITH_FAILURES, true));
         }
         if closed.cancel_requested {
             attrs.push(KeyValue::new(attributes::CANCEL_REQUESTED, true));
