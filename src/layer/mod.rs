@@ -12,8 +12,10 @@
 
 mod builder;
 pub(crate) mod classify;
+mod events;
 mod panic;
 pub(crate) mod span_ext;
+mod tracked;
 mod visitor;
 
 use std::any::TypeId;
@@ -30,11 +32,14 @@ use tracing_subscriber::registry::{Extensions, LookupSpan, SpanRef};
 
 pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
+use events::EventKind;
+pub use events::FailOn;
+pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked};
 use visitor::FieldVisitor;
 
-use crate::export::{ClosedNode, Exporters, NodeRef, Throttle};
-use crate::model::{ErrorInfo, ErrorOrigin, Metadata, NodeId};
-use crate::store::{CloseInfo, NewNode, NodeHandle, NodeKey, NodeUpdate, StoreInner};
+use crate::export::{ClosedNode, Exporters, Throttle};
+use crate::model::{ErrorOrigin, Metadata, NodeId};
+use crate::store::{CloseInfo, NewNode, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
 ///
@@ -89,237 +94,6 @@ impl Shared {
                  the spans (RUST_LOG=info)"
             ),
         );
-    }
-}
-
-/// Per-span state in the registry's extensions.
-pub(crate) struct Tracked {
-    /// Id of the layer that made this entry.
-    layer: u32,
-    pub(crate) node: NodeHandle,
-    /// The callsite's class, so `on_record` needs no cache lookup.
-    class: Arc<SpanClass>,
-    /// Where tracked children attach: this node, or past the depth limit the same place as
-    /// this node's siblings; and the depth of that place.
-    attach: NodeKey,
-    attach_depth: u16,
-    started: AtomicBool,
-    /// Set by the span's `#[instrument(ret)]` / `#[instrument(err)]` event: it returned.
-    returned: AtomicBool,
-    /// How many threads have the span entered right now (async spans can overlap).
-    entered: AtomicU32,
-    entered_at_ns: AtomicU64,
-    /// The layer's exporters and this span's throttle of counter reports to them; `None`
-    /// (one word) when the layer has no exporters.
-    export: Option<Box<SpanExport>>,
-    /// The same span's entry of another progress layer.
-    next: Option<Box<Tracked>>,
-}
-
-/// A node that children attach to, with its depth.
-#[derive(Clone, Copy)]
-struct Attach {
-    key: NodeKey,
-    depth: u16,
-}
-
-/// What a span needs to report to its layer's exporters.
-struct SpanExport {
-    exporters: Arc<Exporters>,
-    throttle: Throttle,
-}
-
-impl Tracked {
-    /// This layer's entry in the chain starting at `self`.
-    #[inline]
-    fn of(&self, layer: u32) -> Option<&Tracked> {
-        let mut t = Some(self);
-        while let Some(e) = t {
-            if e.layer == layer {
-                return Some(e);
-            }
-            t = e.next.as_deref();
-        }
-        None
-    }
-
-    /// Appends another layer's entry at the end of the chain.
-    fn push_back(&mut self, other: Tracked) {
-        match &mut self.next {
-            Some(next) => next.push_back(other),
-            None => self.next = Some(Box::new(other)),
-        }
-    }
-
-    /// Every entry of the chain (one per progress layer that tracks the span).
-    pub(crate) fn chain(&self) -> impl Iterator<Item = &Tracked> {
-        std::iter::successors(Some(self), |t| t.next.as_deref())
-    }
-
-    /// Applies an update to this node; returns the counter report due to exporters, if the
-    /// update changed counters and one is due, to send once no guard is held.
-    #[must_use]
-    pub(crate) fn apply(&self, update: NodeUpdate) -> Option<CounterReport> {
-        let counts = update.has_counters();
-        self.node.apply(update);
-        if counts { self.counter_report() } else { None }
-    }
-
-    /// Counter-only update (the extension trait's hot path): atomics, no lock. Returns the
-    /// counter report due to exporters, if any, to send once no guard is held.
-    #[inline]
-    pub(crate) fn count(
-        &self,
-        total: Option<u64>,
-        current: Option<u64>,
-        inc: u64,
-    ) -> Option<CounterReport> {
-        let changed = self.node.count(total, current, inc);
-        if changed { self.counter_report() } else { None }
-    }
-
-    /// A counter report for the exporters, if one is due now.
-    pub(crate) fn counter_report(&self) -> Option<CounterReport> {
-        let export = self.export.as_deref()?;
-        let exporters = Some(&export.exporters).filter(|e| e.wants_counters())?;
-        let now = self.node.store().clock.now_ns();
-        exporters
-            .counter_due(&export.throttle, now)
-            .then(|| CounterReport {
-                exporters: exporters.clone(),
-                counters: self.node.counters(),
-            })
-    }
-
-    /// Marks this node failed.
-    pub(crate) fn fail(
-        &self,
-        message: Arc<str>,
-        origin: ErrorOrigin,
-        target: Arc<str>,
-        location: Option<Arc<str>>,
-        fields: Metadata,
-    ) {
-        let at_us = self.node.store().clock.now_us();
-        self.node.fail(ErrorInfo {
-            message,
-            origin,
-            node_id: self.node.id(),
-            path: Vec::new(),
-            target,
-            location,
-            fields,
-            at_us,
-            propagated: false,
-        });
-    }
-
-    /// Records an ERROR event the node recovers from (see [`FailOn`]).
-    fn handled_error(
-        &self,
-        message: Arc<str>,
-        target: Arc<str>,
-        location: Option<Arc<str>>,
-        fields: Metadata,
-    ) {
-        let at_us = self.node.store().clock.now_us();
-        self.node.handled_error(ErrorInfo {
-            message,
-            origin: ErrorOrigin::Event,
-            node_id: self.node.id(),
-            path: Vec::new(),
-            target,
-            location,
-            fields,
-            at_us,
-            propagated: false,
-        });
-    }
-
-    fn node_ref(&self) -> NodeRef {
-        NodeRef {
-            operation_id: self.node.operation_id(),
-            is_root: self.node.is_root(),
-        }
-    }
-}
-
-/// Counter values to report to exporters once the extensions guard is released.
-pub(crate) struct CounterReport {
-    exporters: Arc<Exporters>,
-    counters: (u64, Option<u64>),
-}
-
-impl CounterReport {
-    /// Sends it; call with no extensions guard held (exporters may lock the span's).
-    pub(crate) fn send(self, span: &Id) {
-        let (current, total) = self.counters;
-        for e in self.exporters.iter() {
-            e.counters_changed(span, current, total);
-        }
-    }
-}
-
-/// What an event means to the layer, from its field names alone.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum EventKind {
-    /// Carries `progress.*` fields.
-    Progress,
-    /// `#[instrument(ret)]`'s event: one field, `return`.
-    Return,
-    /// `#[instrument(err)]`'s event: one field, `error` (at ERROR level: a returned error).
-    ReturnedError,
-    Other,
-}
-
-impl EventKind {
-    #[inline]
-    fn of(meta: &tracing_core::Metadata<'_>) -> Self {
-        let fields = meta.fields();
-        if fields.len() == 1 {
-            match fields.iter().next().map(|f| f.name()) {
-                Some("return") => return EventKind::Return,
-                Some("error") => return EventKind::ReturnedError,
-                _ => {}
-            }
-        }
-        if Classifier::declares_progress(meta) {
-            EventKind::Progress
-        } else {
-            EventKind::Other
-        }
-    }
-}
-
-/// Which ERROR-level signals fail a node; set with
-/// [`Builder::fail_on`](crate::Builder::fail_on). Panics and
-/// [`ProgressSpanExt::fail`](crate::ProgressSpanExt::fail) always fail it.
-///
-/// ERROR events that do not fail the node are kept as context
-/// ([`ProgressLevel::handled_errors`](crate::ProgressLevel::handled_errors)): a function that
-/// logs `error!("upload failed, retrying")` and then succeeds ends completed, with the errors
-/// it recovered from on record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum FailOn {
-    /// Returned errors: the event `#[instrument(err)]` emits when the function returns `Err`
-    /// (an ERROR event whose only field is `error`). The default.
-    #[default]
-    ReturnedErrors,
-    /// Every ERROR event inside the node (the behaviour before 0.2).
-    ErrorEvents,
-    /// Only panics and explicit `fail()`.
-    Explicit,
-}
-
-impl FailOn {
-    /// Whether an ERROR event fails the node; `returned` if it has the returned-error shape.
-    fn fails(self, returned: bool) -> bool {
-        match self {
-            FailOn::ReturnedErrors => returned,
-            FailOn::ErrorEvents => true,
-            FailOn::Explicit => false,
-        }
     }
 }
 

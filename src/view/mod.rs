@@ -24,6 +24,8 @@
 //! ```
 
 mod active;
+mod fit;
+mod lines;
 mod text;
 mod verbose;
 
