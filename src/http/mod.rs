@@ -98,8 +98,12 @@
 //! ```
 
 mod api;
+mod body;
+mod conn;
 mod events;
+mod limits;
 mod params;
 mod server;
 
+pub use limits::ServerStats;
 pub use server::{DEFAULT_PORT, ServeError, Server, ServerBuilder, router};
