@@ -364,6 +364,41 @@ fn show_human_and_json() {
     assert_eq!(f.cli(&["show", "987654321", "--json"]).code, Some(4));
 }
 
+/// NaN and infinite metadata used to be written as `null`, which no longer parsed, and one such
+/// operation failed the whole `history`. They round-trip now, and the list shows them.
+#[test]
+fn history_lists_an_operation_with_nan_metadata() {
+    let f = Fixture::new();
+    tracing::dispatcher::with_default(&f.traced.dispatch, || {
+        let span = tracing::info_span!(
+            "measure",
+            progress.level = "measure",
+            progress.name = "odd floats",
+            ratio = f64::NAN,
+            peak = f64::INFINITY,
+            low = f64::NEG_INFINITY
+        );
+        span.in_scope(|| {});
+    });
+    let text = f.cli(&["history"]).ok().to_owned();
+    assert!(
+        text.contains("odd floats") && text.contains("daily report"),
+        "{text}"
+    );
+    let v = f.cli(&["history", "--json"]).json();
+    let parsed: Vec<ProgressState> =
+        serde_json::from_value(v["operations"].clone()).expect("ProgressStates");
+    let odd = parsed.iter().find(|s| &*s.name == "odd floats").expect("listed");
+    let ratio = odd.root.metadata.get("ratio").expect("kept");
+    assert_eq!(ratio, &tracing_progress::FieldValue::F64(f64::NAN));
+    assert_eq!(
+        odd.root.metadata.get("low"),
+        Some(&tracing_progress::FieldValue::F64(f64::NEG_INFINITY))
+    );
+    let show = f.cli(&["show", &odd.id.as_u64().to_string()]).ok().to_owned();
+    assert!(show.contains("NaN"), "{show}");
+}
+
 #[test]
 fn history_human_json_and_filters() {
     let f = Fixture::new();
