@@ -1,17 +1,19 @@
 //! Streamed list bodies: a JSON array or JSON lines written one operation at a time.
 //!
-//! A list request holds the ids or shared `Arc`s of what it lists, never their JSON: each
+//! A list request holds only the ids of what it lists, never the operations or their JSON: each
 //! chunk of the body (about [`CHUNK`] bytes, or one operation when that is bigger) is
 //! serialized when hyper asks for it, so a request's memory is one chunk plus hyper's write
-//! buffer whatever the response's size. Running operations are snapshotted one at a time as
-//! they are written. The request's permit (the cap on heavy requests) is held until the body
+//! buffer whatever the response's size. Each operation is looked up when it is written
+//! (running ones snapshotted then); one that history evicted meanwhile is left out, so a slow
+//! reader never keeps evicted operations alive. The request's permit (the cap on heavy requests) is held until the body
 //! ends, and a body still being written at the request deadline is cut off (the client sees a
-//! truncated answer, which no JSON parser accepts as complete).
+//! truncated answer, which no JSON parser accepts as complete). Serializing takes CPU from the
+//! program, so each body pauses after a chunk as long as the chunk took ([`IDLE_PER_BUSY`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -25,6 +27,12 @@ use crate::store::{HistoryQuery, Store};
 /// Bytes a chunk collects before it is handed to hyper.
 const CHUNK: usize = 64 * 1024;
 
+/// Time a list body waits after each chunk, per unit of time it took to serialize it: 3.0
+/// keeps one list request to a quarter of a core at most, so big answers slow down rather
+/// than the instrumented program (the server's runtime is one thread, whatever the number of
+/// requests).
+const IDLE_PER_BUSY: f64 = 3.0;
+
 /// What a heavy request holds while its body is written.
 pub(crate) struct HeavyPermit {
     pub(crate) _permit: OwnedSemaphorePermit,
@@ -34,7 +42,7 @@ pub(crate) struct HeavyPermit {
 enum Phase {
     Open,
     Active(VecDeque<OperationId>),
-    History(VecDeque<Arc<ProgressState>>),
+    History(VecDeque<OperationId>),
     Close,
     Done,
 }
@@ -90,17 +98,21 @@ pub(crate) fn history_lines(
     counters: Arc<Counters>,
 ) -> (Body, bool) {
     let limit = filters.limit.unwrap_or(usize::MAX);
-    let mut states = store.history(&filters.query.clone().limit(limit.saturating_add(1)));
-    let truncated = states.len() > limit;
-    states.truncate(limit);
-    states.reverse();
+    let mut ids: Vec<OperationId> = store
+        .history(&filters.query.clone().limit(limit.saturating_add(1)))
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let truncated = ids.len() > limit;
+    ids.truncate(limit);
+    ids.reverse();
     let stream = ListStream {
         store,
         limit,
         query: filters.query,
         include: Include::History,
         lines: true,
-        phase: Phase::History(states.into()),
+        phase: Phase::History(ids.into()),
         listed: 0,
         listed_active: HashSet::new(),
         truncated,
@@ -113,10 +125,16 @@ pub(crate) fn history_lines(
 
 fn body(stream: ListStream) -> Body {
     Body::from_stream(futures_util::stream::unfold(
-        stream,
-        |mut s| async move {
+        (stream, Duration::ZERO),
+        |(mut s, pause)| async move {
+            // The CPU budget: as long idle as the last chunk took to serialize.
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let started = Instant::now();
             let chunk = s.next_chunk()?;
-            Some((chunk, s))
+            let pause = started.elapsed().mul_f64(IDLE_PER_BUSY);
+            Some((chunk, (s, pause)))
         },
     ))
 }
@@ -178,9 +196,13 @@ impl ListStream {
                     self.write(buf, &state)?;
                 }
             },
-            Phase::History(states) => match states.pop_front() {
+            Phase::History(ids) => match ids.pop_front() {
                 None => self.phase = Phase::Close,
-                Some(state) => self.write(buf, &state)?,
+                Some(id) => {
+                    if let Some(state) = self.store.get(id) {
+                        self.write(buf, &state)?;
+                    }
+                }
             },
             Phase::Close => {
                 if !self.lines {
@@ -200,16 +222,19 @@ impl ListStream {
             return Phase::Close;
         }
         let room = self.limit - self.listed;
-        let mut states = self
+        let mut ids: Vec<OperationId> = self
             .store
-            .history(&self.query.clone().limit(room.saturating_add(1)));
-        // One that finished while the running ones were written is listed already.
-        states.retain(|s| !self.listed_active.contains(&s.id));
-        if states.len() > room {
+            .history(&self.query.clone().limit(room.saturating_add(1)))
+            .iter()
+            .map(|s| s.id)
+            // One that finished while the running ones were written is listed already.
+            .filter(|id| !self.listed_active.contains(id))
+            .collect();
+        if ids.len() > room {
             self.truncated = true;
-            states.truncate(room);
+            ids.truncate(room);
         }
-        Phase::History(states.into())
+        Phase::History(ids.into())
     }
 
     fn write(&mut self, buf: &mut Vec<u8>, state: &ProgressState) -> io::Result<()> {

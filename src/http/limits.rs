@@ -38,7 +38,7 @@ impl Default for HttpLimits {
             max_event_streams: 32,
             max_heavy_requests: 2,
             stuck_client_timeout: Duration::from_secs(30),
-            max_client_queue_bytes: 1024 * 1024,
+            max_client_queue_bytes: 256 * 1024,
         }
     }
 }

@@ -275,7 +275,7 @@ impl ServerBuilder {
     }
 
     /// Bytes of events one client takes into its own queue at a time beyond its first batch
-    /// (default 1 MiB). Events are serialized once and shared by every client; the rest wait,
+    /// (default 256 KiB). Events are serialized once and shared by every client; the rest wait,
     /// shared, in the server's buffer.
     #[must_use]
     pub fn max_client_queue_bytes(mut self, bytes: usize) -> Self {
