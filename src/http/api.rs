@@ -529,7 +529,11 @@ async fn events(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return Ok(response);
     };
-    let stream = events::client_stream(app.hub.clone(), last, control.map(|c| c.0), slot);
+    let control = control.map(|c| c.0);
+    if let Some(c) = &control {
+        c.mark_streaming();
+    }
+    let stream = events::client_stream(app.hub.clone(), last, control, slot);
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),

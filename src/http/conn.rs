@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -35,17 +35,28 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How often a full server looks again for a free or idle slot.
 const FULL_RECHECK: Duration = Duration::from_millis(20);
 
+/// Time after a request's deadline at which its connection is closed if the request still
+/// runs (a body its client does not read never gets to check its own deadline).
+const REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Lets a handler close the connection it was called on (a request extension set by the
 /// server; absent when the routes are served by someone else's server).
 #[derive(Clone, Debug)]
 pub(crate) struct ConnControl {
     close: Arc<Notify>,
+    streaming: Arc<AtomicBool>,
 }
 
 impl ConnControl {
     /// Closes the connection at once (the event hub's answer to a client that stopped reading).
     pub(crate) fn close(&self) {
         self.close.notify_one();
+    }
+
+    /// Exempts the connection from the request time limit: it carries an event stream (which
+    /// has bounds of its own).
+    pub(crate) fn mark_streaming(&self) {
+        self.streaming.store(true, Ordering::Release);
     }
 }
 
@@ -56,6 +67,8 @@ struct Activity {
     /// Milliseconds since the registry's start at which the last request ended (or the
     /// connection was accepted).
     idle_since_ms: AtomicU64,
+    /// Milliseconds since the registry's start at which the last request began.
+    busy_since_ms: AtomicU64,
 }
 
 /// Ends a request's part of [`Activity`] when the response body is done or dropped.
@@ -132,9 +145,11 @@ impl Registry {
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(millis_since(self.start)),
+            busy_since_ms: AtomicU64::new(millis_since(self.start)),
         });
         let control = ConnControl {
             close: Arc::new(Notify::new()),
+            streaming: Arc::new(AtomicBool::new(false)),
         };
         self.conns.lock().insert(
             id,
@@ -155,6 +170,10 @@ impl Registry {
     fn is_empty(&self) -> bool {
         self.conns.lock().is_empty()
     }
+}
+
+fn as_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn millis_since(start: Instant) -> u64 {
@@ -274,6 +293,9 @@ async fn serve_connection(
         let activity = activity.clone();
         let control = control.clone();
         hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            activity
+                .busy_since_ms
+                .store(millis_since(start), Ordering::Release);
             activity.in_flight.fetch_add(1, Ordering::AcqRel);
             let in_flight = InFlight {
                 activity: activity.clone(),
@@ -300,7 +322,14 @@ async fn serve_connection(
     let conn = http.serve_connection(TokioIo::new(tcp), service);
     tokio::pin!(conn);
     let idle_timeout = limits.idle_timeout.max(Duration::from_millis(10));
-    let mut check = tokio::time::interval((idle_timeout / 4).min(Duration::from_secs(1)));
+    // A request whose body is not polled (its client stopped reading) cannot notice its own
+    // deadline: the connection is closed a grace period after it.
+    let request_limit = limits.request_timeout + REQUEST_GRACE;
+    let mut check = tokio::time::interval(
+        (idle_timeout / 4)
+            .min(limits.request_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1)),
+    );
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut draining = *shutdown.borrow();
     if draining {
@@ -320,12 +349,21 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = check.tick() => {
-                let idle = activity.in_flight.load(Ordering::Acquire) == 0
-                    && millis_since(start)
-                        .saturating_sub(activity.idle_since_ms.load(Ordering::Acquire))
-                        >= u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX);
+                let now = millis_since(start);
+                let busy = activity.in_flight.load(Ordering::Acquire) > 0;
+                let idle = !busy
+                    && now.saturating_sub(activity.idle_since_ms.load(Ordering::Acquire))
+                        >= as_millis(idle_timeout);
                 if idle {
                     Counters::bump(&counters.connections_idle_closed);
+                    break;
+                }
+                let overdue = busy
+                    && !control.streaming.load(Ordering::Acquire)
+                    && now.saturating_sub(activity.busy_since_ms.load(Ordering::Acquire))
+                        >= as_millis(request_limit);
+                if overdue {
+                    Counters::bump(&counters.requests_timed_out);
                     break;
                 }
             }
