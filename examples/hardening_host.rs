@@ -182,7 +182,12 @@ fn main() {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let words: Vec<&str> = line.split_whitespace().collect();
-        let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            words
+                .get(i)
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let answer = match words.first().copied() {
             Some("rss") => format!("rss_kib={}", rss_kib()),
             Some("ops") => format!("ops={}", ops.load(Ordering::Relaxed)),

@@ -388,14 +388,20 @@ fn history_lists_an_operation_with_nan_metadata() {
     let v = f.cli(&["history", "--json"]).json();
     let parsed: Vec<ProgressState> =
         serde_json::from_value(v["operations"].clone()).expect("ProgressStates");
-    let odd = parsed.iter().find(|s| &*s.name == "odd floats").expect("listed");
+    let odd = parsed
+        .iter()
+        .find(|s| &*s.name == "odd floats")
+        .expect("listed");
     let ratio = odd.root.metadata.get("ratio").expect("kept");
     assert_eq!(ratio, &tracing_progress::FieldValue::F64(f64::NAN));
     assert_eq!(
         odd.root.metadata.get("low"),
         Some(&tracing_progress::FieldValue::F64(f64::NEG_INFINITY))
     );
-    let show = f.cli(&["show", &odd.id.as_u64().to_string()]).ok().to_owned();
+    let show = f
+        .cli(&["show", &odd.id.as_u64().to_string()])
+        .ok()
+        .to_owned();
     assert!(show.contains("NaN"), "{show}");
 }
 

@@ -61,7 +61,9 @@ impl Host {
         let stdin = child.stdin.take().expect("stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("the host prints its address");
+        stdout
+            .read_line(&mut line)
+            .expect("the host prints its address");
         let addr = line
             .trim()
             .strip_prefix("addr=")
@@ -196,8 +198,10 @@ fn idle_and_slowloris_connections_do_not_starve_the_host() {
                                 .ok()
                                 .and_then(|mut s| {
                                     s.set_write_timeout(Some(Duration::from_millis(200))).ok()?;
-                                    s.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-                                        .ok()?;
+                                    s.write_all(
+                                        b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+                                    )
+                                    .ok()?;
                                     Some(s)
                                 });
                             reconnects.fetch_add(1, Ordering::Relaxed);

@@ -44,6 +44,9 @@ fn history_keeps_its_estimated_bytes_under_the_bound() {
     assert!(stats.history_bytes > 2_000_000, "{stats:?}");
     run(&traced, 1, "");
     let stats = traced.store.stats();
-    assert_eq!(stats.history, 1, "the big one is evicted by the next: {stats:?}");
+    assert_eq!(
+        stats.history, 1,
+        "the big one is evicted by the next: {stats:?}"
+    );
     assert!(stats.history_bytes < 100_000, "{stats:?}");
 }

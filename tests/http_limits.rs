@@ -81,10 +81,7 @@ fn exactly_one_host_header() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("more than one Host header"), "{body}");
-    let (status, body) = exchange(
-        addr,
-        "GET /api/health HTTP/1.0\r\n\r\n",
-    );
+    let (status, body) = exchange(addr, "GET /api/health HTTP/1.0\r\n\r\n");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("missing Host header"), "{body}");
     assert_eq!(get(addr, "/api/health").0, 200);
@@ -142,7 +139,11 @@ fn header_read_and_idle_timeouts_close_connections() {
     let started = Instant::now();
     assert!(closed_within(&mut kept, Duration::from_secs(3)));
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(server.stats().connections_idle_closed >= 2, "{:?}", server.stats());
+    assert!(
+        server.stats().connections_idle_closed >= 2,
+        "{:?}",
+        server.stats()
+    );
 }
 
 #[test]
@@ -161,10 +162,15 @@ fn event_streams_are_capped() {
             .collect()
     };
     let streams = open(2);
-    support::wait_until("two streams open", || server.stats().event_streams_open == 2);
+    support::wait_until("two streams open", || {
+        server.stats().event_streams_open == 2
+    });
     let (status, body) = get(addr, "/api/events");
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("Retry-After") || body.contains("retry-after"), "{body}");
+    assert!(
+        body.contains("Retry-After") || body.contains("retry-after"),
+        "{body}"
+    );
     assert!(body.contains("too many event streams"), "{body}");
     assert_eq!(server.stats().event_streams_refused, 1);
     drop(streams);
@@ -180,7 +186,8 @@ fn big_history(traced: &Traced, ops: usize) {
             let root = info_span!("job", progress.level = "job");
             let _g = root.enter();
             for i in 0..500 {
-                info_span!("item", progress.level = "item", i, note = text.as_str()).in_scope(|| {});
+                info_span!("item", progress.level = "item", i, note = text.as_str())
+                    .in_scope(|| {});
             }
         }
     });
@@ -238,11 +245,17 @@ fn streamed_lists_and_the_jsonl_limit() {
     assert_eq!(v["truncated"], true);
     assert_eq!(v["operations"][0]["name"], "held");
     let (_, answer) = get(addr, "/api/history.jsonl?limit=2");
-    assert!(answer.to_ascii_lowercase().contains("x-truncated: true"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-truncated: true"),
+        "{answer}"
+    );
     let lines = dechunk(&body_of(&answer));
     assert_eq!(lines.lines().count(), 2);
     let (_, answer) = get(addr, "/api/history.jsonl");
-    assert!(answer.to_ascii_lowercase().contains("x-truncated: false"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-truncated: false"),
+        "{answer}"
+    );
     assert_eq!(dechunk(&body_of(&answer)).lines().count(), 5);
     held.finish();
 }

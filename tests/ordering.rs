@@ -71,7 +71,12 @@ fn changed_never_follows_finished_under_contention() {
     done.store(true, Ordering::Release);
     let (finished, polls, changed, violations) = poller.join().expect("poller");
     println!("{finished} finished, {changed} changed snapshots in {polls} polls");
-    assert!(violations.is_empty(), "{} violations: {:?}", violations.len(), &violations[..violations.len().min(5)]);
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
     assert_eq!(finished, 6_000, "every final state arrives");
     assert!(changed > 0, "the poller saw operations while they ran");
 }

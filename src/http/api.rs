@@ -340,7 +340,10 @@ async fn health(
 /// Waits for one of the permits of heavy (list) requests; the request timeout bounds the wait.
 async fn heavy_permit(app: &AppState) -> Result<HeavyPermit, ApiError> {
     let permit = app.heavy.clone().acquire_owned().await.map_err(|_| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
     })?;
     Ok(HeavyPermit {
         _permit: permit,

@@ -252,9 +252,10 @@ impl Hub {
 
     fn has_stuck_candidates(&self) -> bool {
         let seq = self.state.lock().seq;
-        self.clients.lock().values().any(|s| {
-            !s.dropped.load(Ordering::Acquire) && s.hwm.load(Ordering::Acquire) < seq
-        })
+        self.clients
+            .lock()
+            .values()
+            .any(|s| !s.dropped.load(Ordering::Acquire) && s.hwm.load(Ordering::Acquire) < seq)
     }
 
     /// Starts the producer task unless it runs. Call after subscribing to `notify`.

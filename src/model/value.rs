@@ -308,8 +308,13 @@ mod tests {
             .prop_map(FieldValue::F64),
             ".*".prop_map(FieldValue::from),
             // Text that looks like the special forms stays text.
-            prop_oneof![Just("NaN"), Just("inf"), Just("null"), Just(r#"{"float":"NaN"}"#)]
-                .prop_map(FieldValue::from),
+            prop_oneof![
+                Just("NaN"),
+                Just("inf"),
+                Just("null"),
+                Just(r#"{"float":"NaN"}"#)
+            ]
+            .prop_map(FieldValue::from),
         ]
     }
 

@@ -257,7 +257,11 @@ fn level_bytes(level: &ProgressLevel) -> usize {
     }
     if !level.folded.is_empty() {
         total += level.folded.capacity() * std::mem::size_of_val(&level.folded[0]) + ALLOC_OVERHEAD;
-        total += level.folded.iter().map(|f| arc_str(&f.level_type)).sum::<usize>();
+        total += level
+            .folded
+            .iter()
+            .map(|f| arc_str(&f.level_type))
+            .sum::<usize>();
     }
     if !level.children.is_empty() {
         // Unused capacity of the children's Vec, then each child (which counts its own slot).
