@@ -144,6 +144,18 @@ fn header_read_and_idle_timeouts_close_connections() {
         "{:?}",
         server.stats()
     );
+
+    // hyper's header timer also runs while a keep-alive connection waits for its next request.
+    let server = self::server(&traced, |b| {
+        b.header_read_timeout(Duration::from_millis(300))
+            .idle_timeout(Duration::from_secs(30))
+    });
+    let mut kept = TcpStream::connect(server.local_addr()).expect("connect");
+    kept.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    let started = Instant::now();
+    assert!(closed_within(&mut kept, Duration::from_secs(5)));
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[test]
