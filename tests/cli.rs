@@ -405,6 +405,41 @@ fn history_lists_an_operation_with_nan_metadata() {
     assert!(show.contains("NaN"), "{show}");
 }
 
+/// An operation this client cannot read (a newer server's schema) is counted and skipped; the
+/// others are listed. The answer comes from a canned server on 127.0.0.1 (one connection).
+#[test]
+fn history_skips_what_it_cannot_read() {
+    let f = Fixture::new();
+    let good = f.state(f.completed);
+    let body = format!(
+        r#"{{"operations":[{{"id":99,"from":"the future"}},{}],"truncated":false}}"#,
+        serde_json::to_string(&good).expect("JSON")
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let canned = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().expect("the CLI connects");
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head);
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let out = run(&[
+        "--addr".to_owned(),
+        format!("http://{addr}"),
+        "history".to_owned(),
+    ]);
+    canned.join().expect("canned server");
+    let text = out.ok();
+    assert!(text.contains("daily report"), "{text}");
+    assert!(text.contains("1 operation not shown"), "{text}");
+    assert!(text.contains("id 99"), "{text}");
+}
+
 #[test]
 fn history_human_json_and_filters() {
     let f = Fixture::new();

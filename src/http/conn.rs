@@ -58,6 +58,11 @@ impl ConnControl {
     pub(crate) fn mark_streaming(&self) {
         self.streaming.store(true, Ordering::Release);
     }
+
+    /// The event stream ended: later requests on the connection have the time limit again.
+    pub(crate) fn end_streaming(&self) {
+        self.streaming.store(false, Ordering::Release);
+    }
 }
 
 /// Requests in flight on one connection and when it last became idle.

@@ -378,7 +378,10 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.clients.lock().remove(&self.id);
+        let slot = self.hub.clients.lock().remove(&self.id);
+        if let Some(control) = slot.as_ref().and_then(|s| s.control.as_ref()) {
+            control.end_streaming();
+        }
     }
 }
 
@@ -457,6 +460,44 @@ pub(crate) fn client_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing_subscriber::prelude::*;
+
+    /// A client takes at most `max_client_queue_bytes` per turn (at least one frame) and the
+    /// rest on its next turns, in order, nothing skipped.
+    #[test]
+    fn a_client_takes_a_bounded_batch_per_turn() {
+        let (layer, store) = crate::Builder::new()
+            .build::<tracing_subscriber::Registry>()
+            .expect("valid");
+        let limits = HubLimits {
+            poll_interval: Duration::from_millis(10),
+            replay_capacity: 16,
+            stuck_client_timeout: Duration::from_secs(30),
+            max_client_queue_bytes: 1,
+        };
+        let hub = Hub::new(store.clone(), limits, Arc::default());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                tracing::info_span!("job", progress.level = "job").in_scope(|| {});
+            }
+        });
+        hub.poll();
+        let mut after = 0;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let (frames, upto) = hub.collect_since(after);
+            assert!(frames.len() <= 1, "one frame per turn at this bound");
+            seen.extend(frames);
+            after = upto;
+        }
+        assert_eq!(after, 3);
+        assert_eq!(seen.len(), 3, "every final state, in order");
+        for (i, f) in seen.iter().enumerate() {
+            let text = String::from_utf8_lossy(f);
+            assert!(text.starts_with(&format!("event: finished\nid: {}\n", i + 1)), "{text}");
+        }
+    }
 
     #[test]
     fn frames_are_sse() {

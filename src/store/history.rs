@@ -129,10 +129,11 @@ impl History {
         }
     }
 
-    pub(crate) fn push(&mut self, state: Arc<ProgressState>, now_us: u64) {
+    /// Adds a finished operation whose [`estimated_bytes`] are `bytes` (computed by the caller,
+    /// outside the lock).
+    pub(crate) fn push(&mut self, state: Arc<ProgressState>, bytes: usize, now_us: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let bytes = estimated_bytes(&state);
         self.bytes = self.bytes.saturating_add(bytes);
         self.entries.push_back(Entry { seq, state, bytes });
         self.expire(now_us);

@@ -181,11 +181,13 @@ impl StoreInner {
     pub(crate) fn finish_operation(&self, cell: &OperationCell) -> Arc<ProgressState> {
         let state = Arc::new(cell.snapshot());
         let now = state.snapshot_at_us;
+        // The tree walk happens before the locks: other operations start and finish meanwhile.
+        let bytes = history::estimated_bytes(&state);
         {
             let mut active = self.active.write();
             let mut history = self.history.write();
             active.remove(&cell.id);
-            history.push(state.clone(), now);
+            history.push(state.clone(), bytes, now);
         }
         self.notifier.changed();
         state
