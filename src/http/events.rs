@@ -495,7 +495,10 @@ mod tests {
         assert_eq!(seen.len(), 3, "every final state, in order");
         for (i, f) in seen.iter().enumerate() {
             let text = String::from_utf8_lossy(f);
-            assert!(text.starts_with(&format!("event: finished\nid: {}\n", i + 1)), "{text}");
+            assert!(
+                text.starts_with(&format!("event: finished\nid: {}\n", i + 1)),
+                "{text}"
+            );
         }
     }
 
