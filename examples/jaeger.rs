@@ -11,6 +11,7 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://127.0.0.1:4317` (gRPC) or `http://127.0.0.1:4318` (HTTP) |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `grpc`; or `http/protobuf` |
 //! | `OTEL_SERVICE_NAME` | `tracing-progress-demo` |
+//! | `TRACING_PROGRESS_SHUTDOWN_MS` | `2000`: the most the exit waits for the export |
 //!
 //! The subprocess level runs in a real child process (this example re-invoked with
 //! `--child`), which continues the same trace through the W3C `traceparent` passed in its
@@ -21,8 +22,10 @@
 //! default heartbeats go: a run longer than 5 s (`SETLIST_SPEED=0.1` makes it about 30 s) is
 //! visible in Jaeger while it runs, as `progress.heartbeat` spans every 10 s with its progress.
 //! Type `cancel` and Enter to cancel the run (its spans then end as cancelled). Before exiting,
-//! root spans are closed, then the provider is flushed and shut down, so nothing is lost; with
-//! no collector listening the example says so and exits at once.
+//! root spans are closed, then the provider is shut down (which exports what is queued) within
+//! `TRACING_PROGRESS_SHUTDOWN_MS` in total, 2 s by default; a collector that accepts but never
+//! answers costs that much and no more, and the spans still queued then are dropped (the example
+//! says so). With no collector listening the example says so and exits at once.
 
 #[path = "support/setlist_sim.rs"]
 mod setlist_sim;
@@ -98,11 +101,13 @@ impl Target {
                 .with_http()
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(format!("{}/v1/traces", self.endpoint))
+                .with_timeout(shutdown_budget())
                 .build()
         } else {
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(self.endpoint.clone())
+                .with_timeout(shutdown_budget())
                 .build()
         }
         .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
@@ -117,21 +122,31 @@ impl Target {
     }
 }
 
-/// Flushes and shuts the provider down from a thread outside the runtime (shutdown blocks
-/// while the exporter needs a runtime worker).
+/// The most the exit waits for the export: `TRACING_PROGRESS_SHUTDOWN_MS`, default 2 s.
+fn shutdown_budget() -> Duration {
+    std::env::var("TRACING_PROGRESS_SHUTDOWN_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(Duration::from_secs(2), Duration::from_millis)
+}
+
+/// Shuts the provider down (exporting what is queued) from a thread outside the runtime
+/// (shutdown blocks while the exporter needs a runtime worker), waiting at most the budget in
+/// total: a collector that accepts and never answers must not hold the exit. The SDK's own
+/// flush and shutdown each wait 5 s; here one shutdown gets the whole budget, and on time-out
+/// the spans still queued are dropped.
 fn shutdown(provider: SdkTracerProvider) {
-    let done = std::thread::spawn(move || {
-        let flushed = provider.force_flush();
-        let shut = provider.shutdown();
-        (flushed, shut)
-    })
-    .join();
-    match done {
-        Ok((Ok(()), Ok(()))) => {}
-        Ok((flushed, shut)) => {
-            eprintln!("export may be incomplete: flush {flushed:?}, shutdown {shut:?}")
-        }
-        Err(_) => eprintln!("export may be incomplete: the shutdown thread panicked"),
+    let budget = shutdown_budget();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::spawn(move || {
+        let _ = tx.send(provider.shutdown_with_timeout(budget));
+    });
+    match rx.recv_timeout(budget + Duration::from_millis(100)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("export incomplete, queued spans dropped: {e}"),
+        Err(_) => eprintln!(
+            "export incomplete: the collector did not answer within {budget:?}; queued spans dropped"
+        ),
     }
 }
 

@@ -364,6 +364,82 @@ fn show_human_and_json() {
     assert_eq!(f.cli(&["show", "987654321", "--json"]).code, Some(4));
 }
 
+/// NaN and infinite metadata used to be written as `null`, which no longer parsed, and one such
+/// operation failed the whole `history`. They round-trip now, and the list shows them.
+#[test]
+fn history_lists_an_operation_with_nan_metadata() {
+    let f = Fixture::new();
+    tracing::dispatcher::with_default(&f.traced.dispatch, || {
+        let span = tracing::info_span!(
+            "measure",
+            progress.level = "measure",
+            progress.name = "odd floats",
+            ratio = f64::NAN,
+            peak = f64::INFINITY,
+            low = f64::NEG_INFINITY
+        );
+        span.in_scope(|| {});
+    });
+    let text = f.cli(&["history"]).ok().to_owned();
+    assert!(
+        text.contains("odd floats") && text.contains("daily report"),
+        "{text}"
+    );
+    let v = f.cli(&["history", "--json"]).json();
+    let parsed: Vec<ProgressState> =
+        serde_json::from_value(v["operations"].clone()).expect("ProgressStates");
+    let odd = parsed
+        .iter()
+        .find(|s| &*s.name == "odd floats")
+        .expect("listed");
+    let ratio = odd.root.metadata.get("ratio").expect("kept");
+    assert_eq!(ratio, &tracing_progress::FieldValue::F64(f64::NAN));
+    assert_eq!(
+        odd.root.metadata.get("low"),
+        Some(&tracing_progress::FieldValue::F64(f64::NEG_INFINITY))
+    );
+    let show = f
+        .cli(&["show", &odd.id.as_u64().to_string()])
+        .ok()
+        .to_owned();
+    assert!(show.contains("NaN"), "{show}");
+}
+
+/// An operation this client cannot read (a newer server's schema) is counted and skipped; the
+/// others are listed. The answer comes from a canned server on 127.0.0.1 (one connection).
+#[test]
+fn history_skips_what_it_cannot_read() {
+    let f = Fixture::new();
+    let good = f.state(f.completed);
+    let body = format!(
+        r#"{{"operations":[{{"id":99,"from":"the future"}},{}],"truncated":false}}"#,
+        serde_json::to_string(&good).expect("JSON")
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let canned = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().expect("the CLI connects");
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head);
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    });
+    let out = run(&[
+        "--addr".to_owned(),
+        format!("http://{addr}"),
+        "history".to_owned(),
+    ]);
+    canned.join().expect("canned server");
+    let text = out.ok();
+    assert!(text.contains("daily report"), "{text}");
+    assert!(text.contains("1 operation not shown"), "{text}");
+    assert!(text.contains("id 99"), "{text}");
+}
+
 #[test]
 fn history_human_json_and_filters() {
     let f = Fixture::new();

@@ -6,20 +6,29 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 
+use super::body::{self, HeavyPermit};
+use super::conn::ConnControl;
 use super::events::{self, Hub};
-use super::params::{DEFAULT_LIMIT, Filters, HISTORY_PARAMS, Include, OPERATIONS_PARAMS, Params};
+use super::limits::{Counters, GaugeGuard, HttpLimits, ServerStats};
+use super::params::{
+    DEFAULT_LIMIT, Filters, HISTORY_PARAMS, Include, MAX_LIMIT, OPERATIONS_PARAMS, Params,
+};
 use crate::model::{NodeId, ProgressState};
 use crate::store::Store;
 use crate::view::{Detail, Verbose};
@@ -48,6 +57,10 @@ pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) hub: Arc<Hub>,
     pub(crate) access: Arc<Access>,
+    pub(crate) limits: Arc<HttpLimits>,
+    pub(crate) counters: Arc<Counters>,
+    /// Permits of the list requests served at once.
+    pub(crate) heavy: Arc<Semaphore>,
 }
 
 /// An error answered as `{"error": "..."}`.
@@ -97,7 +110,8 @@ impl IntoResponse for ApiError {
 }
 
 pub(crate) fn build(state: AppState) -> Router {
-    Router::new()
+    // Every route but the event stream has the request time limit (its answer: a JSON 503).
+    let timed = Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/api/health", get(health))
@@ -107,7 +121,17 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/operations/{id}/cancel", post(cancel))
         .route("/api/history", get(history))
         .route("/api/history.jsonl", get(history_jsonl))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.limits.request_timeout,
+        ))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            timeout_answer,
+        ));
+    Router::new()
         .route("/api/events", get(events))
+        .merge(timed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -127,18 +151,49 @@ fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
 
-/// Host check and the read token.
-async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    if app.access.host_check
-        && let Some(host) = req.headers().get(header::HOST)
-        && !host_is_loopback(host)
+/// Turns the empty 503 of `tower-http`'s timeout into a JSON error, and counts it.
+async fn timeout_answer(State(app): State<AppState>, response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(header::CONTENT_TYPE)
     {
+        Counters::bump(&app.counters.requests_timed_out);
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this server listens on loopback only and accepts only a loopback Host header \
-             (localhost, 127.0.0.1, [::1])",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than the server's limit of {} (ServerBuilder::request_timeout)",
+                crate::view::format_duration(
+                    u64::try_from(app.limits.request_timeout.as_micros()).unwrap_or(u64::MAX)
+                )
+            ),
         )
         .into_response();
+    }
+    response
+}
+
+/// Host check and the read token.
+async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if app.access.host_check {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let refusal = match (hosts.next(), hosts.next()) {
+            (Some(host), None) if host_is_loopback(host) => None,
+            (Some(_), None) => Some((
+                StatusCode::FORBIDDEN,
+                "this server listens on loopback only and accepts only a loopback Host header \
+                 (localhost, 127.0.0.1, [::1])",
+            )),
+            (None, _) => Some((
+                StatusCode::BAD_REQUEST,
+                "missing Host header: this server checks it (DNS rebinding)",
+            )),
+            (Some(_), Some(_)) => Some((
+                StatusCode::BAD_REQUEST,
+                "more than one Host header: send exactly one",
+            )),
+        };
+        if let Some((status, message)) = refusal {
+            return ApiError::new(status, message).into_response();
+        }
     }
     let path = req.uri().path();
     let is_read = matches!(*req.method(), Method::GET | Method::HEAD)
@@ -212,9 +267,11 @@ fn check_token(
     }
 }
 
-/// Compares without stopping at the first difference.
+/// Compares in constant time: both sides are hashed to fixed-length digests first, so neither
+/// the position of the first difference nor a length mismatch changes the time taken.
 fn token_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
@@ -263,93 +320,105 @@ async fn health(
         ok: bool,
         active: usize,
         history: usize,
+        history_bytes: usize,
         cancel_enabled: bool,
         token_required_for_reads: bool,
+        server: ServerStats,
     }
     let stats = app.store.stats();
     Ok(Json(Health {
         ok: true,
         active: stats.active,
         history: stats.history,
+        history_bytes: stats.history_bytes,
         cancel_enabled: app.access.token.is_some(),
         token_required_for_reads: app.access.token_for_reads,
+        server: app.counters.snapshot(),
     }))
 }
 
-#[derive(Serialize)]
-struct OperationList {
-    operations: Vec<Arc<ProgressState>>,
-    truncated: bool,
+/// Waits for one of the permits of heavy (list) requests; the request timeout bounds the wait.
+async fn heavy_permit(app: &AppState) -> Result<HeavyPermit, ApiError> {
+    let permit = app.heavy.clone().acquire_owned().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    })?;
+    Ok(HeavyPermit {
+        _permit: permit,
+        _gauge: GaugeGuard::try_acquire(&app.counters, |c| &c.heavy_in_flight, usize::MAX),
+    })
 }
 
-fn list(store: &Store, f: &Filters) -> OperationList {
-    let limit = f.limit.unwrap_or(usize::MAX);
-    let mut operations = Vec::new();
-    let mut truncated = false;
-    if matches!(f.include, Include::Active | Include::All) {
-        for state in store.active() {
-            if f.query.matches(&state) {
-                if operations.len() == limit {
-                    truncated = true;
-                    break;
-                }
-                operations.push(state);
-            }
-        }
-    }
-    if !truncated && matches!(f.include, Include::History | Include::All) {
-        let room = limit - operations.len();
-        let mut history = store.history(&f.query.clone().limit(room.saturating_add(1)));
-        // One that finished between the two reads is already listed as running.
-        history.retain(|h| !operations.iter().any(|o| o.id == h.id));
-        if history.len() > room {
-            truncated = true;
-            history.truncate(room);
-        }
-        operations.extend(history);
-    }
-    OperationList {
-        operations,
-        truncated,
-    }
+fn deadline(app: &AppState, started: Instant) -> Instant {
+    started + app.limits.request_timeout
+}
+
+fn json_stream(body: axum::body::Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn list_operations(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<impl Serialize>, ApiError> {
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
     let filters = Filters::parse(&params, OPERATIONS_PARAMS, Some(DEFAULT_LIMIT))
         .map_err(ApiError::bad_request)?;
-    Ok(Json(list(&app.store, &filters)))
+    let permit = heavy_permit(&app).await?;
+    let body = body::operations_array(
+        app.store.clone(),
+        filters,
+        permit,
+        deadline(&app, started),
+        app.counters.clone(),
+    );
+    Ok(json_stream(body))
 }
 
-async fn history(
-    State(app): State<AppState>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<impl Serialize>, ApiError> {
+async fn history(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
     let mut filters = Filters::parse(&params, HISTORY_PARAMS, Some(DEFAULT_LIMIT))
         .map_err(ApiError::bad_request)?;
     filters.include = Include::History;
-    Ok(Json(list(&app.store, &filters)))
+    let permit = heavy_permit(&app).await?;
+    let body = body::operations_array(
+        app.store.clone(),
+        filters,
+        permit,
+        deadline(&app, started),
+        app.counters.clone(),
+    );
+    Ok(json_stream(body))
 }
 
 async fn history_jsonl(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
-    let filters = Filters::parse(&params, HISTORY_PARAMS, None).map_err(ApiError::bad_request)?;
-    let query = match filters.limit {
-        Some(n) => filters.query.limit(n),
-        None => filters.query,
-    };
-    let mut body = Vec::new();
-    // Writing into a Vec cannot fail.
-    let _ = app.store.write_history_jsonl(&query, &mut body);
+    let filters =
+        Filters::parse(&params, HISTORY_PARAMS, Some(MAX_LIMIT)).map_err(ApiError::bad_request)?;
+    let permit = heavy_permit(&app).await?;
+    let (body, truncated) = body::history_lines(
+        app.store.clone(),
+        filters,
+        permit,
+        deadline(&app, started),
+        app.counters.clone(),
+    );
     Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8"),
+            (
+                header::HeaderName::from_static("x-truncated"),
+                if truncated { "true" } else { "false" },
+            ),
+        ],
         body,
     )
         .into_response())
@@ -423,6 +492,7 @@ async fn cancel(
 
 async fn events(
     State(app): State<AppState>,
+    control: Option<Extension<ConnControl>>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -443,9 +513,39 @@ async fn events(
             .map(|v| parse("parameter last_event_id", v))
             .transpose()?,
     };
-    let stream = events::client_stream(app.hub.clone(), last);
-    let sse = Sse::new(stream).keep_alive(KeepAlive::new());
-    Ok(([("x-accel-buffering", "no")], sse).into_response())
+    let Some(slot) = GaugeGuard::try_acquire(
+        &app.counters,
+        |c| &c.event_streams_open,
+        app.limits.max_event_streams,
+    ) else {
+        Counters::bump(&app.counters.event_streams_refused);
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many event streams open (at most {}; ServerBuilder::max_event_streams)",
+                app.limits.max_event_streams
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return Ok(response);
+    };
+    let control = control.map(|c| c.0);
+    if let Some(c) = &control {
+        c.mark_streaming();
+    }
+    let stream = events::client_stream(app.hub.clone(), last, control, slot);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

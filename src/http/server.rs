@@ -1,7 +1,6 @@
 //! The server: configuration, its own thread and runtime, and the handle that stops it.
 
 use std::fmt;
-use std::future::IntoFuture;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -9,11 +8,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::api::{self, Access, AppState};
-use super::events::Hub;
+use super::events::{Hub, HubLimits};
+use super::limits::{Counters, HttpLimits, ServerStats};
 use crate::store::Store;
 
 /// The port used when [`ServerBuilder::bind`] is not called: `127.0.0.1:7878`.
@@ -51,6 +50,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
 }
 
 impl Server {
@@ -64,6 +64,7 @@ impl Server {
             host_check: true,
             poll_interval: Duration::from_millis(200),
             replay_capacity: 256,
+            limits: HttpLimits::default(),
         }
     }
 
@@ -80,6 +81,13 @@ impl Server {
     /// The page's URL, e.g. `http://127.0.0.1:7878/`.
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+
+    /// What the server's bounds did so far: connections open, refused, evicted, closed idle;
+    /// requests timed out; event streams open, refused and dropped as stuck. `GET /api/health`
+    /// answers the same figures as its `server` object.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot()
     }
 
     /// Stops the server gracefully and waits for its thread to end.
@@ -121,6 +129,7 @@ pub struct ServerBuilder {
     host_check: bool,
     poll_interval: Duration,
     replay_capacity: usize,
+    limits: HttpLimits,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -132,6 +141,7 @@ impl fmt::Debug for ServerBuilder {
             .field("host_check", &self.host_check)
             .field("poll_interval", &self.poll_interval)
             .field("replay_capacity", &self.replay_capacity)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -201,6 +211,78 @@ impl ServerBuilder {
         self
     }
 
+    /// Connections open at most (default 64, at least 1). At the bound, a new connection
+    /// closes the one idle the longest (no request in flight: one that never finished its
+    /// headers, or a keep-alive connection between requests); when all are busy it waits,
+    /// and clients beyond it wait in the kernel's listen backlog, holding no descriptor of this
+    /// process. A client on loopback therefore cannot use up the program's file descriptors.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
+        self
+    }
+
+    /// Time a client has to send a whole request head, also the longest wait for the next
+    /// request on a keep-alive connection (default 10 s). Against clients that send their
+    /// headers a byte at a time ("slowloris").
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.header_read_timeout = timeout;
+        self
+    }
+
+    /// Time a connection may stay open with no request in flight before it is closed (default
+    /// 30 s). An open event stream is a request in flight.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+
+    /// Time a request may take, streaming its answer included (default 30 s): waiting longer
+    /// for its head answers a JSON 503, and a body still being written then is cut off. Event
+    /// streams are exempt (they are capped by [`max_event_streams`](Self::max_event_streams)).
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.request_timeout = timeout;
+        self
+    }
+
+    /// Event streams open at once (default 32); more are answered 503 with `Retry-After`.
+    #[must_use]
+    pub fn max_event_streams(mut self, n: usize) -> Self {
+        self.limits.max_event_streams = n;
+        self
+    }
+
+    /// List requests (`/api/operations`, `/api/history`, `/api/history.jsonl`) served at once
+    /// (default 2, at least 1); more wait for a turn within the request timeout. Lists are
+    /// streamed, so each costs memory for one operation at a time, but CPU for all of it.
+    #[must_use]
+    pub fn max_heavy_requests(mut self, n: usize) -> Self {
+        self.limits.max_heavy_requests = n;
+        self
+    }
+
+    /// An event-stream client that has been behind the newest event this long without taking
+    /// it (it stopped reading, or reads slower than events come) is dropped and its connection
+    /// closed (default 30 s); [`ServerStats::event_clients_dropped`] counts them. Its browser
+    /// reconnects with `Last-Event-ID` and misses nothing still in the replay buffer.
+    #[must_use]
+    pub fn stuck_client_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.stuck_client_timeout = timeout;
+        self
+    }
+
+    /// Bytes of events one client takes into its own queue at a time beyond its first batch
+    /// (default 256 KiB). Events are serialized once and shared by every client; the rest wait,
+    /// shared, in the server's buffer.
+    #[must_use]
+    pub fn max_client_queue_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_client_queue_bytes = bytes;
+        self
+    }
+
     fn access(&self, for_addr: Option<SocketAddr>) -> Result<Access, ServeError> {
         let token = match &self.token {
             None => None,
@@ -230,10 +312,20 @@ impl ServerBuilder {
     }
 
     fn state(&self, access: Access) -> AppState {
+        let counters = Arc::new(Counters::default());
+        let hub_limits = HubLimits {
+            poll_interval: self.poll_interval,
+            replay_capacity: self.replay_capacity,
+            stuck_client_timeout: self.limits.stuck_client_timeout,
+            max_client_queue_bytes: self.limits.max_client_queue_bytes,
+        };
         AppState {
             store: self.store.clone(),
-            hub: Hub::new(self.store.clone(), self.poll_interval, self.replay_capacity),
+            hub: Hub::new(self.store.clone(), hub_limits, counters.clone()),
             access: Arc::new(access),
+            limits: Arc::new(self.limits.clone()),
+            heavy: Arc::new(Semaphore::new(self.limits.max_heavy_requests.max(1))),
+            counters,
         }
     }
 
@@ -271,6 +363,9 @@ impl ServerBuilder {
         };
         let state = self.state(access);
         let hub = state.hub.clone();
+        let counters = state.counters.clone();
+        let serve_counters = counters.clone();
+        let limits = self.limits.clone();
         let router = api::build(state);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -279,21 +374,22 @@ impl ServerBuilder {
                 let _no_tracing =
                     tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
                 runtime.block_on(async move {
-                    let listener = listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
+                    let (down_tx, down_rx) = watch::channel(false);
                     let signal_hub = hub.clone();
-                    let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    tokio::spawn(async move {
                         // A dropped handle stops the server too.
                         let _ = stop_rx.await;
                         signal_hub.shut_down();
+                        down_tx.send_replace(true);
                     });
+                    let serve =
+                        super::conn::serve(listener, router, limits, serve_counters, down_rx);
                     let deadline = async {
                         hub.wait_shut_down().await;
                         tokio::time::sleep(SHUTDOWN_GRACE).await;
                     };
                     tokio::select! {
-                        _ = serve.into_future() => {}
+                        _ = serve => {}
                         _ = deadline => {}
                     }
                 });
@@ -305,6 +401,7 @@ impl ServerBuilder {
             addr: local_addr,
             stop: Some(stop_tx),
             thread: Some(thread),
+            counters,
         })
     }
 }

@@ -1,10 +1,19 @@
-//! Finished operations, bounded by count and age.
+//! Finished operations, bounded by count, age and an estimate of their bytes.
+//!
+//! Each finished operation gets an estimate of the heap it holds when it enters history
+//! ([`estimated_bytes`]: a walk of its tree counting every node, string and metadata entry
+//! with the allocator's overhead); the sum of the kept estimates stays under
+//! `history_max_bytes` by evicting the oldest. The estimate errs high: it is calibrated
+//! against measured RSS (`tests/hardening.rs`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::model::{OperationId, ProgressState, Status};
+use crate::model::{
+    ErrorInfo, Estimate, FieldValue, Metadata, OperationId, ProgressLevel, ProgressState,
+    ResourceUsage, Status,
+};
 
 /// Filters for [`Store::history`](crate::Store::history). Empty means "everything".
 ///
@@ -91,43 +100,58 @@ impl HistoryQuery {
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(crate) state: Arc<ProgressState>,
+    /// [`estimated_bytes`] of `state`, taken once when it entered history.
+    bytes: usize,
 }
 
 pub(crate) struct History {
     entries: VecDeque<Entry>,
     limit: usize,
     max_age_us: u64,
+    /// Bound on the sum of the entries' estimates (the newest entry is kept even alone over it).
+    max_bytes: usize,
+    /// Sum of the kept entries' estimates.
+    bytes: usize,
     next_seq: u64,
     evicted: u64,
 }
 
 impl History {
-    pub(crate) fn new(limit: usize, max_age: Duration) -> Self {
+    pub(crate) fn new(limit: usize, max_age: Duration, max_bytes: usize) -> Self {
         History {
             entries: VecDeque::new(),
             limit,
             max_age_us: max_age.as_micros().min(u64::MAX as u128) as u64,
+            max_bytes,
+            bytes: 0,
             next_seq: 1,
             evicted: 0,
         }
     }
 
-    pub(crate) fn push(&mut self, state: Arc<ProgressState>, now_us: u64) {
+    /// Adds a finished operation whose [`estimated_bytes`] are `bytes` (computed by the caller,
+    /// outside the lock).
+    pub(crate) fn push(&mut self, state: Arc<ProgressState>, bytes: usize, now_us: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.entries.push_back(Entry { seq, state });
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.entries.push_back(Entry { seq, state, bytes });
         self.expire(now_us);
     }
 
     fn expire(&mut self, now_us: u64) {
         let cutoff = now_us.saturating_sub(self.max_age_us);
         while self.entries.len() > self.limit
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
             || self
                 .entries
                 .front()
                 .is_some_and(|e| finished_at(&e.state) < cutoff)
         {
-            self.entries.pop_front();
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(old.bytes);
             self.evicted += 1;
         }
         if self.entries.capacity() > 2 * self.entries.len() + 64 {
@@ -178,6 +202,106 @@ impl History {
     pub(crate) fn evicted(&self) -> u64 {
         self.evicted
     }
+
+    /// Sum of the kept operations' [`estimated_bytes`].
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// What one heap allocation costs beyond its bytes (glibc: a 16-byte header, 16-byte rounding),
+/// rounded up.
+const ALLOC_OVERHEAD: usize = 32;
+
+/// An estimate, erring high, of the heap one finished operation holds: every node (its slot in
+/// the parent's `Vec`), every string (`Arc<str>`: two counters, the bytes, the allocation),
+/// every metadata entry, error and folded summary. Calibrated against RSS in
+/// `tests/hardening.rs`: the estimate is at least the measured cost per operation.
+pub(crate) fn estimated_bytes(state: &ProgressState) -> usize {
+    let mut total = std::mem::size_of::<ProgressState>() + ALLOC_OVERHEAD;
+    total += arc_str(&state.operation_type) + arc_str(&state.name);
+    if let Some(e) = &state.error {
+        total += error_bytes(e);
+    }
+    // The root is inline in the state; its own Vec slot is not counted twice.
+    total += level_bytes(&state.root) - std::mem::size_of::<ProgressLevel>();
+    total
+}
+
+fn level_bytes(level: &ProgressLevel) -> usize {
+    let mut total = std::mem::size_of::<ProgressLevel>();
+    // `span_name`, `target` and usually `level_type` are shared with the callsite; counted
+    // anyway, so an operation with its own strings is not under-estimated.
+    total += arc_str(&level.level_type)
+        + arc_str(&level.name)
+        + arc_str(&level.span_name)
+        + arc_str(&level.target);
+    total += level.unit.as_deref().map_or(0, arc_str);
+    total += level.message.as_deref().map_or(0, arc_str);
+    total += metadata_bytes(&level.metadata);
+    if !level.input_errors.is_empty() {
+        total += level.input_errors.capacity() * std::mem::size_of::<Arc<str>>() + ALLOC_OVERHEAD;
+        total += level.input_errors.iter().map(|e| arc_str(e)).sum::<usize>();
+    }
+    if let Some(e) = &level.error {
+        total += std::mem::size_of::<ErrorInfo>() + ALLOC_OVERHEAD + error_bytes(e);
+    }
+    if let Some(f) = &level.failures_below {
+        total += std::mem::size_of_val(&**f) + ALLOC_OVERHEAD;
+        total += error_bytes(&f.first) + error_bytes(&f.last);
+    }
+    if level.estimate.is_some() {
+        total += std::mem::size_of::<Estimate>() + ALLOC_OVERHEAD;
+    }
+    if level.resources.is_some() {
+        total += std::mem::size_of::<ResourceUsage>() + ALLOC_OVERHEAD;
+    }
+    if !level.folded.is_empty() {
+        total += level.folded.capacity() * std::mem::size_of_val(&level.folded[0]) + ALLOC_OVERHEAD;
+        total += level
+            .folded
+            .iter()
+            .map(|f| arc_str(&f.level_type))
+            .sum::<usize>();
+    }
+    if !level.children.is_empty() {
+        // Unused capacity of the children's Vec, then each child (which counts its own slot).
+        total += (level.children.capacity() - level.children.len())
+            * std::mem::size_of::<ProgressLevel>()
+            + ALLOC_OVERHEAD;
+        total += level.children.iter().map(level_bytes).sum::<usize>();
+    }
+    total
+}
+
+/// The heap parts of an error (its own struct is counted by the caller).
+fn error_bytes(e: &ErrorInfo) -> usize {
+    let mut total = arc_str(&e.message) + arc_str(&e.target);
+    total += e.location.as_deref().map_or(0, arc_str);
+    total += e.path.capacity() * std::mem::size_of::<Arc<str>>() + ALLOC_OVERHEAD;
+    total += e.path.iter().map(|p| arc_str(p)).sum::<usize>();
+    total + metadata_bytes(&e.fields)
+}
+
+fn metadata_bytes(m: &Metadata) -> usize {
+    if m.is_empty() {
+        return 0;
+    }
+    let entry = std::mem::size_of::<(Arc<str>, FieldValue)>();
+    // The Vec grows by doubling: up to twice the entries.
+    let mut total = m.len().next_power_of_two() * entry + ALLOC_OVERHEAD;
+    for (k, v) in m.iter() {
+        total += arc_str(k);
+        if let FieldValue::Str(s) = v {
+            total += arc_str(s);
+        }
+    }
+    total
+}
+
+/// An `Arc<str>` of its own: strong and weak counts, the bytes, the allocation's overhead.
+fn arc_str(s: &str) -> usize {
+    2 * std::mem::size_of::<usize>() + s.len() + ALLOC_OVERHEAD
 }
 
 fn finished_at(s: &ProgressState) -> u64 {

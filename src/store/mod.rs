@@ -49,6 +49,8 @@ pub(crate) use update::NodeUpdate;
 pub(crate) struct Limits {
     pub(crate) history_limit: usize,
     pub(crate) history_max_age: Duration,
+    /// Bound on the summed [`history::estimated_bytes`] of the finished operations kept.
+    pub(crate) history_max_bytes: usize,
     pub(crate) max_finished_children: usize,
     pub(crate) max_finished_nodes: usize,
     pub(crate) max_depth: u16,
@@ -63,6 +65,7 @@ impl Default for Limits {
         Limits {
             history_limit: 1_000,
             history_max_age: Duration::from_secs(24 * 3600),
+            history_max_bytes: DEFAULT_HISTORY_MAX_BYTES,
             max_finished_children: 1_000,
             max_finished_nodes: 10_000,
             max_depth: 32,
@@ -72,6 +75,11 @@ impl Default for Limits {
         }
     }
 }
+
+/// Default bound on the estimated bytes of history: 64 MiB. With the other defaults a store
+/// stays under ~100 MB of RSS whatever the operations look like (measured in
+/// `tests/hardening.rs`); a running operation is bounded separately by `max_finished_nodes`.
+pub(crate) const DEFAULT_HISTORY_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The state behind every [`Store`] handle and the layer.
 pub(crate) struct StoreInner {
@@ -94,7 +102,11 @@ impl StoreInner {
     /// A store whose time comes from `clock` (see [`Builder::clock`](crate::Builder::clock)).
     pub(crate) fn with_clock(limits: Limits, clock: Clock) -> Arc<Self> {
         Arc::new(StoreInner {
-            history: RwLock::new(History::new(limits.history_limit, limits.history_max_age)),
+            history: RwLock::new(History::new(
+                limits.history_limit,
+                limits.history_max_age,
+                limits.history_max_bytes,
+            )),
             limits,
             clock,
             priors: Arc::default(),
@@ -162,11 +174,21 @@ impl StoreInner {
     }
 
     /// Moves a closed operation from the active map to history; returns its final state.
+    ///
+    /// Both maps are locked together (always `active`, then `history`: every reader that holds
+    /// both takes them in that order), so a reader finds the operation in exactly one of them
+    /// and a [`Subscription`] never sees it active after it saw it finished.
     pub(crate) fn finish_operation(&self, cell: &OperationCell) -> Arc<ProgressState> {
         let state = Arc::new(cell.snapshot());
         let now = state.snapshot_at_us;
-        self.history.write().push(state.clone(), now);
-        self.active.write().remove(&cell.id);
+        // The tree walk happens before the locks: other operations start and finish meanwhile.
+        let bytes = history::estimated_bytes(&state);
+        {
+            let mut active = self.active.write();
+            let mut history = self.history.write();
+            active.remove(&cell.id);
+            history.push(state.clone(), bytes, now);
+        }
         self.notifier.changed();
         state
     }
@@ -233,8 +255,11 @@ pub struct StoreStats {
     pub active: usize,
     /// Finished operations kept in history.
     pub history: usize,
-    /// Finished operations dropped from history by the count or age bound.
+    /// Finished operations dropped from history by the count, age or bytes bound.
     pub history_evicted: u64,
+    /// Estimated heap bytes of the finished operations in history (bounded by
+    /// [`Builder::history_max_bytes`](crate::Builder::history_max_bytes)).
+    pub history_bytes: usize,
     /// Problems with how the layer was set up, found while it ran (e.g. an OpenTelemetry
     /// layer added before the progress layer); each is also printed once on stderr.
     pub warnings: Vec<SetupWarning>,
@@ -331,11 +356,17 @@ impl Store {
 
     /// Sizes of the store.
     pub fn stats(&self) -> StoreStats {
-        let history = self.inner.history.read();
+        // One lock at a time: `finish_operation` holds `active` while it waits for `history`.
+        let active = self.inner.active.read().len();
+        let (history, history_evicted, history_bytes) = {
+            let h = self.inner.history.read();
+            (h.len(), h.evicted(), h.bytes())
+        };
         StoreStats {
-            active: self.inner.active.read().len(),
-            history: history.len(),
-            history_evicted: history.evicted(),
+            active,
+            history,
+            history_evicted,
+            history_bytes,
             warnings: self.inner.warnings.lock().clone(),
         }
     }

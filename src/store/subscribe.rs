@@ -37,6 +37,9 @@ impl Notifier {
 }
 
 /// What changed since the previous call of a [`Subscription`].
+///
+/// An operation is never in `changed` once it was in `finished`, neither in the same value nor
+/// in a later one.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Changes {
@@ -108,6 +111,13 @@ impl Subscription {
         }
         update.changed.sort_by_key(|s| s.id);
         let (finished, missed, last) = self.inner.history.read().since_seq(self.history_seq);
+        // The store moves an operation from active to history under both locks, so a later
+        // poll never finds it active again; within this poll its final state wins.
+        if !finished.is_empty() {
+            update
+                .changed
+                .retain(|c| !finished.iter().any(|f| f.id == c.id));
+        }
         self.history_seq = last;
         update.finished = finished;
         update.missed = missed;

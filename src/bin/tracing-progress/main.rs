@@ -300,9 +300,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// A list answer. Each operation is read on its own, so one this client cannot read (a newer
+/// schema, a value it does not know) is counted and skipped instead of failing the list.
 #[derive(Deserialize)]
 struct OperationList {
-    operations: Vec<ProgressState>,
+    operations: Vec<serde_json::Value>,
     truncated: bool,
 }
 
@@ -333,11 +335,32 @@ fn list(
             format!("no {what}")
         });
     }
-    let mut out = table::operations(&list.operations);
+    let listed = list.operations.len();
+    let mut unreadable = Vec::new();
+    let operations: Vec<ProgressState> = list
+        .operations
+        .into_iter()
+        .filter_map(|v| {
+            let id = v.get("id").and_then(serde_json::Value::as_u64);
+            serde_json::from_value(v)
+                .map_err(|e| unreadable.push((id, e)))
+                .ok()
+        })
+        .collect();
+    let mut out = table::operations(&operations);
     if list.truncated {
         out.push_str(&format!(
-            "(more match: showing the first {}; use --limit to see more)\n",
-            list.operations.len()
+            "(more match: showing the first {listed}; use --limit to see more)\n"
+        ));
+    }
+    if let Some((id, e)) = unreadable.first() {
+        let id = id.map_or_else(|| "?".to_owned(), |id| id.to_string());
+        out.push_str(&format!(
+            "({} operation{} not shown: this client cannot read {} (first: id {id}: {e}); \
+             --json shows the server's answer as it is)\n",
+            unreadable.len(),
+            if unreadable.len() == 1 { "" } else { "s" },
+            if unreadable.len() == 1 { "it" } else { "them" },
         ));
     }
     print(&out)
