@@ -125,18 +125,8 @@ impl Tracked {
         location: Option<Arc<str>>,
         fields: Metadata,
     ) {
-        let at_us = self.node.store().clock.now_us();
-        self.node.fail(ErrorInfo {
-            message,
-            origin,
-            node_id: self.node.id(),
-            path: Vec::new(),
-            target,
-            location,
-            fields,
-            at_us,
-            propagated: false,
-        });
+        self.node
+            .fail(self.error_info(message, origin, target, location, fields));
     }
 
     /// Records an ERROR event the node recovers from (see [`FailOn`]).
@@ -147,18 +137,30 @@ impl Tracked {
         location: Option<Arc<str>>,
         fields: Metadata,
     ) {
-        let at_us = self.node.store().clock.now_us();
-        self.node.handled_error(ErrorInfo {
+        let error = self.error_info(message, ErrorOrigin::Event, target, location, fields);
+        self.node.handled_error(error);
+    }
+
+    /// An error of this node, now (the store fills in its path).
+    fn error_info(
+        &self,
+        message: Arc<str>,
+        origin: ErrorOrigin,
+        target: Arc<str>,
+        location: Option<Arc<str>>,
+        fields: Metadata,
+    ) -> ErrorInfo {
+        ErrorInfo {
             message,
-            origin: ErrorOrigin::Event,
+            origin,
             node_id: self.node.id(),
             path: Vec::new(),
             target,
             location,
             fields,
-            at_us,
+            at_us: self.node.store().clock.now_us(),
             propagated: false,
-        });
+        }
     }
 
     pub(super) fn node_ref(&self) -> NodeRef {

@@ -405,12 +405,10 @@ impl Tree {
     }
 
     /// Marks a node failed and tells every ancestor. The node keeps its first error.
-    pub(crate) fn fail(&mut self, key: NodeKey, mut error: ErrorInfo) {
-        let Some(path) = self.path(key) else {
+    pub(crate) fn fail(&mut self, key: NodeKey, error: ErrorInfo) {
+        let Some(mut error) = self.placed(key, error) else {
             return;
         };
-        error.path = path;
-        error.node_id = key.id;
         let Some(n) = self.node_mut(key) else {
             return;
         };
@@ -452,12 +450,10 @@ impl Tree {
     }
 
     /// Records an ERROR event the node did not fail from (kept as context).
-    pub(crate) fn handled_error(&mut self, key: NodeKey, mut error: ErrorInfo) {
-        let Some(path) = self.path(key) else {
+    pub(crate) fn handled_error(&mut self, key: NodeKey, error: ErrorInfo) {
+        let Some(error) = self.placed(key, error) else {
             return;
         };
-        error.path = path;
-        error.node_id = key.id;
         let Some(n) = self.node_mut(key) else {
             return;
         };
@@ -473,6 +469,13 @@ impl Tree {
                 })
             }
         }
+    }
+
+    /// The error with the node's id and path filled in; `None` if the node is gone.
+    fn placed(&self, key: NodeKey, mut error: ErrorInfo) -> Option<ErrorInfo> {
+        error.path = self.path(key)?;
+        error.node_id = key.id;
+        Some(error)
     }
 
     /// Names from the root down to this node.
