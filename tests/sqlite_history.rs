@@ -223,6 +223,39 @@ fn killed_process_leaves_an_interrupted_row() {
         .count();
     assert_eq!(done, 5);
 
+    // The CLI reads the file with no server.
+    #[cfg(feature = "cli")]
+    {
+        let out = cli(&["history", "--db", path.to_str().unwrap()]);
+        assert!(
+            out.lines()
+                .any(|l| l.contains("interrupted") && l.contains("long")),
+            "{out}"
+        );
+        assert_eq!(
+            out.lines().filter(|l| l.contains("completed")).count(),
+            5,
+            "{out}"
+        );
+        let id = long.state.id.to_string();
+        let out = cli(&["show", &id, "--db", path.to_str().unwrap()]);
+        assert!(
+            out.contains("long") && out.contains("interrupted: process"),
+            "{out}"
+        );
+        let out = cli(&[
+            "--json",
+            "history",
+            "--status",
+            "running",
+            "--db",
+            path.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["operations"][0]["interrupted"], true, "{out}");
+        assert_eq!(v["operations"].as_array().unwrap().len(), 1);
+    }
+
     // The next writer flags it explicitly (for readers on other hosts).
     let (_sub, store) = build(&path);
     let flagged: i64 = rusqlite::Connection::open(&path)
@@ -271,4 +304,20 @@ fn throughput() {
         );
         assert_eq!(stats.history_file_errors, 0);
     }
+}
+
+/// Runs the command-line client; its stdout (it must succeed).
+#[cfg(feature = "cli")]
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracing-progress"))
+        .args(args)
+        .env_remove("TRACING_PROGRESS_ADDR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

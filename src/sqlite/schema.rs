@@ -47,13 +47,13 @@ CREATE INDEX operations_running ON operations (run_id) WHERE status = 'running';
 /// Opens (creating if needed) the file for writing, in WAL mode, migrated to this version.
 pub(crate) fn open_read_write(path: &Path, sync_full: bool) -> Result<Connection, String> {
     let shown = path.display();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(format!(
-                "history_file {shown}: the directory {} does not exist",
-                dir.display()
-            ));
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(format!(
+            "history_file {shown}: the directory {} does not exist",
+            dir.display()
+        ));
     }
     if path.is_dir() {
         return Err(format!("history_file {shown}: is a directory, not a file"));
