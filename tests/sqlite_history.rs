@@ -321,3 +321,40 @@ fn cli(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The second run's first operation has an ETA from the first run's durations.
+#[test]
+fn priors_come_from_the_file() {
+    let dir = temp_dir("priors");
+    let path = dir.join("history.db");
+    let slow = || {
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "nightly");
+        let _g = root.enter();
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    let (sub, first) = build(&path);
+    tracing::subscriber::with_default(sub, || {
+        for _ in 0..5 {
+            slow();
+        }
+    });
+    assert!(first.flush_history(Duration::from_secs(10)));
+    drop(first);
+
+    let running_estimate = |path: &Path| {
+        let (sub, store) = build(path);
+        tracing::subscriber::with_default(sub, || {
+            let root =
+                tracing::info_span!("job", progress.level = "job", progress.name = "nightly");
+            let _g = root.enter();
+            std::thread::sleep(Duration::from_millis(2));
+            store.tick_estimates();
+            store.active()[0].root.estimate().cloned()
+        })
+    };
+    let estimate = running_estimate(&path).expect("an ETA from the file's durations");
+    assert_eq!(estimate.basis, tracing_progress::EstimateBasis::History);
+    assert!(estimate.remaining_us > 10_000, "{estimate:?}");
+    // A new file gives no head start.
+    assert!(running_estimate(&dir.join("fresh.db")).is_none());
+}

@@ -31,6 +31,10 @@
 //!   (filters and limit applied in SQL), newest first, without duplicates of this store's own
 //!   operations; [`HistoryFile`] reads a file with no layer (the CLI's `--db`).
 //!
+//! * **Priors**: at start, the completed nodes of the newest completed operations in the file
+//!   (at most 50 operations, 20,000 nodes) feed the priors of estimates, so the first
+//!   operations of a new run already have an ETA (basis `history`).
+//!
 //! Call [`Store::flush_history`](crate::Store::flush_history) before the program exits: the
 //! writer thread does not outlive the process.
 
@@ -103,6 +107,11 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
     };
     setup().map_err(|e| format!("history_file {shown}: {e}"))?;
     let (read, _) = schema::open_read_only(&config.path)?;
+    // Estimates of this run start from the durations of the last runs. A file that cannot be
+    // read for this only costs the head start.
+    if let Ok(mut durations) = reader::prior_durations(&read) {
+        store.seed_priors(&mut durations);
+    }
     let counters = Arc::new(writer::Counters::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
     writer::spawn(conn, rx, counters.clone(), run.clone(), store.downgrade())?;

@@ -199,3 +199,44 @@ impl HistorySource for FileSource {
         self.counters.flush(timeout)
     }
 }
+
+/// Completed operations read at start for the priors of estimates.
+pub(crate) const PRIOR_OPERATIONS: i64 = 50;
+/// Most completed nodes taken from them.
+pub(crate) const PRIOR_NODES: usize = 20_000;
+
+/// Durations of completed nodes of the newest completed operations, oldest first (so the
+/// priors' rings keep the newest).
+pub(crate) fn prior_durations(
+    conn: &Connection,
+) -> rusqlite::Result<std::collections::VecDeque<crate::estimate::FinishedNode>> {
+    let mut stmt = conn.prepare(
+        "SELECT state_json FROM operations WHERE status = 'completed' \
+         ORDER BY finished_us DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([PRIOR_OPERATIONS], |r| r.get::<_, String>(0))?;
+    let mut states = Vec::new();
+    for row in rows {
+        if let Ok(state) = serde_json::from_str::<ProgressState>(&row?) {
+            states.push(state);
+        }
+    }
+    let mut out = std::collections::VecDeque::new();
+    for state in states.iter().rev() {
+        let mut stack = vec![&state.root];
+        while let Some(level) = stack.pop() {
+            if out.len() >= PRIOR_NODES {
+                return Ok(out);
+            }
+            if level.status == Status::Completed {
+                out.push_back(crate::estimate::FinishedNode {
+                    level_type: level.level_type.clone(),
+                    name: level.name.clone(),
+                    duration_us: level.timing.elapsed_us,
+                });
+            }
+            stack.extend(level.children.iter());
+        }
+    }
+    Ok(out)
+}

@@ -380,6 +380,16 @@ impl Store {
         let _ = self.inner.history_source.set(source);
     }
 
+    /// Adds durations of completed nodes to the priors of estimates (e.g. from a history
+    /// file at start, so the first operations of a run already have an ETA).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn seed_priors(
+        &self,
+        batch: &mut std::collections::VecDeque<crate::estimate::FinishedNode>,
+    ) {
+        self.inner.priors.record(batch);
+    }
+
     /// A handle that does not keep the store alive (for background threads).
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn downgrade(&self) -> Weak<StoreInner> {
