@@ -358,3 +358,46 @@ fn priors_come_from_the_file() {
     // A new file gives no head start.
     assert!(running_estimate(&dir.join("fresh.db")).is_none());
 }
+
+#[test]
+fn retention_bounds_the_file() {
+    let dir = temp_dir("retention");
+    let path = dir.join("history.db");
+    let build_kept = |rows: Option<u64>, age: Option<Duration>| {
+        let (layer, store) = Builder::new()
+            .history_file(&path)
+            .history_file_retention(rows, age)
+            .estimate_interval(None)
+            .build()
+            .unwrap();
+        (tracing_subscriber::registry().with(layer), store)
+    };
+    let (sub, first) = build_kept(Some(3), None);
+    tracing::subscriber::with_default(sub, || {
+        for i in 0..6 {
+            operation(&format!("op-{i}"), 1, false);
+        }
+    });
+    assert!(first.flush_history(Duration::from_secs(10)));
+    drop(first);
+    // Pruned when the next store opens the file: the newest three stay.
+    let (_sub, _second) = build_kept(Some(3), None);
+    let rows = HistoryFile::open(&path)
+        .unwrap()
+        .query(&HistoryQuery::new())
+        .unwrap();
+    let names: Vec<_> = rows.iter().map(|r| r.state.name.to_string()).collect();
+    assert_eq!(names, ["op-5", "op-4", "op-3"]);
+    std::thread::sleep(Duration::from_millis(5));
+    let (_sub, _third) = build_kept(None, Some(Duration::from_millis(1)));
+    let file = HistoryFile::open(&path).unwrap();
+    assert!(file.query(&HistoryQuery::new()).unwrap().is_empty());
+
+    let msg = Builder::new()
+        .history_file_retention(Some(1), None)
+        .build::<tracing_subscriber::Registry>()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("history_file first"), "{msg}");
+}

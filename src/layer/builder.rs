@@ -156,11 +156,40 @@ impl Builder {
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn history_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        let sync_full = self.history_file.as_ref().is_some_and(|c| c.sync_full);
+        let old = self.history_file.take();
         self.history_file = Some(crate::sqlite::FileConfig {
             path: path.into(),
-            sync_full,
+            sync_full: old.as_ref().is_some_and(|c| c.sync_full),
+            retention: old.map(|c| c.retention).unwrap_or_default(),
         });
+        self
+    }
+
+    /// With [`history_file`](Builder::history_file): keep at most `max_operations` finished
+    /// operations in the file, none older than `max_age` (`None`: no such bound; both `None`
+    /// by default, so the file keeps everything). The writer thread deletes the oldest first,
+    /// when it opens the file and then at most every 10 s or 1,000 writes; rows of operations
+    /// still running are kept. Call after `history_file`.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_retention(
+        mut self,
+        max_operations: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Self {
+        match &mut self.history_file {
+            Some(c) => {
+                c.retention = crate::sqlite::Retention {
+                    max_rows: max_operations,
+                    max_age,
+                };
+            }
+            None => {
+                self.invalid = self.invalid.or(Some(
+                    "history_file_retention needs history_file first".to_string(),
+                ));
+            }
+        }
         self
     }
 

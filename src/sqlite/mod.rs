@@ -31,6 +31,11 @@
 //!   (filters and limit applied in SQL), newest first, without duplicates of this store's own
 //!   operations; [`HistoryFile`] reads a file with no layer (the CLI's `--db`).
 //!
+//! * **Retention** (off by default: the file keeps everything):
+//!   [`Builder::history_file_retention`](crate::Builder::history_file_retention) bounds the
+//!   finished operations the file keeps by count and age, oldest first; the writer thread
+//!   prunes when it opens the file and then at most every 10 s or 1,000 writes. Rows of
+//!   operations still running are never pruned.
 //! * **Priors**: at start, the completed nodes of the newest completed operations in the file
 //!   (at most 50 operations, 20,000 nodes) feed the priors of estimates, so the first
 //!   operations of a new run already have an ETA (basis `history`).
@@ -64,6 +69,14 @@ pub use writer::{QUEUE_CAPACITY, WRITE_WARNING};
 pub(crate) struct FileConfig {
     pub(crate) path: PathBuf,
     pub(crate) sync_full: bool,
+    pub(crate) retention: Retention,
+}
+
+/// How many finished operations the file keeps, and for how long (`None`: no bound).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Retention {
+    pub(crate) max_rows: Option<u64>,
+    pub(crate) max_age: Option<std::time::Duration>,
 }
 
 /// Who writes: one per store that opened the file.
@@ -114,7 +127,14 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
     }
     let counters = Arc::new(writer::Counters::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-    writer::spawn(conn, rx, counters.clone(), run.clone(), store.downgrade())?;
+    writer::spawn(
+        conn,
+        rx,
+        counters.clone(),
+        run.clone(),
+        store.downgrade(),
+        config.retention,
+    )?;
     store.set_history_source(Arc::new(reader::FileSource {
         conn: Mutex::new(read),
         run_id: run.run_id,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tracing_core::span::Id;
 
-use super::RunInfo;
+use super::{Retention, RunInfo};
 use crate::Store;
 use crate::export::{Exporter, NodeRef};
 use crate::model::{OperationId, ProgressState};
@@ -116,21 +116,25 @@ pub(crate) fn spawn(
     counters: Arc<Counters>,
     run: RunInfo,
     store: Weak<StoreInner>,
+    retention: Retention,
 ) -> Result<(), String> {
+    let mut writer = Writer {
+        conn,
+        counters,
+        run,
+        store,
+        retention,
+        last_prune: Instant::now(),
+        since_prune: 0,
+    };
+    // The first pruning is part of opening the file (it emits no events either).
+    writer.prune();
     std::thread::Builder::new()
         .name("tracing-progress-sqlite".into())
         .spawn(move || {
             // Nothing this thread does may reach the progress layer (or any other).
             let none = tracing_core::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-            tracing_core::dispatcher::with_default(&none, || {
-                Writer {
-                    conn,
-                    counters,
-                    run,
-                    store,
-                }
-                .run(&queue)
-            });
+            tracing_core::dispatcher::with_default(&none, || writer.run(&queue));
         })
         .map(|_| ())
         .map_err(|e| format!("history_file: cannot start the writer thread: {e}"))
@@ -141,7 +145,14 @@ struct Writer {
     counters: Arc<Counters>,
     run: RunInfo,
     store: Weak<StoreInner>,
+    retention: Retention,
+    last_prune: Instant,
+    since_prune: u64,
 }
+
+/// Pruning runs at most this often, or after [`PRUNE_WRITES`] writes.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+const PRUNE_WRITES: u64 = 1_000;
 
 /// Upsert of a final state.
 const UPSERT_FINISHED: &str = "INSERT INTO operations (run_id, op_id, operation_type, name, \
@@ -171,6 +182,52 @@ impl Writer {
                 }
             }
             self.write(&mut batch);
+            if self.since_prune >= PRUNE_WRITES || self.last_prune.elapsed() >= PRUNE_INTERVAL {
+                self.prune();
+            }
+        }
+    }
+
+    /// Deletes finished operations beyond the retention bounds (a failure is counted as a
+    /// write error and reported once).
+    fn prune(&mut self) {
+        self.last_prune = Instant::now();
+        self.since_prune = 0;
+        let Retention { max_rows, max_age } = self.retention;
+        if max_rows.is_none() && max_age.is_none() {
+            return;
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            if let Some(age) = max_age {
+                let age_us = to_i64(u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
+                tx.execute(
+                    "DELETE FROM operations WHERE (status != 'running' OR interrupted = 1) \
+                     AND finished_us < ?1",
+                    [super::now_us().saturating_sub(age_us)],
+                )?;
+            }
+            if let Some(rows) = max_rows {
+                tx.execute(
+                    "DELETE FROM operations WHERE (run_id, op_id) IN (SELECT run_id, op_id \
+                     FROM operations WHERE status != 'running' OR interrupted = 1 \
+                     ORDER BY finished_us DESC LIMIT -1 OFFSET ?1)",
+                    [to_i64(rows)],
+                )?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            self.counters.errors.fetch_add(1, Ordering::AcqRel);
+            if let Some(store) = self.store.upgrade().map(Store::from_inner) {
+                store.warn_once(
+                    WRITE_WARNING,
+                    &format!(
+                        "cannot prune the history file {}: {e}",
+                        self.run.path.display()
+                    ),
+                );
+            }
         }
     }
 
@@ -196,6 +253,7 @@ impl Writer {
         let n = rows.len() as u64;
         match write_rows(&mut self.conn, &self.run, &rows) {
             Ok(()) => {
+                self.since_prune += n;
                 self.counters.written.fetch_add(n, Ordering::AcqRel);
             }
             Err(e) => {
