@@ -401,3 +401,28 @@ fn retention_bounds_the_file() {
         .to_string();
     assert!(msg.contains("history_file first"), "{msg}");
 }
+
+#[test]
+fn a_failing_file_leaves_memory_working() {
+    let dir = temp_dir("failing");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    // Someone breaks the file under the writer.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("ALTER TABLE operations RENAME TO gone;")
+        .unwrap();
+    tracing::subscriber::with_default(sub, || operation("kept", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 1, "{stats:?}");
+    assert!(stats.has_warning(tracing_progress::sqlite::WRITE_WARNING));
+    let history = store.history(&HistoryQuery::new());
+    assert_eq!(history.len(), 1);
+    assert_eq!(&*history[0].name, "kept");
+    assert!(
+        store
+            .stats()
+            .has_warning(tracing_progress::sqlite::READ_WARNING)
+    );
+}
