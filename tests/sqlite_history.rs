@@ -110,8 +110,8 @@ fn history_survives_and_is_shared() {
     });
     assert!(first.flush_history(Duration::from_secs(10)));
     let stats = first.stats();
-    // Three starts and three finishes.
-    assert_eq!(stats.history_file_written, 6, "{stats:?}");
+    // Three finishes, and the starts not batched with their finish.
+    assert!((3..=6).contains(&stats.history_file_written), "{stats:?}");
     assert_eq!(stats.history_file_dropped, 0);
     assert_eq!(stats.history_file_errors, 0);
     // Memory and file hold the same three: no duplicates.
@@ -198,7 +198,10 @@ fn killed_process_leaves_an_interrupted_row() {
         }
         assert!(Instant::now() < deadline);
     };
-    assert_eq!(written, 11, "5 starts, 5 finishes, 1 running start");
+    assert!(
+        (6..=11).contains(&written),
+        "5 finishes, 1 running start, and starts not batched with their finish: {written}"
+    );
     // kill -9
     child.kill().unwrap();
     child.wait().unwrap();

@@ -3,7 +3,8 @@
 //!
 //! * **Writing** is an exporter leaf behind the crate's exporter seam (`crate::export`): when an
 //!   operation finishes, its final state goes into a bounded queue ([`QUEUE_CAPACITY`]
-//!   records) that the host never waits on; when it is full the record is dropped and counted
+//!   records, [`QUEUE_MAX_NODES`] nodes of the trees in it) that the host never waits on; when
+//!   it is full the record is dropped and counted
 //!   ([`StoreStats::history_file_dropped`](crate::StoreStats::history_file_dropped)). One
 //!   thread, `tracing-progress-sqlite`, writes batches of up to 256 records per transaction,
 //!   with `tracing`'s `NoSubscriber` as its default so nothing it does reaches a layer. A
@@ -62,7 +63,7 @@ use crate::store::HistoryQuery;
 
 pub use reader::READ_WARNING;
 pub use schema::FILE_SCHEMA_VERSION;
-pub use writer::{QUEUE_CAPACITY, WRITE_WARNING};
+pub use writer::{QUEUE_CAPACITY, QUEUE_MAX_NODES, WRITE_WARNING};
 
 /// Settings of [`Builder::history_file`](crate::Builder::history_file).
 #[derive(Clone, Debug)]

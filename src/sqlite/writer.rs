@@ -17,6 +17,9 @@ use crate::store::{SourceStats, StoreInner};
 
 /// Records the history file's queue holds before new ones are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 4_096;
+/// Most nodes (of the trees waiting in the queue) held before new records are dropped: a
+/// burst of large operations cannot hold much memory beyond what history keeps anyway.
+pub const QUEUE_MAX_NODES: u64 = 250_000;
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 256;
 
@@ -32,6 +35,16 @@ pub(crate) enum Record {
     Finished(Arc<ProgressState>),
 }
 
+impl Record {
+    /// Nodes it holds (for the queue's bound).
+    fn nodes(&self) -> u64 {
+        match self {
+            Record::Started(_) => 1,
+            Record::Finished(s) => s.metrics.nodes_retained.max(1),
+        }
+    }
+}
+
 /// Counters shared by the exporter, the writer thread and the store's stats.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -39,8 +52,10 @@ pub(crate) struct Counters {
     written: AtomicU64,
     dropped: AtomicU64,
     errors: AtomicU64,
-    /// Records that needed no row (a start whose operation was gone).
+    /// Records that needed no row (a start whose operation was gone or finished).
     skipped: AtomicU64,
+    /// Nodes of the records in the queue.
+    queued_nodes: AtomicU64,
 }
 
 impl Counters {
@@ -86,11 +101,19 @@ impl SqliteExporter {
     }
 
     fn send(&self, record: Record) {
-        self.counters.queued.fetch_add(1, Ordering::AcqRel);
+        let c = &self.counters;
+        c.queued.fetch_add(1, Ordering::AcqRel);
+        let nodes = record.nodes();
+        if c.queued_nodes.fetch_add(nodes, Ordering::AcqRel) + nodes > QUEUE_MAX_NODES {
+            c.queued_nodes.fetch_sub(nodes, Ordering::AcqRel);
+            c.dropped.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
         match self.queue.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::AcqRel);
+                c.queued_nodes.fetch_sub(nodes, Ordering::AcqRel);
+                c.dropped.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -235,9 +258,24 @@ impl Writer {
     fn write(&mut self, batch: &mut Vec<Record>) {
         // Resolve starts outside the transaction (a snapshot of the running root).
         let store = self.store.upgrade().map(Store::from_inner);
+        let nodes: u64 = batch.iter().map(Record::nodes).sum();
+        self.counters
+            .queued_nodes
+            .fetch_sub(nodes, Ordering::AcqRel);
+        // A start whose operation also finished in this batch needs no row of its own.
+        let finished: std::collections::HashSet<OperationId> = batch
+            .iter()
+            .filter_map(|r| match r {
+                Record::Finished(s) => Some(s.id),
+                Record::Started(_) => None,
+            })
+            .collect();
         let mut rows: Vec<(bool, Arc<ProgressState>)> = Vec::with_capacity(batch.len());
         for record in batch.drain(..) {
             match record {
+                Record::Started(id) if finished.contains(&id) => {
+                    self.counters.skipped.fetch_add(1, Ordering::AcqRel);
+                }
                 Record::Finished(state) => rows.push((true, state)),
                 Record::Started(id) => match store.as_ref().and_then(|s| s.get(id)) {
                     Some(state) => rows.push((state.status.is_finished(), state)),
