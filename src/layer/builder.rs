@@ -47,7 +47,9 @@ const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 ///   turn off with `estimate_interval(None)` (then call
 ///   [`Store::tick_estimates`](crate::Store::tick_estimates) yourself, or have no estimates);
 /// * start a resource sampler thread, only with `sample_resources` (feature `resources`), and
-///   an OpenTelemetry heartbeat thread, only with `OtelExport::heartbeat` (feature `otel`).
+///   an OpenTelemetry heartbeat thread, only with `OtelExport::heartbeat` (feature `otel`);
+/// * open (or create) a SQLite file and start its writer thread, `tracing-progress-sqlite`, only
+///   with [`history_file`](Builder::history_file) (feature `sqlite`).
 ///
 /// Nothing else is global: two layers built here are independent, even in one subscriber.
 ///

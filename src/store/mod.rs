@@ -334,7 +334,12 @@ impl Store {
         ids
     }
 
-    /// Finished operations matching `query`, newest first.
+    /// Finished operations matching `query`, newest first (by completion time).
+    ///
+    /// With a [history file](crate::Builder::history_file) this also reads the file: other
+    /// runs' operations (and this run's that memory no longer holds), filtered and limited in
+    /// SQL, merged without duplicates; an operation interrupted by the end of its process
+    /// appears with status `running` (see [`sqlite`](crate::sqlite)).
     ///
     /// ```
     /// # fn docs(store: tracing_progress::Store) {
