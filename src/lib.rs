@@ -21,6 +21,9 @@ mod model;
 pub mod otel;
 #[cfg(feature = "resources")]
 mod resources;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
 mod store;
 #[cfg(feature = "terminal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "terminal")))]

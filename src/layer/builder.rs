@@ -49,7 +49,9 @@ const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 ///   [`Store::tick_estimates`](crate::Store::tick_estimates) yourself, or have no estimates);
 /// * start a resource sampler thread, only with `sample_resources` (feature `resources`), and
 ///   an OpenTelemetry heartbeat thread with `otel`, at the first operation, unless
-///   `OtelExport::without_heartbeat` (feature `otel`).
+///   `OtelExport::without_heartbeat` (feature `otel`);
+/// * open (or create) a SQLite file and start its writer thread, `tracing-progress-sqlite`, only
+///   with [`history_file`](Builder::history_file) (feature `sqlite`).
 ///
 /// Nothing else is global: two layers built here are independent, even in one subscriber.
 ///
@@ -83,6 +85,8 @@ pub struct Builder {
     invalid: Option<String>,
     #[cfg(feature = "resources")]
     resources: Option<Duration>,
+    #[cfg(feature = "sqlite")]
+    history_file: Option<crate::sqlite::FileConfig>,
 }
 
 impl fmt::Debug for Builder {
@@ -129,7 +133,84 @@ impl Builder {
             invalid: None,
             #[cfg(feature = "resources")]
             resources: None,
+            #[cfg(feature = "sqlite")]
+            history_file: None,
         }
+    }
+
+    /// Keeps finished operations in a SQLite file as well, so history survives restarts and
+    /// several processes share it (see [`sqlite`](crate::sqlite)). The file is created if
+    /// missing (its directory must exist), opened in WAL mode with `synchronous=NORMAL`, and
+    /// written by a background thread, `tracing-progress-sqlite`; the host never waits on it.
+    /// [`Store::history`](crate::Store::history) then also answers from the file.
+    ///
+    /// [`build`](Builder::build) fails with a clear message when the directory is missing, the
+    /// file is not a SQLite database (or one of something else), or it was written by a newer
+    /// version of this crate.
+    ///
+    /// ```
+    /// # fn docs() -> Result<(), tracing_progress::BuildError> {
+    /// let dir = std::env::temp_dir();
+    /// let (layer, store) = tracing_progress::Builder::new()
+    ///     .history_file(dir.join("doc-history.db"))
+    ///     .build::<tracing_subscriber::Registry>()?;
+    /// # Ok(()) }
+    /// # docs().unwrap();
+    /// ```
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        let old = self.history_file.take();
+        self.history_file = Some(crate::sqlite::FileConfig {
+            path: path.into(),
+            sync_full: old.as_ref().is_some_and(|c| c.sync_full),
+            retention: old.map(|c| c.retention).unwrap_or_default(),
+        });
+        self
+    }
+
+    /// With [`history_file`](Builder::history_file): keep at most `max_operations` finished
+    /// operations in the file, none older than `max_age` (`None`: no such bound; both `None`
+    /// by default, so the file keeps everything). The writer thread deletes the oldest first,
+    /// when it opens the file and then at most every 10 s or 1,000 writes; rows of operations
+    /// still running are kept. Call after `history_file`.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_retention(
+        mut self,
+        max_operations: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> Self {
+        match &mut self.history_file {
+            Some(c) => {
+                c.retention = crate::sqlite::Retention {
+                    max_rows: max_operations,
+                    max_age,
+                };
+            }
+            None => {
+                self.invalid = self.invalid.or(Some(
+                    "history_file_retention needs history_file first".to_string(),
+                ));
+            }
+        }
+        self
+    }
+
+    /// With [`history_file`](Builder::history_file): `synchronous=FULL` instead of `NORMAL`,
+    /// so a power loss cannot lose committed operations either (each transaction waits for the
+    /// disk). Call after `history_file`.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_sync_full(mut self, on: bool) -> Self {
+        if let Some(c) = &mut self.history_file {
+            c.sync_full = on;
+        } else if on {
+            self.invalid = self.invalid.or(Some(
+                "history_file_sync_full needs history_file first".to_string(),
+            ));
+        }
+        self
     }
 
     /// Samples process CPU and memory every `interval` on a background thread and attributes
@@ -338,6 +419,11 @@ impl Builder {
         let mut exporters = Exporters::default();
         for make in &self.exporters {
             exporters.push(make(Store::from_inner(store.clone())));
+        }
+        #[cfg(feature = "sqlite")]
+        if let Some(config) = &self.history_file {
+            let handle = Store::from_inner(store.clone());
+            exporters.push(crate::sqlite::install(config, &handle).map_err(BuildError)?);
         }
         let layer = ProgressLayer::new(
             store.clone(),

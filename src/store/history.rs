@@ -31,12 +31,14 @@ use crate::model::{
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct HistoryQuery {
-    operation_type: Option<String>,
-    status: Option<Status>,
-    name_contains: Option<String>,
-    since_us: Option<u64>,
-    until_us: Option<u64>,
-    limit: Option<usize>,
+    // Read by outside history sources (`crate::store::HistorySource`).
+    pub(crate) operation_type: Option<String>,
+    pub(crate) status: Option<Status>,
+    /// Lowercase.
+    pub(crate) name_contains: Option<String>,
+    pub(crate) since_us: Option<u64>,
+    pub(crate) until_us: Option<u64>,
+    pub(crate) limit: Option<usize>,
 }
 
 impl HistoryQuery {

@@ -26,7 +26,7 @@ mod update;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -92,6 +92,34 @@ pub(crate) struct StoreInner {
     notifier: subscribe::Notifier,
     /// Problems with how the layer was set up, found at run time (each reported once).
     warnings: Mutex<Vec<SetupWarning>>,
+    /// Finished operations kept outside memory (a history file), installed once at build.
+    history_source: OnceLock<Arc<dyn HistorySource>>,
+}
+
+/// Finished operations kept outside the store (e.g. a history file written by an exporter),
+/// merged into [`Store::history`]. The store knows only this trait.
+pub(crate) trait HistorySource: Send + Sync + 'static {
+    /// Operations matching `query` (its limit included), newest first by completion time.
+    fn query(&self, query: &HistoryQuery) -> Vec<SourcedState>;
+    /// Counters for [`StoreStats`].
+    fn stats(&self) -> SourceStats;
+    /// Waits until everything handed to the source so far is stored or failed; false on timeout.
+    fn flush(&self, timeout: Duration) -> bool;
+}
+
+/// One operation from a [`HistorySource`].
+pub(crate) struct SourcedState {
+    pub(crate) state: Arc<ProgressState>,
+    /// Recorded by this store (so it may also be in memory: deduplicated by id).
+    pub(crate) this_store: bool,
+}
+
+/// Counters of a [`HistorySource`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SourceStats {
+    pub(crate) written: u64,
+    pub(crate) dropped: u64,
+    pub(crate) errors: u64,
 }
 
 impl StoreInner {
@@ -113,6 +141,7 @@ impl StoreInner {
             active: RwLock::new(HashMap::new()),
             notifier: subscribe::Notifier::default(),
             warnings: Mutex::new(Vec::new()),
+            history_source: OnceLock::new(),
         })
     }
 
@@ -263,6 +292,14 @@ pub struct StoreStats {
     /// Problems with how the layer was set up, found while it ran (e.g. an OpenTelemetry
     /// layer added before the progress layer); each is also printed once on stderr.
     pub warnings: Vec<SetupWarning>,
+    /// Operations (finished ones and running roots) written to the history file
+    /// ([`Builder::history_file`](crate::Builder::history_file)); 0 without one.
+    pub history_file_written: u64,
+    /// Records dropped because the history file's queue was full (the host never waits).
+    pub history_file_dropped: u64,
+    /// Records that could not be written to the history file (the first error is also a
+    /// warning; the in-memory history keeps working).
+    pub history_file_errors: u64,
 }
 
 impl StoreStats {
@@ -322,7 +359,12 @@ impl Store {
         ids
     }
 
-    /// Finished operations matching `query`, newest first.
+    /// Finished operations matching `query`, newest first (by completion time).
+    ///
+    /// With a [history file](crate::Builder::history_file) this also reads the file: other
+    /// runs' operations (and this run's that memory no longer holds), filtered and limited in
+    /// SQL, merged without duplicates; an operation interrupted by the end of its process
+    /// appears with status `running` (see [`sqlite`](crate::sqlite)).
     ///
     /// ```
     /// # fn docs(store: tracing_progress::Store) {
@@ -332,7 +374,56 @@ impl Store {
     /// ```
     pub fn history(&self, query: &HistoryQuery) -> Vec<Arc<ProgressState>> {
         let now = self.inner.clock.now_us();
-        self.inner.history.read().query(query, now)
+        let memory = self.inner.history.read().query(query, now);
+        let Some(source) = self.inner.history_source.get() else {
+            return memory;
+        };
+        let mut merged = memory;
+        let known: std::collections::HashSet<OperationId> = merged.iter().map(|s| s.id).collect();
+        merged.extend(
+            source
+                .query(query)
+                .into_iter()
+                .filter(|s| !(s.this_store && known.contains(&s.state.id)))
+                .map(|s| s.state),
+        );
+        // Stable: equal times keep memory first.
+        merged.sort_by_key(|s| std::cmp::Reverse(s.completed_at_us.unwrap_or(s.snapshot_at_us)));
+        merged.truncate(query.limit.unwrap_or(usize::MAX));
+        merged
+    }
+
+    /// Waits until every record queued for the history file
+    /// ([`Builder::history_file`](crate::Builder::history_file)) is written (or failed), at
+    /// most `timeout`; true when nothing is left. Without a history file: true at once. Call
+    /// it before a program exits: the writer thread does not outlive the process.
+    pub fn flush_history(&self, timeout: Duration) -> bool {
+        self.inner
+            .history_source
+            .get()
+            .is_none_or(|s| s.flush(timeout))
+    }
+
+    /// Installs the outside history source (once; later calls are ignored).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn set_history_source(&self, source: Arc<dyn HistorySource>) {
+        let _ = self.inner.history_source.set(source);
+    }
+
+    /// Adds durations of completed nodes to the priors of estimates (e.g. from a history
+    /// file at start, so the first operations of a run already have an ETA).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn seed_priors(
+        &self,
+        batch: &mut std::collections::VecDeque<crate::estimate::FinishedNode>,
+    ) {
+        self.inner.priors.record(batch);
+    }
+
+    /// A handle that does not keep the store alive (for background threads).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> Weak<StoreInner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Asks an operation to cancel. Instrumented code sees it through
@@ -356,6 +447,12 @@ impl Store {
 
     /// Sizes of the store.
     pub fn stats(&self) -> StoreStats {
+        let file = self
+            .inner
+            .history_source
+            .get()
+            .map(|s| s.stats())
+            .unwrap_or_default();
         // One lock at a time: `finish_operation` holds `active` while it waits for `history`.
         let active = self.inner.active.read().len();
         let (history, history_evicted, history_bytes) = {
@@ -368,6 +465,9 @@ impl Store {
             history_evicted,
             history_bytes,
             warnings: self.inner.warnings.lock().clone(),
+            history_file_written: file.written,
+            history_file_dropped: file.dropped,
+            history_file_errors: file.errors,
         }
     }
 
@@ -423,7 +523,7 @@ impl Store {
     }
 
     /// Records a setup problem (printed once on stderr); for exporters.
-    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "otel", feature = "sqlite")), allow(dead_code))]
     pub(crate) fn warn_once(&self, code: &'static str, message: &str) {
         self.inner.warn_once(code, message);
     }

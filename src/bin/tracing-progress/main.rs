@@ -11,6 +11,7 @@
 
 mod client;
 mod error;
+mod offline;
 mod table;
 mod watch;
 
@@ -153,6 +154,10 @@ struct LsArgs {
 struct HistoryArgs {
     #[command(flatten)]
     filters: Filters,
+
+    /// Read this history file (`Builder::history_file`) instead of asking a server
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -171,6 +176,10 @@ struct ShowArgs {
     /// Show at most this many children per level; the middle ones are summed up
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_children: usize,
+
+    /// Read this history file (`Builder::history_file`) instead of asking a server
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -274,8 +283,19 @@ fn run(cli: Cli) -> Result<(), CliError> {
         "" => DEFAULT_ADDR,
         addr => addr,
     };
-    let client = Client::new(addr, cli.token)?;
     let json = cli.json;
+    // With --db no server is involved.
+    match &cli.command {
+        Command::History(HistoryArgs {
+            filters,
+            db: Some(db),
+        }) => return offline::history(db, filters, json),
+        Command::Show(args @ ShowArgs { db: Some(db), .. }) => {
+            return offline::show(db, args, json);
+        }
+        _ => {}
+    }
+    let client = Client::new(addr, cli.token)?;
     match cli.command {
         Command::Ls(args) => {
             let mut query = args.filters.query();

@@ -12,6 +12,15 @@ const HEADERS: [&str; 7] = [
 
 /// A table of operations; an empty string for none.
 pub(crate) fn operations(ops: &[ProgressState]) -> String {
+    operations_with_status(ops, status)
+}
+
+/// [`operations`] with the status column told by `status_of` (the history file's
+/// `interrupted`).
+pub(crate) fn operations_with_status(
+    ops: &[ProgressState],
+    status_of: impl Fn(&ProgressState) -> String,
+) -> String {
     if ops.is_empty() {
         return String::new();
     }
@@ -20,7 +29,7 @@ pub(crate) fn operations(ops: &[ProgressState]) -> String {
         .map(|op| {
             [
                 op.id.to_string(),
-                status(op),
+                status_of(op),
                 one_line(&op.operation_type),
                 progress(&op.root),
                 op.started_at_us

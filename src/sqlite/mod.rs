@@ -1,0 +1,278 @@
+//! History that survives restarts (feature `sqlite`): finished operations in an embedded
+//! SQLite file, set up with [`Builder::history_file`](crate::Builder::history_file).
+//!
+//! * **Writing** is an exporter leaf behind the crate's exporter seam (`crate::export`): when an
+//!   operation finishes, its final state goes into a bounded queue ([`QUEUE_CAPACITY`]
+//!   records, [`QUEUE_MAX_NODES`] nodes of the trees in it) that the host never waits on; when
+//!   it is full the record is dropped and counted
+//!   ([`StoreStats::history_file_dropped`](crate::StoreStats::history_file_dropped)). One
+//!   thread, `tracing-progress-sqlite`, writes batches of up to 256 records per transaction,
+//!   with `tracing`'s `NoSubscriber` as its default so nothing it does reaches a layer. A
+//!   write that fails is counted
+//!   ([`history_file_errors`](crate::StoreStats::history_file_errors)) and reported once
+//!   ([`WRITE_WARNING`]); the in-memory history keeps working.
+//! * **The file** is in WAL mode with `synchronous=NORMAL` (nothing acknowledged is lost when
+//!   the process is killed; a power loss may lose the last transactions) or `FULL`
+//!   ([`Builder::history_file_sync_full`](crate::Builder::history_file_sync_full)). Several
+//!   processes may write and read one file at once. A row per operation, keyed by
+//!   (run id, operation id) — the run id is random per store, so ids of different processes
+//!   never collide — holds the operation as the crate's versioned JSON
+//!   ([`ProgressState::to_json`](crate::ProgressState::to_json)) and indexed columns (type,
+//!   name, status, times, failure count, host, pid). A schema version table guards the
+//!   layout: a file of a newer version is refused for writing with a clear
+//!   [`BuildError`](crate::BuildError).
+//! * **Crashes**: each root is written as `running` when it is first entered (through the same
+//!   queue), and replaced by its final state. A row still `running` whose process is gone
+//!   (same host, no such pid: checked through `/proc`, so on Linux) reads as *interrupted*
+//!   ([`StoredOperation::interrupted`]); the next store that opens the file for writing also
+//!   sets an explicit `interrupted` flag on such rows, so other hosts see it too. An
+//!   interrupted operation keeps status `running` and has no completion time: its state is
+//!   the snapshot taken at its start.
+//! * **Reading**: [`Store::history`](crate::Store::history) answers from memory and the file
+//!   (filters and limit applied in SQL), newest first, without duplicates of this store's own
+//!   operations; [`HistoryFile`] reads a file with no layer (the CLI's `--db`).
+//!
+//! * **Retention** (off by default: the file keeps everything):
+//!   [`Builder::history_file_retention`](crate::Builder::history_file_retention) bounds the
+//!   finished operations the file keeps by count and age, oldest first; the writer thread
+//!   prunes when it opens the file and then at most every 10 s or 1,000 writes. Rows of
+//!   operations still running are never pruned.
+//! * **Priors**: at start, the completed nodes of the newest completed operations in the file
+//!   (at most 50 operations, 20,000 nodes) feed the priors of estimates, so the first
+//!   operations of a new run already have an ETA (basis `history`).
+//!
+//! Call [`Store::flush_history`](crate::Store::flush_history) before the program exits: the
+//! writer thread does not outlive the process.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+
+use crate::Store;
+use crate::export::Exporter;
+use crate::model::{OperationId, ProgressState};
+use crate::store::HistoryQuery;
+
+pub use reader::READ_WARNING;
+pub use schema::FILE_SCHEMA_VERSION;
+pub use writer::{QUEUE_CAPACITY, QUEUE_MAX_NODES, WRITE_WARNING};
+
+/// Settings of [`Builder::history_file`](crate::Builder::history_file).
+#[derive(Clone, Debug)]
+pub(crate) struct FileConfig {
+    pub(crate) path: PathBuf,
+    pub(crate) sync_full: bool,
+    pub(crate) retention: Retention,
+}
+
+/// How many finished operations the file keeps, and for how long (`None`: no bound).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Retention {
+    pub(crate) max_rows: Option<u64>,
+    pub(crate) max_age: Option<std::time::Duration>,
+}
+
+/// Who writes: one per store that opened the file.
+#[derive(Clone, Debug)]
+pub(crate) struct RunInfo {
+    pub(crate) run_id: i64,
+    pub(crate) host: String,
+    pub(crate) pid: i64,
+    pub(crate) path: PathBuf,
+}
+
+/// Opens the file, registers this run, flags interrupted runs, installs the store's read
+/// hook and starts the writer; returns the exporter the layer calls.
+pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Exporter>, String> {
+    let conn = schema::open_read_write(&config.path, config.sync_full)?;
+    let shown = config.path.display();
+    let run = RunInfo {
+        run_id: new_run_id(),
+        host: host_name(),
+        pid: i64::from(std::process::id()),
+        path: config.path.clone(),
+    };
+    let setup = || -> rusqlite::Result<()> {
+        conn.execute(
+            "INSERT INTO runs (run_id, host, pid, started_us, crate_version) VALUES (?1, ?2, ?3, ?4, ?5)",
+            (
+                run.run_id,
+                &run.host,
+                run.pid,
+                now_us(),
+                env!("CARGO_PKG_VERSION"),
+            ),
+        )?;
+        for dead in reader::dead_runs(&conn)? {
+            conn.execute(
+                "UPDATE operations SET interrupted = 1 WHERE run_id = ?1 AND status = 'running'",
+                [dead],
+            )?;
+        }
+        Ok(())
+    };
+    setup().map_err(|e| format!("history_file {shown}: {e}"))?;
+    let (read, _) = schema::open_read_only(&config.path)?;
+    // Estimates of this run start from the durations of the last runs. A file that cannot be
+    // read for this only costs the head start.
+    if let Ok(mut durations) = reader::prior_durations(&read) {
+        store.seed_priors(&mut durations);
+    }
+    let counters = Arc::new(writer::Counters::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+    writer::spawn(
+        conn,
+        rx,
+        counters.clone(),
+        run.clone(),
+        store.downgrade(),
+        config.retention,
+    )?;
+    store.set_history_source(Arc::new(reader::FileSource {
+        conn: Mutex::new(read),
+        run_id: run.run_id,
+        counters: counters.clone(),
+        store: store.downgrade(),
+        path: config.path.clone(),
+    }));
+    Ok(Arc::new(writer::SqliteExporter::new(tx, counters)))
+}
+
+/// One operation read from a history file.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoredOperation {
+    /// The operation as it was written: its final state, or for an interrupted one the
+    /// snapshot taken when its root started.
+    pub state: Arc<ProgressState>,
+    /// The run (one store in one process) that wrote it; operation ids repeat across runs.
+    pub run_id: i64,
+    /// Host name of the writing process.
+    pub host: String,
+    /// Process id of the writing process.
+    pub pid: u32,
+    /// The process ended (was killed, crashed) while the operation was running.
+    pub interrupted: bool,
+}
+
+/// Why a history file could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryFileError(String);
+
+impl fmt::Display for HistoryFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HistoryFileError {}
+
+/// A history file opened read-only, with no layer and no server (what `tracing-progress
+/// history --db FILE` uses). It may be read while processes write it.
+///
+/// ```no_run
+/// use tracing_progress::HistoryQuery;
+/// use tracing_progress::sqlite::HistoryFile;
+/// # fn docs() -> Result<(), tracing_progress::sqlite::HistoryFileError> {
+/// let file = HistoryFile::open("progress.db")?;
+/// for op in file.query(&HistoryQuery::new().limit(10))? {
+///     let status = if op.interrupted { "interrupted" } else { op.state.status.as_str() };
+///     println!("{} {} {status}", op.state.id, op.state.name);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct HistoryFile {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    version: i64,
+}
+
+impl fmt::Debug for HistoryFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistoryFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl HistoryFile {
+    /// Opens an existing history file read-only.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, HistoryFileError> {
+        let path = path.as_ref();
+        let (conn, version) = schema::open_read_only(path).map_err(HistoryFileError)?;
+        Ok(HistoryFile {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            version,
+        })
+    }
+
+    /// The file's schema version ([`FILE_SCHEMA_VERSION`] or, read as far as possible, newer).
+    pub fn schema_version(&self) -> i64 {
+        self.version
+    }
+
+    /// Finished and interrupted operations matching `query`, newest first by completion (an
+    /// interrupted one by its start).
+    pub fn query(&self, query: &HistoryQuery) -> Result<Vec<StoredOperation>, HistoryFileError> {
+        reader::query(&self.conn.lock(), query).map_err(|e| self.error(&e))
+    }
+
+    /// Every stored operation with this id (one per run that had it), newest first.
+    pub fn get(&self, id: OperationId) -> Result<Vec<StoredOperation>, HistoryFileError> {
+        reader::get(&self.conn.lock(), id.as_u64()).map_err(|e| self.error(&e))
+    }
+
+    fn error(&self, e: &rusqlite::Error) -> HistoryFileError {
+        HistoryFileError(format!("history file {}: {e}", self.path.display()))
+    }
+}
+
+/// Wall-clock time, µs since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
+    writer::to_i64(crate::store::system_time_to_us(std::time::SystemTime::now()))
+}
+
+/// A random positive id per store: the process's random hash keys, time and pid.
+fn new_run_id() -> i64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::store::system_time_to_us(std::time::SystemTime::now()));
+    h.write_u32(std::process::id());
+    (h.finish() >> 1) as i64
+}
+
+/// This machine's name, as well as the platform tells it without extra dependencies.
+pub(crate) fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_default()
+}
+
+/// Whether a process of this machine exists; `None` where that cannot be told (no `/proc`).
+pub(crate) fn process_alive(pid: i64) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie (killed, not yet reaped) is gone too.
+        Ok(stat) => Some(
+            stat.rsplit_once(')')
+                .is_none_or(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        ),
+        Err(_) => Some(false),
+    }
+}

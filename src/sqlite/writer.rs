@@ -1,0 +1,354 @@
+//! The exporter leaf and its writer thread: records go through a bounded queue (the host never
+//! waits) to one thread that writes them in short transactions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tracing_core::span::Id;
+
+use super::{Retention, RunInfo};
+use crate::Store;
+use crate::export::{Exporter, NodeRef};
+use crate::model::{OperationId, ProgressState};
+use crate::store::{SourceStats, StoreInner};
+
+/// Records the history file's queue holds before new ones are dropped (and counted).
+pub const QUEUE_CAPACITY: usize = 4_096;
+/// Most nodes (of the trees waiting in the queue) held before new records are dropped: a
+/// burst of large operations cannot hold much memory beyond what history keeps anyway.
+pub const QUEUE_MAX_NODES: u64 = 250_000;
+/// Most records written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// [`SetupWarning::code`](crate::SetupWarning::code) of a history file that could not be
+/// written (disk full, permissions, a lock held too long); the in-memory history keeps working.
+pub const WRITE_WARNING: &str = "sqlite.write";
+
+/// What the writer thread is told.
+pub(crate) enum Record {
+    /// A root was entered: store its running state, so a crash leaves a trace.
+    Started(OperationId),
+    /// An operation finished: store its final state.
+    Finished(Arc<ProgressState>),
+}
+
+impl Record {
+    /// Nodes it holds (for the queue's bound).
+    fn nodes(&self) -> u64 {
+        match self {
+            Record::Started(_) => 1,
+            Record::Finished(s) => s.metrics.nodes_retained.max(1),
+        }
+    }
+}
+
+/// Counters shared by the exporter, the writer thread and the store's stats.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    queued: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    errors: AtomicU64,
+    /// Records that needed no row (a start whose operation was gone or finished).
+    skipped: AtomicU64,
+    /// Nodes of the records in the queue.
+    queued_nodes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn stats(&self) -> SourceStats {
+        SourceStats {
+            written: self.written.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn done(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+            + self.dropped.load(Ordering::Acquire)
+            + self.errors.load(Ordering::Acquire)
+            + self.skipped.load(Ordering::Acquire)
+    }
+
+    /// Waits until every queued record is accounted for; false on timeout.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.done() >= self.queued.load(Ordering::Acquire) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The exporter the layer calls: it only enqueues.
+pub(crate) struct SqliteExporter {
+    queue: SyncSender<Record>,
+    counters: Arc<Counters>,
+}
+
+impl SqliteExporter {
+    pub(crate) fn new(queue: SyncSender<Record>, counters: Arc<Counters>) -> Self {
+        SqliteExporter { queue, counters }
+    }
+
+    fn send(&self, record: Record) {
+        let c = &self.counters;
+        c.queued.fetch_add(1, Ordering::AcqRel);
+        let nodes = record.nodes();
+        if c.queued_nodes.fetch_add(nodes, Ordering::AcqRel) + nodes > QUEUE_MAX_NODES {
+            c.queued_nodes.fetch_sub(nodes, Ordering::AcqRel);
+            c.dropped.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        match self.queue.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                c.queued_nodes.fetch_sub(nodes, Ordering::AcqRel);
+                c.dropped.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl Exporter for SqliteExporter {
+    fn node_started(&self, _span: &Id, node: NodeRef) {
+        if node.is_root {
+            self.send(Record::Started(node.operation_id));
+        }
+    }
+
+    fn operation_finished(&self, state: &Arc<ProgressState>) {
+        self.send(Record::Finished(state.clone()));
+    }
+}
+
+/// Starts the writer thread; it ends when the exporter (the layer) is dropped and the queue
+/// is drained.
+pub(crate) fn spawn(
+    conn: Connection,
+    queue: Receiver<Record>,
+    counters: Arc<Counters>,
+    run: RunInfo,
+    store: Weak<StoreInner>,
+    retention: Retention,
+) -> Result<(), String> {
+    let mut writer = Writer {
+        conn,
+        counters,
+        run,
+        store,
+        retention,
+        last_prune: Instant::now(),
+        since_prune: 0,
+    };
+    // The first pruning is part of opening the file (it emits no events either).
+    writer.prune();
+    std::thread::Builder::new()
+        .name("tracing-progress-sqlite".into())
+        .spawn(move || {
+            // Nothing this thread does may reach the progress layer (or any other).
+            let none = tracing_core::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+            tracing_core::dispatcher::with_default(&none, || writer.run(&queue));
+        })
+        .map(|_| ())
+        .map_err(|e| format!("history_file: cannot start the writer thread: {e}"))
+}
+
+struct Writer {
+    conn: Connection,
+    counters: Arc<Counters>,
+    run: RunInfo,
+    store: Weak<StoreInner>,
+    retention: Retention,
+    last_prune: Instant,
+    since_prune: u64,
+}
+
+/// Pruning runs at most this often, or after [`PRUNE_WRITES`] writes.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+const PRUNE_WRITES: u64 = 1_000;
+
+/// Upsert of a final state.
+const UPSERT_FINISHED: &str = "INSERT INTO operations (run_id, op_id, operation_type, name, \
+    status, with_failures, started_us, completed_us, finished_us, duration_us, failures, host, \
+    pid, interrupted, state_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?14) \
+    ON CONFLICT (run_id, op_id) DO UPDATE SET operation_type = excluded.operation_type, \
+    name = excluded.name, status = excluded.status, with_failures = excluded.with_failures, \
+    started_us = excluded.started_us, completed_us = excluded.completed_us, \
+    finished_us = excluded.finished_us, duration_us = excluded.duration_us, \
+    failures = excluded.failures, interrupted = 0, state_json = excluded.state_json";
+
+/// Insert of a running root (never overwrites what is there).
+const INSERT_STARTED: &str = "INSERT INTO operations (run_id, op_id, operation_type, name, \
+    status, with_failures, started_us, completed_us, finished_us, duration_us, failures, host, \
+    pid, interrupted, state_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0, ?14) \
+    ON CONFLICT (run_id, op_id) DO NOTHING";
+
+impl Writer {
+    fn run(mut self, queue: &Receiver<Record>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Ok(first) = queue.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.write(&mut batch);
+            if self.since_prune >= PRUNE_WRITES || self.last_prune.elapsed() >= PRUNE_INTERVAL {
+                self.prune();
+            }
+        }
+    }
+
+    /// Deletes finished operations beyond the retention bounds (a failure is counted as a
+    /// write error and reported once).
+    fn prune(&mut self) {
+        self.last_prune = Instant::now();
+        self.since_prune = 0;
+        let Retention { max_rows, max_age } = self.retention;
+        if max_rows.is_none() && max_age.is_none() {
+            return;
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            if let Some(age) = max_age {
+                let age_us = to_i64(u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
+                tx.execute(
+                    "DELETE FROM operations WHERE (status != 'running' OR interrupted = 1) \
+                     AND finished_us < ?1",
+                    [super::now_us().saturating_sub(age_us)],
+                )?;
+            }
+            if let Some(rows) = max_rows {
+                tx.execute(
+                    "DELETE FROM operations WHERE (run_id, op_id) IN (SELECT run_id, op_id \
+                     FROM operations WHERE status != 'running' OR interrupted = 1 \
+                     ORDER BY finished_us DESC LIMIT -1 OFFSET ?1)",
+                    [to_i64(rows)],
+                )?;
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            self.counters.errors.fetch_add(1, Ordering::AcqRel);
+            if let Some(store) = self.store.upgrade().map(Store::from_inner) {
+                store.warn_once(
+                    WRITE_WARNING,
+                    &format!(
+                        "cannot prune the history file {}: {e}",
+                        self.run.path.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Writes one batch in one transaction (and empties it).
+    fn write(&mut self, batch: &mut Vec<Record>) {
+        // Resolve starts outside the transaction (a snapshot of the running root).
+        let store = self.store.upgrade().map(Store::from_inner);
+        let nodes: u64 = batch.iter().map(Record::nodes).sum();
+        self.counters
+            .queued_nodes
+            .fetch_sub(nodes, Ordering::AcqRel);
+        // A start whose operation also finished in this batch needs no row of its own.
+        let finished: std::collections::HashSet<OperationId> = batch
+            .iter()
+            .filter_map(|r| match r {
+                Record::Finished(s) => Some(s.id),
+                Record::Started(_) => None,
+            })
+            .collect();
+        let mut rows: Vec<(bool, Arc<ProgressState>)> = Vec::with_capacity(batch.len());
+        for record in batch.drain(..) {
+            match record {
+                Record::Started(id) if finished.contains(&id) => {
+                    self.counters.skipped.fetch_add(1, Ordering::AcqRel);
+                }
+                Record::Finished(state) => rows.push((true, state)),
+                Record::Started(id) => match store.as_ref().and_then(|s| s.get(id)) {
+                    Some(state) => rows.push((state.status.is_finished(), state)),
+                    None => {
+                        self.counters.skipped.fetch_add(1, Ordering::AcqRel);
+                    }
+                },
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len() as u64;
+        match write_rows(&mut self.conn, &self.run, &rows) {
+            Ok(()) => {
+                self.since_prune += n;
+                self.counters.written.fetch_add(n, Ordering::AcqRel);
+            }
+            Err(e) => {
+                self.counters.errors.fetch_add(n, Ordering::AcqRel);
+                if let Some(store) = store {
+                    store.warn_once(
+                        WRITE_WARNING,
+                        &format!(
+                            "cannot write the history file {}: {e} (the in-memory history \
+                             keeps working; StoreStats::history_file_errors counts the losses)",
+                            self.run.path.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn write_rows(
+    conn: &mut Connection,
+    run: &RunInfo,
+    rows: &[(bool, Arc<ProgressState>)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut finished = tx.prepare_cached(UPSERT_FINISHED)?;
+        let mut started = tx.prepare_cached(INSERT_STARTED)?;
+        for (is_final, s) in rows {
+            let completed = s.completed_at_us.map(to_i64);
+            let begun = s.started_at_us.map(to_i64);
+            let params = rusqlite::params![
+                run.run_id,
+                to_i64(s.id.as_u64()),
+                &*s.operation_type,
+                &*s.name,
+                s.status.as_str(),
+                s.with_failures,
+                begun,
+                completed,
+                to_i64(s.completed_at_us.unwrap_or(s.snapshot_at_us)),
+                completed.zip(begun).map(|(c, b)| c.saturating_sub(b)),
+                to_i64(s.metrics.nodes_failed),
+                run.host,
+                run.pid,
+                s.to_json(),
+            ];
+            if *is_final {
+                finished.execute(params)?;
+            } else {
+                started.execute(params)?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,431 @@
+//! SQLite history (feature `sqlite`): the file survives restarts, is shared by processes and
+//! keeps operations that were running when their process was killed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing_progress::sqlite::HistoryFile;
+use tracing_progress::{Builder, HistoryQuery, ProgressSpanExt, Status, Store};
+use tracing_subscriber::prelude::*;
+
+fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tp-sqlite-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+type Sub = tracing_subscriber::layer::Layered<
+    tracing_progress::ProgressLayer<tracing_subscriber::Registry>,
+    tracing_subscriber::Registry,
+>;
+
+fn build(path: &Path) -> (Sub, Store) {
+    let (layer, store) = Builder::new()
+        .history_file(path)
+        .estimate_interval(None)
+        .build()
+        .unwrap();
+    (tracing_subscriber::registry().with(layer), store)
+}
+
+/// One operation `name` with `children` child nodes; failed when `fail`.
+fn operation(name: &str, children: usize, fail: bool) {
+    let root = tracing::info_span!("job", progress.level = "job", progress.name = name);
+    let _g = root.enter();
+    root.set_total(children as u64);
+    for i in 0..children {
+        let child = tracing::info_span!("step", progress.level = "step", progress.name = i);
+        let _c = child.enter();
+    }
+    if fail {
+        root.fail("broken");
+    }
+}
+
+#[test]
+fn bad_paths_fail_at_build() {
+    let dir = temp_dir("bad");
+    let err = |p: &Path| {
+        Builder::new()
+            .history_file(p)
+            .build::<tracing_subscriber::Registry>()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let missing = err(&dir.join("nope").join("h.db"));
+    assert!(missing.contains("does not exist"), "{missing}");
+
+    let garbage = dir.join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+    let msg = err(&garbage);
+    assert!(msg.contains("not a SQLite database"), "{msg}");
+
+    let other = dir.join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x INTEGER);")
+        .unwrap();
+    let msg = err(&other);
+    assert!(msg.contains("something else"), "{msg}");
+
+    let newer = dir.join("newer.db");
+    drop(build(&newer));
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute_batch("UPDATE tracing_progress_schema SET version = 99;")
+        .unwrap();
+    let msg = err(&newer);
+    assert!(msg.contains("newer tracing-progress"), "{msg}");
+    // Read-only is still possible.
+    assert_eq!(HistoryFile::open(&newer).unwrap().schema_version(), 99);
+
+    let msg = Builder::new()
+        .history_file_sync_full(true)
+        .build::<tracing_subscriber::Registry>()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("history_file first"), "{msg}");
+}
+
+#[test]
+fn history_survives_and_is_shared() {
+    let dir = temp_dir("shared");
+    let path = dir.join("history.db");
+    let (sub, first) = build(&path);
+    tracing::subscriber::with_default(sub, || {
+        operation("alpha", 3, false);
+        operation("beta", 2, true);
+        operation("gamma", 1, false);
+    });
+    assert!(first.flush_history(Duration::from_secs(10)));
+    let stats = first.stats();
+    // Three finishes, and the starts not batched with their finish.
+    assert!((3..=6).contains(&stats.history_file_written), "{stats:?}");
+    assert_eq!(stats.history_file_dropped, 0);
+    assert_eq!(stats.history_file_errors, 0);
+    // Memory and file hold the same three: no duplicates.
+    let names: Vec<_> = first
+        .history(&HistoryQuery::new())
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(names, ["gamma", "beta", "alpha"]);
+
+    // A second store on the same file (as a restarted process would be) sees the first's runs.
+    let (sub2, second) = build(&path);
+    assert_eq!(second.history(&HistoryQuery::new()).len(), 3);
+    tracing::subscriber::with_default(sub2, || operation("delta", 1, false));
+    assert!(second.flush_history(Duration::from_secs(10)));
+    let all = second.history(&HistoryQuery::new());
+    let names: Vec<_> = all.iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["delta", "gamma", "beta", "alpha"]);
+    let failed = second.history(&HistoryQuery::new().status(Status::Failed));
+    assert_eq!(failed.len(), 1);
+    assert_eq!(&*failed[0].name, "beta");
+    assert!(failed[0].find(failed[0].root.id).is_some());
+    assert_eq!(second.history(&HistoryQuery::new().limit(2)).len(), 2);
+    assert_eq!(
+        second
+            .history(&HistoryQuery::new().name_contains("GAM"))
+            .len(),
+        1
+    );
+    // The first store sees the second's operation too.
+    assert_eq!(first.history(&HistoryQuery::new()).len(), 4);
+
+    // Read-only, no layer.
+    let file = HistoryFile::open(&path).unwrap();
+    let rows = file.query(&HistoryQuery::new()).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| !r.interrupted));
+    assert_eq!(rows[0].pid, std::process::id());
+    assert_ne!(rows[0].run_id, rows[1].run_id);
+    let alpha = rows.iter().find(|r| &*r.state.name == "alpha").unwrap();
+    assert_eq!(alpha.state.root.children.len(), 3);
+    assert_eq!(file.get(alpha.state.id).unwrap().len(), 1);
+}
+
+/// The child side of `killed_process_leaves_an_interrupted_row` (does nothing otherwise).
+#[test]
+fn child_writer() {
+    let Ok(path) = std::env::var("TP_SQLITE_CHILD_DB") else {
+        return;
+    };
+    let (sub, store) = build(Path::new(&path));
+    tracing::subscriber::with_default(sub, || {
+        for i in 0..5 {
+            operation(&format!("done-{i}"), 2, false);
+        }
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "long");
+        let _g = root.enter();
+        assert!(store.flush_history(Duration::from_secs(10)));
+        println!("READY {}", store.stats().history_file_written);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+}
+
+#[test]
+fn killed_process_leaves_an_interrupted_row() {
+    let dir = temp_dir("kill");
+    let path = dir.join("history.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_writer", "--exact", "--nocapture", "--test-threads=1"])
+        .env("TP_SQLITE_CHILD_DB", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let written = loop {
+        let line = lines.next().expect("child ended early").unwrap();
+        // libtest prints `test child_writer ... ` on the same line.
+        if let Some((_, n)) = line.split_once("READY ") {
+            break n.trim().parse::<u64>().unwrap();
+        }
+        assert!(Instant::now() < deadline);
+    };
+    assert!(
+        (6..=11).contains(&written),
+        "5 finishes, 1 running start, and starts not batched with their finish: {written}"
+    );
+    // kill -9
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+
+    let file = HistoryFile::open(&path).unwrap();
+    let rows = file.query(&HistoryQuery::new()).unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let long = rows.iter().find(|r| &*r.state.name == "long").unwrap();
+    assert!(long.interrupted);
+    assert_eq!(long.state.status, Status::Running);
+    assert_eq!(long.pid, pid);
+    let done = rows
+        .iter()
+        .filter(|r| r.state.status == Status::Completed && !r.interrupted)
+        .count();
+    assert_eq!(done, 5);
+
+    // The CLI reads the file with no server.
+    #[cfg(feature = "cli")]
+    {
+        let out = cli(&["history", "--db", path.to_str().unwrap()]);
+        assert!(
+            out.lines()
+                .any(|l| l.contains("interrupted") && l.contains("long")),
+            "{out}"
+        );
+        assert_eq!(
+            out.lines().filter(|l| l.contains("completed")).count(),
+            5,
+            "{out}"
+        );
+        let id = long.state.id.to_string();
+        let out = cli(&["show", &id, "--db", path.to_str().unwrap()]);
+        assert!(
+            out.contains("long") && out.contains("interrupted: process"),
+            "{out}"
+        );
+        let out = cli(&[
+            "--json",
+            "history",
+            "--status",
+            "running",
+            "--db",
+            path.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["operations"][0]["interrupted"], true, "{out}");
+        assert_eq!(v["operations"].as_array().unwrap().len(), 1);
+    }
+
+    // The next writer flags it explicitly (for readers on other hosts).
+    let (_sub, store) = build(&path);
+    let flagged: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM operations WHERE interrupted = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(flagged, 1);
+    let running = store.history(&HistoryQuery::new().status(Status::Running));
+    assert_eq!(running.len(), 1);
+    assert_eq!(&*running[0].name, "long");
+}
+
+/// Figures for the notes: finished operations written per second (run with `--nocapture`).
+#[test]
+fn throughput() {
+    for (nodes, ops) in [(10usize, 2_000usize), (1_000, 100)] {
+        let dir = temp_dir("speed");
+        let path = dir.join("history.db");
+        let (sub, store) = build(&path);
+        let start = Instant::now();
+        tracing::subscriber::with_default(sub, || {
+            for i in 0..ops {
+                operation(&format!("op-{i}"), nodes - 1, false);
+            }
+        });
+        let produced = start.elapsed();
+        assert!(store.flush_history(Duration::from_secs(120)));
+        let total = start.elapsed();
+        let stats = store.stats();
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(path.with_extension("db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        println!(
+            "sqlite history: {nodes} nodes/op: {ops} ops produced in {produced:?}, all written \
+             after {total:?} = {:.0} finished ops/s end to end; rows written {}, dropped {}; \
+             file+wal {} KiB",
+            ops as f64 / total.as_secs_f64(),
+            stats.history_file_written,
+            stats.history_file_dropped,
+            bytes / 1024
+        );
+        assert_eq!(stats.history_file_errors, 0);
+    }
+}
+
+/// Runs the command-line client; its stdout (it must succeed).
+#[cfg(feature = "cli")]
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tracing-progress"))
+        .args(args)
+        .env_remove("TRACING_PROGRESS_ADDR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The second run's first operation has an ETA from the first run's durations.
+#[test]
+fn priors_come_from_the_file() {
+    let dir = temp_dir("priors");
+    let path = dir.join("history.db");
+    let slow = || {
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "nightly");
+        let _g = root.enter();
+        std::thread::sleep(Duration::from_millis(30));
+    };
+    let (sub, first) = build(&path);
+    tracing::subscriber::with_default(sub, || {
+        for _ in 0..5 {
+            slow();
+        }
+    });
+    assert!(first.flush_history(Duration::from_secs(10)));
+    drop(first);
+
+    let running_estimate = |path: &Path| {
+        let (sub, store) = build(path);
+        tracing::subscriber::with_default(sub, || {
+            let root =
+                tracing::info_span!("job", progress.level = "job", progress.name = "nightly");
+            let _g = root.enter();
+            std::thread::sleep(Duration::from_millis(2));
+            store.tick_estimates();
+            store.active()[0].root.estimate().cloned()
+        })
+    };
+    let estimate = running_estimate(&path).expect("an ETA from the file's durations");
+    assert_eq!(estimate.basis, tracing_progress::EstimateBasis::History);
+    assert!(estimate.remaining_us > 10_000, "{estimate:?}");
+    // A new file gives no head start.
+    assert!(running_estimate(&dir.join("fresh.db")).is_none());
+}
+
+#[test]
+fn retention_bounds_the_file() {
+    let dir = temp_dir("retention");
+    let path = dir.join("history.db");
+    let build_kept = |rows: Option<u64>, age: Option<Duration>| {
+        let (layer, store) = Builder::new()
+            .history_file(&path)
+            .history_file_retention(rows, age)
+            .estimate_interval(None)
+            .build()
+            .unwrap();
+        (tracing_subscriber::registry().with(layer), store)
+    };
+    let (sub, first) = build_kept(Some(3), None);
+    tracing::subscriber::with_default(sub, || {
+        for i in 0..6 {
+            operation(&format!("op-{i}"), 1, false);
+        }
+    });
+    assert!(first.flush_history(Duration::from_secs(10)));
+    drop(first);
+    // Pruned when the next store opens the file: the newest three stay.
+    let (_sub, _second) = build_kept(Some(3), None);
+    let rows = HistoryFile::open(&path)
+        .unwrap()
+        .query(&HistoryQuery::new())
+        .unwrap();
+    let names: Vec<_> = rows.iter().map(|r| r.state.name.to_string()).collect();
+    assert_eq!(names, ["op-5", "op-4", "op-3"]);
+    std::thread::sleep(Duration::from_millis(5));
+    let (_sub, _third) = build_kept(None, Some(Duration::from_millis(1)));
+    let file = HistoryFile::open(&path).unwrap();
+    assert!(file.query(&HistoryQuery::new()).unwrap().is_empty());
+
+    let msg = Builder::new()
+        .history_file_retention(Some(1), None)
+        .build::<tracing_subscriber::Registry>()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("history_file first"), "{msg}");
+}
+
+#[test]
+fn a_failing_file_leaves_memory_working() {
+    let dir = temp_dir("failing");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    // Someone breaks the file under the writer.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("ALTER TABLE operations RENAME TO gone;")
+        .unwrap();
+    tracing::subscriber::with_default(sub, || operation("kept", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 1, "{stats:?}");
+    assert!(stats.has_warning(tracing_progress::sqlite::WRITE_WARNING));
+    let history = store.history(&HistoryQuery::new());
+    assert_eq!(history.len(), 1);
+    assert_eq!(&*history[0].name, "kept");
+    assert!(
+        store
+            .stats()
+            .has_warning(tracing_progress::sqlite::READ_WARNING)
+    );
+}
