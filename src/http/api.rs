@@ -363,27 +363,27 @@ async fn list_operations(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
-    let filters = Filters::parse(&params, OPERATIONS_PARAMS, Some(DEFAULT_LIMIT))
-        .map_err(ApiError::bad_request)?;
-    let permit = heavy_permit(&app).await?;
-    let body = body::operations_array(
-        app.store.clone(),
-        filters,
-        permit,
-        deadline(&app, started),
-        app.counters.clone(),
-    );
-    Ok(json_stream(body))
+    list(app, q, OPERATIONS_PARAMS, None).await
 }
 
 async fn history(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    list(app, q, HISTORY_PARAMS, Some(Include::History)).await
+}
+
+/// A streamed JSON array of operations: the filters `allowed` names, `include` forced if given.
+async fn list(
+    app: AppState,
+    q: Option<String>,
+    allowed: &[&str],
+    include: Option<Include>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let params = Params::parse(q.as_deref()).map_err(ApiError::bad_request)?;
-    let mut filters = Filters::parse(&params, HISTORY_PARAMS, Some(DEFAULT_LIMIT))
-        .map_err(ApiError::bad_request)?;
-    filters.include = Include::History;
+    let mut filters =
+        Filters::parse(&params, allowed, Some(DEFAULT_LIMIT)).map_err(ApiError::bad_request)?;
+    if let Some(include) = include {
+        filters.include = include;
+    }
     let permit = heavy_permit(&app).await?;
     let body = body::operations_array(
         app.store.clone(),

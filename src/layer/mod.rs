@@ -374,10 +374,12 @@ where
                 tracked.returned.store(true, Ordering::Relaxed);
             }
             let target = class.callsite.target.clone();
+            let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
+            // Failing or not, the error is kept: as the node's failure or as one it handled.
             if self.shared.fail_on.fails(returned) {
-                tracked.fail(message, ErrorOrigin::Event, target, location, fields);
+                tracked.node.fail(error);
             } else {
-                tracked.handled_error(message, target, location, fields);
+                tracked.node.handled_error(error);
             }
         } else {
             if update.message.is_none() {

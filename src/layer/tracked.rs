@@ -129,20 +129,8 @@ impl Tracked {
             .fail(self.error_info(message, origin, target, location, fields));
     }
 
-    /// Records an ERROR event the node recovers from (see [`FailOn`]).
-    pub(super) fn handled_error(
-        &self,
-        message: Arc<str>,
-        target: Arc<str>,
-        location: Option<Arc<str>>,
-        fields: Metadata,
-    ) {
-        let error = self.error_info(message, ErrorOrigin::Event, target, location, fields);
-        self.node.handled_error(error);
-    }
-
     /// An error of this node, now (the store fills in its path).
-    fn error_info(
+    pub(super) fn error_info(
         &self,
         message: Arc<str>,
         origin: ErrorOrigin,

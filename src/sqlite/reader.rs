@@ -66,7 +66,7 @@ pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec
         arg(&mut sql, "operation_type =", t.clone().into());
     }
     if let Some(s) = q.status {
-        arg(&mut sql, "status =", status_str(s).to_string().into());
+        arg(&mut sql, "status =", s.as_str().to_string().into());
     }
     if let Some(n) = &q.name_contains {
         // ASCII case folding in SQL; the exact check runs again on the decoded rows.
@@ -84,7 +84,25 @@ pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec
         let _ = write!(sql, " LIMIT {}", to_i64(limit as u64));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+    let name = q.name_contains.as_deref();
+    stored(
+        &mut stmt,
+        rusqlite::params_from_iter(args),
+        &dead,
+        |state| name.is_none_or(|n| state.name.to_lowercase().contains(n)),
+    )
+}
+
+/// Decodes rows of `run_id, host, pid, interrupted, state_json` into stored operations, keeping
+/// those `keep` accepts. A row whose JSON this version cannot read (a newer shape) is skipped,
+/// not fatal.
+fn stored(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    dead: &[i64],
+    keep: impl Fn(&ProgressState) -> bool,
+) -> rusqlite::Result<Vec<StoredOperation>> {
+    let rows = stmt.query_map(params, |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
@@ -96,54 +114,12 @@ pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec
     let mut out = Vec::new();
     for row in rows {
         let (run_id, host, pid, flagged, json) = row?;
-        // A row whose JSON this version cannot read (a newer shape) is skipped, not fatal.
         let Ok(state) = serde_json::from_str::<ProgressState>(&json) else {
             continue;
         };
-        let interrupted = state.status == Status::Running && (flagged || dead.contains(&run_id));
-        let named = q
-            .name_contains
-            .as_deref()
-            .is_none_or(|n| state.name.to_lowercase().contains(n));
-        if named {
-            out.push(StoredOperation {
-                state: Arc::new(state),
-                run_id,
-                host,
-                pid: u32::try_from(pid).unwrap_or(0),
-                interrupted,
-            });
+        if !keep(&state) {
+            continue;
         }
-    }
-    Ok(out)
-}
-
-fn status_str(s: Status) -> &'static str {
-    s.as_str()
-}
-
-/// Every row of one operation id (ids repeat across runs), newest first.
-pub(crate) fn get(conn: &Connection, id: u64) -> rusqlite::Result<Vec<StoredOperation>> {
-    let dead = dead_runs(conn)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT run_id, host, pid, interrupted, state_json FROM operations WHERE op_id = ?1 \
-         ORDER BY finished_us DESC",
-    )?;
-    let rows = stmt.query_map([to_i64(id)], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, bool>(3)?,
-            r.get::<_, String>(4)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (run_id, host, pid, flagged, json) = row?;
-        let Ok(state) = serde_json::from_str::<ProgressState>(&json) else {
-            continue;
-        };
         let interrupted = state.status == Status::Running && (flagged || dead.contains(&run_id));
         out.push(StoredOperation {
             state: Arc::new(state),
@@ -154,6 +130,16 @@ pub(crate) fn get(conn: &Connection, id: u64) -> rusqlite::Result<Vec<StoredOper
         });
     }
     Ok(out)
+}
+
+/// Every row of one operation id (ids repeat across runs), newest first.
+pub(crate) fn get(conn: &Connection, id: u64) -> rusqlite::Result<Vec<StoredOperation>> {
+    let dead = dead_runs(conn)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_id, host, pid, interrupted, state_json FROM operations WHERE op_id = ?1 \
+         ORDER BY finished_us DESC",
+    )?;
+    stored(&mut stmt, [to_i64(id)], &dead, |_| true)
 }
 
 /// The file as the store's second history source.

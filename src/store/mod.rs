@@ -159,13 +159,6 @@ impl StoreInner {
         });
     }
 
-    /// Snapshots of the running operations, oldest first.
-    pub(crate) fn active_snapshots(&self) -> Vec<Arc<ProgressState>> {
-        let mut cells: Vec<_> = self.active.read().values().cloned().collect();
-        cells.sort_by_key(|c| c.id);
-        cells.into_iter().map(|c| Arc::new(c.snapshot())).collect()
-    }
-
     /// One estimate tick of every running operation.
     pub(crate) fn tick_estimates(&self) {
         let cells: Vec<_> = self.active.read().values().cloned().collect();
@@ -349,7 +342,9 @@ impl Store {
 
     /// All running operations, oldest first.
     pub fn active(&self) -> Vec<Arc<ProgressState>> {
-        self.inner.active_snapshots()
+        let mut cells: Vec<_> = self.inner.active.read().values().cloned().collect();
+        cells.sort_by_key(|c| c.id);
+        cells.into_iter().map(|c| Arc::new(c.snapshot())).collect()
     }
 
     /// Ids of the running operations, oldest first (no snapshot taken).

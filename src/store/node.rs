@@ -69,7 +69,6 @@ pub(crate) struct Closed {
 }
 
 /// The layer's handle to one node.
-#[derive(Clone)]
 pub(crate) struct NodeHandle {
     op: Arc<OperationCell>,
     key: NodeKey,
