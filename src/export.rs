@@ -1,5 +1,5 @@
-//! The seam between the recording side and optional exporters (OpenTelemetry today; a
-//! database and metrics next).
+//! The seam between the recording side and optional exporters (OpenTelemetry spans, a
+//! SQLite history file, OpenTelemetry/Prometheus metrics).
 //!
 //! The layer tells every [`Exporter`] what happened to the nodes of its spans — created,
 //! started, counters changed, closed with its final [`ProgressLevel`], operation finished —
@@ -10,7 +10,10 @@
 
 // Without an exporter feature nothing implements the seam; the layer's calls through it are
 // then loops over an empty list.
-#![cfg_attr(not(any(feature = "otel", feature = "sqlite")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "otel", feature = "sqlite", feature = "metrics")),
+    allow(dead_code)
+)]
 
 use std::fmt;
 use std::sync::Arc;
