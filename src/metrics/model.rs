@@ -213,6 +213,8 @@ impl Model {
     }
 
     pub(crate) fn operation_finished(&self, state: &ProgressState) {
+        // The next read must not show it running (e.g. the last push at shutdown).
+        *self.running.lock() = None;
         let t = self.op_type(&state.operation_type);
         let outcome = outcome(state);
         let mut finished = t.finished.lock();
