@@ -341,6 +341,13 @@ impl MetricsExport {
     }
 }
 
+/// The store's figures in the Prometheus text format (0.0.4, content type [`CONTENT_TYPE`]),
+/// as the HTTP server's `/metrics` serves them, for a server of your own; `None` when the
+/// layer was built without [`Builder::metrics`](crate::Builder::metrics).
+pub fn prometheus_text(store: &Store) -> Option<String> {
+    store.metrics_text()
+}
+
 /// The exporter behind the seam.
 struct MetricsExporter {
     model: Arc<model::Model>,

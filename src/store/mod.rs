@@ -422,7 +422,7 @@ impl Store {
     }
 
     /// The store's figures in Prometheus text format, when the metrics exporter is installed.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "http", feature = "metrics")), allow(dead_code))]
     pub(crate) fn metrics_text(&self) -> Option<String> {
         self.inner.metrics_text.get().map(|m| m.render())
     }
