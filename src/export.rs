@@ -26,6 +26,8 @@ use tracing_core::span::Id;
 use crate::model::{OperationId, ProgressLevel, ProgressState};
 
 /// A node as exporters see it when it is created or started.
+// Some fields are read only by some exporters (all of them by `otel`).
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NodeRef {
     pub(crate) operation_id: OperationId,
@@ -33,6 +35,7 @@ pub(crate) struct NodeRef {
 }
 
 /// A node that just closed.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClosedNode<'a> {
     /// The node as it ended, without children.
