@@ -184,7 +184,18 @@ fn one_process_through_the_collector_to_prometheus_and_jaeger() {
     let Some(e) = engines() else { return };
     let svc = unique("fleet-one");
     let inst = format!("{svc}-a");
-    let mut child = spawn_fleet(&e, &svc, &inst, &[("FLEET_HOLD", "1")]);
+    // Its own /metrics too, to compare with what came through the collector.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+        .to_string();
+    let mut child = spawn_fleet(
+        &e,
+        &svc,
+        &inst,
+        &[("FLEET_HOLD", "1"), ("FLEET_HTTP_PORT", port.as_str())],
+    );
     wait_ready(&mut child);
     let sel = format!("service_name=\"{svc}\",service_instance_id=\"{inst}\"");
 
@@ -249,6 +260,32 @@ fn one_process_through_the_collector_to_prometheus_and_jaeger() {
     );
     // Each item sleeps 20 ms: none is in the 5 ms bucket.
     assert_eq!(promql_value(&e, &le), Some(0.0));
+
+    // The process's own /metrics says the same, under the same names and labels.
+    let mut resp = ureq::get(format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .expect("GET /metrics of the process");
+    let text = resp.body_mut().read_to_string().unwrap();
+    for line in [
+        r#"tracing_progress_operations_finished_total{operation_type="batch",outcome="completed"} 2"#,
+        r#"tracing_progress_operations_finished_total{operation_type="batch",outcome="failed"} 1"#,
+        r#"tracing_progress_node_failures_total{level_type="item"} 1"#,
+        r#"tracing_progress_node_duration_seconds_count{level_type="item"} 14"#,
+        r#"tracing_progress_operations_active{operation_type="batch"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no {line:?} in /metrics:\n{text}"
+        );
+    }
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("tracing_progress_operation_progress_ratio{")
+                && l.contains(r#"operation_name="held job""#)
+                && l.ends_with(" 0.3")
+        ),
+        "no held ratio in /metrics:\n{text}"
+    );
 
     // The held job finishes: a third completed operation, no running one left.
     wait_exit(child);
