@@ -290,3 +290,73 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
         assert!(r.is_err(), "{name}: the last push cannot have succeeded");
     }
 }
+
+/// An OTLP/HTTP sink: answers every request with an empty 200 and counts the `/v1/metrics`
+/// posts.
+fn sink() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let posts = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = posts.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut have = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(n) = c.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    have.extend_from_slice(&buf[..n]);
+                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&have[..end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if have.len() < end + 4 + len {
+                            break;
+                        }
+                        if head.starts_with("post /v1/metrics") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        have.drain(..end + 4 + len);
+                        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    (port, posts)
+}
+
+#[test]
+fn the_push_runs_without_a_kept_handle_and_stops_with_the_layer() {
+    use std::sync::atomic::Ordering;
+    let (port, posts) = sink();
+    // Built inline, as a stranger would: no clone of the export is kept.
+    let t = Traced::new(
+        Builder::new().metrics(
+            MetricsExport::new()
+                .otlp_http(format!("http://127.0.0.1:{port}"))
+                .interval(Duration::from_millis(100)),
+        ),
+    );
+    t.run("job", "a", false);
+    support::wait_until("two pushes", || posts.load(Ordering::SeqCst) >= 2);
+    // Dropping the layer ends the push (after one last one).
+    drop(t);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = posts.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        after,
+        "pushes went on after the layer was dropped"
+    );
+}

@@ -202,7 +202,7 @@ pub struct MetricsExport {
     timeout: Duration,
     max_types: usize,
     max_running: usize,
-    installed: Arc<OnceLock<otlp::Pipeline>>,
+    installed: Arc<OnceLock<Arc<otlp::Pipeline>>>,
 }
 
 impl fmt::Debug for MetricsExport {
@@ -332,7 +332,10 @@ impl MetricsExport {
     }
 
     /// Pushes the last figures and stops the push thread, waiting at most `timeout` (a
-    /// collector that never answers cannot hold the program's exit longer).
+    /// collector that never answers cannot hold the program's exit longer). Without it, the
+    /// push stops when the layer and every clone of this value are dropped (that last push
+    /// is bounded by [`timeout`](Self::timeout)); a global subscriber is never dropped, so
+    /// call this before the program exits.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), MetricsError> {
         match self.installed.get() {
             Some(p) => p.shutdown(timeout),
@@ -352,6 +355,9 @@ pub fn prometheus_text(store: &Store) -> Option<String> {
 struct MetricsExporter {
     model: Arc<model::Model>,
     histogram: Option<Histogram<f64>>,
+    /// Keeps the push alive as long as the layer, also when no `MetricsExport` clone is kept
+    /// (the SDK shuts its provider down when the last handle goes).
+    _pipeline: Option<Arc<otlp::Pipeline>>,
 }
 
 impl Exporter for MetricsExporter {
@@ -393,14 +399,25 @@ pub(crate) fn install(export: &MetricsExport, store: &Store) -> Result<Arc<dyn E
     ));
     store.set_metrics_text(Arc::new(prometheus::Exposition::new(model.clone())));
     let mut histogram = None;
+    let mut kept = None;
     if let Some(endpoint) = &export.endpoint {
-        let pipeline = otlp::Pipeline::start(export, endpoint, model.clone())?;
+        if export.installed.get().is_some() {
+            return Err("this MetricsExport is already installed in another layer; \
+                        give each layer its own MetricsExport::new()"
+                .into());
+        }
+        let pipeline = Arc::new(otlp::Pipeline::start(export, endpoint, model.clone())?);
         histogram = Some(pipeline.histogram.clone());
+        kept = Some(pipeline.clone());
         if export.installed.set(pipeline).is_err() {
             return Err("this MetricsExport is already installed in another layer; \
                         give each layer its own MetricsExport::new()"
                 .into());
         }
     }
-    Ok(Arc::new(MetricsExporter { model, histogram }))
+    Ok(Arc::new(MetricsExporter {
+        model,
+        histogram,
+        _pipeline: kept,
+    }))
 }
