@@ -9,7 +9,9 @@
 //!    - `layer+metrics`: with `Builder::metrics` and no push (the `/metrics` model);
 //!    - `layer+metrics+otlp`: pushing OTLP/HTTP every 100 ms to an in-process sink that
 //!      answers 200 at once (ten times the default rate: the push thread's work is not on the
-//!      instrumented thread, but it competes for the 2 cores).
+//!      instrumented thread, but it competes for the 2 cores);
+//!    - `layer (control)`: the first configuration again, built last, so the table shows how
+//!      far two identical configurations differ in one run (noise and memory placement).
 //!
 //!    At `SETLIST_SPEED=100` (the sim's work scaled to 1/100: 80 µs steps) and with no work
 //!    at all (`pure`: instrumentation only, the worst case); then the intrinsic cost, one
@@ -126,10 +128,12 @@ fn export_overhead() {
             "layer+metrics+otlp",
             dispatch(Builder::new().metrics(push.clone())),
         ),
+        // The same as the first, built last: how much the noise and placement alone differ.
+        ("layer (control)", dispatch(Builder::new())),
     ];
     for (workload, speed, runs, rounds) in [("setlist x100", "100", 5, 21), ("pure", "", 300, 21)] {
         let pure = speed.is_empty();
-        let mut best = [u64::MAX; 3];
+        let mut best = [u64::MAX; 4];
         for round in 0..=rounds {
             // Each round starts with another configuration, so order effects even out.
             for k in 0..configs.len() {
@@ -165,7 +169,7 @@ fn export_overhead() {
         }
     }
     // The intrinsic cost: one tracked span's lifecycle under a long-lived parent.
-    let mut best = [u64::MAX; 3];
+    let mut best = [u64::MAX; 4];
     const SPANS: u64 = 20_000;
     for round in 0..=21 {
         for k in 0..configs.len() {
