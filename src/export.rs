@@ -1,5 +1,5 @@
-//! The seam between the recording side and optional exporters (OpenTelemetry today; a
-//! database and metrics next).
+//! The seam between the recording side and optional exporters (OpenTelemetry spans, a
+//! SQLite history file, OpenTelemetry/Prometheus metrics).
 //!
 //! The layer tells every [`Exporter`] what happened to the nodes of its spans — created,
 //! started, counters changed, closed with its final [`ProgressLevel`], operation finished —
@@ -10,7 +10,10 @@
 
 // Without an exporter feature nothing implements the seam; the layer's calls through it are
 // then loops over an empty list.
-#![cfg_attr(not(any(feature = "otel", feature = "sqlite")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "otel", feature = "sqlite", feature = "metrics")),
+    allow(dead_code)
+)]
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +26,8 @@ use tracing_core::span::Id;
 use crate::model::{OperationId, ProgressLevel, ProgressState};
 
 /// A node as exporters see it when it is created or started.
+// Some fields are read only by some exporters (all of them by `otel`).
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct NodeRef {
     pub(crate) operation_id: OperationId,
@@ -30,6 +35,7 @@ pub(crate) struct NodeRef {
 }
 
 /// A node that just closed.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClosedNode<'a> {
     /// The node as it ended, without children.

@@ -121,6 +121,7 @@ pub(crate) fn build(state: AppState) -> Router {
         .route("/api/operations/{id}/cancel", post(cancel))
         .route("/api/history", get(history))
         .route("/api/history.jsonl", get(history_jsonl))
+        .route("/metrics", get(metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             state.limits.request_timeout,
@@ -432,6 +433,27 @@ async fn get_operation(
     params(q.as_deref(), &["token"])?;
     let id = parse_id(path)?;
     Ok(Json(lookup(&app.store, id)?))
+}
+
+/// Content type of `/metrics` (the Prometheus text format 0.0.4).
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The metrics exporter's figures for a Prometheus that scrapes this process (see
+/// `crate::metrics`). Rendering reads the running operations, so it holds a heavy permit and
+/// runs off the async workers.
+async fn metrics(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    params(q.as_deref(), &["token"])?;
+    let _permit = heavy_permit(&app).await?;
+    let store = app.store.clone();
+    let text = tokio::task::spawn_blocking(move || store.metrics_text())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    match text {
+        Some(text) => Ok(([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()),
+        None => Err(ApiError::not_found(
+            "no metrics: build the layer with Builder::metrics (feature `metrics`)",
+        )),
+    }
 }
 
 async fn get_operation_text(

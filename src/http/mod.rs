@@ -34,6 +34,7 @@
 //! | `POST /api/operations/{id}/cancel` | `{"id":7,"cancel_requested":true}`; needs the token |
 //! | `GET /api/history` | `{"operations":[...],"truncated":true}`: finished operations, newest first |
 //! | `GET /api/history.jsonl` | `application/x-ndjson`: finished operations, one per line, oldest first; header `x-truncated: true` when more matched than the limit |
+//! | `GET /metrics` | `text/plain; version=0.0.4`: the metrics exporter's figures in Prometheus text format (feature `metrics`, [`Builder::metrics`](crate::Builder)); 404 without it. Rendered off the async workers under a heavy-request permit |
 //! | `GET /api/events` | `text/event-stream`: live changes (below) |
 //!
 //! Filters of `/api/operations`, `/api/history` and `/api/history.jsonl` (an empty value is

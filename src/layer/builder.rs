@@ -87,6 +87,8 @@ pub struct Builder {
     resources: Option<Duration>,
     #[cfg(feature = "sqlite")]
     history_file: Option<crate::sqlite::FileConfig>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::MetricsExport>,
 }
 
 impl fmt::Debug for Builder {
@@ -135,7 +137,23 @@ impl Builder {
             resources: None,
             #[cfg(feature = "sqlite")]
             history_file: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// Progress as OpenTelemetry metrics pushed over OTLP and in Prometheus text format on the
+    /// HTTP server's `/metrics`, with bounded cardinality; see [`metrics`](crate::metrics).
+    /// Keep a clone of `export` to [`shutdown`](crate::metrics::MetricsExport::shutdown) the
+    /// push before the program exits.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(mut self, export: crate::metrics::MetricsExport) -> Self {
+        match export.validate() {
+            Ok(()) => self.metrics = Some(export),
+            Err(e) => self.invalid = self.invalid.or(Some(e)),
+        }
+        self
     }
 
     /// Keeps finished operations in a SQLite file as well, so history survives restarts and
@@ -424,6 +442,11 @@ impl Builder {
         if let Some(config) = &self.history_file {
             let handle = Store::from_inner(store.clone());
             exporters.push(crate::sqlite::install(config, &handle).map_err(BuildError)?);
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(export) = &self.metrics {
+            let handle = Store::from_inner(store.clone());
+            exporters.push(crate::metrics::install(export, &handle).map_err(BuildError)?);
         }
         let layer = ProgressLayer::new(
             store.clone(),

@@ -94,6 +94,15 @@ pub(crate) struct StoreInner {
     warnings: Mutex<Vec<SetupWarning>>,
     /// Finished operations kept outside memory (a history file), installed once at build.
     history_source: OnceLock<Arc<dyn HistorySource>>,
+    /// Figures in Prometheus text format (the metrics exporter), installed once at build.
+    metrics_text: OnceLock<Arc<dyn MetricsText>>,
+}
+
+/// Renders the store's figures in the Prometheus text format (e.g. the metrics exporter, for
+/// the HTTP server's `/metrics`). The store knows only this trait.
+pub(crate) trait MetricsText: Send + Sync + 'static {
+    /// The whole exposition, ready to serve.
+    fn render(&self) -> String;
 }
 
 /// Finished operations kept outside the store (e.g. a history file written by an exporter),
@@ -142,6 +151,7 @@ impl StoreInner {
             notifier: subscribe::Notifier::default(),
             warnings: Mutex::new(Vec::new()),
             history_source: OnceLock::new(),
+            metrics_text: OnceLock::new(),
         })
     }
 
@@ -403,6 +413,27 @@ impl Store {
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn set_history_source(&self, source: Arc<dyn HistorySource>) {
         let _ = self.inner.history_source.set(source);
+    }
+
+    /// Installs the renderer of `/metrics` (once; later calls are ignored).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn set_metrics_text(&self, source: Arc<dyn MetricsText>) {
+        let _ = self.inner.metrics_text.set(source);
+    }
+
+    /// The store's figures in Prometheus text format, when the metrics exporter is installed.
+    #[cfg_attr(not(any(feature = "http", feature = "metrics")), allow(dead_code))]
+    pub(crate) fn metrics_text(&self) -> Option<String> {
+        self.inner.metrics_text.get().map(|m| m.render())
+    }
+
+    /// Operation types of the running operations, oldest first (each tree locked briefly; no
+    /// snapshot taken).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn active_types(&self) -> Vec<(OperationId, Arc<str>)> {
+        let mut cells: Vec<_> = self.inner.active.read().values().cloned().collect();
+        cells.sort_by_key(|c| c.id);
+        cells.iter().map(|c| (c.id, c.operation_type())).collect()
     }
 
     /// Adds durations of completed nodes to the priors of estimates (e.g. from a history

@@ -55,6 +55,12 @@ impl OperationCell {
         }
     }
 
+    /// The operation's type (under the tree's lock, briefly).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn operation_type(&self) -> Arc<str> {
+        self.tree.lock().operation_type.clone()
+    }
+
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
