@@ -58,7 +58,7 @@ use rusqlite::Connection;
 
 use crate::Store;
 use crate::export::Exporter;
-use crate::model::{OperationId, ProgressState};
+use crate::model::{OperationRef, ProgressState, RunId};
 use crate::store::HistoryQuery;
 
 pub use reader::READ_WARNING;
@@ -138,7 +138,7 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
     )?;
     store.set_history_source(Arc::new(reader::FileSource {
         conn: Mutex::new(read),
-        run_id: run.run_id,
+        run: RunId::from_u64(u64::try_from(run.run_id).unwrap_or(0)),
         counters: counters.clone(),
         store: store.downgrade(),
         path: config.path.clone(),
@@ -151,10 +151,10 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
 #[non_exhaustive]
 pub struct StoredOperation {
     /// The operation as it was written: its final state, or for an interrupted one the
-    /// snapshot taken when its root started.
+    /// snapshot taken when its root started. Its [`run`](ProgressState::run) is set.
     pub state: Arc<ProgressState>,
     /// The run (one store in one process) that wrote it; operation ids repeat across runs.
-    pub run_id: i64,
+    pub run: RunId,
     /// Host name of the writing process.
     pub host: String,
     /// Process id of the writing process.
@@ -227,15 +227,46 @@ impl HistoryFile {
         reader::query(&self.conn.lock(), query).map_err(|e| self.error(&e))
     }
 
-    /// Every stored operation with this id (one per run that had it), newest first.
-    pub fn get(&self, id: OperationId) -> Result<Vec<StoredOperation>, HistoryFileError> {
-        reader::get(&self.conn.lock(), id.as_u64()).map_err(|e| self.error(&e))
+    /// The stored operations `r` names: with its run, at most one; a bare id, every run's
+    /// operation with this id (ids repeat across runs), newest first.
+    pub fn get(
+        &self,
+        r: impl Into<OperationRef>,
+    ) -> Result<Vec<StoredOperation>, HistoryFileError> {
+        reader::get(&self.conn.lock(), r.into()).map_err(|e| self.error(&e))
+    }
+
+    /// Calls `f` with every operation matching `query` (its limit ignored), oldest first,
+    /// reading the file a page at a time: memory stays bounded whatever the file's size.
+    /// Returns how many; stops at the first error of `f`.
+    pub fn for_each<E: From<HistoryFileError>>(
+        &self,
+        query: &HistoryQuery,
+        mut f: impl FnMut(&StoredOperation) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut after = None;
+        let mut count = 0;
+        loop {
+            let (page, next) = reader::page(&self.conn.lock(), query, false, after, PAGE)
+                .map_err(|e| self.error(&e))?;
+            for (_, op) in &page {
+                f(op)?;
+                count += 1;
+            }
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(count),
+            }
+        }
     }
 
     fn error(&self, e: &rusqlite::Error) -> HistoryFileError {
         HistoryFileError(format!("history file {}: {e}", self.path.display()))
     }
 }
+
+/// Operations one page of [`HistoryFile::for_each`] holds.
+const PAGE: usize = 256;
 
 /// Wall-clock time, µs since the Unix epoch.
 pub(crate) fn now_us() -> i64 {

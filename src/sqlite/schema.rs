@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 /// Version of the history file's tables this build writes and reads.
-pub const FILE_SCHEMA_VERSION: i64 = 1;
+pub const FILE_SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,6 +43,14 @@ CREATE INDEX operations_type ON operations (operation_type, finished_us);
 CREATE INDEX operations_status ON operations (status, finished_us);
 CREATE INDEX operations_running ON operations (run_id) WHERE status = 'running';
 ";
+
+/// The steps from each version to the next: `MIGRATIONS[0]` takes version 1 to 2, and so on.
+/// A new file is created at version 1 and goes through all of them, so old and new files end
+/// with the same tables.
+const MIGRATIONS: &[&str] = &[
+    // 2: operations by id alone (`show ID` without its run, `Store::get`).
+    "CREATE INDEX operations_op ON operations (op_id);",
+];
 
 /// Opens (creating if needed) the file for writing, in WAL mode, migrated to this version.
 pub(crate) fn open_read_write(path: &Path, sync_full: bool) -> Result<Connection, String> {
@@ -92,6 +100,7 @@ pub(crate) fn open_read_only(path: &Path) -> Result<(Connection, i64), String> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| format!("history file {shown}: {e}"))?;
     let version = read_version(&conn).map_err(|e| not_a_database(path, &e))?;
+    super::reader::add_functions(&conn).map_err(|e| format!("history file {shown}: {e}"))?;
     match version {
         Some(v) => Ok((conn, v)),
         None => Err(format!(
@@ -134,7 +143,7 @@ fn migrate(conn: &Connection) -> Result<(), String> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
         .map_err(|e| e.to_string())?;
     let version = read_version(&tx).map_err(|e| e.to_string())?;
-    match version {
+    let from = match version {
         Some(v) if v > FILE_SCHEMA_VERSION => {
             return Err(format!(
                 "written by a newer tracing-progress (file schema {v}; this version knows up to \
@@ -142,11 +151,8 @@ fn migrate(conn: &Connection) -> Result<(), String> {
                  tracing-progress or another file"
             ));
         }
-        Some(v) if v == FILE_SCHEMA_VERSION => {}
-        Some(v) => {
-            // No older versions exist yet; a later version migrates `v` here step by step.
-            return Err(format!("unknown file schema version {v}"));
-        }
+        Some(v) if v < 1 => return Err(format!("unknown file schema version {v}")),
+        Some(v) => v,
         None => {
             let tables: i64 = tx
                 .query_row(
@@ -166,12 +172,23 @@ fn migrate(conn: &Connection) -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?;
             tx.execute_batch(SCHEMA_V1).map_err(|e| e.to_string())?;
-            tx.execute(
-                "INSERT INTO tracing_progress_schema (version, migrated_us) VALUES (?1, ?2)",
-                (FILE_SCHEMA_VERSION, super::now_us()),
-            )
-            .map_err(|e| e.to_string())?;
+            1
         }
+    };
+    for (to, step) in (from + 1..=FILE_SCHEMA_VERSION).zip(
+        MIGRATIONS
+            .iter()
+            .skip(usize::try_from(from - 1).unwrap_or(0)),
+    ) {
+        tx.execute_batch(step)
+            .map_err(|e| format!("migrating the file from schema {} to {to}: {e}", to - 1))?;
+    }
+    if from < FILE_SCHEMA_VERSION || version.is_none() {
+        tx.execute(
+            "INSERT INTO tracing_progress_schema (version, migrated_us) VALUES (?1, ?2)",
+            (FILE_SCHEMA_VERSION, super::now_us()),
+        )
+        .map_err(|e| e.to_string())?;
     }
     tx.commit().map_err(|e| e.to_string())
 }

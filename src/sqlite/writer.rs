@@ -277,7 +277,7 @@ impl Writer {
                     self.counters.skipped.fetch_add(1, Ordering::AcqRel);
                 }
                 Record::Finished(state) => rows.push((true, state)),
-                Record::Started(id) => match store.as_ref().and_then(|s| s.get(id)) {
+                Record::Started(id) => match store.as_ref().and_then(|s| s.get_in_memory(id)) {
                     Some(state) => rows.push((state.status.is_finished(), state)),
                     None => {
                         self.counters.skipped.fetch_add(1, Ordering::AcqRel);
