@@ -666,3 +666,213 @@ fn two_processes_write_one_file_at_once() {
         assert!(text.contains(&left.reference().to_string()), "{text}");
     }
 }
+
+/// A file written by the previous schema (version 1: `tests/fixtures/history-v1.db`, five
+/// completed operations and one interrupted) is read as it is and migrated when opened for
+/// writing.
+#[test]
+fn a_previous_schema_file_is_migrated() {
+    let dir = temp_dir("migrate");
+    let path = dir.join("history.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history-v1.db"),
+        &path,
+    )
+    .unwrap();
+    // Read-only: no migration, everything readable.
+    let old = HistoryFile::open(&path).unwrap();
+    assert_eq!(old.schema_version(), 1);
+    assert_eq!(old.query(&HistoryQuery::new()).unwrap().len(), 6);
+    drop(old);
+
+    let (sub, store) = build(&path);
+    let file = HistoryFile::open(&path).unwrap();
+    assert_eq!(
+        file.schema_version(),
+        tracing_progress::sqlite::FILE_SCHEMA_VERSION
+    );
+    assert_eq!(tracing_progress::sqlite::FILE_SCHEMA_VERSION, 2);
+    let index: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'operations_op'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1, "version 2's index");
+    // The old rows are all there, the interrupted one still interrupted.
+    let history = store.history(&HistoryQuery::new());
+    assert_eq!(history.len(), 6);
+    let long = history.iter().find(|s| &*s.name == "long").unwrap();
+    assert_eq!(long.status, Status::Running);
+    let rows = file.get(long.reference()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].interrupted);
+    assert_eq!(rows[0].host, "fixture-host");
+    let done = store.history(&HistoryQuery::new().status(Status::Completed));
+    assert_eq!(done.len(), 5);
+    assert!(done.iter().all(|s| s.root.children.len() == 2));
+    // The migrated file takes new operations.
+    tracing::subscriber::with_default(sub, || operation("after-migration", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    assert_eq!(file.query(&HistoryQuery::new()).unwrap().len(), 7);
+    assert_eq!(store.stats().history_file_errors, 0);
+    // Opening it again does not migrate twice.
+    drop(build(&path));
+    let versions: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM tracing_progress_schema", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(versions, 2, "one row for version 1, one for the migration");
+}
+
+/// A directory the process cannot write in gives a clear error at build.
+#[test]
+fn a_read_only_directory_fails_at_build() {
+    let err = |p: &Path| {
+        Builder::new()
+            .history_file(p)
+            .build::<tracing_subscriber::Registry>()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    // Nobody, root included, creates files in /proc.
+    let msg = err(Path::new("/proc/self/history.db"));
+    assert!(msg.contains("cannot create"), "{msg}");
+    // A directory without write permission (root ignores permissions: checked otherwise).
+    let dir = temp_dir("readonly");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let probe = dir.join("probe");
+    let root = std::fs::write(&probe, b"").is_ok();
+    if !root {
+        let msg = err(&dir.join("history.db"));
+        assert!(msg.contains("cannot create"), "{msg}");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Another process holding the write lock longer than the busy timeout costs those
+/// operations (counted, reported once), never the program's time; writing resumes after.
+#[test]
+fn a_file_locked_too_long_is_reported_and_survived() {
+    let dir = temp_dir("locked");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let dispatch = tracing::Dispatch::new(sub);
+    let started = Instant::now();
+    tracing::dispatcher::with_default(&dispatch, || operation("while-locked", 3, false));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the instrumented code never waits for the file: {:?}",
+        started.elapsed()
+    );
+    assert!(store.flush_history(Duration::from_secs(30)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 1, "{stats:?}");
+    let warning = stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning");
+    assert!(warning.message().contains("busy timeout"), "{warning:?}");
+    assert_eq!(store.history(&HistoryQuery::new()).len(), 1);
+    locker.execute_batch("COMMIT;").unwrap();
+    tracing::dispatcher::with_default(&dispatch, || operation("after-unlock", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let names: Vec<String> = HistoryFile::open(&path)
+        .unwrap()
+        .query(&HistoryQuery::new())
+        .unwrap()
+        .iter()
+        .map(|r| r.state.name.to_string())
+        .collect();
+    assert_eq!(names, ["after-unlock"]);
+}
+
+/// A full disk (here: the file at `history_file_max_bytes`) is counted and reported once.
+#[test]
+fn a_full_disk_is_reported_and_survived() {
+    let dir = temp_dir("full");
+    let path = dir.join("history.db");
+    let (layer, store) = Builder::new()
+        .history_file(&path)
+        .history_file_max_bytes(64 * 1024)
+        .estimate_interval(None)
+        .build()
+        .unwrap();
+    let sub = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(sub, || {
+        for i in 0..200 {
+            operation(&format!("filler-{i}"), 20, false);
+        }
+    });
+    assert!(store.flush_history(Duration::from_secs(30)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 1, "{stats:?}");
+    assert!(stats.history_file_written >= 1, "{stats:?}");
+    let warning = stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning");
+    assert!(warning.message().contains("disk is full"), "{warning:?}");
+    assert_eq!(
+        stats.warnings.len(),
+        1,
+        "reported once: {:?}",
+        stats.warnings
+    );
+    // Memory has them all; the file what fitted, intact.
+    assert_eq!(store.history(&HistoryQuery::new().limit(1000)).len(), 200);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size <= 64 * 1024, "{size}");
+    let check: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+/// The file deleted under a running program: reported once, counted, memory unaffected.
+#[test]
+fn a_deleted_file_is_reported_and_survived() {
+    let dir = temp_dir("deleted");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    let dispatch = tracing::Dispatch::new(sub);
+    tracing::dispatcher::with_default(&dispatch, || operation("before", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    assert_eq!(store.stats().history_file_errors, 0);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    tracing::dispatcher::with_default(&dispatch, || {
+        operation("after-1", 1, false);
+        operation("after-2", 1, false);
+    });
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 2, "{stats:?}");
+    let warning = stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning");
+    assert!(warning.message().contains("deleted"), "{warning:?}");
+    let names: Vec<String> = store
+        .history(&HistoryQuery::new())
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(names, ["after-2", "after-1", "before"]);
+    // The next start creates a new file.
+    drop(build(&path));
+    assert!(path.is_file());
+}

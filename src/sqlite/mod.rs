@@ -66,11 +66,13 @@ pub use schema::FILE_SCHEMA_VERSION;
 pub use writer::{QUEUE_CAPACITY, QUEUE_MAX_NODES, WRITE_WARNING};
 
 /// Settings of [`Builder::history_file`](crate::Builder::history_file).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct FileConfig {
     pub(crate) path: PathBuf,
     pub(crate) sync_full: bool,
     pub(crate) retention: Retention,
+    /// Hard bound on the file's size (`PRAGMA max_page_count` of the writer).
+    pub(crate) max_bytes: Option<u64>,
 }
 
 /// How many finished operations the file keeps, and for how long (`None`: no bound).
@@ -94,6 +96,14 @@ pub(crate) struct RunInfo {
 pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Exporter>, String> {
     let conn = schema::open_read_write(&config.path, config.sync_full)?;
     let shown = config.path.display();
+    if let Some(bytes) = config.max_bytes {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| format!("history_file {shown}: {e}"))?;
+        let pages = (writer::to_i64(bytes) / page.max(1)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| format!("history_file {shown}: {e}"))?;
+    }
     let run = RunInfo {
         run_id: new_run_id(),
         host: host_name(),

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 pub const FILE_SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Version 1: runs (one per process and store), operations keyed by (run, operation id).
 const SCHEMA_V1: &str = "
@@ -69,8 +69,15 @@ pub(crate) fn open_read_write(path: &Path, sync_full: bool) -> Result<Connection
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| format!("history_file {shown}: cannot open: {e}"))?;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        if path.exists() {
+            format!("history_file {shown}: cannot open: {e}")
+        } else {
+            format!(
+                "history_file {shown}: cannot create the file (is its directory writable?): {e}"
+            )
+        }
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| format!("history_file {shown}: {e}"))?;
     let mode: String = conn

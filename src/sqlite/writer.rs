@@ -141,9 +141,11 @@ pub(crate) fn spawn(
     store: Weak<StoreInner>,
     retention: Retention,
 ) -> Result<(), String> {
+    let identity = file_identity(&run.path);
     let mut writer = Writer {
         conn,
         counters,
+        identity,
         run,
         store,
         retention,
@@ -166,6 +168,9 @@ pub(crate) fn spawn(
 struct Writer {
     conn: Connection,
     counters: Arc<Counters>,
+    /// The file opened (device, inode): when the path names another file or none, the one
+    /// written is gone.
+    identity: Option<(u64, u64)>,
     run: RunInfo,
     store: Weak<StoreInner>,
     retention: Retention,
@@ -289,6 +294,22 @@ impl Writer {
             return;
         }
         let n = rows.len() as u64;
+        if self.identity.is_some() && file_identity(&self.run.path) != self.identity {
+            // Writing on would only fill a file no one can open any more.
+            self.counters.errors.fetch_add(n, Ordering::AcqRel);
+            if let Some(store) = store {
+                store.warn_once(
+                    WRITE_WARNING,
+                    &format!(
+                        "the history file {} was deleted or replaced while running: operations \
+                         are no longer written to it (the in-memory history keeps working; \
+                         the next start creates a new file)",
+                        self.run.path.display()
+                    ),
+                );
+            }
+            return;
+        }
         match write_rows(&mut self.conn, &self.run, &rows) {
             Ok(()) => {
                 self.since_prune += n;
@@ -300,9 +321,10 @@ impl Writer {
                     store.warn_once(
                         WRITE_WARNING,
                         &format!(
-                            "cannot write the history file {}: {e} (the in-memory history \
+                            "cannot write the history file {}: {} (the in-memory history \
                              keeps working; StoreStats::history_file_errors counts the losses)",
-                            self.run.path.display()
+                            self.run.path.display(),
+                            explain(&e)
                         ),
                     );
                 }
@@ -347,6 +369,36 @@ fn write_rows(
         }
     }
     tx.commit()
+}
+
+/// The error, with what it means here for the faults one meets in practice.
+fn explain(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => format!(
+            "{e}: another process held the file's write lock for longer than the busy \
+             timeout ({} s)",
+            super::schema::BUSY_TIMEOUT.as_secs()
+        ),
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            format!("{e}: the disk is full, or the file reached history_file_max_bytes")
+        }
+        Some(rusqlite::ErrorCode::ReadOnly) => format!("{e}: the file cannot be written"),
+        _ => e.to_string(),
+    }
+}
+
+/// (device, inode) of the file at `path`, where the platform tells it.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {
