@@ -701,6 +701,18 @@ fn a_previous_schema_file_is_migrated() {
         )
         .unwrap();
     assert_eq!(index, 1, "version 2's index");
+    let table: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'operations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        !table.contains("WITHOUT ROWID") && table.contains("UNIQUE (run_id, op_id)"),
+        "version 2's rowid table: {table}"
+    );
     // The old rows are all there, the interrupted one still interrupted.
     let history = store.history(&HistoryQuery::new());
     assert_eq!(history.len(), 6);

@@ -19,8 +19,17 @@
 //!   never collide — holds the operation as the crate's versioned JSON
 //!   ([`ProgressState::to_json`](crate::ProgressState::to_json)) and indexed columns (type,
 //!   name, status, times, failure count, host, pid). A schema version table guards the
-//!   layout: a file of a newer version is refused for writing with a clear
-//!   [`BuildError`](crate::BuildError).
+//!   layout ([`FILE_SCHEMA_VERSION`]): an older file is migrated step by step when opened for
+//!   writing, a file of a newer version is refused for writing with a clear
+//!   [`BuildError`](crate::BuildError) (and read as far as possible by [`HistoryFile`]).
+//!   [`Builder::history_file_max_bytes`](crate::Builder::history_file_max_bytes) bounds its
+//!   size.
+//! * **Naming operations across runs**: operation ids count per process, so they repeat
+//!   across runs. An operation of another run carries its [`RunId`] in
+//!   [`ProgressState::run`](crate::ProgressState::run) and is named `ID@RUN`
+//!   ([`OperationRef`]); the store's own operations have no `run` and keep their bare ids.
+//!   [`Store::get`](crate::Store::get) finds the store's own operations (in memory, then in
+//!   the file), [`Store::get_ref`](crate::Store::get_ref) any run's.
 //! * **Crashes**: each root is written as `running` when it is first entered (through the same
 //!   queue), and replaced by its final state. A row still `running` whose process is gone
 //!   (same host, no such pid: checked through `/proc`, so on Linux) reads as *interrupted*
@@ -29,8 +38,14 @@
 //!   interrupted operation keeps status `running` and has no completion time: its state is
 //!   the snapshot taken at its start.
 //! * **Reading**: [`Store::history`](crate::Store::history) answers from memory and the file
-//!   (filters and limit applied in SQL), newest first, without duplicates of this store's own
-//!   operations; [`HistoryFile`] reads a file with no layer (the CLI's `--db`).
+//!   (filters and limit applied in SQL, served by indexes), newest first, without duplicates
+//!   of this store's own operations; [`HistoryFile`] reads a file with no layer (the CLI's
+//!   `--db`). Reads of everything ([`Store::write_history_jsonl`](crate::Store::write_history_jsonl)
+//!   without a limit, [`Store::export_all_json`](crate::Store::export_all_json),
+//!   [`HistoryFile::for_each`], `export --db`) go a page of 256 operations at a time.
+//! * **Faults** never reach the program: a write that fails (a lock held past the busy
+//!   timeout of 5 s, a full disk, the file deleted or replaced while running) costs those
+//!   operations in the file only, counted and reported once ([`WRITE_WARNING`]).
 //!
 //! * **Retention** (off by default: the file keeps everything):
 //!   [`Builder::history_file_retention`](crate::Builder::history_file_retention) bounds the
@@ -59,6 +74,7 @@ use rusqlite::Connection;
 use crate::Store;
 use crate::export::Exporter;
 use crate::model::{OperationRef, ProgressState, RunId};
+
 use crate::store::HistoryQuery;
 
 pub use reader::READ_WARNING;
