@@ -4,6 +4,11 @@
 //! (onset detection in the second song) fails. While it runs, the running operation's tree is
 //! printed now and then; at the end, the final state and the history.
 //!
+//! With `sqlite` (in `full`), finished operations go to a history file under the target
+//! directory (`target/setlist-history.db`; `SETLIST_HISTORY=PATH` for another, `off` for none):
+//! the second run lists the first in its history and has an ETA from it before its first
+//! song finishes.
+//!
 //! ```text
 //! cargo run --example setlist                 # about 4 seconds
 //! SETLIST_SPEED=20 cargo run --example setlist  # 20x faster
@@ -81,8 +86,100 @@ fn serve(store: &tracing_progress::Store) -> Option<tracing_progress::http::Serv
     }
 }
 
+/// The history file: `SETLIST_HISTORY`, or `setlist-history.db` in the target directory this
+/// example was built in (`target/debug/examples/setlist` → `target/`); `off` or empty: none.
+#[cfg(feature = "sqlite")]
+fn history_path() -> Option<std::path::PathBuf> {
+    match std::env::var("SETLIST_HISTORY") {
+        Ok(v) if v.is_empty() || v == "off" => None,
+        Ok(v) => Some(v.into()),
+        Err(_) => {
+            let exe = std::env::current_exe().ok()?;
+            let target = exe.parent()?.parent()?.parent()?;
+            Some(target.join("setlist-history.db"))
+        }
+    }
+}
+
+/// With a history file: what earlier runs left in it.
+#[cfg(feature = "sqlite")]
+fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path) {
+    let earlier = store.history(&HistoryQuery::new().limit(5));
+    println!(
+        "history file: {} ({})",
+        path.display(),
+        if earlier.is_empty() {
+            "new: run again to see this run in the history and an ETA from it".to_string()
+        } else {
+            let n = earlier.len();
+            format!(
+                "{n} earlier operation{}, newest first:",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+    );
+    for op in &earlier {
+        println!(
+            "  {} {:?} {} in {}",
+            op.reference(),
+            &*op.name,
+            op.status,
+            tracing_progress::view::format_duration(op.root.timing.elapsed_us)
+        );
+    }
+}
+
+/// Prints the setlist's first estimate, with how many songs were done by then: with an
+/// earlier run in the history file, it comes before the first song finishes.
+fn watch_first_eta(store: tracing_progress::Store) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        while started.elapsed() < scaled(4_000) {
+            let op = store
+                .active()
+                .into_iter()
+                .find(|op| &*op.operation_type == "setlist_processing");
+            if let Some(op) = op
+                && let Some(estimate) = op.root.estimate()
+            {
+                // Durations of earlier runs' nodes (priors from the history file) show as
+                // basis `History` somewhere in the tree.
+                let mut stack = vec![&op.root];
+                let mut from_history = false;
+                while let Some(node) = stack.pop() {
+                    from_history |= node
+                        .estimate()
+                        .is_some_and(|e| e.basis == tracing_progress::EstimateBasis::History);
+                    stack.extend(node.children.iter());
+                }
+                println!(
+                    "first ETA after {} ms: {} remaining ({}), {}/{} songs done",
+                    started.elapsed().as_millis(),
+                    tracing_progress::view::format_duration(estimate.remaining_us),
+                    if from_history {
+                        "from earlier runs"
+                    } else {
+                        "from this run's rate"
+                    },
+                    op.root.current,
+                    op.root.total.unwrap_or(0),
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    })
+}
+
 fn main() {
     let builder = tracing_progress::Builder::new();
+    #[cfg(feature = "sqlite")]
+    let history = history_path();
+    #[cfg(feature = "sqlite")]
+    let builder = match &history {
+        Some(path) => builder.history_file(path),
+        None => builder,
+    };
     // With `resources`: CPU and memory sampled off the hot path, shown per level.
     #[cfg(feature = "resources")]
     let builder = builder.sample_resources(std::time::Duration::from_millis(100));
@@ -107,12 +204,18 @@ fn main() {
         .with(fmt::layer().with_writer(log_writer).with_filter(log_filter))
         .init();
 
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = &history {
+        show_earlier_runs(&store, path);
+    }
     #[cfg(not(feature = "terminal"))]
     let stop_reporter = start_reporter(store.clone());
     #[cfg(feature = "http")]
     let server = serve(&store);
 
+    let first_eta = watch_first_eta(store.clone());
     process_setlist("My Setlist", &SONGS);
+    let _ = first_eta.join();
 
     #[cfg(feature = "terminal")]
     live.finish();
@@ -120,7 +223,12 @@ fn main() {
     stop_reporter();
 
     println!("=== final state ===");
-    for op in store.history(&HistoryQuery::new()) {
+    // This run's operations (earlier runs' come from the history file and carry their run).
+    for op in store
+        .history(&HistoryQuery::new())
+        .into_iter()
+        .filter(|op| op.run.is_none())
+    {
         println!(
             "{}",
             Verbose::new(Detail::Verbose).max_children(8).render(&op)
@@ -130,10 +238,10 @@ fn main() {
         }
     }
     println!("=== history ===");
-    for op in store.history(&HistoryQuery::new()) {
+    for op in store.history(&HistoryQuery::new().limit(10)) {
         println!(
             "#{} {} {:?} {} ({} nodes, {} failed)",
-            op.id,
+            op.reference(),
             op.operation_type,
             &*op.name,
             op.status,
@@ -141,6 +249,9 @@ fn main() {
             op.metrics.nodes_failed
         );
     }
+
+    // The writer thread does not outlive the process: let it finish.
+    store.flush_history(std::time::Duration::from_secs(5));
 
     // Keep serving for a while so the history can be browsed (`SETLIST_LINGER` seconds).
     #[cfg(feature = "http")]

@@ -7,9 +7,23 @@ use support::example_binary;
 
 use std::process::Command;
 
+/// A history file of its own for each run of the test binary.
+fn fresh_history(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("tp-setlist-{name}-{}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
 fn run_setlist() -> (String, String) {
+    run_setlist_with(&fresh_history("run"))
+}
+
+fn run_setlist_with(history: &std::path::Path) -> (String, String) {
     let out = Command::new(example_binary("setlist"))
         .env("SETLIST_SPEED", "2")
+        .env("SETLIST_HISTORY", history)
         .env_remove("RUST_LOG")
         .output()
         .expect("run the example");
@@ -84,4 +98,41 @@ fn running_output_carries_the_verbose_fields() {
             "/sec)",
         ],
     );
+}
+
+/// With the history file (feature `sqlite`), the second run lists the first and has an ETA
+/// from it before its first song finishes.
+#[test]
+#[cfg(feature = "sqlite")]
+fn second_run_shows_the_first_and_an_eta_from_it() {
+    let history = fresh_history("second");
+    let (first, _) = run_setlist_with(&history);
+    assert_has(
+        &first,
+        &[&format!("history file: {} (new", history.display())],
+    );
+    let (second, _) = run_setlist_with(&history);
+    assert_has(
+        &second,
+        &[
+            "1 earlier operation, newest first:",
+            "\"My Setlist\" completed in ",
+        ],
+    );
+    let eta = second
+        .lines()
+        .find(|l| l.starts_with("first ETA after "))
+        .unwrap_or_else(|| panic!("no ETA line in:\n{second}"));
+    assert!(
+        eta.contains("(from earlier runs), 0/3 songs done"),
+        "an ETA from the first run before the first song finished: {eta}"
+    );
+    // The history lists both runs, the earlier one named with its run.
+    let (_, history_section) = second.split_once("=== history ===").unwrap();
+    let setlists: Vec<&str> = history_section
+        .lines()
+        .filter(|l| l.contains("setlist_processing \"My Setlist\" completed"))
+        .collect();
+    assert_eq!(setlists.len(), 2, "{history_section}");
+    assert!(setlists[1].contains('@'), "{history_section}");
 }

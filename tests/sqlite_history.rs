@@ -150,7 +150,7 @@ fn history_survives_and_is_shared() {
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| !r.interrupted));
     assert_eq!(rows[0].pid, std::process::id());
-    assert_ne!(rows[0].run_id, rows[1].run_id);
+    assert_ne!(rows[0].run, rows[1].run);
     let alpha = rows.iter().find(|r| &*r.state.name == "alpha").unwrap();
     assert_eq!(alpha.state.root.children.len(), 3);
     assert_eq!(file.get(alpha.state.id).unwrap().len(), 1);
@@ -428,4 +428,463 @@ fn a_failing_file_leaves_memory_working() {
             .stats()
             .has_warning(tracing_progress::sqlite::READ_WARNING)
     );
+}
+
+/// The child side of `two_processes_write_one_file_at_once` (does nothing otherwise): waits
+/// for the go file, writes its operations, then waits until it sees the other's.
+#[test]
+fn child_concurrent_writer() {
+    let Ok(path) = std::env::var("TP_SQLITE_CONCURRENT_DB") else {
+        return;
+    };
+    let name = std::env::var("TP_SQLITE_NAME").unwrap();
+    let ops: usize = std::env::var("TP_SQLITE_OPS").unwrap().parse().unwrap();
+    let go = PathBuf::from(format!("{path}.go"));
+    let (sub, store) = build(Path::new(&path));
+    println!("WAITING");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !go.exists() {
+        assert!(Instant::now() < deadline, "no go");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    tracing::subscriber::with_default(sub, || {
+        for i in 0..ops {
+            operation(&format!("{name}-{i}"), 4, i % 7 == 0);
+        }
+    });
+    assert!(store.flush_history(Duration::from_secs(30)));
+    // The other process's runs show up in this one's history.
+    let others = loop {
+        let others = store
+            .history(&HistoryQuery::new())
+            .iter()
+            .filter(|s| s.run.is_some())
+            .count();
+        if others >= ops || Instant::now() > deadline {
+            break others;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stats = store.stats();
+    println!(
+        "SAW {others} WRITTEN {} DROPPED {} ERRORS {}",
+        stats.history_file_written, stats.history_file_dropped, stats.history_file_errors
+    );
+}
+
+/// Runs `child_concurrent_writer` in a new process.
+fn concurrent_child(path: &Path, name: &str, ops: usize) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_concurrent_writer",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TP_SQLITE_CONCURRENT_DB", path)
+        .env("TP_SQLITE_NAME", name)
+        .env("TP_SQLITE_OPS", ops.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The next line of a child's stdout containing `marker`, from the marker on.
+fn line_with(lines: &mut impl Iterator<Item = std::io::Result<String>>, marker: &str) -> String {
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(i) = line.find(marker) {
+            return line[i..].to_string();
+        }
+    }
+    panic!("the child ended before printing {marker}");
+}
+
+#[test]
+fn two_processes_write_one_file_at_once() {
+    const OPS: usize = 300;
+    let dir = temp_dir("concurrent");
+    let path = dir.join("history.db");
+    // One store creates the file first (as the first of several processes would).
+    drop(build(&path));
+    let mut children: Vec<_> = ["left", "right"]
+        .iter()
+        .map(|name| {
+            let mut child = concurrent_child(&path, name, OPS);
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            line_with(&mut lines, "WAITING");
+            (child, lines)
+        })
+        .collect();
+    std::fs::write(format!("{}.go", path.display()), b"").unwrap();
+    for (child, lines) in &mut children {
+        let report = line_with(lines, "SAW ");
+        let n: Vec<u64> = report
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(
+            n[0], OPS as u64,
+            "each sees the other's operations: {report}"
+        );
+        assert!(n[1] >= OPS as u64, "{report}");
+        assert_eq!((n[2], n[3]), (0, 0), "nothing dropped or failed: {report}");
+        assert!(child.wait().unwrap().success());
+    }
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    // The two wrote at the same time: their rows' times interleave.
+    let spans: Vec<(i64, i64)> = conn
+        .prepare("SELECT min(finished_us), max(finished_us) FROM operations GROUP BY run_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(spans.len(), 2);
+    assert!(
+        spans[0].0 < spans[1].1 && spans[1].0 < spans[0].1,
+        "the writes overlapped in time: {spans:?}"
+    );
+    drop(conn);
+
+    // A third run reads both. Both children counted ids from 1, so ids repeat: each
+    // operation is named by (run, id).
+    let (_sub, store) = build(&path);
+    let all = store.history(&HistoryQuery::new());
+    assert_eq!(all.len(), 2 * OPS);
+    let left = all.iter().find(|s| &*s.name == "left-0").unwrap();
+    let right = all.iter().find(|s| &*s.name == "right-0").unwrap();
+    assert_eq!(left.id, right.id, "same per-process id in both runs");
+    assert_ne!(left.run, right.run);
+    assert_eq!(
+        store.get_ref(left.reference()).unwrap().name,
+        left.name,
+        "{}",
+        left.reference()
+    );
+    assert_eq!(&*store.get_ref(right.reference()).unwrap().name, "right-0");
+    // A bare id is this store's own operation: this run has none.
+    assert!(store.get(left.id).is_none());
+    assert!(store.run_id().is_some_and(|r| Some(r) != left.run));
+    let failed = store.history(&HistoryQuery::new().status(Status::Failed));
+    assert_eq!(failed.len(), 2 * OPS.div_ceil(7));
+
+    // Export reads the file a page at a time (300 per run is more than one page), oldest
+    // first, every operation once.
+    let mut out = Vec::new();
+    let n = store
+        .write_history_jsonl(&HistoryQuery::new(), &mut out)
+        .unwrap();
+    assert_eq!(n, 2 * OPS);
+    let lines: Vec<serde_json::Value> = std::str::from_utf8(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let times: Vec<u64> = lines
+        .iter()
+        .map(|v| v["completed_at_us"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    let refs: std::collections::HashSet<String> = lines
+        .iter()
+        .map(|v| format!("{}@{}", v["id"], v["run"].as_str().unwrap()))
+        .collect();
+    assert_eq!(refs.len(), 2 * OPS, "no operation twice");
+    let all_json: serde_json::Value = serde_json::from_str(&store.export_all_json()).unwrap();
+    let history = all_json["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2 * OPS);
+    assert_eq!(history[0]["completed_at_us"], *times.last().unwrap());
+
+    #[cfg(feature = "cli")]
+    {
+        let db = path.to_str().unwrap();
+        let left_ref = left.reference().to_string();
+        let out = cli(&["show", &left_ref, "--db", db]);
+        assert!(out.contains("left-0") && !out.contains("right-0"), "{out}");
+        let out = cli(&["show", &right.id.to_string(), "--db", db]);
+        assert!(out.contains("2 runs have an operation"), "{out}");
+        let out = cli(&["export", "--db", db]);
+        assert_eq!(
+            out.lines().count(),
+            2 * OPS,
+            "export --db writes everything"
+        );
+        let out = cli(&[
+            "export", "--db", db, "--format", "json", "--status", "failed",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2 * OPS.div_ceil(7));
+        let out = cli(&["export", "--db", db, "--limit", "3"]);
+        let names: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].to_string())
+            .collect();
+        assert_eq!(names.len(), 3);
+    }
+
+    // Over HTTP: the list carries each operation's run, and the single-operation route
+    // answers `ID@RUN` from the file.
+    #[cfg(all(feature = "http", feature = "cli"))]
+    {
+        let server = tracing_progress::http::Server::builder(store.clone())
+            .bind(([127, 0, 0, 1], 0))
+            .spawn()
+            .unwrap();
+        let addr = server.local_addr().to_string();
+        let remote = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_tracing-progress"))
+                .args(args)
+                .env("TRACING_PROGRESS_ADDR", &addr)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let out = remote(&["--json", "show", &right.reference().to_string()]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["name"], "right-0");
+        assert_eq!(v["run"], right.run.unwrap().to_string());
+        let out = remote(&["--json", "history", "--name=-0", "--limit", "10000"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let names: Vec<&str> = v["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"left-0") && names.contains(&"right-0"));
+        let out = remote(&["export", "--status", "failed"]);
+        assert_eq!(out.lines().count(), 2 * OPS.div_ceil(7));
+        let text = remote(&["history", "--name", "left-0"]);
+        assert!(text.contains(&left.reference().to_string()), "{text}");
+    }
+}
+
+/// A file written by the previous schema (version 1: `tests/fixtures/history-v1.db`, five
+/// completed operations and one interrupted) is read as it is and migrated when opened for
+/// writing.
+#[test]
+fn a_previous_schema_file_is_migrated() {
+    let dir = temp_dir("migrate");
+    let path = dir.join("history.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history-v1.db"),
+        &path,
+    )
+    .unwrap();
+    // Read-only: no migration, everything readable.
+    let old = HistoryFile::open(&path).unwrap();
+    assert_eq!(old.schema_version(), 1);
+    assert_eq!(old.query(&HistoryQuery::new()).unwrap().len(), 6);
+    drop(old);
+
+    let (sub, store) = build(&path);
+    let file = HistoryFile::open(&path).unwrap();
+    assert_eq!(
+        file.schema_version(),
+        tracing_progress::sqlite::FILE_SCHEMA_VERSION
+    );
+    assert_eq!(tracing_progress::sqlite::FILE_SCHEMA_VERSION, 2);
+    let index: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'operations_op'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1, "version 2's index");
+    let table: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'operations'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        !table.contains("WITHOUT ROWID") && table.contains("UNIQUE (run_id, op_id)"),
+        "version 2's rowid table: {table}"
+    );
+    // The old rows are all there, the interrupted one still interrupted.
+    let history = store.history(&HistoryQuery::new());
+    assert_eq!(history.len(), 6);
+    let long = history.iter().find(|s| &*s.name == "long").unwrap();
+    assert_eq!(long.status, Status::Running);
+    let rows = file.get(long.reference()).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].interrupted);
+    assert_eq!(rows[0].host, "fixture-host");
+    let done = store.history(&HistoryQuery::new().status(Status::Completed));
+    assert_eq!(done.len(), 5);
+    assert!(done.iter().all(|s| s.root.children.len() == 2));
+    // The migrated file takes new operations.
+    tracing::subscriber::with_default(sub, || operation("after-migration", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    assert_eq!(file.query(&HistoryQuery::new()).unwrap().len(), 7);
+    assert_eq!(store.stats().history_file_errors, 0);
+    // Opening it again does not migrate twice.
+    drop(build(&path));
+    let versions: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM tracing_progress_schema", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(versions, 2, "one row for version 1, one for the migration");
+}
+
+/// A directory the process cannot write in gives a clear error at build.
+#[test]
+fn a_read_only_directory_fails_at_build() {
+    let err = |p: &Path| {
+        Builder::new()
+            .history_file(p)
+            .build::<tracing_subscriber::Registry>()
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    // Nobody, root included, creates files in /proc.
+    let msg = err(Path::new("/proc/self/history.db"));
+    assert!(msg.contains("cannot create"), "{msg}");
+    // A directory without write permission (root ignores permissions: checked otherwise).
+    let dir = temp_dir("readonly");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let probe = dir.join("probe");
+    let root = std::fs::write(&probe, b"").is_ok();
+    if !root {
+        let msg = err(&dir.join("history.db"));
+        assert!(msg.contains("cannot create"), "{msg}");
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Another process holding the write lock longer than the busy timeout costs those
+/// operations (counted, reported once), never the program's time; writing resumes after.
+#[test]
+fn a_file_locked_too_long_is_reported_and_survived() {
+    let dir = temp_dir("locked");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let dispatch = tracing::Dispatch::new(sub);
+    let started = Instant::now();
+    tracing::dispatcher::with_default(&dispatch, || operation("while-locked", 3, false));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the instrumented code never waits for the file: {:?}",
+        started.elapsed()
+    );
+    assert!(store.flush_history(Duration::from_secs(30)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 1, "{stats:?}");
+    let warning = stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning");
+    assert!(warning.message().contains("busy timeout"), "{warning:?}");
+    assert_eq!(store.history(&HistoryQuery::new()).len(), 1);
+    locker.execute_batch("COMMIT;").unwrap();
+    tracing::dispatcher::with_default(&dispatch, || operation("after-unlock", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let names: Vec<String> = HistoryFile::open(&path)
+        .unwrap()
+        .query(&HistoryQuery::new())
+        .unwrap()
+        .iter()
+        .map(|r| r.state.name.to_string())
+        .collect();
+    assert_eq!(names, ["after-unlock"]);
+}
+
+/// A full disk (here: the file at `history_file_max_bytes`) is counted and reported once.
+#[test]
+fn a_full_disk_is_reported_and_survived() {
+    let dir = temp_dir("full");
+    let path = dir.join("history.db");
+    let (layer, store) = Builder::new()
+        .history_file(&path)
+        .history_file_max_bytes(64 * 1024)
+        .estimate_interval(None)
+        .build()
+        .unwrap();
+    let sub = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(sub, || {
+        for i in 0..200 {
+            operation(&format!("filler-{i}"), 20, false);
+        }
+    });
+    assert!(store.flush_history(Duration::from_secs(30)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 1, "{stats:?}");
+    assert!(stats.history_file_written >= 1, "{stats:?}");
+    let warning = stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning");
+    assert!(warning.message().contains("disk is full"), "{warning:?}");
+    assert_eq!(
+        stats.warnings.len(),
+        1,
+        "reported once: {:?}",
+        stats.warnings
+    );
+    // Memory has them all; the file what fitted, intact.
+    assert_eq!(store.history(&HistoryQuery::new().limit(1000)).len(), 200);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size <= 64 * 1024, "{size}");
+    let check: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+/// The file deleted under a running program: reported once, counted, memory unaffected.
+#[test]
+fn a_deleted_file_is_reported_and_survived() {
+    let dir = temp_dir("deleted");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    let dispatch = tracing::Dispatch::new(sub);
+    tracing::dispatcher::with_default(&dispatch, || operation("before", 1, false));
+    assert!(store.flush_history(Duration::from_secs(10)));
+    assert_eq!(store.stats().history_file_errors, 0);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    tracing::dispatcher::with_default(&dispatch, || {
+        operation("after-1", 1, false);
+        operation("after-2", 1, false);
+    });
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let stats = store.stats();
+    assert!(stats.history_file_errors >= 2, "{stats:?}");
+    let warning = stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning");
+    assert!(warning.message().contains("deleted"), "{warning:?}");
+    let names: Vec<String> = store
+        .history(&HistoryQuery::new())
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(names, ["after-2", "after-1", "before"]);
+    // The next start creates a new file.
+    drop(build(&path));
+    assert!(path.is_file());
 }

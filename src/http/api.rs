@@ -29,7 +29,7 @@ use super::limits::{Counters, GaugeGuard, HttpLimits, ServerStats};
 use super::params::{
     DEFAULT_LIMIT, Filters, HISTORY_PARAMS, Include, MAX_LIMIT, OPERATIONS_PARAMS, Params,
 };
-use crate::model::{NodeId, ProgressState};
+use crate::model::{NodeId, OperationRef, ProgressState};
 use crate::store::Store;
 use crate::view::{Detail, Verbose};
 
@@ -288,10 +288,18 @@ fn parse_id(path: Result<Path<String>, PathRejection>) -> Result<NodeId, ApiErro
         .map_err(|e| ApiError::bad_request(format!("operation id in the path: {e}")))
 }
 
-fn lookup(store: &Store, id: NodeId) -> Result<Arc<ProgressState>, ApiError> {
-    store.get(id).ok_or_else(|| {
+/// `ID` (this program's operation) or `ID@RUN` (one of a history file's other runs).
+fn parse_ref(path: Result<Path<String>, PathRejection>) -> Result<OperationRef, ApiError> {
+    let Path(raw) =
+        path.map_err(|e| ApiError::bad_request(format!("operation id in the path: {e}")))?;
+    raw.parse::<OperationRef>()
+        .map_err(|e| ApiError::bad_request(format!("operation id in the path: {e}")))
+}
+
+fn lookup(store: &Store, r: OperationRef) -> Result<Arc<ProgressState>, ApiError> {
+    store.get_ref(r).ok_or_else(|| {
         ApiError::not_found(format!(
-            "no operation with id {id} (unknown, or no longer kept in history)"
+            "no operation with id {r} (unknown, or no longer kept in history)"
         ))
     })
 }
@@ -431,8 +439,8 @@ async fn get_operation(
     RawQuery(q): RawQuery,
 ) -> Result<Json<impl Serialize>, ApiError> {
     params(q.as_deref(), &["token"])?;
-    let id = parse_id(path)?;
-    Ok(Json(lookup(&app.store, id)?))
+    let r = parse_ref(path)?;
+    Ok(Json(lookup(&app.store, r)?))
 }
 
 /// Content type of `/metrics` (the Prometheus text format 0.0.4).
@@ -473,8 +481,8 @@ async fn get_operation_text(
             )));
         }
     };
-    let id = parse_id(path)?;
-    let state = lookup(&app.store, id)?;
+    let r = parse_ref(path)?;
+    let state = lookup(&app.store, r)?;
     let text = Verbose::new(detail).render(&state);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }

@@ -21,7 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::limits::{Counters, GaugeGuard};
 use super::params::{Filters, Include};
-use crate::model::{OperationId, ProgressState};
+use crate::model::{OperationId, OperationRef, ProgressState};
 use crate::store::{HistoryQuery, Store};
 
 /// Bytes a chunk collects before it is handed to hyper.
@@ -42,7 +42,7 @@ pub(crate) struct HeavyPermit {
 enum Phase {
     Open,
     Active(VecDeque<OperationId>),
-    History(VecDeque<OperationId>),
+    History(VecDeque<OperationRef>),
     Close,
     Done,
 }
@@ -98,10 +98,10 @@ pub(crate) fn history_lines(
     counters: Arc<Counters>,
 ) -> (Body, bool) {
     let limit = filters.limit.unwrap_or(usize::MAX);
-    let mut ids: Vec<OperationId> = store
+    let mut ids: Vec<OperationRef> = store
         .history(&filters.query.clone().limit(limit.saturating_add(1)))
         .iter()
-        .map(|s| s.id)
+        .map(|s| s.reference())
         .collect();
     let truncated = ids.len() > limit;
     ids.truncate(limit);
@@ -198,8 +198,9 @@ impl ListStream {
             },
             Phase::History(ids) => match ids.pop_front() {
                 None => self.phase = Phase::Close,
-                Some(id) => {
-                    if let Some(state) = self.store.get(id) {
+                Some(r) => {
+                    // Another run's operation (from the history file) is named with its run.
+                    if let Some(state) = self.store.get_ref(r) {
                         self.write(buf, &state)?;
                     }
                 }
@@ -222,13 +223,13 @@ impl ListStream {
             return Phase::Close;
         }
         let room = self.limit - self.listed;
-        let mut ids: Vec<OperationId> = self
+        let mut ids: Vec<OperationRef> = self
             .store
             .history(&self.query.clone().limit(room.saturating_add(1)))
             .iter()
-            .map(|s| s.id)
+            .map(|s| s.reference())
             // One that finished while the running ones were written is listed already.
-            .filter(|id| !self.listed_active.contains(id))
+            .filter(|r| r.run.is_some() || !self.listed_active.contains(&r.id))
             .collect();
         if ids.len() > room {
             self.truncated = true;

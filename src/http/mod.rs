@@ -29,7 +29,7 @@
 //! | `GET /` | the live page (HTML, embedded, no external resources) |
 //! | `GET /api/health` | `{"ok":true,"active":2,"history":17,"history_bytes":81920,"cancel_enabled":true,"token_required_for_reads":false,"server":{...}}` (never needs the token; `server` is [`ServerStats`]) |
 //! | `GET /api/operations` | `{"operations":[...],"truncated":false}`: running operations (oldest first), filtered |
-//! | `GET /api/operations/{id}` | one operation, running or from history, with its whole tree |
+//! | `GET /api/operations/{id}` | one operation, running or from history, with its whole tree; `{id}` is `ID` or, for another run's operation read from the history file, `ID@RUN` (its `run` field) |
 //! | `GET /api/operations/{id}/text` | `text/plain`: the [`view::Verbose`](crate::view::Verbose) rendering; `?detail=summary\|normal\|verbose` |
 //! | `POST /api/operations/{id}/cancel` | `{"id":7,"cancel_requested":true}`; needs the token |
 //! | `GET /api/history` | `{"operations":[...],"truncated":true}`: finished operations, newest first |

@@ -178,12 +178,29 @@ impl Builder {
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn history_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        let old = self.history_file.take();
-        self.history_file = Some(crate::sqlite::FileConfig {
-            path: path.into(),
-            sync_full: old.as_ref().is_some_and(|c| c.sync_full),
-            retention: old.map(|c| c.retention).unwrap_or_default(),
-        });
+        let mut config = self.history_file.take().unwrap_or_default();
+        config.path = path.into();
+        self.history_file = Some(config);
+        self
+    }
+
+    /// With [`history_file`](Builder::history_file): the most bytes the file may grow to
+    /// (rounded down to whole database pages; SQLite's `max_page_count`). Past it, writes
+    /// fail as on a full disk: counted in
+    /// [`StoreStats::history_file_errors`](crate::StoreStats::history_file_errors), reported
+    /// once, the in-memory history unaffected; [retention](Builder::history_file_retention)
+    /// frees room again. No bound by default. Call after `history_file`.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_max_bytes(mut self, bytes: u64) -> Self {
+        match &mut self.history_file {
+            Some(c) => c.max_bytes = Some(bytes),
+            None => {
+                self.invalid = self.invalid.or(Some(
+                    "history_file_max_bytes needs history_file first".to_string(),
+                ));
+            }
+        }
         self
     }
 

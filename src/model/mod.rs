@@ -77,6 +77,126 @@ impl FromStr for NodeId {
     }
 }
 
+/// Identifier of a run: one store (one [`Builder::build`](crate::Builder::build)) writing a
+/// [history file](crate::Builder::history_file). Random, so runs of different processes and
+/// restarts do not collide. Its text form is 16 hexadecimal digits.
+///
+/// ```
+/// use tracing_progress::RunId;
+/// let run: RunId = "00000000000000ff".parse().unwrap();
+/// assert_eq!(run.as_u64(), 255);
+/// assert_eq!(run.to_string(), "00000000000000ff");
+/// assert!("xyz".parse::<RunId>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(u64);
+
+impl RunId {
+    /// Wraps a numeric value (as stored in the file's `run_id` columns).
+    pub fn from_u64(v: u64) -> Self {
+        RunId(v)
+    }
+
+    /// The numeric value.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.is_empty() || t.len() > 16 {
+            return Err(ParseError::new("run id", s, "1 to 16 hexadecimal digits"));
+        }
+        u64::from_str_radix(t, 16)
+            .map(RunId)
+            .map_err(|_| ParseError::new("run id", s, "1 to 16 hexadecimal digits"))
+    }
+}
+
+// In JSON a run id is its text form: 64-bit numbers lose digits in JavaScript.
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which operation: an id, qualified by its run when it is not the asked store's own.
+///
+/// The text form is `ID` (the store's own operation) or `ID@RUN` (operation `ID` of run
+/// `RUN`, e.g. one read from a history file that another process wrote):
+///
+/// ```
+/// use tracing_progress::{OperationRef, OperationId};
+/// let own: OperationRef = "42".parse().unwrap();
+/// assert_eq!(own, OperationRef::from(OperationId::from_u64(42)));
+/// let other: OperationRef = "42@00000000000000ff".parse().unwrap();
+/// assert_eq!(other.run.unwrap().as_u64(), 255);
+/// assert_eq!(other.to_string(), "42@00000000000000ff");
+/// assert!("42@".parse::<OperationRef>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct OperationRef {
+    /// The run that recorded it; `None`: the asked store's own run.
+    pub run: Option<RunId>,
+    /// The operation's id within its run.
+    pub id: OperationId,
+}
+
+impl OperationRef {
+    /// Operation `id` of run `run`.
+    pub fn new(run: Option<RunId>, id: OperationId) -> Self {
+        OperationRef { run, id }
+    }
+}
+
+impl From<OperationId> for OperationRef {
+    fn from(id: OperationId) -> Self {
+        OperationRef { run: None, id }
+    }
+}
+
+impl fmt::Display for OperationRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.run {
+            Some(run) => write!(f, "{}@{run}", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
+impl FromStr for OperationRef {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseError::new("operation", s, "an id, or ID@RUN (RUN: hexadecimal)");
+        match s.trim().split_once('@') {
+            None => Ok(OperationRef::from(
+                s.parse::<OperationId>().map_err(|_| bad())?,
+            )),
+            Some((id, run)) => Ok(OperationRef {
+                id: id.parse().map_err(|_| bad())?,
+                run: Some(run.parse().map_err(|_| bad())?),
+            }),
+        }
+    }
+}
+
 /// Lifecycle of a node or operation.
 ///
 /// ```
@@ -557,8 +677,14 @@ pub struct OperationMetrics {
 pub struct ProgressState {
     /// Version of this JSON shape ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
-    /// Operation id (the root node's id).
+    /// Operation id (the root node's id): unique within its run, not across runs.
     pub id: OperationId,
+    /// The run that recorded the operation, when that is not the store you asked: an
+    /// operation read from a [history file](crate::Builder::history_file) that another
+    /// process (or an earlier run of this one) wrote. `None` for the store's own operations.
+    /// `(run, id)` is unique across processes and restarts; see [`OperationRef`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunId>,
     /// Operation type: `progress.operation`, a rule's operation type, or the root's level type.
     pub operation_type: Arc<str>,
     /// The root node's name.
@@ -595,6 +721,15 @@ impl ProgressState {
     /// Finds a node anywhere in the retained tree.
     pub fn find(&self, id: NodeId) -> Option<&ProgressLevel> {
         self.root.find(id)
+    }
+
+    /// How to ask for this operation again ([`Store::get_ref`](crate::Store::get_ref), the
+    /// HTTP API's `/api/operations/{ref}`, the CLI's `show REF`).
+    pub fn reference(&self) -> OperationRef {
+        OperationRef {
+            run: self.run,
+            id: self.id,
+        }
     }
 
     /// Serializes to JSON (the documented, versioned shape).

@@ -19,18 +19,34 @@
 //!   never collide — holds the operation as the crate's versioned JSON
 //!   ([`ProgressState::to_json`](crate::ProgressState::to_json)) and indexed columns (type,
 //!   name, status, times, failure count, host, pid). A schema version table guards the
-//!   layout: a file of a newer version is refused for writing with a clear
-//!   [`BuildError`](crate::BuildError).
-//! * **Crashes**: each root is written as `running` when it is first entered (through the same
-//!   queue), and replaced by its final state. A row still `running` whose process is gone
+//!   layout ([`FILE_SCHEMA_VERSION`]): an older file is migrated step by step when opened for
+//!   writing, a file of a newer version is refused for writing with a clear
+//!   [`BuildError`](crate::BuildError) (and read as far as possible by [`HistoryFile`]).
+//!   [`Builder::history_file_max_bytes`](crate::Builder::history_file_max_bytes) bounds its
+//!   size.
+//! * **Naming operations across runs**: operation ids count per process, so they repeat
+//!   across runs. An operation of another run carries its [`RunId`] in
+//!   [`ProgressState::run`](crate::ProgressState::run) and is named `ID@RUN`
+//!   ([`OperationRef`]); the store's own operations have no `run` and keep their bare ids.
+//!   [`Store::get`](crate::Store::get) finds the store's own operations (in memory, then in
+//!   the file), [`Store::get_ref`](crate::Store::get_ref) any run's.
+//! * **Crashes**: each root that runs 50 ms or more is written as `running` (through the same
+//!   queue: the start is noted when the root is first entered, its snapshot taken 50 ms
+//!   later), and replaced by its final state; shorter operations only get their final row. A row still `running` whose process is gone
 //!   (same host, no such pid: checked through `/proc`, so on Linux) reads as *interrupted*
 //!   ([`StoredOperation::interrupted`]); the next store that opens the file for writing also
 //!   sets an explicit `interrupted` flag on such rows, so other hosts see it too. An
 //!   interrupted operation keeps status `running` and has no completion time: its state is
 //!   the snapshot taken at its start.
 //! * **Reading**: [`Store::history`](crate::Store::history) answers from memory and the file
-//!   (filters and limit applied in SQL), newest first, without duplicates of this store's own
-//!   operations; [`HistoryFile`] reads a file with no layer (the CLI's `--db`).
+//!   (filters and limit applied in SQL, served by indexes), newest first, without duplicates
+//!   of this store's own operations; [`HistoryFile`] reads a file with no layer (the CLI's
+//!   `--db`). Reads of everything ([`Store::write_history_jsonl`](crate::Store::write_history_jsonl)
+//!   without a limit, [`Store::export_all_json`](crate::Store::export_all_json),
+//!   [`HistoryFile::for_each`], `export --db`) go a page of 256 operations at a time.
+//! * **Faults** never reach the program: a write that fails (a lock held past the busy
+//!   timeout of 5 s, a full disk, the file deleted or replaced while running) costs those
+//!   operations in the file only, counted and reported once ([`WRITE_WARNING`]).
 //!
 //! * **Retention** (off by default: the file keeps everything):
 //!   [`Builder::history_file_retention`](crate::Builder::history_file_retention) bounds the
@@ -58,7 +74,8 @@ use rusqlite::Connection;
 
 use crate::Store;
 use crate::export::Exporter;
-use crate::model::{OperationId, ProgressState};
+use crate::model::{OperationRef, ProgressState, RunId};
+
 use crate::store::HistoryQuery;
 
 pub use reader::READ_WARNING;
@@ -66,11 +83,13 @@ pub use schema::FILE_SCHEMA_VERSION;
 pub use writer::{QUEUE_CAPACITY, QUEUE_MAX_NODES, WRITE_WARNING};
 
 /// Settings of [`Builder::history_file`](crate::Builder::history_file).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct FileConfig {
     pub(crate) path: PathBuf,
     pub(crate) sync_full: bool,
     pub(crate) retention: Retention,
+    /// Hard bound on the file's size (`PRAGMA max_page_count` of the writer).
+    pub(crate) max_bytes: Option<u64>,
 }
 
 /// How many finished operations the file keeps, and for how long (`None`: no bound).
@@ -94,6 +113,14 @@ pub(crate) struct RunInfo {
 pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Exporter>, String> {
     let conn = schema::open_read_write(&config.path, config.sync_full)?;
     let shown = config.path.display();
+    if let Some(bytes) = config.max_bytes {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| format!("history_file {shown}: {e}"))?;
+        let pages = (writer::to_i64(bytes) / page.max(1)).max(1);
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(|e| format!("history_file {shown}: {e}"))?;
+    }
     let run = RunInfo {
         run_id: new_run_id(),
         host: host_name(),
@@ -138,7 +165,7 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
     )?;
     store.set_history_source(Arc::new(reader::FileSource {
         conn: Mutex::new(read),
-        run_id: run.run_id,
+        run: RunId::from_u64(u64::try_from(run.run_id).unwrap_or(0)),
         counters: counters.clone(),
         store: store.downgrade(),
         path: config.path.clone(),
@@ -151,10 +178,10 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
 #[non_exhaustive]
 pub struct StoredOperation {
     /// The operation as it was written: its final state, or for an interrupted one the
-    /// snapshot taken when its root started.
+    /// snapshot taken when its root started. Its [`run`](ProgressState::run) is set.
     pub state: Arc<ProgressState>,
     /// The run (one store in one process) that wrote it; operation ids repeat across runs.
-    pub run_id: i64,
+    pub run: RunId,
     /// Host name of the writing process.
     pub host: String,
     /// Process id of the writing process.
@@ -227,15 +254,46 @@ impl HistoryFile {
         reader::query(&self.conn.lock(), query).map_err(|e| self.error(&e))
     }
 
-    /// Every stored operation with this id (one per run that had it), newest first.
-    pub fn get(&self, id: OperationId) -> Result<Vec<StoredOperation>, HistoryFileError> {
-        reader::get(&self.conn.lock(), id.as_u64()).map_err(|e| self.error(&e))
+    /// The stored operations `r` names: with its run, at most one; a bare id, every run's
+    /// operation with this id (ids repeat across runs), newest first.
+    pub fn get(
+        &self,
+        r: impl Into<OperationRef>,
+    ) -> Result<Vec<StoredOperation>, HistoryFileError> {
+        reader::get(&self.conn.lock(), r.into()).map_err(|e| self.error(&e))
+    }
+
+    /// Calls `f` with every operation matching `query` (its limit ignored), oldest first,
+    /// reading the file a page at a time: memory stays bounded whatever the file's size.
+    /// Returns how many; stops at the first error of `f`.
+    pub fn for_each<E: From<HistoryFileError>>(
+        &self,
+        query: &HistoryQuery,
+        mut f: impl FnMut(&StoredOperation) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut after = None;
+        let mut count = 0;
+        loop {
+            let (page, next) = reader::page(&self.conn.lock(), query, false, after, PAGE)
+                .map_err(|e| self.error(&e))?;
+            for (_, op) in &page {
+                f(op)?;
+                count += 1;
+            }
+            match next {
+                Some(k) => after = Some(k),
+                None => return Ok(count),
+            }
+        }
     }
 
     fn error(&self, e: &rusqlite::Error) -> HistoryFileError {
         HistoryFileError(format!("history file {}: {e}", self.path.display()))
     }
 }
+
+/// Operations one page of [`HistoryFile::for_each`] holds.
+const PAGE: usize = 256;
 
 /// Wall-clock time, µs since the Unix epoch.
 pub(crate) fn now_us() -> i64 {

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::Connection;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::Value;
 
 use super::writer::{Counters, to_i64};
 use super::{StoredOperation, host_name, process_alive};
 use crate::Store;
-use crate::model::{ProgressState, Status};
-use crate::store::{HistoryQuery, HistorySource, SourceStats, SourcedState, StoreInner};
+use crate::model::{OperationRef, ProgressState, RunId, Status};
+use crate::store::{HistoryQuery, HistorySource, Page, PageKey, SourceStats, StoreInner};
 
 /// [`SetupWarning::code`](crate::SetupWarning::code) of a history file that could not be read
 /// by [`Store::history`](crate::Store::history) (it then answers from memory).
@@ -42,139 +44,289 @@ pub(crate) fn dead_runs(conn: &Connection) -> rusqlite::Result<Vec<i64>> {
     Ok(dead)
 }
 
+/// The columns every read selects, in the order [`decode`] reads them.
+const COLUMNS: &str = "run_id, host, pid, interrupted, state_json, finished_us, op_id";
+
+/// The `WHERE` clause of `q`'s filters and its arguments. Every read goes through here, so a
+/// new filter of [`HistoryQuery`] is one more line below.
+struct Filter {
+    sql: String,
+    args: Vec<Value>,
+}
+
+impl Filter {
+    fn new(q: &HistoryQuery, dead: &[i64]) -> Filter {
+        // Finished rows, and running ones whose process is gone (interrupted).
+        let mut f = Filter {
+            sql: String::from("(status != 'running' OR interrupted = 1"),
+            args: Vec::new(),
+        };
+        if !dead.is_empty() {
+            f.sql.push_str(" OR run_id IN (");
+            for (i, run) in dead.iter().enumerate() {
+                let _ = write!(f.sql, "{}{run}", if i == 0 { "" } else { "," });
+            }
+            f.sql.push(')');
+        }
+        f.sql.push(')');
+        if let Some(t) = &q.operation_type {
+            f.and("operation_type = ?", t.clone().into());
+        }
+        if let Some(s) = q.status {
+            f.and("status = ?", s.as_str().to_string().into());
+        }
+        if let Some(n) = &q.name_contains {
+            f.and("tp_name_contains(name, ?)", n.clone().into());
+        }
+        if let Some(t) = q.since_us {
+            f.and("finished_us >= ?", to_i64(t).into());
+        }
+        if let Some(t) = q.until_us {
+            f.and("finished_us <= ?", to_i64(t).into());
+        }
+        f
+    }
+
+    /// Adds `AND clause`; its `?` becomes the next numbered argument.
+    fn and(&mut self, clause: &str, v: Value) {
+        self.args.push(v);
+        let n = self.args.len();
+        let _ = write!(self.sql, " AND {}", clause.replace('?', &format!("?{n}")));
+    }
+}
+
+/// `name.to_lowercase().contains(needle)` in SQL (the needle is lowercase already), the very
+/// test [`HistoryQuery::matches`] makes in memory.
+pub(crate) fn add_functions(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "tp_name_contains",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let name = ctx.get_raw(0).as_str().unwrap_or("");
+            let needle = ctx.get_raw(1).as_str().unwrap_or("");
+            Ok(name.to_lowercase().contains(needle))
+        },
+    )
+}
+
 /// Finished (and interrupted) operations matching `q`, newest first; filters and limit in SQL.
 pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredOperation>> {
     let dead = dead_runs(conn)?;
-    let mut sql = String::from(
-        "SELECT run_id, host, pid, interrupted, state_json FROM operations WHERE \
-         (status != 'running' OR interrupted = 1",
+    let filter = Filter::new(q, &dead);
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM operations WHERE {} \
+         ORDER BY finished_us DESC, run_id DESC, op_id DESC",
+        filter.sql
     );
-    if !dead.is_empty() {
-        sql.push_str(" OR run_id IN (");
-        for (i, run) in dead.iter().enumerate() {
-            let _ = write!(sql, "{}{run}", if i == 0 { "" } else { "," });
-        }
-        sql.push(')');
-    }
-    sql.push(')');
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-        args.push(v);
-        let _ = write!(sql, " AND {clause} ?{}", args.len());
-    };
-    if let Some(t) = &q.operation_type {
-        arg(&mut sql, "operation_type =", t.clone().into());
-    }
-    if let Some(s) = q.status {
-        arg(&mut sql, "status =", s.as_str().to_string().into());
-    }
-    if let Some(n) = &q.name_contains {
-        // ASCII case folding in SQL; the exact check runs again on the decoded rows.
-        arg(&mut sql, "0 < instr(lower(name),", n.clone().into());
-        sql.push(')');
-    }
-    if let Some(t) = q.since_us {
-        arg(&mut sql, "finished_us >=", to_i64(t).into());
-    }
-    if let Some(t) = q.until_us {
-        arg(&mut sql, "finished_us <=", to_i64(t).into());
-    }
-    sql.push_str(" ORDER BY finished_us DESC");
     if let Some(limit) = q.limit {
         let _ = write!(sql, " LIMIT {}", to_i64(limit as u64));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
-    let name = q.name_contains.as_deref();
-    stored(
-        &mut stmt,
-        rusqlite::params_from_iter(args),
-        &dead,
-        |state| name.is_none_or(|n| state.name.to_lowercase().contains(n)),
-    )
+    let rows = stmt.query_map(rusqlite::params_from_iter(filter.args), decode)?;
+    stored(rows, &dead)
 }
 
-/// Decodes rows of `run_id, host, pid, interrupted, state_json` into stored operations, keeping
-/// those `keep` accepts. A row whose JSON this version cannot read (a newer shape) is skipped,
-/// not fatal.
+/// One page of `q` (its limit ignored) in (finished, run, id) order, strictly after `after`;
+/// also the key of the page's last row when the page is full (more may follow).
+pub(crate) fn page(
+    conn: &Connection,
+    q: &HistoryQuery,
+    newest_first: bool,
+    after: Option<PageKey>,
+    n: usize,
+) -> rusqlite::Result<Page<StoredOperation>> {
+    let dead = dead_runs(conn)?;
+    let mut filter = Filter::new(q, &dead);
+    let (cmp, order) = if newest_first {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((finished, run, id)) = after {
+        filter.args.extend([
+            to_i64(finished).into(),
+            to_i64(run).into(),
+            to_i64(id).into(),
+        ]);
+        let k = filter.args.len();
+        let _ = write!(
+            filter.sql,
+            " AND (finished_us, run_id, op_id) {cmp} (?{}, ?{}, ?{k})",
+            k - 2,
+            k - 1
+        );
+    }
+    let sql = format!(
+        "SELECT {COLUMNS} FROM operations WHERE {} \
+         ORDER BY finished_us {order}, run_id {order}, op_id {order} LIMIT {}",
+        filter.sql,
+        to_i64(n as u64)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(filter.args))?;
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let mut last = None;
+    while let Some(row) = rows.next()? {
+        let raw = decode(row)?;
+        let key = raw.key();
+        seen += 1;
+        last = Some(key);
+        if let Some(op) = raw.into_stored(&dead) {
+            out.push((key, op));
+        }
+    }
+    Ok((out, if seen == n { last } else { None }))
+}
+
+/// One row as read, before its JSON is decoded.
+struct Row {
+    run_id: i64,
+    host: String,
+    pid: i64,
+    flagged: bool,
+    json: String,
+    finished_us: i64,
+    op_id: i64,
+}
+
+impl Row {
+    fn key(&self) -> PageKey {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        (u(self.finished_us), u(self.run_id), u(self.op_id))
+    }
+
+    /// The stored operation; `None` when its JSON is of a shape this version cannot read (a
+    /// newer one): skipped, not fatal.
+    fn into_stored(self, dead: &[i64]) -> Option<StoredOperation> {
+        let mut state = serde_json::from_str::<ProgressState>(&self.json).ok()?;
+        let run = RunId::from_u64(u64::try_from(self.run_id).unwrap_or(0));
+        state.run = Some(run);
+        let interrupted =
+            state.status == Status::Running && (self.flagged || dead.contains(&self.run_id));
+        Some(StoredOperation {
+            state: Arc::new(state),
+            run,
+            host: self.host,
+            pid: u32::try_from(self.pid).unwrap_or(0),
+            interrupted,
+        })
+    }
+}
+
+fn decode(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        run_id: r.get(0)?,
+        host: r.get(1)?,
+        pid: r.get(2)?,
+        flagged: r.get(3)?,
+        json: r.get(4)?,
+        finished_us: r.get(5)?,
+        op_id: r.get(6)?,
+    })
+}
+
 fn stored(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
+    rows: impl Iterator<Item = rusqlite::Result<Row>>,
     dead: &[i64],
-    keep: impl Fn(&ProgressState) -> bool,
 ) -> rusqlite::Result<Vec<StoredOperation>> {
-    let rows = stmt.query_map(params, |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, bool>(3)?,
-            r.get::<_, String>(4)?,
-        ))
-    })?;
     let mut out = Vec::new();
     for row in rows {
-        let (run_id, host, pid, flagged, json) = row?;
-        let Ok(state) = serde_json::from_str::<ProgressState>(&json) else {
-            continue;
-        };
-        if !keep(&state) {
-            continue;
-        }
-        let interrupted = state.status == Status::Running && (flagged || dead.contains(&run_id));
-        out.push(StoredOperation {
-            state: Arc::new(state),
-            run_id,
-            host,
-            pid: u32::try_from(pid).unwrap_or(0),
-            interrupted,
-        });
+        out.extend(row?.into_stored(dead));
     }
     Ok(out)
 }
 
-/// Every row of one operation id (ids repeat across runs), newest first.
-pub(crate) fn get(conn: &Connection, id: u64) -> rusqlite::Result<Vec<StoredOperation>> {
+/// Rows of one operation: of one run, or of every run that has this id (ids repeat across
+/// runs), newest first.
+pub(crate) fn get(conn: &Connection, r: OperationRef) -> rusqlite::Result<Vec<StoredOperation>> {
     let dead = dead_runs(conn)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT run_id, host, pid, interrupted, state_json FROM operations WHERE op_id = ?1 \
-         ORDER BY finished_us DESC",
-    )?;
-    stored(&mut stmt, [to_i64(id)], &dead, |_| true)
+    let id = to_i64(r.id.as_u64());
+    match r.run {
+        Some(run) => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM operations WHERE run_id = ?1 AND op_id = ?2"
+            ))?;
+            let rows = stmt.query_map((to_i64(run.as_u64()), id), decode)?;
+            stored(rows, &dead)
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM operations WHERE op_id = ?1 ORDER BY finished_us DESC"
+            ))?;
+            let rows = stmt.query_map([id], decode)?;
+            stored(rows, &dead)
+        }
+    }
 }
 
 /// The file as the store's second history source.
 pub(crate) struct FileSource {
     pub(crate) conn: Mutex<Connection>,
-    pub(crate) run_id: i64,
+    pub(crate) run: RunId,
     pub(crate) counters: Arc<Counters>,
     pub(crate) store: Weak<StoreInner>,
     pub(crate) path: std::path::PathBuf,
 }
 
-impl HistorySource for FileSource {
-    fn query(&self, q: &HistoryQuery) -> Vec<SourcedState> {
-        let result = query(&self.conn.lock(), q);
-        match result {
-            Ok(rows) => rows
-                .into_iter()
-                .map(|r| SourcedState {
-                    this_store: r.run_id == self.run_id,
-                    state: r.state,
-                })
-                .collect(),
-            Err(e) => {
-                if let Some(store) = self.store.upgrade().map(Store::from_inner) {
-                    store.warn_once(
-                        READ_WARNING,
-                        &format!(
-                            "cannot read the history file {}: {e} (history answers from memory)",
-                            self.path.display()
-                        ),
-                    );
-                }
-                Vec::new()
-            }
+impl FileSource {
+    /// The stored state as the store hands it out: this run's own without `run`.
+    fn own(&self, op: StoredOperation) -> Arc<ProgressState> {
+        if op.run != self.run {
+            return op.state;
         }
+        let mut state = Arc::unwrap_or_clone(op.state);
+        state.run = None;
+        Arc::new(state)
+    }
+
+    /// `result`, or on error a one-time warning and `empty`.
+    fn or_warn<T>(&self, result: rusqlite::Result<T>, empty: T) -> T {
+        result.unwrap_or_else(|e| {
+            if let Some(store) = self.store.upgrade().map(Store::from_inner) {
+                store.warn_once(
+                    READ_WARNING,
+                    &format!(
+                        "cannot read the history file {}: {e} (history answers from memory)",
+                        self.path.display()
+                    ),
+                );
+            }
+            empty
+        })
+    }
+}
+
+impl HistorySource for FileSource {
+    fn query(&self, q: &HistoryQuery) -> Vec<Arc<ProgressState>> {
+        let rows = self.or_warn(query(&self.conn.lock(), q), Vec::new());
+        rows.into_iter().map(|r| self.own(r)).collect()
+    }
+
+    fn page(
+        &self,
+        q: &HistoryQuery,
+        newest_first: bool,
+        after: Option<PageKey>,
+        n: usize,
+    ) -> Page<Arc<ProgressState>> {
+        let (rows, next) = self.or_warn(
+            page(&self.conn.lock(), q, newest_first, after, n),
+            (Vec::new(), None),
+        );
+        let rows = rows.into_iter().map(|(k, r)| (k, self.own(r))).collect();
+        (rows, next)
+    }
+
+    fn get(&self, r: OperationRef) -> Option<Arc<ProgressState>> {
+        let r = OperationRef::new(Some(r.run.unwrap_or(self.run)), r.id);
+        let rows = self.or_warn(get(&self.conn.lock(), r), Vec::new());
+        rows.into_iter().next().map(|op| self.own(op))
+    }
+
+    fn run(&self) -> RunId {
+        self.run
     }
 
     fn stats(&self) -> SourceStats {

@@ -1,8 +1,9 @@
 //! The exporter leaf and its writer thread: records go through a bounded queue (the host never
 //! waits) to one thread that writes them in short transactions.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,13 @@ pub const QUEUE_CAPACITY: usize = 4_096;
 pub const QUEUE_MAX_NODES: u64 = 250_000;
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// How long a root runs before its start is written: most operations are shorter, and then
+/// need no row for their start, nor a snapshot of their tree taken under their lock while
+/// they run. An operation killed in its first 50 ms leaves no row.
+const START_DELAY: Duration = Duration::from_millis(50);
+/// Most starts waiting; past it the oldest are written at once.
+const MAX_WAITING: usize = 65_536;
 
 /// [`SetupWarning::code`](crate::SetupWarning::code) of a history file that could not be
 /// written (disk full, permissions, a lock held too long); the in-memory history keeps working.
@@ -141,12 +149,16 @@ pub(crate) fn spawn(
     store: Weak<StoreInner>,
     retention: Retention,
 ) -> Result<(), String> {
+    let identity = file_identity(&run.path);
     let mut writer = Writer {
         conn,
         counters,
+        identity,
         run,
         store,
         retention,
+        pending: VecDeque::new(),
+        waiting: std::collections::HashSet::new(),
         last_prune: Instant::now(),
         since_prune: 0,
     };
@@ -166,9 +178,16 @@ pub(crate) fn spawn(
 struct Writer {
     conn: Connection,
     counters: Arc<Counters>,
+    /// The file opened (device, inode): when the path names another file or none, the one
+    /// written is gone.
+    identity: Option<(u64, u64)>,
     run: RunInfo,
     store: Weak<StoreInner>,
     retention: Retention,
+    /// Roots started and not finished yet, with when the writer heard of them.
+    pending: VecDeque<(OperationId, Instant)>,
+    /// The ids of `pending` whose start still needs writing (not finished meanwhile).
+    waiting: std::collections::HashSet<OperationId>,
     last_prune: Instant,
     since_prune: u64,
 }
@@ -194,11 +213,32 @@ const INSERT_STARTED: &str = "INSERT INTO operations (run_id, op_id, operation_t
     ON CONFLICT (run_id, op_id) DO NOTHING";
 
 impl Writer {
+    /// Writes what comes, in batches; wakes up for starts that are due.
     fn run(mut self, queue: &Receiver<Record>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Ok(first) = queue.recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
+        loop {
+            // With starts waiting, wake up when the oldest is due.
+            let due = self
+                .pending
+                .front()
+                .map(|(_, at)| (*at + START_DELAY).saturating_duration_since(Instant::now()));
+            let first = match due {
+                None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(wait) => queue.recv_timeout(wait),
+            };
+            match first {
+                Ok(record) => batch.push(record),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // The layer is gone: so are its running operations.
+                    let left = self.waiting.len() as u64;
+                    self.pending.clear();
+                    self.waiting.clear();
+                    self.counters.skipped.fetch_add(left, Ordering::AcqRel);
+                    return;
+                }
+            }
+            while !batch.is_empty() && batch.len() < MAX_BATCH {
                 match queue.try_recv() {
                     Ok(r) => batch.push(r),
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -262,33 +302,60 @@ impl Writer {
         self.counters
             .queued_nodes
             .fetch_sub(nodes, Ordering::AcqRel);
-        // A start whose operation also finished in this batch needs no row of its own.
-        let finished: std::collections::HashSet<OperationId> = batch
-            .iter()
-            .filter_map(|r| match r {
-                Record::Finished(s) => Some(s.id),
-                Record::Started(_) => None,
-            })
-            .collect();
+        let now = Instant::now();
         let mut rows: Vec<(bool, Arc<ProgressState>)> = Vec::with_capacity(batch.len());
         for record in batch.drain(..) {
             match record {
-                Record::Started(id) if finished.contains(&id) => {
-                    self.counters.skipped.fetch_add(1, Ordering::AcqRel);
+                Record::Started(id) => {
+                    self.pending.push_back((id, now));
+                    self.waiting.insert(id);
                 }
-                Record::Finished(state) => rows.push((true, state)),
-                Record::Started(id) => match store.as_ref().and_then(|s| s.get(id)) {
-                    Some(state) => rows.push((state.status.is_finished(), state)),
-                    None => {
+                Record::Finished(state) => {
+                    // A start still waiting needs no row of its own.
+                    if self.waiting.remove(&state.id) {
                         self.counters.skipped.fetch_add(1, Ordering::AcqRel);
                     }
-                },
+                    rows.push((true, state));
+                }
+            }
+        }
+        // Starts that waited long enough (or too many waiting): a snapshot of the running
+        // root. One that finished meanwhile was accounted for with its finish.
+        while let Some(&(id, at)) = self.pending.front() {
+            if now < at + START_DELAY && self.pending.len() <= MAX_WAITING {
+                break;
+            }
+            self.pending.pop_front();
+            if !self.waiting.remove(&id) {
+                continue;
+            }
+            match store.as_ref().and_then(|s| s.get_in_memory(id)) {
+                Some(state) if !state.status.is_finished() => rows.push((false, state)),
+                _ => {
+                    self.counters.skipped.fetch_add(1, Ordering::AcqRel);
+                }
             }
         }
         if rows.is_empty() {
             return;
         }
         let n = rows.len() as u64;
+        if self.identity.is_some() && file_identity(&self.run.path) != self.identity {
+            // Writing on would only fill a file no one can open any more.
+            self.counters.errors.fetch_add(n, Ordering::AcqRel);
+            if let Some(store) = store {
+                store.warn_once(
+                    WRITE_WARNING,
+                    &format!(
+                        "the history file {} was deleted or replaced while running: operations \
+                         are no longer written to it (the in-memory history keeps working; \
+                         the next start creates a new file)",
+                        self.run.path.display()
+                    ),
+                );
+            }
+            return;
+        }
         match write_rows(&mut self.conn, &self.run, &rows) {
             Ok(()) => {
                 self.since_prune += n;
@@ -300,9 +367,10 @@ impl Writer {
                     store.warn_once(
                         WRITE_WARNING,
                         &format!(
-                            "cannot write the history file {}: {e} (the in-memory history \
+                            "cannot write the history file {}: {} (the in-memory history \
                              keeps working; StoreStats::history_file_errors counts the losses)",
-                            self.run.path.display()
+                            self.run.path.display(),
+                            explain(&e)
                         ),
                     );
                 }
@@ -347,6 +415,36 @@ fn write_rows(
         }
     }
     tx.commit()
+}
+
+/// The error, with what it means here for the faults one meets in practice.
+fn explain(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => format!(
+            "{e}: another process held the file's write lock for longer than the busy \
+             timeout ({} s)",
+            super::schema::BUSY_TIMEOUT.as_secs()
+        ),
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            format!("{e}: the disk is full, or the file reached history_file_max_bytes")
+        }
+        Some(rusqlite::ErrorCode::ReadOnly) => format!("{e}: the file cannot be written"),
+        _ => e.to_string(),
+    }
+}
+
+/// (device, inode) of the file at `path`, where the platform tells it.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use parking_lot::{Mutex, RwLock};
 
 use crate::estimate::Priors;
-use crate::model::{OperationId, ProgressState, SCHEMA_VERSION, Status};
+use crate::model::{OperationId, OperationRef, ProgressState, RunId, SCHEMA_VERSION, Status};
 
 pub(crate) use clock::{Clock, TimeFn};
 use history::History;
@@ -106,22 +106,40 @@ pub(crate) trait MetricsText: Send + Sync + 'static {
 }
 
 /// Finished operations kept outside the store (e.g. a history file written by an exporter),
-/// merged into [`Store::history`]. The store knows only this trait.
+/// merged into [`Store::history`]. The store knows only this trait. States of this store's
+/// own run have `run: None`; others carry their run.
 pub(crate) trait HistorySource: Send + Sync + 'static {
     /// Operations matching `query` (its limit included), newest first by completion time.
-    fn query(&self, query: &HistoryQuery) -> Vec<SourcedState>;
+    fn query(&self, query: &HistoryQuery) -> Vec<Arc<ProgressState>>;
+    /// Up to `n` operations matching `query` (its limit ignored), newest or oldest first,
+    /// strictly after `after` in that order: one page of a bounded read of everything. Also
+    /// where the next page starts; `None` at the end.
+    fn page(
+        &self,
+        query: &HistoryQuery,
+        newest_first: bool,
+        after: Option<PageKey>,
+        n: usize,
+    ) -> Page<Arc<ProgressState>>;
+    /// One operation (`run: None`: this store's run).
+    fn get(&self, r: OperationRef) -> Option<Arc<ProgressState>>;
+    /// This store's run.
+    fn run(&self) -> RunId;
     /// Counters for [`StoreStats`].
     fn stats(&self) -> SourceStats;
     /// Waits until everything handed to the source so far is stored or failed; false on timeout.
     fn flush(&self, timeout: Duration) -> bool;
 }
 
-/// One operation from a [`HistorySource`].
-pub(crate) struct SourcedState {
-    pub(crate) state: Arc<ProgressState>,
-    /// Recorded by this store (so it may also be in memory: deduplicated by id).
-    pub(crate) this_store: bool,
-}
+/// Position in the order of a history source's pages: (finished at µs, run, id).
+pub(crate) type PageKey = (u64, u64, u64);
+
+/// One page of a history source: its rows with their keys, and where the next page starts
+/// (`None`: this was the last).
+pub(crate) type Page<T> = (Vec<(PageKey, T)>, Option<PageKey>);
+
+/// Operations a page of a bounded history read holds.
+const PAGE: usize = 256;
 
 /// Counters of a [`HistorySource`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -341,8 +359,41 @@ impl Store {
         Store { inner }
     }
 
-    /// One operation, active or in history.
+    /// One of this store's operations: running, in history, or (with a
+    /// [history file](crate::Builder::history_file)) in the file after memory let it go.
+    /// Ids are unique within a store; an operation of another run needs [`Store::get_ref`].
     pub fn get(&self, id: OperationId) -> Option<Arc<ProgressState>> {
+        self.get_in_memory(id)
+            .or_else(|| self.inner.history_source.get()?.get(id.into()))
+    }
+
+    /// One operation of this store or, with a history file, of any run recorded in it
+    /// ([`OperationRef`] `ID@RUN`, as [`ProgressState::reference`] gives). A reference to this
+    /// store's own run is the same as its bare id.
+    ///
+    /// ```
+    /// # fn docs(store: tracing_progress::Store) {
+    /// let r: tracing_progress::OperationRef = "42@1f3a9c0e5d7b2a41".parse().unwrap();
+    /// if let Some(op) = store.get_ref(r) {
+    ///     println!("{} {}", op.name, op.status);
+    /// }
+    /// # }
+    /// ```
+    pub fn get_ref(&self, r: OperationRef) -> Option<Arc<ProgressState>> {
+        let source = self.inner.history_source.get();
+        match r.run {
+            Some(run) if source.is_none_or(|s| s.run() != run) => source?.get(r),
+            _ => self.get(r.id),
+        }
+    }
+
+    /// The run this store records in its history file; `None` without one.
+    pub fn run_id(&self) -> Option<RunId> {
+        self.inner.history_source.get().map(|s| s.run())
+    }
+
+    /// Active or in the in-memory history only (never reads a file).
+    pub(crate) fn get_in_memory(&self, id: OperationId) -> Option<Arc<ProgressState>> {
         let cell = self.inner.active.read().get(&id).cloned();
         match cell {
             Some(cell) => Some(Arc::new(cell.snapshot())),
@@ -389,8 +440,7 @@ impl Store {
             source
                 .query(query)
                 .into_iter()
-                .filter(|s| !(s.this_store && known.contains(&s.state.id)))
-                .map(|s| s.state),
+                .filter(|s| !(s.run.is_none() && known.contains(&s.id))),
         );
         // Stable: equal times keep memory first.
         merged.sort_by_key(|s| std::cmp::Reverse(s.completed_at_us.unwrap_or(s.snapshot_at_us)));
@@ -499,34 +549,118 @@ impl Store {
 
     /// Every active operation and the whole history as one JSON document:
     /// `{"schema_version":1,"active":[...],"history":[...]}` (history newest first).
+    ///
+    /// With a history file, "the whole history" is everything in the file too, read a page at
+    /// a time: what is held is the answer (one string) and one page of decoded operations.
+    /// For a big file, [`Store::write_history_jsonl`] writes with bounded memory.
     pub fn export_all_json(&self) -> String {
         #[derive(serde::Serialize)]
-        struct All {
+        struct Head {
             schema_version: u32,
             active: Vec<Arc<ProgressState>>,
-            history: Vec<Arc<ProgressState>>,
         }
-        let all = All {
+        let head = Head {
             schema_version: SCHEMA_VERSION,
             active: self.active(),
-            history: self.history(&HistoryQuery::new()),
         };
-        serde_json::to_string(&all).unwrap_or_default()
+        let mut out = serde_json::to_vec(&head).unwrap_or_default();
+        // `{"schema_version":1,"active":[...]}` becomes `{..., "history":[...]}`.
+        out.pop();
+        out.extend_from_slice(br#","history":["#);
+        let mut first = true;
+        let _ = self.for_each_in_order(&HistoryQuery::new(), true, |state| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, state).map_err(io::Error::other)
+        });
+        out.extend_from_slice(b"]}");
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Writes the history matching `query` as JSON lines, oldest first; returns the line count.
+    ///
+    /// With a history file and no limit in `query`, the file is read a page at a time, so a
+    /// file of any size is written with bounded memory; with a limit, the newest `limit`
+    /// operations are read at once.
     pub fn write_history_jsonl(
         &self,
         query: &HistoryQuery,
         mut out: impl Write,
     ) -> io::Result<usize> {
-        let mut states = self.history(query);
-        states.reverse();
-        for state in &states {
-            serde_json::to_writer(&mut out, &**state)?;
-            out.write_all(b"\n")?;
+        if query.limit.is_some() {
+            let mut states = self.history(query);
+            states.reverse();
+            for state in &states {
+                serde_json::to_writer(&mut out, &**state)?;
+                out.write_all(b"\n")?;
+            }
+            return Ok(states.len());
         }
-        Ok(states.len())
+        self.for_each_in_order(query, false, |state| {
+            serde_json::to_writer(&mut out, state)?;
+            out.write_all(b"\n")
+        })
+    }
+
+    /// Calls `f` for every finished operation matching `query` (its limit ignored), newest or
+    /// oldest first: memory and history file merged, the file read a page at a time.
+    fn for_each_in_order(
+        &self,
+        query: &HistoryQuery,
+        newest_first: bool,
+        mut f: impl FnMut(&ProgressState) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        let mut all = query.clone();
+        all.limit = None;
+        let now = self.inner.clock.now_us();
+        let mut memory = self.inner.history.read().query(&all, now);
+        if !newest_first {
+            memory.reverse();
+        }
+        let Some(source) = self.inner.history_source.get() else {
+            for state in &memory {
+                f(state)?;
+            }
+            return Ok(memory.len());
+        };
+        let run = source.run().as_u64();
+        let key = |s: &ProgressState| {
+            (
+                s.completed_at_us.unwrap_or(s.snapshot_at_us),
+                run,
+                s.id.as_u64(),
+            )
+        };
+        // Memory goes first of equal keys, in either order.
+        let before = |m: PageKey, k: PageKey| if newest_first { m >= k } else { m <= k };
+        let known: std::collections::HashSet<OperationId> = memory.iter().map(|s| s.id).collect();
+        let mut memory = memory.into_iter().peekable();
+        let mut count = 0;
+        let mut after = None;
+        loop {
+            let (page, next) = source.page(&all, newest_first, after, PAGE);
+            for (k, state) in page {
+                if state.run.is_none() && known.contains(&state.id) {
+                    continue;
+                }
+                while let Some(m) = memory.next_if(|m| before(key(m), k)) {
+                    f(&m)?;
+                    count += 1;
+                }
+                f(&state)?;
+                count += 1;
+            }
+            match next {
+                Some(k) => after = Some(k),
+                None => break,
+            }
+        }
+        for m in memory {
+            f(&m)?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Advances the estimates and stall detection of every running node by one observation

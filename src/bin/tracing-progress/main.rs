@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
-use tracing_progress::ProgressState;
 use tracing_progress::view::{Detail, Verbose, active_path};
+use tracing_progress::{OperationRef, ProgressState};
 
 use crate::client::{Client, Query, parse_state};
 use crate::error::{CliError, Exit, one_line, print, print_line, stdout_error};
@@ -162,8 +162,9 @@ struct HistoryArgs {
 
 #[derive(Args, Debug)]
 struct ShowArgs {
-    /// Operation id (from `ls` or `history`)
-    id: u64,
+    /// Operation id (from `ls` or `history`): `ID`, or `ID@RUN` for another run's operation
+    /// read from a history file
+    id: OperationRef,
 
     /// How much to show per level
     #[arg(long, value_enum, default_value_t = DetailArg::Verbose)]
@@ -197,7 +198,7 @@ struct WatchArgs {
 }
 
 #[derive(Args, Debug)]
-struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// Output format: a JSON array, or one JSON object per line
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
@@ -208,6 +209,10 @@ struct ExportArgs {
 
     #[command(flatten)]
     filters: Filters,
+
+    /// Read this history file (`Builder::history_file`) instead of asking a server
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +297,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }) => return offline::history(db, filters, json),
         Command::Show(args @ ShowArgs { db: Some(db), .. }) => {
             return offline::show(db, args, json);
+        }
+        Command::Export(args @ ExportArgs { db: Some(db), .. }) => {
+            return offline::export(db, args, json);
         }
         _ => {}
     }
@@ -410,16 +418,43 @@ fn show(client: &Client, args: &ShowArgs, json: bool) -> Result<(), CliError> {
 /// `export`: the history as JSON lines from the server, or turned into a JSON array.
 fn export(client: &Client, args: &ExportArgs, json: bool) -> Result<(), CliError> {
     let resp = client.get("/api/history.jsonl", &args.filters.query())?;
-    let reader = BufReader::new(resp.into_body().into_reader());
+    let mut reader = BufReader::new(resp.into_body().into_reader());
+    write_records(args, json, |emit| {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| ExportError::Read(client.lost(&e)))?;
+            if n == 0 {
+                return Ok(());
+            }
+            let record = line.trim();
+            if !record.is_empty() {
+                emit(record)?;
+            }
+        }
+    })
+}
+
+/// One JSON record to write; the writer's error stops the export.
+pub(crate) type Emit<'a> = dyn FnMut(&str) -> Result<(), ExportError> + 'a;
+
+/// Writes what `records` hands over to stdout or `--output`, in `--format`, with the summary.
+pub(crate) fn write_records(
+    args: &ExportArgs,
+    json: bool,
+    records: impl FnOnce(&mut Emit<'_>) -> Result<(), ExportError>,
+) -> Result<(), CliError> {
     let count = match &args.output {
         None => {
             let stdout = io::stdout().lock();
-            write_export(reader, stdout, args.format, client).map_err(|e| match e {
+            write_export(stdout, args.format, records).map_err(|e| match e {
                 ExportError::Read(e) => e,
                 ExportError::Write(e) => stdout_error(e),
             })?
         }
-        Some(file) => export_to_file(reader, file, args.format, client)?,
+        Some(file) => export_to_file(file, args.format, records)?,
     };
     if let Some(file) = &args.output {
         let shown = one_line(&file.display().to_string());
@@ -442,15 +477,14 @@ fn export(client: &Client, args: &ExportArgs, json: bool) -> Result<(), CliError
 }
 
 fn export_to_file(
-    reader: impl BufRead,
     file: &Path,
     format: Format,
-    client: &Client,
+    records: impl FnOnce(&mut Emit<'_>) -> Result<(), ExportError>,
 ) -> Result<u64, CliError> {
     let shown = one_line(&file.display().to_string());
     let out =
         File::create(file).map_err(|e| CliError::failure(format!("cannot create {shown}: {e}")))?;
-    match write_export(reader, BufWriter::new(out), format, client) {
+    match write_export(BufWriter::new(out), format, records) {
         Ok(count) => Ok(count),
         Err(e) => {
             // Leave no half-written export behind.
@@ -463,35 +497,31 @@ fn export_to_file(
     }
 }
 
-enum ExportError {
+/// Why an export stopped.
+pub(crate) enum ExportError {
+    /// Reading the records failed (server or file).
     Read(CliError),
+    /// Writing the output failed.
     Write(io::Error),
 }
 
-/// Copies the JSON lines, or wraps them in an array; returns how many operations.
+impl From<tracing_progress::sqlite::HistoryFileError> for ExportError {
+    fn from(e: tracing_progress::sqlite::HistoryFileError) -> Self {
+        ExportError::Read(CliError::failure(e.to_string()))
+    }
+}
+
+/// Writes the records one per line, or wrapped in an array; returns how many.
 fn write_export(
-    mut reader: impl BufRead,
     mut out: impl Write,
     format: Format,
-    client: &Client,
+    records: impl FnOnce(&mut Emit<'_>) -> Result<(), ExportError>,
 ) -> Result<u64, ExportError> {
-    let mut line = String::new();
     let mut count = 0u64;
     if format == Format::Json {
         out.write_all(b"[").map_err(ExportError::Write)?;
     }
-    loop {
-        line.clear();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|e| ExportError::Read(client.lost(&e)))?;
-        if n == 0 {
-            break;
-        }
-        let record = line.trim();
-        if record.is_empty() {
-            continue;
-        }
+    records(&mut |record: &str| {
         let sep: &[u8] = match (format, count) {
             (Format::Jsonl, _) => b"",
             (Format::Json, 0) => b"\n",
@@ -504,7 +534,8 @@ fn write_export(
             out.write_all(b"\n").map_err(ExportError::Write)?;
         }
         count += 1;
-    }
+        Ok(())
+    })?;
     if format == Format::Json {
         let end: &[u8] = if count == 0 { b"]\n" } else { b"\n]\n" };
         out.write_all(end).map_err(ExportError::Write)?;

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use tracing_progress::sqlite::{HistoryFile, StoredOperation};
 use tracing_progress::view::Verbose;
-use tracing_progress::{HistoryQuery, NodeId, ProgressState, Status};
+use tracing_progress::{HistoryQuery, ProgressState, Status};
 
 use crate::error::{CliError, Exit, print, print_line};
-use crate::{Filters, ShowArgs, table};
+use crate::{Emit, ExportArgs, ExportError, Filters, ShowArgs, table, write_records};
 
 /// What `history` shows without `--limit` (as the server does).
 const DEFAULT_LIMIT: u64 = 100;
@@ -52,11 +52,11 @@ fn unix_ms(text: &str) -> Result<SystemTime, CliError> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-/// The state as JSON with where it came from: `run_id`, `host`, `pid`, `interrupted`.
+/// The state as JSON (its `run` included) with where it came from: `host`, `pid`,
+/// `interrupted`.
 fn with_origin(op: &StoredOperation) -> serde_json::Value {
     let mut value = serde_json::to_value(&*op.state).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
-        map.insert("run_id".into(), op.run_id.into());
         map.insert("host".into(), op.host.clone().into());
         map.insert("pid".into(), op.pid.into());
         map.insert("interrupted".into(), op.interrupted.into());
@@ -102,7 +102,7 @@ pub(crate) fn history(db: &Path, filters: &Filters, json: bool) -> Result<(), Cl
 pub(crate) fn show(db: &Path, args: &ShowArgs, json: bool) -> Result<(), CliError> {
     let file = open(db)?;
     let found = file
-        .get(NodeId::from_u64(args.id))
+        .get(args.id)
         .map_err(|e| CliError::failure(e.to_string()))?;
     let Some(op) = found.first() else {
         return Err(CliError::new(
@@ -126,11 +126,35 @@ pub(crate) fn show(db: &Path, args: &ShowArgs, json: bool) -> Result<(), CliErro
     }
     if found.len() > 1 {
         text.push_str(&format!(
-            "\n({} runs have an operation {}; this is the newest, run {})",
+            "\n({} runs have an operation {}; this is the newest, {}; name one as ID@RUN)",
             found.len(),
             args.id,
-            op.run_id
+            op.state.reference()
         ));
     }
     print_line(&text)
+}
+
+/// `export --db FILE`: oldest first, read a page at a time (any file size, bounded memory);
+/// with `--limit N`, the newest N. Each record is the state with its origin, as `history
+/// --db --json` lists it.
+pub(crate) fn export(db: &Path, args: &ExportArgs, json: bool) -> Result<(), CliError> {
+    let file = open(db)?;
+    // `for_each` ignores the query's limit: without --limit, everything.
+    let q = query(&args.filters)?;
+    let limited = args.filters.limit.is_some();
+    write_records(args, json, |emit: &mut Emit<'_>| {
+        if limited {
+            let mut ops = file.query(&q)?;
+            ops.reverse();
+            for op in &ops {
+                emit(&with_origin(op).to_string())?;
+            }
+            return Ok(());
+        }
+        file.for_each(&q, |op| -> Result<(), ExportError> {
+            emit(&with_origin(op).to_string())
+        })
+        .map(|_| ())
+    })
 }

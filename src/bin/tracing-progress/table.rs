@@ -28,7 +28,8 @@ pub(crate) fn operations_with_status(
         .iter()
         .map(|op| {
             [
-                op.id.to_string(),
+                // Another run's operation (from a history file) is named with its run.
+                op.reference().to_string(),
                 status_of(op),
                 one_line(&op.operation_type),
                 progress(&op.root),

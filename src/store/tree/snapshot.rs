@@ -67,6 +67,7 @@ impl Tree {
         ProgressState {
             schema_version: SCHEMA_VERSION,
             id,
+            run: None,
             operation_type: self.operation_type.clone(),
             name: root.name.clone(),
             status: root.status,

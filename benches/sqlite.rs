@@ -1,0 +1,385 @@
+//! The history file's costs (feature `sqlite`). Run: `cargo bench --features sqlite --bench
+//! sqlite` (`-- --quick` for smaller sizes). It prints figures; no criterion: the comparison
+//! must be interleaved in one process, timed with the thread CPU clock, best of rounds.
+//!
+//! 1. **Setlist with persistence on vs off**: the examples' setlist shape (setlist → 3 songs →
+//!    4 actions each → 15 blocks in all: 31 nodes, an event and an `inc` per block, one failing
+//!    block) with no simulated work, so what is timed is the instrumentation, under two layers built the same way but for
+//!    `history_file`; rounds alternate between them, each timed with `CLOCK_THREAD_CPUTIME_ID`
+//!    on the instrumented thread (the writer thread's work is reported apart, from the
+//!    process CPU clock). Target: on ≤ 2% slower. `TP_BENCH_LOCK=1` holds the file's write
+//!    lock during the rounds, so the writer thread sits idle (its records are dropped): what
+//!    is left is the cost of the exporter seam and the queue alone.
+//! 2. **Write throughput**: finished operations per second, end to end (produced and
+//!    committed), with 10 and 1,000 nodes per operation; file bytes per operation.
+//! 3. **Query over 1,000,000 stored operations**: a file filled through SQL with copies of a
+//!    real 3-node operation's row (varied type, status, name, time and run columns; the JSON
+//!    is the same for all), then filtered history
+//!    queries (type + status + since, limit 50) through `HistoryFile::query`: p50 / p99 of
+//!    wall time. Target p99 ≤ 10 ms. A name-substring search that matches little reads every
+//!    row (no index can serve it): reported apart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::Dispatch;
+use tracing_progress::sqlite::HistoryFile;
+use tracing_progress::{Builder, HistoryQuery, ProgressSpanExt, Status, Store};
+use tracing_subscriber::prelude::*;
+
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+unsafe extern "C" {
+    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+}
+
+const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+
+fn cpu(clock: i32) -> Duration {
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live, properly laid out timespec.
+    unsafe { clock_gettime(clock, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tp-bench-sqlite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+fn file_bytes(path: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", path.display())).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn layered(builder: Builder) -> (Dispatch, Store) {
+    let (layer, store) = builder.build().expect("valid settings");
+    (
+        Dispatch::new(tracing_subscriber::registry().with(layer)),
+        store,
+    )
+}
+
+/// One setlist of 31 nodes, as the examples' simulation has it, without the simulated work.
+fn setlist() {
+    let setlist = tracing::info_span!(
+        "process_setlist",
+        progress.operation = "setlist_processing",
+        progress.level = "setlist",
+        progress.name = "My Setlist",
+        progress.total = 3
+    );
+    let _s = setlist.enter();
+    for song in 0..3 {
+        let span = tracing::info_span!(
+            "process_song",
+            progress.level = "song",
+            progress.name = song,
+            progress.total = 4
+        );
+        let _g = span.enter();
+        for (action, blocks) in [("decode", 1), ("analyze", 1), ("detect", 2), ("encode", 1)] {
+            let a = tracing::info_span!(
+                "execute_action",
+                progress.level = "action",
+                progress.name = action,
+                progress.total = blocks
+            );
+            let _a = a.enter();
+            for n in 0..blocks {
+                let b =
+                    tracing::info_span!("run_block", progress.level = "block", progress.name = n);
+                let _b = b.enter();
+                tracing::info!(progress.message = "working", frames = 4096);
+                if song == 1 && action == "detect" && n == 1 {
+                    b.fail("onset detector diverged");
+                }
+                a.inc(1);
+            }
+        }
+        setlist.inc(1);
+    }
+}
+
+fn setlist_on_off(rounds: usize, per_round: usize) {
+    let path = temp_file("setlist.db");
+    let (off, off_store) = layered(Builder::new());
+    let (on, on_store) = layered(Builder::new().history_file(&path));
+    let run = |d: &Dispatch| {
+        let start = cpu(CLOCK_THREAD_CPUTIME_ID);
+        tracing::dispatcher::with_default(d, || {
+            for _ in 0..per_round {
+                setlist();
+            }
+        });
+        cpu(CLOCK_THREAD_CPUTIME_ID) - start
+    };
+    // Warm up both.
+    run(&off);
+    run(&on);
+    on_store.flush_history(Duration::from_secs(60));
+    let locker = std::env::var("TP_BENCH_LOCK").is_ok().then(|| {
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute_batch("BEGIN IMMEDIATE;").expect("lock");
+        c
+    });
+    let (mut best_off, mut best_on) = (Duration::MAX, Duration::MAX);
+    let mut writer_cpu = Duration::ZERO;
+    for _ in 0..rounds {
+        best_off = best_off.min(run(&off));
+        let process_before = cpu(CLOCK_PROCESS_CPUTIME_ID);
+        let thread_before = cpu(CLOCK_THREAD_CPUTIME_ID);
+        let t = run(&on);
+        best_on = best_on.min(t);
+        // What the writer did for this round: the process clock minus this thread's.
+        on_store.flush_history(Duration::from_secs(if locker.is_some() { 0 } else { 60 }));
+        let process = cpu(CLOCK_PROCESS_CPUTIME_ID) - process_before;
+        let thread = cpu(CLOCK_THREAD_CPUTIME_ID) - thread_before;
+        writer_cpu += process.saturating_sub(thread);
+    }
+    let stats = on_store.stats();
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / per_round as f64;
+    println!(
+        "setlist ({} nodes): persistence off {:.1} µs/setlist, on {:.1} µs/setlist \
+         (instrumented thread CPU, best of {rounds} rounds of {per_round}): {:+.2}%",
+        off_store.history(&HistoryQuery::new().limit(1))[0]
+            .metrics
+            .nodes_seen,
+        per(best_off),
+        per(best_on),
+        (best_on.as_secs_f64() / best_off.as_secs_f64() - 1.0) * 100.0
+    );
+    println!(
+        "  other threads (mostly the writer) while on: {:.1} µs CPU/setlist on average; \
+         written {}, dropped {}, errors {}; file {:.0} bytes/setlist",
+        writer_cpu.as_secs_f64() * 1e6 / (rounds * per_round) as f64,
+        stats.history_file_written,
+        stats.history_file_dropped,
+        stats.history_file_errors,
+        file_bytes(&path) as f64 / ((rounds + 1) * per_round) as f64,
+    );
+}
+
+/// One operation of `nodes` nodes (the root and `nodes - 1` children).
+fn operation(i: usize, nodes: usize) {
+    let root = tracing::info_span!("job", progress.level = "job", progress.name = i);
+    let _g = root.enter();
+    root.set_total(nodes as u64 - 1);
+    for c in 0..nodes - 1 {
+        let child = tracing::info_span!("step", progress.level = "step", progress.name = c);
+        child.in_scope(|| root.inc(1));
+    }
+}
+
+fn throughput(quick: bool) {
+    for (nodes, ops) in [(10usize, 20_000usize), (1_000, 400)] {
+        let ops = if quick { ops / 10 } else { ops };
+        let path = temp_file(&format!("throughput-{nodes}.db"));
+        // Memory history small: the file is what is measured. The queue drops when full
+        // (the host never waits), so the producer paces itself to what was written.
+        let (d, store) = layered(
+            Builder::new()
+                .history_file(&path)
+                .history_limit(100)
+                .max_finished_nodes(nodes + 10),
+        );
+        let start = Instant::now();
+        tracing::dispatcher::with_default(&d, || {
+            for i in 0..ops {
+                operation(i, nodes);
+                if i % 1_000 == 999 {
+                    store.flush_history(Duration::from_secs(60));
+                }
+            }
+        });
+        store.flush_history(Duration::from_secs(120));
+        let wall = start.elapsed();
+        let stats = store.stats();
+        let rows = HistoryFile::open(&path)
+            .and_then(|f| f.query(&HistoryQuery::new().limit(usize::MAX)))
+            .map(|r| r.len())
+            .unwrap_or(0);
+        println!(
+            "write throughput, {nodes} nodes/operation: {ops} operations in {wall:.2?} = {:.0} \
+             operations/s end to end; {} rows in the file ({} written incl. starts, {} dropped, \
+             {} errors); {:.0} file bytes/operation",
+            ops as f64 / wall.as_secs_f64(),
+            rows,
+            stats.history_file_written,
+            stats.history_file_dropped,
+            stats.history_file_errors,
+            file_bytes(&path) as f64 / rows.max(1) as f64,
+        );
+    }
+}
+
+/// A file of `n` operations: one real row (a 3-node operation) copied with varied columns.
+fn fill(path: &Path, n: u64) {
+    let (d, store) = layered(Builder::new().history_file(path));
+    tracing::dispatcher::with_default(&d, || operation(0, 3));
+    store.flush_history(Duration::from_secs(10));
+    drop(d);
+    drop(store);
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let (template, host, pid): (String, String, i64) = conn
+        .query_row(
+            "SELECT state_json, host, pid FROM operations LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the template row");
+    conn.execute_batch("PRAGMA synchronous = OFF; BEGIN;")
+        .expect("begin");
+    {
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO operations (run_id, op_id, operation_type, name, status, \
+                 with_failures, started_us, completed_us, finished_us, duration_us, failures, \
+                 host, pid, interrupted, state_json) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?7, \
+                 ?8, ?9, ?10, ?11, 0, ?12)",
+            )
+            .expect("prepare");
+        let base: i64 = 1_700_000_000_000_000;
+        for i in 0..n as i64 {
+            let kind =
+                ["import", "export", "setlist_processing", "backup", "report"][(i % 5) as usize];
+            let failed = i % 10 == 3;
+            let status = if failed { "failed" } else { "completed" };
+            let name = format!("{kind}-{i}");
+            let finished = base + i * 1_000;
+            insert
+                .execute(rusqlite::params![
+                    1 + i % 100,
+                    i + 1,
+                    kind,
+                    name,
+                    status,
+                    finished - 500,
+                    finished,
+                    500,
+                    i64::from(failed),
+                    host,
+                    pid,
+                    template,
+                ])
+                .expect("insert");
+        }
+    }
+    conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("commit");
+}
+
+fn query_1m(quick: bool) {
+    let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    let path = temp_file("query.db");
+    let started = Instant::now();
+    fill(&path, n);
+    let filled = started.elapsed();
+    let file = HistoryFile::open(&path).expect("open");
+    let total = file
+        .query(&HistoryQuery::new().limit(1))
+        .expect("query")
+        .len();
+    assert_eq!(total, 1);
+    let base = std::time::SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_000);
+    let kinds = ["import", "export", "setlist_processing", "backup", "report"];
+    let mut times = Vec::new();
+    let mut found = 0;
+    let mut cold = Duration::ZERO;
+    // The first 100 queries warm the page cache (the first one's time is reported apart).
+    for i in 0..1_100u64 {
+        // Since a point somewhere in the file's time range, newest 50 of a type and status.
+        let since = base + Duration::from_millis((i * 7_919) % n);
+        let q = HistoryQuery::new()
+            .operation_type(kinds[(i % 5) as usize])
+            .status(if i % 2 == 0 {
+                Status::Completed
+            } else {
+                Status::Failed
+            })
+            .since(since)
+            .limit(50);
+        let t = Instant::now();
+        let rows = file.query(&q).expect("query").len();
+        match i {
+            0 => cold = t.elapsed(),
+            1..100 => {}
+            _ => {
+                times.push(t.elapsed());
+                found += rows;
+            }
+        }
+    }
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    println!(
+        "history query over {n} operations (type + status + since, limit 50; {} queries after \
+         100 to warm up, {} rows returned): p50 {:.2?}, p99 {:.2?}, max {:.2?}; the very first \
+         {cold:.2?}; file {:.0} bytes/operation (filled in {filled:.1?})",
+        times.len(),
+        found,
+        pct(0.5),
+        pct(0.99),
+        times.last().unwrap(),
+        file_bytes(&path) as f64 / n as f64,
+    );
+    let t = Instant::now();
+    let rare = file
+        .query(&HistoryQuery::new().name_contains("-123457").limit(50))
+        .expect("query");
+    println!(
+        "  name contains a text only {} operations have: {:.1?} (reads every row)",
+        rare.len(),
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let one = file
+        .get(tracing_progress::OperationId::from_u64(n / 2))
+        .expect("get");
+    println!(
+        "  one operation by id (index of schema 2): {:.2?} ({} found)",
+        t.elapsed(),
+        one.len()
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only setlist|throughput|query` runs one part.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let (rounds, per_round) = if quick { (5, 50) } else { (40, 200) };
+    if wanted("setlist") {
+        setlist_on_off(rounds, per_round);
+    }
+    if wanted("throughput") {
+        throughput(quick);
+    }
+    if wanted("query") {
+        query_1m(quick);
+    }
+}
