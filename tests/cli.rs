@@ -731,3 +731,61 @@ fn unreachable_server_fails_fast() {
     let out = to_run(out);
     assert!(out.fails(3).contains(&addr), "{out:#?}");
 }
+
+#[test]
+fn metadata_filters_in_ls_history_and_export() {
+    let f = Fixture::new();
+    let sized = tracing::dispatcher::with_default(&f.traced.dispatch, || {
+        use tracing_progress::ProgressSpanExt;
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "sized");
+        let id = root.operation_id().expect("tracked");
+        root.in_scope(|| {
+            tracing::info_span!("block", progress.level = "block", size = 120u64).in_scope(|| {});
+        });
+        id
+    });
+    // Both fixture operations have a step with block_id = 7.
+    let v = f.cli(&["history", "--meta", "block_id=7", "--json"]).json();
+    assert_eq!(ids(&v), [f.completed.as_u64(), f.failed.as_u64()]);
+    let v = f
+        .cli(&[
+            "history",
+            "--meta",
+            "meta.block_id=7",
+            "--status",
+            "failed",
+            "--json",
+        ])
+        .json();
+    assert_eq!(ids(&v), [f.failed.as_u64()]);
+    // `>=` and `<` travel %-encoded; numbers compare as numbers.
+    let v = f.cli(&["history", "--meta", "size>=100", "--json"]).json();
+    assert_eq!(ids(&v), [sized.as_u64()]);
+    let v = f
+        .cli(&[
+            "history",
+            "--meta",
+            "size<200",
+            "--meta",
+            "block_id=7",
+            "--json",
+        ])
+        .json();
+    assert_eq!(ids(&v), Vec::<u64>::new());
+    let text = f.cli(&["history", "--meta", "size>120"]).ok().to_owned();
+    assert_eq!(text.trim(), "no operations match");
+    let v = f
+        .cli(&["ls", "--all", "--meta", "block_id=7", "--json"])
+        .json();
+    assert_eq!(ids(&v), [f.completed.as_u64(), f.failed.as_u64()]);
+    let v = f.cli(&["ls", "--meta", "block_id=7", "--json"]).json();
+    assert_eq!(ids(&v), Vec::<u64>::new());
+    let out = f.cli(&["export", "--meta", "size>=100"]).ok().to_owned();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    // A bad filter is a usage error before any request.
+    let e = f
+        .cli(&["history", "--meta", "size>=lots"])
+        .fails(2)
+        .to_owned();
+    assert!(e.contains("a number after"), "{e}");
+}

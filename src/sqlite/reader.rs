@@ -80,17 +80,21 @@ pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec
         arg(&mut sql, "finished_us <=", to_i64(t).into());
     }
     sql.push_str(" ORDER BY finished_us DESC");
-    if let Some(limit) = q.limit {
+    // Metadata filters run on the decoded rows, so the limit is applied after them.
+    let limit_after = q.limit.filter(|_| !q.meta.is_empty());
+    if let Some(limit) = q.limit.filter(|_| q.meta.is_empty()) {
         let _ = write!(sql, " LIMIT {}", to_i64(limit as u64));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
     let name = q.name_contains.as_deref();
-    stored(
+    let mut rows = stored(
         &mut stmt,
         rusqlite::params_from_iter(args),
         &dead,
-        |state| name.is_none_or(|n| state.name.to_lowercase().contains(n)),
-    )
+        |state| name.is_none_or(|n| state.name.to_lowercase().contains(n)) && q.matches_meta(state),
+    )?;
+    rows.truncate(limit_after.unwrap_or(usize::MAX));
+    Ok(rows)
 }
 
 /// Decodes rows of `run_id, host, pid, interrupted, state_json` into stored operations, keeping

@@ -117,9 +117,22 @@ struct Filters {
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
 
+    /// Only operations with a node whose metadata field passes: KEY=VALUE (numbers compare as
+    /// numbers, the rest as text) or KEY>N, KEY>=N, KEY<N, KEY<=N; `meta.KEY` also works;
+    /// repeat for more conditions (all must hold)
+    #[arg(long, value_name = "FILTER", value_parser = parse_meta)]
+    meta: Vec<String>,
+
     /// At most this many, up to 10000 (by default ls and history show 100, export all)
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
+}
+
+/// Checks a `--meta` filter here, so a typo is a usage error before any request.
+fn parse_meta(s: &str) -> Result<String, String> {
+    s.parse::<tracing_progress::MetaFilter>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 impl Filters {
@@ -136,6 +149,9 @@ impl Filters {
         add("since", &self.since);
         add("until", &self.until);
         add("limit", &self.limit.map(|n| n.to_string()));
+        for m in &self.meta {
+            q.push(("meta", m.clone()));
+        }
         q
     }
 }
