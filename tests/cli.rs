@@ -789,3 +789,90 @@ fn metadata_filters_in_ls_history_and_export() {
         .to_owned();
     assert!(e.contains("a number after"), "{e}");
 }
+
+#[test]
+fn wait_exit_codes_say_how_the_operation_ended() {
+    let mut f = Fixture::new();
+    // Already finished: at once, with the summary.
+    let out = f.cli(&["wait", &f.completed.as_u64().to_string()]);
+    let text = out.ok();
+    assert!(
+        text.contains(r#"report "daily report" completed"#),
+        "{text}"
+    );
+    let failed = f.cli(&["wait", &f.failed.as_u64().to_string()]);
+    assert!(failed.fails(7).contains("failed: "), "{failed:#?}");
+    assert!(failed.stdout.contains("nightly import"), "{failed:#?}");
+    let v = f
+        .cli(&["wait", &f.completed.as_u64().to_string(), "--json"])
+        .json();
+    assert_eq!(v["id"], f.completed.as_u64());
+
+    // Completed with a failed child.
+    let partial = tracing::dispatcher::with_default(&f.traced.dispatch, || {
+        use tracing_progress::ProgressSpanExt;
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "partial");
+        let id = root.operation_id().expect("tracked");
+        root.in_scope(|| {
+            tracing::info_span!("step", progress.level = "step")
+                .in_scope(|| tracing::error!("one block broke"));
+        });
+        id
+    });
+    let out = f.cli(&["wait", &partial.as_u64().to_string()]);
+    assert!(out.fails(9).contains("completed with failures"), "{out:#?}");
+
+    // Running: a timeout, then the real end.
+    let held = f.held_id().as_u64().to_string();
+    let out = f.cli(&["wait", &held, "--timeout", "300ms"]);
+    assert!(out.fails(6).contains("still running"), "{out:#?}");
+    let child = f.spawn_cli(&["wait", &held, "--timeout", "20s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    assert!(out.ok().contains(r#"sync "held" completed"#), "{out:#?}");
+
+    // Cancelled.
+    let second = f.traced.hold("sync", "second");
+    let child = f.spawn_cli(&["wait", &second.id.as_u64().to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    f.store().cancel(second.id).expect("running");
+    let out = wait_child(child);
+    assert!(out.fails(8).contains("cancelled"), "{out:#?}");
+    drop(second);
+
+    // Unknown id, and no target at all.
+    assert!(f.cli(&["wait", "987654321"]).fails(4).contains("987654321"));
+    f.cli(&["wait"]).fails(2);
+    f.cli(&["wait", "1", "--type", "x"]).fails(2);
+}
+
+#[test]
+fn wait_for_the_next_matching_operation() {
+    let f = Fixture::new();
+    // A "report" finished before the wait began: it does not count.
+    let out = f.cli(&["wait", "--type", "report", "--timeout", "500ms"]);
+    assert!(
+        out.fails(6).contains("no matching operation finished"),
+        "{out:#?}"
+    );
+    // One that starts after the wait began, and is short enough to fall between two polls.
+    let child = f.spawn_cli(&["wait", "--type", "later", "--timeout", "20s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    f.traced.run("other", "not this one", false);
+    let later = f.traced.run("later", "the one", true);
+    let out = wait_child(child);
+    assert!(out.fails(7).contains(&later.to_string()), "{out:#?}");
+    assert!(out.stdout.contains("the one"), "{out:#?}");
+    // By name and metadata; the held "sync" operation is running when the wait begins.
+    let child = f.spawn_cli(&["wait", "--name", "HELD", "--timeout", "20s", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let held_id = f.held_id();
+    let mut f = f;
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    let v: Value = serde_json::from_str(out.ok()).expect("JSON");
+    assert_eq!(v["id"], held_id.as_u64());
+    let out = f.cli(&["wait", "--meta", "block_id=7", "--timeout", "300ms"]);
+    out.fails(6);
+}

@@ -7,12 +7,14 @@
 //! tracing-progress watch 42 --timeout 10m
 //! tracing-progress export --format jsonl -o history.jsonl
 //! TRACING_PROGRESS_TOKEN=s3cret tracing-progress cancel 42 --wait
+//! tracing-progress wait --type setlist_processing --timeout 30m && echo done
 //! ```
 
 mod client;
 mod error;
 mod offline;
 mod table;
+mod wait;
 mod watch;
 
 use std::fs::File;
@@ -41,7 +43,10 @@ Exit codes:
   3  the server cannot be reached, or the connection was lost
   4  no such operation
   5  the token is missing or wrong, or the server does not allow the action
-  6  --timeout passed before the operation finished (watch ID, cancel --wait)";
+  6  --timeout passed before the operation finished (watch ID, cancel --wait, wait)
+  7  wait: the operation failed
+  8  wait: the operation was cancelled
+  9  wait: the operation completed with failures below it";
 
 /// Lists, shows, follows, exports and cancels the operations of a program instrumented with
 /// tracing-progress, through its HTTP API.
@@ -92,6 +97,9 @@ enum Command {
     Export(ExportArgs),
     /// Ask a running operation to cancel (needs the token)
     Cancel(CancelArgs),
+    /// Wait until an operation ends; the exit code says how (0 completed, 7 failed, 8
+    /// cancelled, 9 completed with failures, 6 timeout)
+    Wait(WaitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +248,56 @@ struct CancelArgs {
     timeout: Option<Duration>,
 }
 
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .multiple(true)
+        .args(["id", "operation_type", "name", "meta"])
+))]
+struct WaitArgs {
+    /// Operation id to wait for
+    #[arg(conflicts_with_all = ["operation_type", "name", "meta"])]
+    id: Option<u64>,
+
+    /// Without an ID: wait for the first operation of this type (exact) to finish, one
+    /// running now or one that starts later
+    #[arg(long = "type", value_name = "TYPE")]
+    operation_type: Option<String>,
+
+    /// Without an ID: ... whose name contains this (case-insensitive)
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Without an ID: ... with a node whose metadata passes this filter (as in `ls --meta`)
+    #[arg(long, value_name = "FILTER", value_parser = parse_meta)]
+    meta: Vec<String>,
+
+    /// Give up after this long (exit 6)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Option<Duration>,
+
+    /// How much of the final state to print
+    #[arg(long, value_enum, default_value_t = DetailArg::Summary)]
+    detail: DetailArg,
+}
+
+impl WaitArgs {
+    fn filters(&self) -> Query {
+        let mut q: Query = Vec::new();
+        if let Some(t) = &self.operation_type {
+            q.push(("type", t.clone()));
+        }
+        if let Some(n) = &self.name {
+            q.push(("name", n.clone()));
+        }
+        for m in &self.meta {
+            q.push(("meta", m.clone()));
+        }
+        q
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DetailArg {
     /// The header and one line per level
@@ -333,6 +391,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
         ),
         Command::Export(args) => export(&client, &args, json),
         Command::Cancel(args) => cancel(&client, &args, json),
+        Command::Wait(args) => wait::run(
+            &client,
+            wait::WaitOptions {
+                id: args.id,
+                filters: args.filters(),
+                timeout: args.timeout,
+                detail: args.detail.into(),
+                json,
+            },
+        ),
     }
 }
 
