@@ -876,3 +876,67 @@ fn wait_for_the_next_matching_operation() {
     let out = f.cli(&["wait", "--meta", "block_id=7", "--timeout", "300ms"]);
     out.fails(6);
 }
+
+#[test]
+fn watch_ndjson_streams_node_changes_until_the_end() {
+    let mut f = Fixture::new();
+    let id = f.held_id();
+    let mut child = f.spawn_cli(&["watch", &id.to_string(), "--ndjson", "--timeout", "20s"]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (line_tx, lines) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let parse = |l: &str| -> Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+    };
+    // First sight: the root and the part, parents first.
+    let root = parse(&lines.recv_timeout(TIMEOUT).expect("a first line"));
+    let part = parse(&lines.recv_timeout(TIMEOUT).expect("a second line"));
+    assert_eq!(
+        (root["depth"].as_u64(), part["depth"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(root["operation_id"], id.as_u64());
+    assert_eq!(part["path"], serde_json::json!(["held", "part-1"]));
+    assert_eq!(part["current"], 3);
+    assert_eq!(part["total"], 10);
+    assert_eq!(part["unit"], "blocks");
+    // A change comes through, throttled to one line a second for the node.
+    f.held.as_ref().expect("held").inc(2);
+    let deadline = Instant::now() + TIMEOUT;
+    let moved = loop {
+        let line = parse(&lines.recv_timeout(TIMEOUT).expect("a progress line"));
+        if line["depth"] == 1 && line["current"] == 5 {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no line with 5/10");
+    };
+    assert_eq!(moved["percentage"], 50.0);
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    reader.join().expect("reader");
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let rest: Vec<Value> = lines.try_iter().map(|l| parse(&l)).collect();
+    let last_root = rest
+        .iter()
+        .rev()
+        .find(|l| l["depth"] == 0)
+        .expect("final root");
+    assert_eq!(last_root["status"], "completed");
+    assert!(
+        rest.iter()
+            .any(|l| l["depth"] == 1 && l["status"] == "completed")
+    );
+    assert!(rest.iter().all(|l| l["v"] == 1));
+
+    // Watching everything: other operations' lines too, for as long as asked.
+    let all = f.cli(&["watch", "--ndjson", "--timeout", "1s"]);
+    assert_eq!(all.code, Some(0), "{all:#?}");
+    assert!(all.stdout.is_empty(), "nothing runs: {all:#?}");
+}

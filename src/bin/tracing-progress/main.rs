@@ -218,6 +218,12 @@ struct WatchArgs {
     /// How much of the final state to print
     #[arg(long, value_enum, default_value_t = DetailArg::Normal)]
     detail: DetailArg,
+
+    /// Print one JSON object per line per change of a node (versioned shape
+    /// `tracing_progress::view::StreamRecord`), each node at most once a second, status
+    /// changes at once: for CI logs and other programs
+    #[arg(long)]
+    ndjson: bool,
 }
 
 #[derive(Args, Debug)]
@@ -387,6 +393,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 timeout: args.timeout,
                 detail: args.detail.into(),
                 json,
+                ndjson: args.ndjson,
             },
         ),
         Command::Export(args) => export(&client, &args, json),
