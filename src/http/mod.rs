@@ -26,7 +26,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /` | the live page (HTML, embedded, no external resources) |
+//! | `GET /` | the live page (HTML, embedded, no external resources): running operations, a pause toggle, the last finished operation when nothing runs, history |
 //! | `GET /api/health` | `{"ok":true,"active":2,"history":17,"history_bytes":81920,"cancel_enabled":true,"token_required_for_reads":false,"server":{...}}` (never needs the token; `server` is [`ServerStats`]) |
 //! | `GET /api/operations` | `{"operations":[...],"truncated":false}`: running operations (oldest first), filtered |
 //! | `GET /api/operations/{id}` | one operation, running or from history, with its whole tree |
