@@ -98,7 +98,7 @@ struct Emitted {
 }
 
 /// Turns snapshots into [`StreamRecord`]s: one per node that changed since it was last
-/// written, throttled per node. Pure: feed it snapshots from [`Store::subscribe`], the HTTP
+/// written, throttled per node. Pure: feed it snapshots from [`Store::subscribe`](crate::Store::subscribe), the HTTP
 /// event stream or anywhere; [`LiveView::ndjson`](crate::terminal::LiveView::ndjson) and
 /// `tracing-progress watch --ndjson` drive it for you.
 ///
