@@ -5,8 +5,9 @@
 //! * metadata filters on the in-memory history: 1,000 finished operations of 31 nodes, each
 //!   block with `block_id` (text) and `size` (a number): no filter vs `block_id=block-0500`
 //!   vs `size>=990`, newest 20 and all;
-//! * the same on a history file (feature `sqlite`): filters and limit in SQL vs a metadata
-//!   filter, which decodes every candidate row;
+//! * the same on a history file (feature `sqlite`): filters and limit in SQL vs metadata
+//!   filters, which decode every candidate row (a text equality first narrows the candidates
+//!   with a text search in SQL; a numeric one cannot);
 //! * `view::ProgressStream` on a running operation of 1,001 nodes: a snapshot with nothing
 //!   new (the diff alone) vs one where every node is new (records and JSON written to a sink).
 //!
@@ -154,6 +155,10 @@ fn main() {
                     file.query(&all.clone().name_contains("99"))
                         .map_or(0, |r| r.len())
                 }),
+                (
+                    "meta block_id=block-0500 (text pre-check in SQL)",
+                    &mut || file.query(&by_id).map_or(0, |r| r.len()),
+                ),
                 ("meta size>=990, limit 20 (decodes every row)", &mut || {
                     file.query(&size.clone().limit(20)).map_or(0, |r| r.len())
                 }),

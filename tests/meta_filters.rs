@@ -141,6 +141,13 @@ fn history_file_filters_after_reading_and_limits_after_filtering() {
     let (sub, first) = build();
     tracing::subscriber::with_default(sub, || {
         job("a", "Paris", &[("block-002", 120)]);
+        info_span!(
+            "odd",
+            progress.level = "odd",
+            ratio = f64::NAN,
+            tag = "x\"y"
+        )
+        .in_scope(|| {});
         // Newer operations that do not match: a limit applied before the filter would hide "a".
         for i in 0..5 {
             job(&format!("other-{i}"), "Lyon", &[("block-009", 1)]);
@@ -161,5 +168,9 @@ fn history_file_filters_after_reading_and_limits_after_filtering() {
     assert_eq!(rows.len(), 1);
     assert_eq!(&*rows[0].state.name, "a");
     assert!(file.query(&q(&["size>1000"])).unwrap().is_empty());
+    // Values whose JSON is not their text: NaN, and text with a quote.
+    assert_eq!(second.history(&q(&["ratio=NaN"])).len(), 1);
+    assert_eq!(second.history(&q(&["tag=x\"y"])).len(), 1);
+    assert!(second.history(&q(&["tag=x"])).is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,6 +73,11 @@ pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec
         arg(&mut sql, "0 < instr(lower(name),", n.clone().into());
         sql.push(')');
     }
+    for m in &q.meta {
+        // A text pre-check; the exact one runs on the decoded rows.
+        arg(&mut sql, "0 < instr(state_json,", m.json_needle().into());
+        sql.push(')');
+    }
     if let Some(t) = q.since_us {
         arg(&mut sql, "finished_us >=", to_i64(t).into());
     }

@@ -152,6 +152,23 @@ impl MetaFilter {
     pub fn matches(&self, state: &ProgressState) -> bool {
         state.root.walk().any(|l| self.matches_level(l))
     }
+
+    /// Text that an operation's compact JSON must contain to pass: `"key":"value"` for
+    /// equality with text, `"key":` otherwise. A cheap pre-check (a history file's rows)
+    /// before decoding; the exact check still follows.
+    pub(crate) fn json_needle(&self) -> String {
+        let key = serde_json::to_string(&*self.key).unwrap_or_default();
+        // Only text fields can equal a value that reads as neither a number (NaN and inf
+        // included: they display so) nor a boolean.
+        let only_text =
+            self.text.trim().parse::<f64>().is_err() && !matches!(&*self.text, "true" | "false");
+        if self.op == Op::Eq && only_text {
+            let value = serde_json::to_string(&*self.text).unwrap_or_default();
+            format!("{key}:{value}")
+        } else {
+            format!("{key}:")
+        }
+    }
 }
 
 impl FromStr for MetaFilter {
@@ -226,6 +243,23 @@ mod tests {
         }
         let e = "size>=lots".parse::<MetaFilter>().unwrap_err().to_string();
         assert!(e.contains("a number after"), "{e}");
+    }
+
+    #[test]
+    fn json_needles_are_in_the_json_of_a_match() {
+        assert_eq!(
+            f("block_id=block-002").json_needle(),
+            r#""block_id":"block-002""#
+        );
+        assert_eq!(f("a\"b=x\"y").json_needle(), r#""a\"b":"x\"y""#);
+        assert_eq!(f("size>=100").json_needle(), r#""size":"#);
+        assert_eq!(f("size=100").json_needle(), r#""size":"#);
+        assert_eq!(f("ok=true").json_needle(), r#""ok":"#);
+        assert_eq!(f("r=NaN").json_needle(), r#""r":"#);
+        let mut m = crate::model::Metadata::default();
+        m.insert("a\"b", FieldValue::from("x\"y"));
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(&f("a\"b=x\"y").json_needle()), "{json}");
     }
 
     #[test]
