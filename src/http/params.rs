@@ -108,7 +108,7 @@ pub(crate) enum Include {
 /// The filters shared by the list endpoints.
 #[derive(Debug)]
 pub(crate) struct Filters {
-    /// Type, status, name and time filters; no limit.
+    /// Type, status, name, time and metadata filters; no limit.
     pub(crate) query: HistoryQuery,
     /// The limit, if one was given or defaulted.
     pub(crate) limit: Option<usize>,
