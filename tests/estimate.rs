@@ -222,3 +222,44 @@ fn estimates_do_not_depend_on_how_often_something_looks() {
     assert_eq!(quiet, run(1));
     assert_eq!(quiet, run(25));
 }
+
+/// Issue 9 (defect 13): a short job that slows from 20 to 10 units/s after 3 s (90 units,
+/// a unit every 50 ms then every 100 ms, the default 250 ms tick). With the fixed ≥ 10 s
+/// smoothing the store said 1.0 s left at 4 s (truth 2.0 s) and 0.56 s at 5 s (truth 1.0 s).
+#[test]
+fn a_short_job_s_estimate_follows_a_slowdown_within_a_second() {
+    with_clock(Builder::new(), |store, clock| {
+        let span = tracing::info_span!("encode", progress.total = 90u64);
+        let _guard = span.enter();
+        let id = span.progress_id().unwrap();
+        let mut done = 0u64;
+        let mut first_estimate_ms = None;
+        for ms in (50..=5_000u64).step_by(50) {
+            clock.advance_ms(50);
+            if ms <= 3_000 || ms % 100 == 0 {
+                span.inc(1);
+                done += 1;
+            }
+            if ms % 250 != 0 {
+                continue;
+            }
+            store.tick_estimates();
+            let e = store.get(id).unwrap().root.estimate().cloned();
+            if first_estimate_ms.is_none() && e.is_some() {
+                first_estimate_ms = Some(ms);
+            }
+            if ms == 4_000 || ms == 5_000 {
+                let truth = (90 - done) * S / 10;
+                let e = e.expect("an estimate");
+                assert!(
+                    e.remaining_us.abs_diff(truth) <= truth / 4,
+                    "at {ms} ms: {e:?} vs {truth} µs left"
+                );
+            }
+        }
+        assert!(
+            first_estimate_ms.is_some_and(|ms| ms <= 1_000),
+            "first estimate at {first_estimate_ms:?} ms"
+        );
+    });
+}

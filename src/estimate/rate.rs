@@ -30,11 +30,89 @@ pub(super) const MIN_NOISE: f64 = 0.01;
 pub(super) const SIGNIFICANT: f64 = 3.0;
 /// A raw estimate later than noise explains is believed after this many rate time constants.
 const PERSIST_TAUS: f64 = 0.5;
+/// The fast rate (change detection) spans at least this many typical gaps...
+const FAST_GAPS: f64 = 2.0;
+/// ...and the time this many units take...
+const FAST_UNITS: f64 = 5.0;
+/// ...and this share of the time the node has run: it adapts to the job's own time scale.
+const FAST_SHARE: f64 = 0.04;
+/// The fast rate must differ from the smoothed one by this much (relative) ...
+const CHANGE_MIN: f64 = 0.2;
+/// ... and by this many standard errors of the difference ...
+const CHANGE_SIGMAS: f64 = 4.0;
+/// ... at this many observations in a row, for the rate to count as changed.
+const CHANGE_RUN: u32 = 2;
+/// After a change, the smoothing adapts with the fast time constant for this many of them.
+const ADAPT_TAUS: f64 = 3.0;
+
+/// A time-weighted, bias-corrected exponentially weighted mean of rate samples and their
+/// variance (see `docs/estimates.md`, "Rate").
+#[derive(Clone, Copy, Debug, Default)]
+struct Ewma {
+    /// Weighted sum of samples (units/µs), not yet divided by `weight`.
+    mean: f64,
+    weight: f64,
+    weight_sq: f64,
+    /// Weighted squared deviations of samples from the mean, and their weight.
+    var: f64,
+    var_weight: f64,
+}
+
+impl Ewma {
+    /// Adds `sample` with weight `a` (`1 − e^(−Δt/τ)`).
+    fn push(&mut self, sample: f64, a: f64) {
+        if let Some(mean) = self.rate() {
+            let dev = sample - mean;
+            self.var = (1.0 - a) * self.var + a * dev * dev;
+            self.var_weight = (1.0 - a) * self.var_weight + a;
+        }
+        self.mean = (1.0 - a) * self.mean + a * sample;
+        self.weight = (1.0 - a) * self.weight + a;
+        self.weight_sq = (1.0 - a) * (1.0 - a) * self.weight_sq + a * a;
+    }
+
+    fn rate(&self) -> Option<f64> {
+        (self.weight > 0.0)
+            .then(|| self.mean / self.weight)
+            .filter(|r| r.is_finite())
+    }
+
+    /// Time-weighted variance of the samples.
+    fn sample_var(&self) -> f64 {
+        if self.var_weight > 0.0 {
+            self.var / self.var_weight
+        } else {
+            0.0
+        }
+    }
+
+    /// Effective number of samples in the mean.
+    fn n_eff(&self) -> f64 {
+        if self.weight_sq > 0.0 {
+            (self.weight * self.weight / self.weight_sq).max(1.0)
+        } else {
+            1.0
+        }
+    }
+
+    /// This mean's rate and spread, worth `weight` of data (a fresh start that knows it).
+    fn reweighted(&self, weight: f64) -> Ewma {
+        let rate = self.rate().unwrap_or(0.0);
+        Ewma {
+            mean: rate * weight,
+            weight,
+            weight_sq: weight * weight,
+            var: self.sample_var() * weight,
+            var_weight: weight,
+        }
+    }
+}
 
 /// Smoothed rate of one node's progress, from observations `(time, progress, total)`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RateEstimator {
     started: bool,
+    first_us: u64,
     last_us: u64,
     pub(super) total: Option<f64>,
     /// When progress was last seen moving forward (or the baseline), and its value then.
@@ -42,13 +120,17 @@ pub(crate) struct RateEstimator {
     mark: f64,
     mark_events: u64,
     samples: u32,
-    /// Time-weighted EWMA of rate samples (units/µs), not yet divided by `weight`.
-    mean: f64,
-    weight: f64,
-    weight_sq: f64,
-    /// Time-weighted EWMA of squared deviations of samples from the mean, and its weight.
-    var: f64,
-    var_weight: f64,
+    /// The smoothed rate (time constant [`Self::tau_us`]).
+    slow: Ewma,
+    /// A fast rate (time constant [`Self::fast_tau_us`]): when it differs from the smoothed
+    /// one by more than noise explains, the rate has changed and the smoothing starts over.
+    fast: Ewma,
+    /// Observations in a row at which the fast rate differed from the smoothed one.
+    differing: u32,
+    /// Mean squared relative difference of the fast and smoothed rates while they agree.
+    calm_diff: f64,
+    /// Until then the smoothing uses the fast time constant (after a detected change).
+    adapt_until_us: u64,
     /// Typical time between observations that saw progress (µs), and its mean deviation.
     gap_us: f64,
     gap_dev_us: f64,
@@ -75,6 +157,7 @@ impl RateEstimator {
         if !self.started {
             *self = RateEstimator {
                 started: true,
+                first_us: now_us,
                 last_us: now_us,
                 total,
                 mark_us: now_us,
@@ -105,20 +188,24 @@ impl RateEstimator {
         }
         let dt = (now_us - self.mark_us) as f64;
         let sample = (progress - self.mark) / dt;
-        let tau = self.tau_us(self.rate_per_us().unwrap_or(sample));
-        let a = -(-dt / tau).exp_m1();
         let before = self.rate_per_us();
-        if let Some(mean) = before {
-            let dev = sample - mean;
-            self.var = (1.0 - a) * self.var + a * dev * dev;
-            self.var_weight = (1.0 - a) * self.var_weight + a;
-        }
-        self.mean = (1.0 - a) * self.mean + a * sample;
-        self.weight = (1.0 - a) * self.weight + a;
-        self.weight_sq = (1.0 - a) * (1.0 - a) * self.weight_sq + a * a;
-        if let (Some(old), Some(new)) = (before, self.rate_per_us())
+        let tau = self.tau_us(now_us, before.unwrap_or(sample));
+        self.slow.push(sample, -(-dt / tau).exp_m1());
+        let fast_tau = self.fast_tau_us(now_us, self.fast.rate().unwrap_or(sample));
+        self.fast.push(sample, -(-dt / fast_tau).exp_m1());
+        if self.rate_changed() {
+            // Start over from what the fast rate knows, worth its own time constant of data
+            // at the smoothing's: later samples take over within a few of them.
+            let worth = -(-fast_tau / self.tau_us(now_us, sample)).exp_m1();
+            self.slow = self.fast.reweighted(worth);
+            self.adapt_until_us = now_us + (ADAPT_TAUS * fast_tau) as u64;
+            // A change this large is no noise: what is shown starts over from it.
+            self.reset = true;
+        } else if let (Some(old), Some(new)) = (before, self.rate_per_us())
             && new > 0.0
+            && now_us >= self.adapt_until_us
         {
+            // While adapting, the rate moves by design: that is not noise.
             let jump = (new - old) / new;
             let dev = jump - self.jump_mean;
             self.jump_mean += INTERVAL_ALPHA * dev;
@@ -141,9 +228,39 @@ impl RateEstimator {
     }
 
     fn rate_per_us(&self) -> Option<f64> {
-        (self.weight > 0.0)
-            .then(|| self.mean / self.weight)
-            .filter(|r| r.is_finite())
+        self.slow.rate()
+    }
+
+    /// Whether the fast rate has differed from the smoothed one by more than
+    /// `max(CHANGE_MIN, CHANGE_SIGMAS × their RMS difference while agreeing)` for `CHANGE_RUN`
+    /// observations in a row.
+    fn rate_changed(&mut self) -> bool {
+        let (Some(slow), Some(fast)) = (self.slow.rate(), self.fast.rate()) else {
+            return false;
+        };
+        if self.samples < MIN_RATE_SAMPLES || slow <= 0.0 {
+            return false;
+        }
+        let diff = (fast - slow).abs() / slow;
+        // How far apart noise alone puts them is measured while they agree (the squared
+        // relative difference, averaged): it includes what a formula would miss, such as
+        // whole units seen early then late, which cancel out over a few samples.
+        let err = self.calm_diff.sqrt();
+        if diff > CHANGE_MIN.max(CHANGE_SIGMAS * err) {
+            self.differing += 1;
+        } else {
+            self.differing = 0;
+        }
+        // Only clear agreement teaches the noise, so neither the start of a change nor a
+        // slow drift can raise the threshold past twice the minimum.
+        if diff <= CHANGE_MIN / 2.0 {
+            self.calm_diff += INTERVAL_ALPHA * (diff * diff - self.calm_diff);
+        }
+        if self.differing >= CHANGE_RUN {
+            self.differing = 0;
+            return true;
+        }
+        false
     }
 
     /// Whether enough samples are in for a rate-based estimate.
@@ -157,9 +274,24 @@ impl RateEstimator {
         self.gap_us + 3.0 * self.gap_dev_us
     }
 
-    /// Time constant of the smoothing at `rate` (units/µs): see the module docs.
-    fn tau_us(&self, rate: f64) -> f64 {
-        TAU_US.max(TAU_GAPS * self.gap_us).max(TAU_UNITS / rate)
+    /// Time constant of the smoothing at `rate` (units/µs): see the module docs. Right after
+    /// a detected change, the fast one.
+    fn tau_us(&self, now_us: u64, rate: f64) -> f64 {
+        let tau = TAU_US.max(TAU_GAPS * self.gap_us).max(TAU_UNITS / rate);
+        if now_us < self.adapt_until_us {
+            tau.min(self.fast_tau_us(now_us, rate))
+        } else {
+            tau
+        }
+    }
+
+    /// Time constant of the fast rate: a few gaps and units, and a share of the time run.
+    fn fast_tau_us(&self, now_us: u64, rate: f64) -> f64 {
+        let run = now_us.saturating_sub(self.first_us) as f64;
+        (FAST_GAPS * self.gap_us)
+            .max(FAST_UNITS / rate)
+            .max(FAST_SHARE * run)
+            .min(TAU_US.max(TAU_GAPS * self.gap_us).max(TAU_UNITS / rate))
     }
 
     /// How much the raw estimate moves on noise alone (see [`Guard::apply`]): its relative
@@ -171,7 +303,7 @@ impl RateEstimator {
             slack_us: self.resolution_us(),
             persist_us: self
                 .rate_per_us()
-                .map_or(0.0, |r| self.tau_us(r) * PERSIST_TAUS),
+                .map_or(0.0, |r| self.tau_us(self.last_us, r) * PERSIST_TAUS),
         }
     }
 
@@ -200,12 +332,8 @@ impl RateEstimator {
             rate
         };
         let remaining = units / rate_now;
-        let var = if self.var_weight > 0.0 {
-            self.var / self.var_weight
-        } else {
-            0.0
-        };
-        let n_eff = (self.weight * self.weight / self.weight_sq).max(1.0);
+        let var = self.slow.sample_var();
+        let n_eff = self.slow.n_eff();
         let horizon = (typical / remaining.max(1.0)).min(1.0);
         let rel = Z * (var / n_eff + var * horizon).sqrt() / rate + 1.0 / f64::from(self.samples);
         let low = units / (rate_now * (1.0 + rel));

@@ -531,3 +531,73 @@ fn bounds_hold_for_random_history_and_children() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    /// A job slows down or speeds up 2× after 2 to 60 s (at 40 to 400 units/s, updates every
+    /// 10 to 100 ms, looked at every 250 ms like the store's ticker, all jittered): once
+    /// `max(1 s, 15 % of the time run)` has passed since the change, the estimate is within
+    /// 25 % of the truth. The fixed ≥ 10 s smoothing alone was 47 % off 1 s after such a change.
+    #[test]
+    fn a_2x_rate_change_is_followed_on_the_job_s_own_time_scale(
+        rate in 1.6f64..2.6,
+        slower in any::<bool>(),
+        change_s in 2.0f64..60.0,
+        upd in 4.0f64..5.0,
+        upd_j in 0.0f64..1.0,
+        snap_j in 0.0f64..0.4,
+        seed in any::<u64>(),
+    ) {
+        let rate = 10f64.powf(rate);
+        let new_rate = if slower { rate / 2.0 } else { rate * 2.0 };
+        let mut sim = Sim {
+            rates: vec![(0.0, rate), (change_s, new_rate)],
+            update_us: 10f64.powf(upd),
+            update_jitter: upd_j,
+            snapshot_us: 250_000.0,
+            snapshot_jitter: snap_j,
+            seed,
+            ..Sim::steady(rate, 0, 1)
+        };
+        let after_s = 1f64.max(0.15 * change_s);
+        sim.total = sim.done((change_s + after_s + 3.0) * 1e6) as u64;
+        let mut checked = 0;
+        for s in sim.run() {
+            let Some(e) = s.estimate else { continue };
+            prop_assert!(e.low_us <= e.remaining_us && e.remaining_us <= e.high_us);
+            if (s.at_us as f64) < (change_s + after_s) * 1e6 || s.truth_us < 4.0 * sim.resolution_us() {
+                continue;
+            }
+            let err = rel_err(&e, s.truth_us);
+            prop_assert!(err <= 0.25, "{:.3} off {:.2} s after the change: {:?}, truth {}",
+                err, s.at_us as f64 / 1e6 - change_s, e, s.truth_us);
+            checked += 1;
+        }
+        prop_assert!(checked > 0);
+    }
+}
+
+/// The example of issue 9 (defect 13): 20 then 10 units/s from 3 s, 90 units. The fixed
+/// smoothing said 1.00 s at 4 s (truth 2.0 s) and 0.56 s at 5 s (truth 1.0 s).
+#[test]
+fn short_job_follows_a_2x_slowdown_within_25_percent() {
+    let sim = Sim {
+        rates: vec![(0.0, 20.0), (3.0, 10.0)],
+        update_us: 50_000.0,
+        ..Sim::steady(20.0, 0, 90)
+    };
+    let seen = sim.run();
+    let at = |t: f64| {
+        let s = seen.iter().find(|s| s.at_us >= (t * 1e6) as u64).unwrap();
+        rel_err(s.estimate.as_ref().unwrap(), s.truth_us)
+    };
+    assert!(at(4.0) <= 0.25, "at 4 s: {:.3} off", at(4.0));
+    assert!(at(5.0) <= 0.25, "at 5 s: {:.3} off", at(5.0));
+    let first = seen.iter().find(|s| s.estimate.is_some()).unwrap();
+    assert!(
+        first.at_us <= 500_000,
+        "first estimate only at {} µs",
+        first.at_us
+    );
+}

@@ -2,6 +2,8 @@
 //! fail a node ([`FailOn`]).
 
 use super::classify::Classifier;
+use crate::model::FieldValue;
+use std::sync::Arc;
 
 /// What an event means to the layer, from its field names alone.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -63,5 +65,39 @@ impl FailOn {
             FailOn::ErrorEvents => true,
             FailOn::Explicit => false,
         }
+    }
+}
+
+/// Where a `log` record bridged by `tracing-log` really came from: its events all have target
+/// `log` and no file or line, and carry the record's own as `log.*` fields (what
+/// `tracing_log::NormalizeEvent` reads; read here without the dependency).
+#[derive(Default)]
+pub(super) struct LogOrigin {
+    pub(super) target: Option<Arc<str>>,
+    pub(super) file: Option<Arc<str>>,
+    pub(super) line: Option<u32>,
+}
+
+impl LogOrigin {
+    /// Keeps `key = value` if it is one of the record's origin fields (and drops the module
+    /// path, which the target already says); `false` for any other field.
+    pub(super) fn take(
+        &mut self,
+        meta: &tracing::Metadata<'_>,
+        key: &str,
+        value: &FieldValue,
+    ) -> bool {
+        if meta.target() != "log" {
+            return false;
+        }
+        match (key, value) {
+            ("log.target", FieldValue::Str(s)) => self.target = Some(s.clone()),
+            ("log.file", FieldValue::Str(s)) => self.file = Some(s.clone()),
+            ("log.line", FieldValue::U64(n)) => self.line = u32::try_from(*n).ok(),
+            ("log.line", FieldValue::I64(n)) => self.line = u32::try_from(*n).ok(),
+            ("log.module_path", _) => {}
+            _ => return false,
+        }
+        true
     }
 }

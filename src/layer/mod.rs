@@ -32,8 +32,8 @@ use tracing_subscriber::registry::{Extensions, LookupSpan, SpanRef};
 
 pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
-use events::EventKind;
 pub use events::FailOn;
+use events::{EventKind, LogOrigin};
 pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked};
 use visitor::FieldVisitor;
 
@@ -362,18 +362,24 @@ where
                 .or(extra.event_error)
                 .unwrap_or_else(|| Arc::from(format!("error event in {}", meta.name())));
             let mut fields = Metadata::default();
+            let mut origin = LogOrigin::default();
             for (k, v) in std::mem::take(&mut update.metadata) {
-                fields.insert(k, v);
+                if !origin.take(meta, &k, &v) {
+                    fields.insert(k, v);
+                }
             }
-            let location = meta
-                .file()
-                .map(|f| Arc::from(format!("{f}:{}", meta.line().unwrap_or(0))));
+            let location =
+                origin.file.as_deref().or(meta.file()).map(|f| {
+                    Arc::from(format!("{f}:{}", origin.line.or(meta.line()).unwrap_or(0)))
+                });
             // A failing event's counters are recorded; the final values reach exporters at close.
             let _ = tracked.apply(update);
             if returned {
                 tracked.returned.store(true, Ordering::Relaxed);
             }
-            let target = class.callsite.target.clone();
+            let target = origin
+                .target
+                .unwrap_or_else(|| class.callsite.target.clone());
             let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
             // Failing or not, the error is kept: as the node's failure or as one it handled.
             if self.shared.fail_on.fails(returned) {

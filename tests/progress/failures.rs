@@ -312,3 +312,34 @@ fn a_node_that_stops_because_of_a_cancel_is_cancelled() {
     assert_eq!(last.status, Status::Cancelled);
     assert_eq!(last.current, 0);
 }
+
+/// A `log::error!` bridged by `tracing-log` (as `LogTracer` does) reads as the record it is:
+/// its own target and file:line, not target `log` with no location; the `log.*` fields that
+/// carry them are not repeated as context.
+#[test]
+fn log_records_through_tracing_log_keep_their_own_target_and_location() {
+    let (store, ()) = with_layer(Builder::new().fail_on(FailOn::ErrorEvents), |_| {
+        let span = info_span!("upload", progress.level = "upload");
+        let _g = span.enter();
+        let record = log::Record::builder()
+            .level(log::Level::Error)
+            .target("legacy::uploader")
+            .module_path(Some("legacy::uploader"))
+            .file(Some("src/uploader.rs"))
+            .line(Some(42))
+            .args(format_args!("connection reset by peer"))
+            .build();
+        tracing_log::format_trace(&record).unwrap();
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.status, Status::Failed);
+    let err = op.root.error().expect("the logged error");
+    assert_eq!(&*err.message, "connection reset by peer");
+    assert_eq!(&*err.target, "legacy::uploader");
+    assert_eq!(err.location.as_deref(), Some("src/uploader.rs:42"));
+    assert!(
+        err.fields.iter().all(|(k, _)| !k.starts_with("log.")),
+        "{:?}",
+        err.fields
+    );
+}
