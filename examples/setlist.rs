@@ -12,6 +12,7 @@
 //! ```text
 //! cargo run --example setlist                 # about 4 seconds
 //! SETLIST_SPEED=20 cargo run --example setlist  # 20x faster
+//! cargo run --features terminal --example setlist -- --ndjson | jq .  # JSON lines when piped
 //! ```
 
 #[path = "support/setlist_sim.rs"]
@@ -186,10 +187,15 @@ fn main() {
     let (progress, store) = builder.build().expect("valid settings");
 
     // With `terminal`: the running tree redrawn in place on a TTY (logs print above it), or
-    // plain periodic text when stdout is not a terminal.
+    // plain periodic text when stdout is not a terminal; with `--ndjson` (or SETLIST_NDJSON=1)
+    // that fallback is one JSON object per line per change, for CI logs and scripts.
+    #[cfg(feature = "terminal")]
+    let ndjson = std::env::args().any(|a| a == "--ndjson")
+        || std::env::var("SETLIST_NDJSON").is_ok_and(|v| v == "1");
     #[cfg(feature = "terminal")]
     let live = tracing_progress::terminal::LiveView::new(store.clone())
         .plain_interval(scaled(1_000))
+        .ndjson(ndjson)
         .start();
     #[cfg(feature = "terminal")]
     let log_writer = live.log_writer();
@@ -218,9 +224,16 @@ fn main() {
     let _ = first_eta.join();
 
     #[cfg(feature = "terminal")]
+    let streamed = ndjson && !live.in_place();
+    #[cfg(feature = "terminal")]
     live.finish();
     #[cfg(not(feature = "terminal"))]
     stop_reporter();
+    // The stream already ended with the final states; keep its stdout JSON lines only.
+    #[cfg(feature = "terminal")]
+    if streamed {
+        return;
+    }
 
     println!("=== final state ===");
     // This run's operations (earlier runs' come from the history file and carry their run).

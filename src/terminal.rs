@@ -5,8 +5,10 @@
 //! Log lines written through [`LiveViewHandle::log_writer`] (give it to `fmt::layer()
 //! .with_writer(..)`) are printed *above* the view: the view is lifted, the line printed,
 //! the view redrawn. When stdout is not a terminal (a pipe, a file, CI) the view falls back to
-//! plain text printed every [`LiveView::plain_interval`]. When the handle is finished or
-//! dropped the view is cleared, so nothing is left on screen but the logs.
+//! plain text printed every [`LiveView::plain_interval`], or, with [`LiveView::ndjson`], to
+//! the machine-readable [`ProgressStream`](crate::view::ProgressStream) (one JSON object per
+//! line per change, for CI logs). When the handle is finished or dropped the view is cleared,
+//! so nothing is left on screen but the logs.
 //!
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
@@ -47,6 +49,7 @@ const MIN_REFRESH: Duration = Duration::from_millis(100);
 /// | [`render_with`](LiveView::render_with) | the verbose view, one line per level, long runs collapsed |
 /// | [`plain_render_with`](LiveView::plain_render_with) | the verbose view, full detail |
 /// | [`plain`](LiveView::plain) | decided by whether stdout is a terminal |
+/// | [`ndjson`](LiveView::ndjson) | off: plain mode prints text |
 #[must_use]
 pub struct LiveView {
     store: Store,
@@ -55,6 +58,7 @@ pub struct LiveView {
     render: Render,
     plain_render: Render,
     plain: Option<bool>,
+    ndjson: bool,
 }
 
 impl fmt::Debug for LiveView {
@@ -63,6 +67,7 @@ impl fmt::Debug for LiveView {
             .field("refresh", &self.refresh)
             .field("plain_interval", &self.plain_interval)
             .field("plain", &self.plain)
+            .field("ndjson", &self.ndjson)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +82,7 @@ impl LiveView {
             render: Arc::new(default_render),
             plain_render: Arc::new(default_plain_render),
             plain: None,
+            ndjson: false,
         }
     }
 
@@ -116,6 +122,15 @@ impl LiveView {
         self
     }
 
+    /// In plain mode, writes the [`ProgressStream`](crate::view::ProgressStream) to stdout
+    /// instead of text: one JSON object per line per change of a node, each node at most once
+    /// per [`plain_interval`](Self::plain_interval) (status changes at once), final states
+    /// included. The in-place view on a terminal is unchanged.
+    pub fn ndjson(mut self, on: bool) -> Self {
+        self.ndjson = on;
+        self
+    }
+
     /// Starts drawing on a background thread.
     pub fn start(self) -> LiveViewHandle {
         let plain = self.plain.unwrap_or_else(|| !io::stdout().is_terminal());
@@ -134,6 +149,9 @@ impl LiveView {
                 // Nothing this thread does may feed back into the layer.
                 let _quiet =
                     tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+                if view_bar.is_none() && self.ndjson {
+                    return self.stream(&stopped);
+                }
                 let every = if view_bar.is_some() {
                     self.refresh
                 } else {
@@ -163,6 +181,43 @@ impl LiveView {
             bar,
             stop: Some(stop),
             thread,
+        }
+    }
+}
+
+impl LiveView {
+    /// The JSON-lines loop of [`ndjson`](Self::ndjson): every `refresh` the latest snapshots
+    /// and the final states go through one stream, which decides what is due.
+    fn stream(&self, stopped: &mpsc::Receiver<()>) {
+        let mut stream = crate::view::ProgressStream::new().min_interval(self.plain_interval);
+        let mut sub = self.store.subscribe();
+        let mut latest: std::collections::BTreeMap<_, Arc<ProgressState>> = Default::default();
+        let mut out = io::stdout();
+        loop {
+            let stop = !matches!(
+                stopped.recv_timeout(self.refresh),
+                Err(RecvTimeoutError::Timeout)
+            );
+            let changes = sub.poll();
+            for op in changes.changed {
+                latest.insert(op.id, op);
+            }
+            for op in &changes.finished {
+                latest.remove(&op.id);
+            }
+            let active = self.store.active_ids();
+            latest.retain(|id, _| active.contains(id));
+            let now = self.store.now_us();
+            // The latest snapshot of every running operation each time (a held-back change
+            // is written once due), then the final states; a failed write (stdout closed) is
+            // not the host's problem.
+            for op in latest.values().chain(&changes.finished) {
+                let _ = stream.write(op, now, &mut out);
+            }
+            stream.retain(|id| latest.contains_key(&id));
+            if stop {
+                return;
+            }
         }
     }
 }

@@ -4,6 +4,9 @@
 //! a node expands to show its details, the failing block's error is shown, and the cancel button
 //! (with the token) ends the operation as cancelled. Screenshots land in `target/browser/`.
 //!
+//! It also pauses the live view and checks a page opened when nothing runs shows the last
+//! finished operation.
+//!
 //! Needs `node`, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and `npm ci` run in
 //! `tests/browser`. Without them the test fails when `CI` is set and is skipped otherwise.
 

@@ -731,3 +731,212 @@ fn unreachable_server_fails_fast() {
     let out = to_run(out);
     assert!(out.fails(3).contains(&addr), "{out:#?}");
 }
+
+#[test]
+fn metadata_filters_in_ls_history_and_export() {
+    let f = Fixture::new();
+    let sized = tracing::dispatcher::with_default(&f.traced.dispatch, || {
+        use tracing_progress::ProgressSpanExt;
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "sized");
+        let id = root.operation_id().expect("tracked");
+        root.in_scope(|| {
+            tracing::info_span!("block", progress.level = "block", size = 120u64).in_scope(|| {});
+        });
+        id
+    });
+    // Both fixture operations have a step with block_id = 7.
+    let v = f.cli(&["history", "--meta", "block_id=7", "--json"]).json();
+    assert_eq!(ids(&v), [f.completed.as_u64(), f.failed.as_u64()]);
+    let v = f
+        .cli(&[
+            "history",
+            "--meta",
+            "meta.block_id=7",
+            "--status",
+            "failed",
+            "--json",
+        ])
+        .json();
+    assert_eq!(ids(&v), [f.failed.as_u64()]);
+    // `>=` and `<` travel %-encoded; numbers compare as numbers.
+    let v = f.cli(&["history", "--meta", "size>=100", "--json"]).json();
+    assert_eq!(ids(&v), [sized.as_u64()]);
+    let v = f
+        .cli(&[
+            "history",
+            "--meta",
+            "size<200",
+            "--meta",
+            "block_id=7",
+            "--json",
+        ])
+        .json();
+    assert_eq!(ids(&v), Vec::<u64>::new());
+    let text = f.cli(&["history", "--meta", "size>120"]).ok().to_owned();
+    assert_eq!(text.trim(), "no operations match");
+    let v = f
+        .cli(&["ls", "--all", "--meta", "block_id=7", "--json"])
+        .json();
+    assert_eq!(ids(&v), [f.completed.as_u64(), f.failed.as_u64()]);
+    let v = f.cli(&["ls", "--meta", "block_id=7", "--json"]).json();
+    assert_eq!(ids(&v), Vec::<u64>::new());
+    let out = f.cli(&["export", "--meta", "size>=100"]).ok().to_owned();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    // A bad filter is a usage error before any request.
+    let e = f
+        .cli(&["history", "--meta", "size>=lots"])
+        .fails(2)
+        .to_owned();
+    assert!(e.contains("a number after"), "{e}");
+}
+
+#[test]
+fn wait_exit_codes_say_how_the_operation_ended() {
+    let mut f = Fixture::new();
+    // Already finished: at once, with the summary.
+    let out = f.cli(&["wait", &f.completed.as_u64().to_string()]);
+    let text = out.ok();
+    assert!(
+        text.contains(r#"report "daily report" completed"#),
+        "{text}"
+    );
+    let failed = f.cli(&["wait", &f.failed.as_u64().to_string()]);
+    assert!(failed.fails(7).contains("failed: "), "{failed:#?}");
+    assert!(failed.stdout.contains("nightly import"), "{failed:#?}");
+    let v = f
+        .cli(&["wait", &f.completed.as_u64().to_string(), "--json"])
+        .json();
+    assert_eq!(v["id"], f.completed.as_u64());
+
+    // Completed with a failed child.
+    let partial = tracing::dispatcher::with_default(&f.traced.dispatch, || {
+        use tracing_progress::ProgressSpanExt;
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "partial");
+        let id = root.operation_id().expect("tracked");
+        root.in_scope(|| {
+            tracing::info_span!("step", progress.level = "step")
+                .in_scope(|| tracing::error!("one block broke"));
+        });
+        id
+    });
+    let out = f.cli(&["wait", &partial.as_u64().to_string()]);
+    assert!(out.fails(9).contains("completed with failures"), "{out:#?}");
+
+    // Running: a timeout, then the real end.
+    let held = f.held_id().as_u64().to_string();
+    let out = f.cli(&["wait", &held, "--timeout", "300ms"]);
+    assert!(out.fails(6).contains("still running"), "{out:#?}");
+    let child = f.spawn_cli(&["wait", &held, "--timeout", "20s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    assert!(out.ok().contains(r#"sync "held" completed"#), "{out:#?}");
+
+    // Cancelled.
+    let second = f.traced.hold("sync", "second");
+    let child = f.spawn_cli(&["wait", &second.id.as_u64().to_string()]);
+    std::thread::sleep(Duration::from_millis(300));
+    f.store().cancel(second.id).expect("running");
+    let out = wait_child(child);
+    assert!(out.fails(8).contains("cancelled"), "{out:#?}");
+    drop(second);
+
+    // Unknown id, and no target at all.
+    assert!(f.cli(&["wait", "987654321"]).fails(4).contains("987654321"));
+    f.cli(&["wait"]).fails(2);
+    f.cli(&["wait", "1", "--type", "x"]).fails(2);
+}
+
+#[test]
+fn wait_for_the_next_matching_operation() {
+    let f = Fixture::new();
+    // A "report" finished before the wait began: it does not count.
+    let out = f.cli(&["wait", "--type", "report", "--timeout", "500ms"]);
+    assert!(
+        out.fails(6).contains("no matching operation finished"),
+        "{out:#?}"
+    );
+    // One that starts after the wait began, and is short enough to fall between two polls.
+    let child = f.spawn_cli(&["wait", "--type", "later", "--timeout", "20s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    f.traced.run("other", "not this one", false);
+    let later = f.traced.run("later", "the one", true);
+    let out = wait_child(child);
+    assert!(out.fails(7).contains(&later.to_string()), "{out:#?}");
+    assert!(out.stdout.contains("the one"), "{out:#?}");
+    // By name and metadata; the held "sync" operation is running when the wait begins.
+    let child = f.spawn_cli(&["wait", "--name", "HELD", "--timeout", "20s", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let held_id = f.held_id();
+    let mut f = f;
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    let v: Value = serde_json::from_str(out.ok()).expect("JSON");
+    assert_eq!(v["id"], held_id.as_u64());
+    let out = f.cli(&["wait", "--meta", "block_id=7", "--timeout", "300ms"]);
+    out.fails(6);
+}
+
+#[test]
+fn watch_ndjson_streams_node_changes_until_the_end() {
+    let mut f = Fixture::new();
+    let id = f.held_id();
+    let mut child = f.spawn_cli(&["watch", &id.to_string(), "--ndjson", "--timeout", "20s"]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (line_tx, lines) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let parse = |l: &str| -> Value {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
+    };
+    // First sight: the root and the part, parents first.
+    let root = parse(&lines.recv_timeout(TIMEOUT).expect("a first line"));
+    let part = parse(&lines.recv_timeout(TIMEOUT).expect("a second line"));
+    assert_eq!(
+        (root["depth"].as_u64(), part["depth"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(root["operation_id"], id.as_u64());
+    assert_eq!(part["path"], serde_json::json!(["held", "part-1"]));
+    assert_eq!(part["current"], 3);
+    assert_eq!(part["total"], 10);
+    assert_eq!(part["unit"], "blocks");
+    // A change comes through, throttled to one line a second for the node.
+    f.held.as_ref().expect("held").inc(2);
+    let deadline = Instant::now() + TIMEOUT;
+    let moved = loop {
+        let line = parse(&lines.recv_timeout(TIMEOUT).expect("a progress line"));
+        if line["depth"] == 1 && line["current"] == 5 {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no line with 5/10");
+    };
+    assert_eq!(moved["percentage"], 50.0);
+    f.held.take().expect("held").finish();
+    let out = wait_child(child);
+    reader.join().expect("reader");
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    let rest: Vec<Value> = lines.try_iter().map(|l| parse(&l)).collect();
+    let last_root = rest
+        .iter()
+        .rev()
+        .find(|l| l["depth"] == 0)
+        .expect("final root");
+    assert_eq!(last_root["status"], "completed");
+    assert!(
+        rest.iter()
+            .any(|l| l["depth"] == 1 && l["status"] == "completed")
+    );
+    assert!(rest.iter().all(|l| l["v"] == 1));
+
+    // Watching everything: other operations' lines too, for as long as asked.
+    let all = f.cli(&["watch", "--ndjson", "--timeout", "1s"]);
+    assert_eq!(all.code, Some(0), "{all:#?}");
+    assert!(all.stdout.is_empty(), "nothing runs: {all:#?}");
+}

@@ -136,3 +136,45 @@ fn second_run_shows_the_first_and_an_eta_from_it() {
     assert_eq!(setlists.len(), 2, "{history_section}");
     assert!(setlists[1].contains('@'), "{history_section}");
 }
+
+/// `--ndjson`: the non-TTY fallback writes the JSON-lines stream, ending with the final states.
+#[test]
+#[cfg(feature = "terminal")]
+fn ndjson_fallback_is_one_json_object_per_line() {
+    let out = Command::new(example_binary("setlist"))
+        .arg("--ndjson")
+        .env("SETLIST_SPEED", "4")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the example");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 10, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["v"] == 1 && l["operation_type"] == "setlist_processing")
+    );
+    let block = lines
+        .iter()
+        .find(|l| l["status"] == "failed" && l["level"] == "block")
+        .expect("the failed block");
+    assert_eq!(block["error"], "onset detector diverged at frame 6144");
+    assert_eq!(block["path"][1], "audio2.wav");
+    let root = lines.iter().rev().find(|l| l["depth"] == 0).expect("root");
+    assert_eq!(root["outcome"], "completed with failures");
+    // Some progress was seen while running, not only the end.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["depth"] == 0 && l["status"] == "running")
+    );
+}

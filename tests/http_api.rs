@@ -1176,3 +1176,76 @@ fn router_serves_from_your_own_runtime() {
     over_socket(addr, "POST", "/api/operations/1/cancel", &[]).error(401);
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
+
+#[test]
+fn metadata_filters_on_active_and_history() {
+    let fx = Fixture::new();
+    // `Traced::run` gives step-1 of each operation `block_id = 7`.
+    let plain = fx.run("import", "import one", false);
+    let sized = tracing::dispatcher::with_default(&fx.traced.dispatch, || {
+        use tracing_progress::ProgressSpanExt;
+        let root = info_span!("job", progress.level = "job", progress.name = "sized");
+        let id = root.operation_id().expect("tracked");
+        root.in_scope(|| {
+            info_span!(
+                "block",
+                progress.level = "block",
+                block_id = "block-002",
+                size = 120u64
+            )
+            .in_scope(|| {});
+        });
+        id
+    });
+    let running = fx.start("sync", "still running");
+    running.inc(1);
+
+    let ids_of = |path: &str| -> Vec<u64> {
+        fx.get_json(path)["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids_of("/api/history?meta=block_id=block-002"),
+        [sized.as_u64()]
+    );
+    assert_eq!(
+        ids_of("/api/history?meta=meta.block_id%3Dblock-002"),
+        [sized.as_u64()]
+    );
+    assert_eq!(ids_of("/api/history?meta=block_id=7"), [plain.as_u64()]);
+    assert_eq!(ids_of("/api/history?meta=size%3E%3D100"), [sized.as_u64()]);
+    assert_eq!(ids_of("/api/history?meta=size%3E%3D121"), Vec::<u64>::new());
+    assert_eq!(
+        ids_of("/api/history?meta=size%3E%3D100&meta=block_id=7"),
+        Vec::<u64>::new()
+    );
+    assert_eq!(ids_of("/api/history?meta=&type=import"), [plain.as_u64()]);
+    // Running operations: the held one has no metadata.
+    assert_eq!(ids_of("/api/operations"), [running.id.as_u64()]);
+    assert_eq!(ids_of("/api/operations?meta=block_id=7"), Vec::<u64>::new());
+    assert_eq!(
+        ids_of("/api/operations?include=all&meta=block_id=7"),
+        [plain.as_u64()]
+    );
+    let lines = fx.get("/api/history.jsonl?meta=size%3C1000");
+    assert_eq!(lines.status, 200);
+    assert_eq!(lines.body.lines().count(), 1, "{}", lines.body);
+
+    for (path, why) in [
+        ("/api/history?meta=size%3E=lots", "a number after"),
+        ("/api/history?meta=size", "KEY=VALUE"),
+        ("/api/operations?meta=a!=b", "there is no !="),
+        ("/api/history.jsonl?meta==x", "a field name"),
+    ] {
+        let e = fx.get(path).error(400);
+        assert!(
+            e.starts_with("parameter meta: invalid metadata filter") && e.contains(why),
+            "{path}: {e}"
+        );
+    }
+    running.finish();
+}

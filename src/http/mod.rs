@@ -26,7 +26,7 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `GET /` | the live page (HTML, embedded, no external resources) |
+//! | `GET /` | the live page (HTML, embedded, no external resources): running operations, a pause toggle, the last finished operation when nothing runs, history |
 //! | `GET /api/health` | `{"ok":true,"active":2,"history":17,"history_bytes":81920,"cancel_enabled":true,"token_required_for_reads":false,"server":{...}}` (never needs the token; `server` is [`ServerStats`]) |
 //! | `GET /api/operations` | `{"operations":[...],"truncated":false}`: running operations (oldest first), filtered |
 //! | `GET /api/operations/{id}` | one operation, running or from history, with its whole tree; `{id}` is `ID` or, for another run's operation read from the history file, `ID@RUN` (its `run` field) |
@@ -38,7 +38,7 @@
 //! | `GET /api/events` | `text/event-stream`: live changes (below) |
 //!
 //! Filters of `/api/operations`, `/api/history` and `/api/history.jsonl` (an empty value is
-//! the same as none; an unknown or repeated parameter is a 400):
+//! the same as none; an unknown parameter, or a repeated one other than `meta`, is a 400):
 //!
 //! | parameter | meaning |
 //! |---|---|
@@ -48,6 +48,7 @@
 //! | `since=...`, `until=...` | when the operation finished (now, for a running one) is in the range, ends included. Unix milliseconds (`1767225600000`), RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.5+01:00`; parsed by `jiff`, which also takes ISO 8601 forms such as `2026-01-01T00:00Z` or `+0100`) or a date (`2026-01-01`, midnight UTC) |
 //! | `limit=20` | at most this many, 0 to 10,000; default 100 (10,000 for `.jsonl`); `truncated` says whether more matched |
 //! | `include=history` | `/api/operations` only: `active` (default), `history`, or `all` (running first, then finished) |
+//! | `meta=block_id=block-002`, `meta=size>=100` | a node of the operation has this metadata field with this value: `=` (numbers as numbers, the rest as text), or `>`, `>=`, `<`, `<=` with a number; repeatable, all must hold ([`MetaFilter`](crate::MetaFilter)); a bad one is a 400 saying what is wrong; `<` and `>` are sent %-encoded (`meta=size%3E%3D100`) |
 //!
 //! The lists are streamed: written one operation at a time as the client reads, so a request
 //! costs memory for one operation whatever the answer's size (an operation that history evicts

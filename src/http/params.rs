@@ -3,13 +3,16 @@
 use std::time::{Duration, SystemTime};
 
 use crate::model::Status;
-use crate::store::HistoryQuery;
+use crate::store::{HistoryQuery, MetaFilter};
 use crate::time::parse_time;
 
 /// Largest `limit` accepted.
 pub(crate) const MAX_LIMIT: usize = 10_000;
 /// `limit` when none is given (lists; the JSON-lines export has no default limit).
 pub(crate) const DEFAULT_LIMIT: usize = 100;
+
+/// Parameters that may be given more than once (each adds a condition).
+const REPEATABLE: &[&str] = &["meta"];
 
 /// Decoded `name=value` pairs of a query string, in order.
 #[derive(Debug, Default)]
@@ -38,7 +41,7 @@ impl Params {
         Ok(Params { pairs })
     }
 
-    /// Fails on a name not in `allowed` and on a name given twice.
+    /// Fails on a name not in `allowed` and on a name given twice (but for [`REPEATABLE`]).
     pub(crate) fn check(&self, allowed: &[&str]) -> Result<(), String> {
         for (i, (name, _)) in self.pairs.iter().enumerate() {
             if !allowed.contains(&name.as_str()) {
@@ -52,7 +55,9 @@ impl Params {
                     )
                 });
             }
-            if self.pairs[..i].iter().any(|(n, _)| n == name) {
+            if !REPEATABLE.contains(&name.as_str())
+                && self.pairs[..i].iter().any(|(n, _)| n == name)
+            {
                 return Err(format!("query parameter {name:?} is given more than once"));
             }
         }
@@ -65,6 +70,14 @@ impl Params {
         self.pairs
             .iter()
             .find(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every non-empty value of `name`, in order.
+    pub(crate) fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, v)| n == name && !v.is_empty())
             .map(|(_, v)| v.as_str())
     }
 }
@@ -95,7 +108,7 @@ pub(crate) enum Include {
 /// The filters shared by the list endpoints.
 #[derive(Debug)]
 pub(crate) struct Filters {
-    /// Type, status, name and time filters; no limit.
+    /// Type, status, name, time and metadata filters; no limit.
     pub(crate) query: HistoryQuery,
     /// The limit, if one was given or defaulted.
     pub(crate) limit: Option<usize>,
@@ -104,11 +117,12 @@ pub(crate) struct Filters {
 
 /// Parameters of `GET /api/operations`.
 pub(crate) const OPERATIONS_PARAMS: &[&str] = &[
-    "status", "type", "name", "since", "until", "limit", "include", "token",
+    "status", "type", "name", "since", "until", "limit", "include", "meta", "token",
 ];
 /// Parameters of `GET /api/history` and `GET /api/history.jsonl`.
-pub(crate) const HISTORY_PARAMS: &[&str] =
-    &["status", "type", "name", "since", "until", "limit", "token"];
+pub(crate) const HISTORY_PARAMS: &[&str] = &[
+    "status", "type", "name", "since", "until", "limit", "meta", "token",
+];
 
 impl Filters {
     /// Reads the filters; `default_limit` applies when `limit` is absent.
@@ -128,6 +142,10 @@ impl Filters {
         }
         if let Some(n) = params.get("name") {
             query = query.name_contains(n);
+        }
+        for m in params.get_all("meta") {
+            let filter: MetaFilter = m.parse().map_err(|e| format!("parameter meta: {e}"))?;
+            query = query.meta(filter);
         }
         let since = params
             .get("since")
@@ -259,6 +277,23 @@ mod tests {
             .check(&["a"])
             .unwrap_err();
         assert!(e.len() < 120, "{e}");
+    }
+
+    #[test]
+    fn metadata_filters_repeat_and_explain_bad_syntax() {
+        let p = Params::parse(Some("meta=block_id%3Dblock-002&meta=size>=100")).unwrap();
+        let f = Filters::parse(&p, HISTORY_PARAMS, None).unwrap();
+        let shown: Vec<String> = f.query.meta.iter().map(|m| m.to_string()).collect();
+        assert_eq!(shown, ["meta.block_id=block-002", "meta.size>=100"]);
+        let p = Params::parse(Some("meta=size>=lots")).unwrap();
+        let e = Filters::parse(&p, HISTORY_PARAMS, None).unwrap_err();
+        assert_eq!(
+            e,
+            "parameter meta: invalid metadata filter \"size>=lots\": expected a number after \
+             >, >=, < or <= (e.g. size>=100)"
+        );
+        let p = Params::parse(Some("status=failed&status=completed")).unwrap();
+        assert!(Filters::parse(&p, HISTORY_PARAMS, None).is_err());
     }
 
     #[test]

@@ -273,7 +273,7 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn new(what: &'static str, input: &str, expected: &'static str) -> Self {
+    pub(crate) fn new(what: &'static str, input: &str, expected: &'static str) -> Self {
         let input: String = input.chars().take(64).collect();
         ParseError {
             what,

@@ -78,6 +78,10 @@ impl Filter {
         if let Some(n) = &q.name_contains {
             f.and("tp_name_contains(name, ?)", n.clone().into());
         }
+        for m in &q.meta {
+            // A text pre-check; the exact one runs on the decoded rows (`keeps`).
+            f.and("0 < instr(state_json, ?)", m.json_needle().into());
+        }
         if let Some(t) = q.since_us {
             f.and("finished_us >= ?", to_i64(t).into());
         }
@@ -119,12 +123,18 @@ pub(crate) fn query(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec
          ORDER BY finished_us DESC, run_id DESC, op_id DESC",
         filter.sql
     );
-    if let Some(limit) = q.limit {
+    // Metadata filters run on the decoded rows, so then the limit is applied after them.
+    if let Some(limit) = q.limit.filter(|_| q.meta.is_empty()) {
         let _ = write!(sql, " LIMIT {}", to_i64(limit as u64));
     }
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(filter.args), decode)?;
-    stored(rows, &dead)
+    let mut out = stored(rows, &dead)?;
+    if !q.meta.is_empty() {
+        out.retain(|op| q.matches_meta(&op.state));
+        out.truncate(q.limit.unwrap_or(usize::MAX));
+    }
+    Ok(out)
 }
 
 /// One page of `q` (its limit ignored) in (finished, run, id) order, strictly after `after`;
@@ -173,7 +183,9 @@ pub(crate) fn page(
         let key = raw.key();
         seen += 1;
         last = Some(key);
-        if let Some(op) = raw.into_stored(&dead) {
+        if let Some(op) = raw.into_stored(&dead)
+            && q.matches_meta(&op.state)
+        {
             out.push((key, op));
         }
     }

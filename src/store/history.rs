@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::filter::MetaFilter;
 use crate::model::{
     ErrorInfo, Estimate, FieldValue, Metadata, OperationId, ProgressLevel, ProgressState,
     ResourceUsage, Status,
@@ -17,7 +18,9 @@ use crate::model::{
 
 /// Filters for [`Store::history`](crate::Store::history). Empty means "everything".
 ///
-/// Times compare with an operation's completion time.
+/// Times compare with an operation's completion time. The same filters select running
+/// operations in [`Store::active_matching`](crate::Store::active_matching) (a running
+/// operation's time is now).
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
@@ -27,6 +30,7 @@ use crate::model::{
 ///     .status(Status::Completed)
 ///     .name_contains("setlist")
 ///     .since(SystemTime::now() - Duration::from_secs(3600))
+///     .meta("block_id=block-002".parse().unwrap())
 ///     .limit(20);
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -39,6 +43,8 @@ pub struct HistoryQuery {
     pub(crate) since_us: Option<u64>,
     pub(crate) until_us: Option<u64>,
     pub(crate) limit: Option<usize>,
+    /// All must match.
+    pub(crate) meta: Vec<MetaFilter>,
 }
 
 impl HistoryQuery {
@@ -77,6 +83,13 @@ impl HistoryQuery {
         self
     }
 
+    /// Only operations with a node whose metadata passes this filter (see [`MetaFilter`]);
+    /// several calls add conditions that must all hold.
+    pub fn meta(mut self, filter: MetaFilter) -> Self {
+        self.meta.push(filter);
+        self
+    }
+
     /// At most this many results (newest first).
     pub fn limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
@@ -96,6 +109,12 @@ impl HistoryQuery {
                 .is_none_or(|n| s.name.to_lowercase().contains(n))
             && self.since_us.is_none_or(|t| done >= t)
             && self.until_us.is_none_or(|t| done <= t)
+            && self.matches_meta(s)
+    }
+
+    /// Whether one operation passes the metadata filters (true when there are none).
+    pub(crate) fn matches_meta(&self, s: &ProgressState) -> bool {
+        self.meta.iter().all(|f| f.matches(s))
     }
 }
 

@@ -10,11 +10,13 @@
 //! * [`counters`]: a node's lock-free counters;
 //! * [`operation`]: one live operation (tree, cancel flag, change version);
 //! * [`tree`]: the arena of one operation, its folding and its snapshots;
-//! * [`history`]: finished operations; [`subscribe`]: change notifications;
+//! * [`history`]: finished operations; [`filter`]: metadata filters of queries;
+//! * [`subscribe`]: change notifications;
 //! * [`ticker`]: the background tick that advances estimates, so readers never write.
 
 mod clock;
 mod counters;
+mod filter;
 mod history;
 pub(crate) mod node;
 mod operation;
@@ -35,6 +37,7 @@ use crate::estimate::Priors;
 use crate::model::{OperationId, OperationRef, ProgressState, RunId, SCHEMA_VERSION, Status};
 
 pub(crate) use clock::{Clock, TimeFn};
+pub use filter::MetaFilter;
 use history::History;
 pub use history::HistoryQuery;
 pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};
@@ -406,6 +409,31 @@ impl Store {
         let mut cells: Vec<_> = self.inner.active.read().values().cloned().collect();
         cells.sort_by_key(|c| c.id);
         cells.into_iter().map(|c| Arc::new(c.snapshot())).collect()
+    }
+
+    /// Running operations that pass `query`'s filters (type, status, name, metadata; times
+    /// compare with now), oldest first, at most its limit. Each operation is snapshotted to
+    /// be checked.
+    ///
+    /// ```
+    /// # fn docs(store: tracing_progress::Store) {
+    /// use tracing_progress::HistoryQuery;
+    /// let q = HistoryQuery::new().meta("block_id=block-002".parse().unwrap());
+    /// for op in store.active_matching(&q) {
+    ///     println!("{} is working on block-002", op.name);
+    /// }
+    /// # }
+    /// ```
+    pub fn active_matching(&self, query: &HistoryQuery) -> Vec<Arc<ProgressState>> {
+        let mut cells: Vec<_> = self.inner.active.read().values().cloned().collect();
+        cells.sort_by_key(|c| c.id);
+        cells
+            .into_iter()
+            .map(|c| c.snapshot())
+            .filter(|s| query.matches(s))
+            .take(query.limit.unwrap_or(usize::MAX))
+            .map(Arc::new)
+            .collect()
     }
 
     /// Ids of the running operations, oldest first (no snapshot taken).

@@ -10,6 +10,9 @@
 //! * [`Verbose`] renders the whole tree at one of three [`Detail`] settings, with limits on depth
 //!   and on children per parent so a run of 10,000 blocks stays a page long.
 //! * [`active_path`] is a status-bar line: where the operation is right now.
+//! * [`ProgressStream`] turns snapshots into a machine-readable stream, one JSON object
+//!   ([`StreamRecord`], versioned by [`STREAM_VERSION`]) per line per change of a node,
+//!   throttled: for CI logs and other programs.
 //!
 //! ```
 //! # fn docs(store: tracing_progress::Store) {
@@ -26,10 +29,12 @@
 mod active;
 mod fit;
 mod lines;
+mod stream;
 mod text;
 mod verbose;
 
 pub use crate::time::{format_duration, format_timestamp};
 pub use active::active_path;
+pub use stream::{ProgressStream, STREAM_VERSION, StreamRecord};
 pub use text::format_percent;
 pub use verbose::{Detail, Verbose};

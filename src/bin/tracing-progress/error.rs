@@ -17,6 +17,12 @@ pub(crate) enum Exit {
     Auth = 5,
     /// `--timeout` passed before the operation finished.
     Timeout = 6,
+    /// `wait`: the operation failed.
+    OperationFailed = 7,
+    /// `wait`: the operation was cancelled.
+    Cancelled = 8,
+    /// `wait`: the operation completed, with failures below it.
+    CompletedWithFailures = 9,
 }
 
 /// Why the command stopped early.

@@ -7,12 +7,14 @@
 //! tracing-progress watch 42 --timeout 10m
 //! tracing-progress export --format jsonl -o history.jsonl
 //! TRACING_PROGRESS_TOKEN=s3cret tracing-progress cancel 42 --wait
+//! tracing-progress wait --type setlist_processing --timeout 30m && echo done
 //! ```
 
 mod client;
 mod error;
 mod offline;
 mod table;
+mod wait;
 mod watch;
 
 use std::fs::File;
@@ -41,7 +43,10 @@ Exit codes:
   3  the server cannot be reached, or the connection was lost
   4  no such operation
   5  the token is missing or wrong, or the server does not allow the action
-  6  --timeout passed before the operation finished (watch ID, cancel --wait)";
+  6  --timeout passed before the operation finished (watch ID, cancel --wait, wait)
+  7  wait: the operation failed
+  8  wait: the operation was cancelled
+  9  wait: the operation completed with failures below it";
 
 /// Lists, shows, follows, exports and cancels the operations of a program instrumented with
 /// tracing-progress, through its HTTP API.
@@ -92,6 +97,9 @@ enum Command {
     Export(ExportArgs),
     /// Ask a running operation to cancel (needs the token)
     Cancel(CancelArgs),
+    /// Wait until an operation ends; the exit code says how (0 completed, 7 failed, 8
+    /// cancelled, 9 completed with failures, 6 timeout)
+    Wait(WaitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -117,9 +125,22 @@ struct Filters {
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
 
+    /// Only operations with a node whose metadata field passes: KEY=VALUE (numbers compare as
+    /// numbers, the rest as text) or KEY>N, KEY>=N, KEY<N, KEY<=N; `meta.KEY` also works;
+    /// repeat for more conditions (all must hold)
+    #[arg(long, value_name = "FILTER", value_parser = parse_meta)]
+    meta: Vec<String>,
+
     /// At most this many, up to 10000 (by default ls and history show 100, export all)
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
+}
+
+/// Checks a `--meta` filter here, so a typo is a usage error before any request.
+fn parse_meta(s: &str) -> Result<String, String> {
+    s.parse::<tracing_progress::MetaFilter>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 impl Filters {
@@ -136,6 +157,9 @@ impl Filters {
         add("since", &self.since);
         add("until", &self.until);
         add("limit", &self.limit.map(|n| n.to_string()));
+        for m in &self.meta {
+            q.push(("meta", m.clone()));
+        }
         q
     }
 }
@@ -195,6 +219,12 @@ struct WatchArgs {
     /// How much of the final state to print
     #[arg(long, value_enum, default_value_t = DetailArg::Normal)]
     detail: DetailArg,
+
+    /// Print one JSON object per line per change of a node (versioned shape
+    /// `tracing_progress::view::StreamRecord`), each node at most once a second, status
+    /// changes at once: for CI logs and other programs
+    #[arg(long)]
+    ndjson: bool,
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +257,56 @@ struct CancelArgs {
     /// With --wait, give up after this long (exit 6)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "wait")]
     timeout: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .multiple(true)
+        .args(["id", "operation_type", "name", "meta"])
+))]
+struct WaitArgs {
+    /// Operation id to wait for
+    #[arg(conflicts_with_all = ["operation_type", "name", "meta"])]
+    id: Option<u64>,
+
+    /// Without an ID: wait for the first operation of this type (exact) to finish, one
+    /// running now or one that starts later
+    #[arg(long = "type", value_name = "TYPE")]
+    operation_type: Option<String>,
+
+    /// Without an ID: ... whose name contains this (case-insensitive)
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Without an ID: ... with a node whose metadata passes this filter (as in `ls --meta`)
+    #[arg(long, value_name = "FILTER", value_parser = parse_meta)]
+    meta: Vec<String>,
+
+    /// Give up after this long (exit 6)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Option<Duration>,
+
+    /// How much of the final state to print
+    #[arg(long, value_enum, default_value_t = DetailArg::Summary)]
+    detail: DetailArg,
+}
+
+impl WaitArgs {
+    fn filters(&self) -> Query {
+        let mut q: Query = Vec::new();
+        if let Some(t) = &self.operation_type {
+            q.push(("type", t.clone()));
+        }
+        if let Some(n) = &self.name {
+            q.push(("name", n.clone()));
+        }
+        for m in &self.meta {
+            q.push(("meta", m.clone()));
+        }
+        q
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -321,10 +401,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 timeout: args.timeout,
                 detail: args.detail.into(),
                 json,
+                ndjson: args.ndjson,
             },
         ),
         Command::Export(args) => export(&client, &args, json),
         Command::Cancel(args) => cancel(&client, &args, json),
+        Command::Wait(args) => wait::run(
+            &client,
+            wait::WaitOptions {
+                id: args.id,
+                filters: args.filters(),
+                timeout: args.timeout,
+                detail: args.detail.into(),
+                json,
+            },
+        ),
     }
 }
 

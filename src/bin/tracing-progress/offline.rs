@@ -38,6 +38,12 @@ fn query(filters: &Filters) -> Result<HistoryQuery, CliError> {
     if let Some(t) = &filters.until {
         q = q.until(unix_ms(t)?);
     }
+    for m in &filters.meta {
+        let filter: tracing_progress::MetaFilter = m
+            .parse()
+            .map_err(|e: tracing_progress::ParseError| CliError::usage(e.to_string()))?;
+        q = q.meta(filter);
+    }
     let limit = filters.limit.unwrap_or(DEFAULT_LIMIT).min(10_000);
     Ok(q.limit(usize::try_from(limit).unwrap_or(usize::MAX)))
 }

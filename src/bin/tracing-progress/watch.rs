@@ -7,20 +7,24 @@
 //! * on a terminal, in place through indicatif, at most ten times a second;
 //! * otherwise as plain lines, the active path of an operation when it changed (at most one a
 //!   second per operation), and each final state;
-//! * with `--json`, one JSON object per event: `{"event":"snapshot","data":{...}}`.
+//! * with `--json`, one JSON object per event: `{"event":"snapshot","data":{...}}`;
+//! * with `--ndjson`, the library's progress stream (`view::ProgressStream`): one JSON object
+//!   per line per change of a node, each node at most once a second (status changes at once),
+//!   final states included.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::io::{BufReader, IsTerminal};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_progress::ProgressState;
-use tracing_progress::view::{Detail, Verbose, active_path, format_duration};
+use tracing_progress::view::{Detail, ProgressStream, Verbose, active_path, format_duration};
 
 use crate::client::{Client, SseEvent, parse_state, read_events};
-use crate::error::{CliError, Exit, print, print_line};
+use crate::error::{CliError, Exit, print, print_line, stdout_error};
 
 /// How long the stream may stay down before `watch` gives up.
 const RECONNECT_FOR: Duration = Duration::from_secs(10);
@@ -32,12 +36,15 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 const PLAIN_EVERY: Duration = Duration::from_secs(1);
 /// The in-place view is redrawn at most ten times a second.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
+/// `--ndjson`: how often held-back changes are looked at again with no new event.
+const STREAM_TICK: Duration = Duration::from_millis(250);
 
 pub(crate) struct WatchOptions {
     pub(crate) id: Option<u64>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) detail: Detail,
     pub(crate) json: bool,
+    pub(crate) ndjson: bool,
 }
 
 enum Msg {
@@ -49,7 +56,9 @@ pub(crate) fn run(client: Client, opts: WatchOptions) -> Result<(), CliError> {
     let started = Instant::now();
     let deadline = opts.timeout.map(|t| started + t);
     let client = Arc::new(client);
-    let mode = if opts.json {
+    let mode = if opts.ndjson {
+        Mode::Ndjson
+    } else if opts.json {
         Mode::Json
     } else if std::io::stdout().is_terminal() {
         Mode::Live
@@ -87,7 +96,12 @@ pub(crate) fn run(client: Client, opts: WatchOptions) -> Result<(), CliError> {
                 None => Ok(()),
             };
         }
-        let wait = deadline.map_or(CHECK_EVERY, |d| (d - now).min(CHECK_EVERY));
+        let every = if mode == Mode::Ndjson {
+            STREAM_TICK
+        } else {
+            CHECK_EVERY
+        };
+        let wait = deadline.map_or(every, |d| (d - now).min(every));
         match rx.recv_timeout(wait) {
             Ok(Msg::Event(event)) => match event.event.as_str() {
                 "snapshot" => {
@@ -123,7 +137,7 @@ pub(crate) fn run(client: Client, opts: WatchOptions) -> Result<(), CliError> {
                 view.close();
                 return Err(e);
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => view.tick()?,
             Err(RecvTimeoutError::Disconnected) => {
                 view.close();
                 return Err(CliError::failure("the event stream reader stopped"));
@@ -212,6 +226,7 @@ fn read_stream(client: &Client, tx: &Sender<Msg>) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Json,
+    Ndjson,
     Plain,
     Live,
 }
@@ -226,6 +241,8 @@ struct View {
     /// Plain mode: the last line printed per operation, and when.
     printed: HashMap<u64, (String, Instant)>,
     bar: Option<ProgressBar>,
+    /// `--ndjson`: what is due per node.
+    stream: ProgressStream,
 }
 
 impl View {
@@ -247,6 +264,7 @@ impl View {
             ops: BTreeMap::new(),
             printed: HashMap::new(),
             bar,
+            stream: ProgressStream::new(),
         }
     }
 
@@ -255,6 +273,7 @@ impl View {
         let id = state.id.as_u64();
         match self.mode {
             Mode::Json => print_line(&json_event("snapshot", json))?,
+            Mode::Ndjson => self.stream_lines(&state)?,
             Mode::Plain => {
                 let line = self.line(&state);
                 let due = match self.printed.get(&id) {
@@ -280,6 +299,7 @@ impl View {
         self.printed.remove(&id);
         match self.mode {
             Mode::Json => print_line(&json_event("finished", json))?,
+            Mode::Ndjson => self.stream_lines(state)?,
             Mode::Plain => print_line(&self.line(state))?,
             Mode::Live => self.above(&self.line(state))?,
         }
@@ -292,6 +312,11 @@ impl View {
         let note = "some operations finished unseen; see `tracing-progress history`";
         match self.mode {
             Mode::Json => print_line(&json_event("missed", data)),
+            // The stream's lines have one shape; the note goes to stderr.
+            Mode::Ndjson => {
+                let _ = writeln!(std::io::stderr().lock(), "{note}");
+                Ok(())
+            }
             Mode::Plain => print_line(note),
             Mode::Live => self.above(note),
         }
@@ -302,6 +327,7 @@ impl View {
         self.close();
         match self.mode {
             Mode::Json => print_line(&json_event("finished", json)),
+            Mode::Ndjson => self.stream_lines(state),
             Mode::Plain => {
                 print_line(&self.line(state))?;
                 print("\n")?;
@@ -309,6 +335,30 @@ impl View {
             }
             Mode::Live => print_line(&Verbose::new(self.detail).render(state)),
         }
+    }
+
+    /// `--ndjson`: the lines due for this state.
+    fn stream_lines(&mut self, state: &ProgressState) -> Result<(), CliError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut out = std::io::stdout().lock();
+        self.stream
+            .write(state, now, &mut out)
+            .map(drop)
+            .map_err(stdout_error)
+    }
+
+    /// No new event for a while: with `--ndjson`, changes held back may be due now.
+    fn tick(&mut self) -> Result<(), CliError> {
+        if self.mode != Mode::Ndjson {
+            return Ok(());
+        }
+        let ops: Vec<ProgressState> = self.ops.values().cloned().collect();
+        for state in &ops {
+            self.stream_lines(state)?;
+        }
+        Ok(())
     }
 
     /// Prints a line above the in-place view.
