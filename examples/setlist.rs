@@ -102,11 +102,20 @@ fn history_path() -> Option<std::path::PathBuf> {
     }
 }
 
+/// A note for the person running the demo: on stdout, or on stderr when stdout carries
+/// JSON lines only (`--ndjson`).
+macro_rules! say {
+    ($to_stderr:expr, $($arg:tt)*) => {
+        if $to_stderr { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
+}
+
 /// With a history file: what earlier runs left in it.
 #[cfg(feature = "sqlite")]
-fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path) {
+fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path, to_stderr: bool) {
     let earlier = store.history(&HistoryQuery::new().limit(5));
-    println!(
+    say!(
+        to_stderr,
         "history file: {} ({})",
         path.display(),
         if earlier.is_empty() {
@@ -120,7 +129,8 @@ fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path) {
         }
     );
     for op in &earlier {
-        println!(
+        say!(
+            to_stderr,
             "  {} {:?} {} in {}",
             op.reference(),
             &*op.name,
@@ -132,7 +142,7 @@ fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path) {
 
 /// Prints the setlist's first estimate, with how many songs were done by then: with an
 /// earlier run in the history file, it comes before the first song finishes.
-fn watch_first_eta(store: tracing_progress::Store) -> std::thread::JoinHandle<()> {
+fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         while started.elapsed() < scaled(4_000) {
@@ -153,7 +163,8 @@ fn watch_first_eta(store: tracing_progress::Store) -> std::thread::JoinHandle<()
                         .is_some_and(|e| e.basis == tracing_progress::EstimateBasis::History);
                     stack.extend(node.children.iter());
                 }
-                println!(
+                say!(
+                    to_stderr,
                     "first ETA after {} ms: {} remaining ({}), {}/{} songs done",
                     started.elapsed().as_millis(),
                     tracing_progress::view::format_duration(estimate.remaining_us),
@@ -189,7 +200,6 @@ fn main() {
     // With `terminal`: the running tree redrawn in place on a TTY (logs print above it), or
     // plain periodic text when stdout is not a terminal; with `--ndjson` (or SETLIST_NDJSON=1)
     // that fallback is one JSON object per line per change, for CI logs and scripts.
-    #[cfg(feature = "terminal")]
     let ndjson = std::env::args().any(|a| a == "--ndjson")
         || std::env::var("SETLIST_NDJSON").is_ok_and(|v| v == "1");
     #[cfg(feature = "terminal")]
@@ -212,14 +222,14 @@ fn main() {
 
     #[cfg(feature = "sqlite")]
     if let Some(path) = &history {
-        show_earlier_runs(&store, path);
+        show_earlier_runs(&store, path, ndjson);
     }
     #[cfg(not(feature = "terminal"))]
     let stop_reporter = start_reporter(store.clone());
     #[cfg(feature = "http")]
     let server = serve(&store);
 
-    let first_eta = watch_first_eta(store.clone());
+    let first_eta = watch_first_eta(store.clone(), ndjson);
     process_setlist("My Setlist", &SONGS);
     let _ = first_eta.join();
 

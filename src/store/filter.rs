@@ -156,6 +156,7 @@ impl MetaFilter {
     /// Text that an operation's compact JSON must contain to pass: `"key":"value"` for
     /// equality with text, `"key":` otherwise. A cheap pre-check (a history file's rows)
     /// before decoding; the exact check still follows.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub(crate) fn json_needle(&self) -> String {
         let key = serde_json::to_string(&*self.key).unwrap_or_default();
         // Only text fields can equal a value that reads as neither a number (NaN and inf
