@@ -15,6 +15,7 @@
 
 mod clock;
 mod counters;
+pub(crate) mod graft;
 mod history;
 pub(crate) mod node;
 mod operation;
