@@ -16,12 +16,12 @@ mod export;
 pub mod http;
 mod layer;
 mod model;
-#[cfg(all(feature = "process", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
-pub mod process;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
+pub mod process;
 #[cfg(feature = "resources")]
 mod resources;
 #[cfg(feature = "sqlite")]

@@ -46,8 +46,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::Span;
 
 pub(crate) use child::install as install_child;
-pub use parent::MAX_CONNECTIONS;
 use parent::GraftCell;
+pub use parent::MAX_CONNECTIONS;
 pub use wire::{MAX_LINE_BYTES, MAX_REPORT_DEPTH, MAX_REPORT_NODES, PROTOCOL_VERSION};
 
 use crate::model::NodeId;

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::STATS;
 use super::wire::{
     Converter, MAX_LINE_BYTES, MAX_REPORT_NODES, Message, PROTOCOL_VERSION, WireNode,
 };
-use super::STATS;
 use crate::model::{
     CancelReason, ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, Metadata, NodeId,
     ProgressLevel, Status, Timing,
@@ -68,7 +68,11 @@ pub(crate) fn listener() -> Result<&'static Listener, &'static str> {
 }
 
 fn start_listener() -> Result<Listener, String> {
-    let name = format!("tracing-progress-{}-{:016x}", std::process::id(), random_u64());
+    let name = format!(
+        "tracing-progress-{}-{:016x}",
+        std::process::id(),
+        random_u64()
+    );
     let (socket, address) = bind(&name).map_err(|e| format!("progress socket: {e}"))?;
     std::thread::Builder::new()
         .name("tracing-progress-children".into())
@@ -169,7 +173,12 @@ fn span_name() -> Arc<str> {
 }
 
 impl GraftCell {
-    pub(crate) fn new(name: &str, command: &str, max_text: usize, max_metadata: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        name: &str,
+        command: &str,
+        max_text: usize,
+        max_metadata: usize,
+    ) -> Arc<Self> {
         let cell = Arc::new(GraftCell {
             id: NodeId::next().as_u64(),
             secret: random_u64(),
@@ -310,7 +319,6 @@ impl GraftCell {
         let mut s = self.state.lock();
         !std::mem::replace(&mut s.cancel_sent, true)
     }
-
 }
 
 fn clip(s: &str, max: usize) -> Arc<str> {
@@ -364,8 +372,8 @@ impl Graft for GraftCell {
         };
         let cancel_sent = s.cancel_sent;
         let mut children = s.reported.clone();
-        let all_cancelled = !children.is_empty()
-            && children.iter().all(|c| c.status == Status::Cancelled);
+        let all_cancelled =
+            !children.is_empty() && children.iter().all(|c| c.status == Status::Cancelled);
         let (status, message) = match (&s.spawn_error, s.exit) {
             (Some(e), _) => (Status::Failed, Some(e.clone())),
             (None, None) if s.spawned_us.is_some() => (Status::Running, None),
@@ -493,7 +501,12 @@ impl Lines {
             let buf = match self.reader.fill_buf() {
                 Ok([]) => return Read::Closed,
                 Ok(buf) => buf,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Read::Idle;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -577,7 +590,13 @@ fn serve(stream: UnixStream) {
         };
         if msg.v != PROTOCOL_VERSION {
             STATS.unsupported_version.fetch_add(1, Ordering::Relaxed);
-            refuse(&mut out, &format!("unsupported protocol version {}; this parent speaks 1", msg.v));
+            refuse(
+                &mut out,
+                &format!(
+                    "unsupported protocol version {}; this parent speaks 1",
+                    msg.v
+                ),
+            );
             return;
         }
         if msg.kind != "hello" {

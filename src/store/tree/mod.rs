@@ -22,8 +22,8 @@ use crate::model::{
     OperationMetrics, ProgressLevel, ResourceUsage, Status,
 };
 use crate::store::Limits;
-use crate::store::graft::{Graft, MAX_GRAFTS_PER_NODE};
 use crate::store::counters::LiveCounters;
+use crate::store::graft::{Graft, MAX_GRAFTS_PER_NODE};
 use crate::store::node::{Callsite, CloseInfo, NewNode, NodeKey};
 use crate::store::update::NodeUpdate;
 
