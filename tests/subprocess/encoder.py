@@ -85,11 +85,12 @@ if mode == "flood":
         for i in range(1500)
     ]
     oversized = b'{"v":1,"type":"report","nodes":[' + b'{"name":"y"},' * 120000 + b'{"name":"z"}]}\n'
+    sock.settimeout(None)  # a flood waits for the parent: it is the parent's bound under test
     end = time.time() + frames
     n = 0
     while time.time() < end and sock is not None:
         n += 1
-        if n % 10 == 0:
+        if n % 3 == 1:
             send_raw(oversized)
         else:
             send({"v": 1, "type": "report", "nodes": [{"name": "flood", "current": n, "children": big}]})
