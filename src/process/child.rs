@@ -128,7 +128,7 @@ pub(crate) fn install(store: &Store) -> Option<Arc<dyn Exporter>> {
         let store = store.clone();
         let link = link.clone();
         let spawned = std::thread::Builder::new()
-            .name("tracing-progress-report".into())
+            .name("progress-report".into())
             .spawn(move || report_loop(store, stream, &link));
         if let Err(e) = spawned {
             fail(&e);
@@ -139,7 +139,7 @@ pub(crate) fn install(store: &Store) -> Option<Arc<dyn Exporter>> {
         let store = store.clone();
         let link = link.clone();
         let _ = std::thread::Builder::new()
-            .name("tracing-progress-parent".into())
+            .name("progress-parent".into())
             .spawn(move || read_loop(store, reader, &link));
     }
     Some(Arc::new(FinalReport(link)))

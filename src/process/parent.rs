@@ -75,7 +75,7 @@ fn start_listener() -> Result<Listener, String> {
     );
     let (socket, address) = bind(&name).map_err(|e| format!("progress socket: {e}"))?;
     std::thread::Builder::new()
-        .name("tracing-progress-children".into())
+        .name("progress-accept".into())
         .spawn(move || accept_loop(socket))
         .map_err(|e| format!("progress socket thread: {e}"))?;
     Ok(Listener { address })
@@ -113,7 +113,7 @@ fn accept_loop(socket: UnixListener) {
         }
         OPEN.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
-            .name("tracing-progress-child".into())
+            .name("progress-child".into())
             .stack_size(128 * 1024)
             .spawn(move || {
                 serve(stream);
