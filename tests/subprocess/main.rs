@@ -484,3 +484,35 @@ fn parent_gone_child_keeps_working() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("current=40 status=completed"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot report progress to the parent"));
 }
+
+#[test]
+fn verbose_view_shows_pid_and_exit_code_as_fields_not_counters() {
+    use tracing_progress::view::{Detail, Verbose};
+    let (_, store) = parent(|_| {
+        let span = tracing::info_span!("block", progress.level = "block");
+        let _g = span.enter();
+        Command::new("sh")
+            .args(["-c", "exit 0"])
+            .spawn_tracked()
+            .unwrap()
+            .wait()
+            .unwrap();
+    });
+    // Read back through JSON, as the CLI does: numbers come back as unsigned.
+    let op: ProgressState = serde_json::from_str(&last(&store).to_json()).unwrap();
+    let text = Verbose::new(Detail::Verbose).render(&op);
+    let line = |label: &str| {
+        text.lines()
+            .find(|l| l.trim_start().trim_start_matches("- ").starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} line in\n{text}"))
+            .to_string()
+    };
+    assert!(
+        !line("Pid: ").contains("/sec"),
+        "a pid is no counter:\n{text}"
+    );
+    assert!(
+        !line("Exit Code: 0").contains("/sec"),
+        "nor an exit code:\n{text}"
+    );
+}
