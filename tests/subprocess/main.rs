@@ -516,3 +516,38 @@ fn verbose_view_shows_pid_and_exit_code_as_fields_not_counters() {
         "nor an exit code:\n{text}"
     );
 }
+
+/// The history file (feature `sqlite`) keeps the grafted subtree with pid and exit status.
+#[cfg(feature = "sqlite")]
+#[test]
+fn history_file_keeps_the_grafted_subtree() {
+    let dir = std::env::temp_dir().join(format!("tp-subprocess-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("history.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let (layer, store) = tracing_progress::Builder::new()
+        .history_file(&path)
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let pid = tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("block", progress.level = "block");
+        let _g = span.enter();
+        let mut child = rust_child("count").spawn_tracked().unwrap();
+        child.wait().unwrap();
+        child.id()
+    });
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let file = tracing_progress::sqlite::HistoryFile::open(&path).unwrap();
+    let stored = file.query(&HistoryQuery::new()).unwrap();
+    let state = &stored[0].state;
+    let sp = subprocess(&state.root).expect("subprocess node in the file");
+    assert_eq!(
+        meta(sp, "pid").and_then(|v| v.as_u64()),
+        Some(u64::from(pid))
+    );
+    assert_eq!(meta(sp, "exit_code").and_then(|v| v.as_u64()), Some(0));
+    let enc = sp.children[0].child("encode").unwrap();
+    assert_eq!((enc.current, enc.status), (30, Status::Completed));
+    let _ = std::fs::remove_dir_all(&dir);
+}
