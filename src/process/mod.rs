@@ -277,12 +277,14 @@ impl CommandExt for Command {
     fn progress_link(&mut self) -> ChildLink {
         self.env_remove(ENV_PARENT).env_remove(ENV_GRAFT);
         let span = Span::current();
-        let Ok(listener) = parent::listener() else {
-            return ChildLink::default();
-        };
         let (name, line) = describe(self);
         let mut link = ChildLink::default();
+        let mut address = None;
         crate::layer::span_ext::with_node_handle(&span, |node| {
+            // The socket is opened by the first child spawned inside a tracked span.
+            let Ok(listener) = parent::listener() else {
+                return;
+            };
             let limits = node.limits();
             let cell = GraftCell::new(
                 &name,
@@ -294,10 +296,11 @@ impl CommandExt for Command {
             if let Some(l) = node.graft(graft) {
                 cell.set_link(l);
                 link.cell = Some(cell);
+                address = Some(listener.address.as_str());
             }
         });
-        if let Some(cell) = &link.cell {
-            self.env(ENV_PARENT, OsStr::new(&listener.address))
+        if let (Some(cell), Some(address)) = (&link.cell, address) {
+            self.env(ENV_PARENT, OsStr::new(address))
                 .env(ENV_GRAFT, cell.token());
             #[cfg(feature = "otel")]
             if let Some(tp) = traceparent(&span) {

@@ -551,3 +551,36 @@ fn history_file_keeps_the_grafted_subtree() {
     assert_eq!((enc.current, enc.status), (30, Status::Completed));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `otel`, the child gets the spawning span's W3C trace context.
+#[cfg(feature = "otel")]
+#[test]
+fn the_child_gets_the_spawning_spans_traceparent() {
+    use opentelemetry::trace::TracerProvider as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let (layer, _store) = tracing_progress::layer();
+    let subscriber = tracing_subscriber::registry()
+        .with(layer)
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let (out, trace_id) = tracing::subscriber::with_default(subscriber, || {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!("block", progress.level = "block");
+        let _g = span.enter();
+        let trace_id = {
+            use opentelemetry::trace::TraceContextExt;
+            span.context().span().span_context().trace_id().to_string()
+        };
+        let out = Command::new("sh")
+            .args(["-c", "printf %s \"$TRACEPARENT\""])
+            .stdout(Stdio::piped())
+            .spawn_tracked()
+            .unwrap()
+            .wait_with_output()
+            .unwrap();
+        (String::from_utf8(out.stdout).unwrap(), trace_id)
+    });
+    let parts: Vec<&str> = out.split('-').collect();
+    assert_eq!(parts.len(), 4, "{out:?}");
+    assert_eq!((parts[0], parts[1]), ("00", trace_id.as_str()), "{out}");
+    assert_eq!(parts[2].len(), 16);
+}
