@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 
 use super::STATS;
 use super::wire::{
-    Converter, MAX_LINE_BYTES, MAX_REPORT_NODES, Message, PROTOCOL_VERSION, WireNode,
+    Converter, MAX_LINE_BYTES, MAX_REPORT_DEPTH, MAX_REPORT_NODES, Message, PROTOCOL_VERSION,
+    WireNode,
 };
 use crate::model::{
     CancelReason, ErrorInfo, ErrorOrigin, FailureSummary, FieldValue, Metadata, NodeId,
@@ -29,6 +30,9 @@ use crate::store::graft::{Graft, GraftLink};
 
 /// Most children connected at once; more are refused (and counted).
 pub const MAX_CONNECTIONS: usize = 256;
+/// Stack of a connection thread: parsing a report recurses once per nesting level, up to
+/// serde_json's limit of 128 (tested in a debug build); only the touched pages cost memory.
+const CONNECTION_STACK: usize = 1024 * 1024;
 /// A child must say hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a connection thread looks for a cancel request while the child is quiet.
@@ -114,7 +118,7 @@ fn accept_loop(socket: UnixListener) {
         OPEN.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name("progress-child".into())
-            .stack_size(128 * 1024)
+            .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 serve(stream);
                 OPEN.fetch_sub(1, Ordering::Relaxed);
@@ -274,12 +278,18 @@ impl GraftCell {
             let s = &mut *guard;
             let mut path = base;
             path.push(s.name.clone());
+            // The whole tree within 56 levels, so its JSON (two nestings a level, plus metadata and
+            // the wrappers around a state) stays under serde_json's limit of 128.
+            let max_depth = MAX_REPORT_DEPTH
+                .min(56usize.saturating_sub(path.len()))
+                .max(1);
             let mut conv = Converter {
                 ids: &mut s.ids,
                 seen: HashMap::new(),
                 max_text: s.max_text,
                 max_metadata: s.max_metadata,
                 budget: MAX_REPORT_NODES,
+                max_depth,
                 dropped: 0,
                 target: target(),
                 span_name: span_name(),
@@ -672,4 +682,150 @@ fn lookup(token: &str) -> Option<Arc<GraftCell>> {
 /// Counters of this process's parent side, for [`super::stats`].
 pub(crate) fn open_connections() -> usize {
     OPEN.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(data: Vec<u8>) -> Vec<&'static str> {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            a.write_all(&data).unwrap();
+        });
+        let mut lines = Lines {
+            reader: BufReader::with_capacity(1024, b),
+            line: Vec::new(),
+            skipping: false,
+        };
+        let mut out = Vec::new();
+        loop {
+            match lines.next() {
+                Read::Line => {
+                    out.push(if lines.line == b"ok" { "ok" } else { "other" });
+                    lines.line.clear();
+                }
+                Read::Oversized => out.push("oversized"),
+                Read::Idle => {}
+                Read::Closed => break,
+            }
+        }
+        writer.join().unwrap();
+        out
+    }
+
+    #[test]
+    fn an_oversized_line_is_skipped_whole_and_the_next_one_read() {
+        let mut data = b"ok\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        data.extend(b"\nok\nnot ok\n");
+        assert_eq!(lines_of(data), ["ok", "oversized", "ok", "other"]);
+    }
+
+    fn wire(name: &str, children: Vec<WireNode>) -> WireNode {
+        WireNode {
+            name: name.into(),
+            children,
+            ..WireNode::default()
+        }
+    }
+
+    #[test]
+    fn reports_are_cut_to_the_node_and_depth_limits_and_keep_ids() {
+        let cell = GraftCell::new("tool", "tool --x", 16, 4);
+        // Deeper than the depth limit.
+        let mut deep = wire("leaf", Vec::new());
+        for _ in 0..(MAX_REPORT_DEPTH + 5) {
+            deep = wire("level", vec![deep]);
+        }
+        let wide: Vec<_> = (0..MAX_REPORT_NODES + 50)
+            .map(|i| wire(&i.to_string(), Vec::new()))
+            .collect();
+        cell.report(vec![deep, wire("wide", wide)]);
+        let level = cell.level(now_us());
+        let depth = |mut l: &ProgressLevel| {
+            let mut d = 0;
+            while let Some(c) = l.children.first() {
+                l = c;
+                d += 1;
+            }
+            d
+        };
+        assert_eq!(depth(&level.children[0]), MAX_REPORT_DEPTH - 1);
+        let nodes: usize = level.children.iter().map(|c| c.walk().count()).sum();
+        assert_eq!(nodes, MAX_REPORT_NODES);
+        // The same positions keep their ids in the next report.
+        let first_id = level.children[0].id;
+        cell.report(vec![wire("renamed", Vec::new())]);
+        let again = cell.level(now_us());
+        assert_eq!(again.children[0].id, first_id);
+        assert_eq!(again.children.len(), 1);
+    }
+
+    #[test]
+    fn texts_are_cut_on_a_char_boundary_and_bad_statuses_noted() {
+        let cell = GraftCell::new("tool", "tool", 16, 1);
+        let mut node = wire(&"é".repeat(20), Vec::new());
+        node.status = Some("exploded".into());
+        node.metadata.insert("a", FieldValue::from("x"));
+        node.metadata.insert("b", FieldValue::from("y"));
+        cell.report(vec![node]);
+        let level = cell.level(now_us());
+        let c = &level.children[0];
+        assert_eq!(&*c.name, "é".repeat(8));
+        assert_eq!(c.status, Status::Running);
+        assert_eq!(c.input_errors.len(), 1);
+        assert_eq!(c.metadata.len(), 1);
+    }
+
+    #[test]
+    fn the_deepest_report_json_accepts_fits_a_connection_thread() {
+        let nested = |depth: usize| {
+            let mut line = String::from(r#"{"v":1,"type":"report","nodes":["#);
+            for _ in 0..depth {
+                line.push_str(r#"{"name":"n","children":["#);
+            }
+            line.push_str(r#"{"name":"leaf"}"#);
+            for _ in 0..depth {
+                line.push_str("]}");
+            }
+            line.push_str("]}");
+            line
+        };
+        let handle = std::thread::Builder::new()
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                // The deepest nesting serde_json accepts (its recursion limit), parsed,
+                // converted and dropped on a connection thread's stack.
+                let (depth, msg) = (0..200)
+                    .rev()
+                    .find_map(|d| {
+                        serde_json::from_str::<Message>(&nested(d))
+                            .ok()
+                            .map(|m| (d, m))
+                    })
+                    .unwrap();
+                let cell = GraftCell::new("tool", "tool", 64, 4);
+                cell.report(msg.nodes.unwrap());
+                (depth, cell.level(now_us()).walk().count())
+            })
+            .unwrap();
+        let (depth, nodes) = handle.join().unwrap();
+        assert!(depth > MAX_REPORT_DEPTH, "{depth}");
+        assert_eq!(nodes, 1 + MAX_REPORT_DEPTH);
+    }
+
+    #[test]
+    fn tokens_must_match_their_secret() {
+        let cell = GraftCell::new("tool", "tool", 64, 4);
+        assert!(lookup(&cell.token()).is_some());
+        let (id, _) = cell
+            .token()
+            .split_once('-')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap();
+        assert!(lookup(&format!("{id}-0")).is_none());
+        assert!(lookup("garbage").is_none());
+        assert!(lookup("1-zz").is_none());
+    }
 }

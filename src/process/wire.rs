@@ -21,7 +21,9 @@ pub const MAX_LINE_BYTES: usize = 512 * 1024;
 /// Most nodes of one report; the parent drops the rest (depth first) and counts them.
 pub const MAX_REPORT_NODES: usize = 2_000;
 
-/// Deepest nesting of a report kept by the parent; deeper nodes are dropped.
+/// Deepest nesting of a report kept by the parent; deeper nodes are dropped. Less when the
+/// spawning node is deep: the whole tree stays within 56 levels, which JSON readers (serde_json
+/// among them) accept.
 pub const MAX_REPORT_DEPTH: usize = 32;
 
 /// One message, either direction. Unknown fields are ignored (later minor versions may add
@@ -132,6 +134,8 @@ pub(crate) struct Converter<'a> {
     pub(crate) max_metadata: usize,
     /// Nodes still allowed in this report.
     pub(crate) budget: usize,
+    /// Levels allowed below the subprocess node.
+    pub(crate) max_depth: usize,
     /// Nodes dropped (budget, depth).
     pub(crate) dropped: u64,
     pub(crate) target: Arc<str>,
@@ -223,7 +227,7 @@ impl Converter<'_> {
             });
         let mut children = Vec::new();
         for (i, c) in node.children.into_iter().enumerate() {
-            if self.budget == 0 || depth + 1 >= MAX_REPORT_DEPTH {
+            if self.budget == 0 || depth + 1 >= self.max_depth {
                 self.dropped += 1;
                 continue;
             }
