@@ -651,24 +651,51 @@ fn serve(stream: UnixStream) {
             Read::Closed => return,
         }
         let line = std::mem::take(&mut lines.line);
-        let msg = match serde_json::from_slice::<Message>(&line) {
-            Ok(m) => m,
-            Err(_) => {
+        with_parse_slot(|| {
+            let Ok(msg) = serde_json::from_slice::<Message>(&line) else {
                 STATS.garbage.fetch_add(1, Ordering::Relaxed);
-                continue;
+                return;
+            };
+            drop(line);
+            if msg.v != PROTOCOL_VERSION {
+                STATS.unsupported_version.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-        };
-        if msg.v != PROTOCOL_VERSION {
-            STATS.unsupported_version.fetch_add(1, Ordering::Relaxed);
-            continue;
+            match (msg.kind.as_str(), msg.nodes) {
+                ("report", Some(nodes)) => cell.report(nodes),
+                _ => {
+                    STATS.ignored.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+/// Reports parsed at once, process-wide: a burst from many children holds at most this many
+/// parsed-but-not-yet-kept reports; the others wait (their children's writes slow down).
+const PARSE_SLOTS: usize = 2;
+
+static PARSING: Mutex<usize> = Mutex::new(0);
+static PARSED: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// Runs `f` in one of the [`PARSE_SLOTS`].
+fn with_parse_slot<R>(f: impl FnOnce() -> R) -> R {
+    {
+        let mut busy = PARSING.lock();
+        while *busy >= PARSE_SLOTS {
+            PARSED.wait(&mut busy);
         }
-        match (msg.kind.as_str(), msg.nodes) {
-            ("report", Some(nodes)) => cell.report(nodes),
-            _ => {
-                STATS.ignored.fetch_add(1, Ordering::Relaxed);
-            }
+        *busy += 1;
+    }
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            *PARSING.lock() -= 1;
+            PARSED.notify_one();
         }
     }
+    let _release = Release;
+    f()
 }
 
 fn lookup(token: &str) -> Option<Arc<GraftCell>> {

@@ -19,7 +19,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_LINE_BYTES: usize = 512 * 1024;
 
 /// Most nodes of one report; the parent drops the rest (depth first) and counts them.
-pub const MAX_REPORT_NODES: usize = 2_000;
+pub const MAX_REPORT_NODES: usize = 1_000;
 
 /// Deepest nesting of a report kept by the parent; deeper nodes are dropped. Less when the
 /// spawning node is deep: the whole tree stays within 56 levels, which JSON readers (serde_json
