@@ -9,10 +9,16 @@
 //! the second run lists the first in its history and has an ETA from it before its first
 //! song finishes.
 //!
+//! With feature `process` the subprocess level runs in a real child process (this example
+//! re-invoked with `--encode-child FILE`) whose progress shows live under the block that
+//! spawned it: the child's `encode` operation, grafted under a `subprocess` node with its pid
+//! and exit status.
+//!
 //! ```text
 //! cargo run --example setlist                 # about 4 seconds
 //! SETLIST_SPEED=20 cargo run --example setlist  # 20x faster
 //! cargo run --features terminal --example setlist -- --ndjson | jq .  # JSON lines when piped
+//! cargo run --example setlist --features process,http -- --serve   # child processes, live page
 //! ```
 
 #[path = "support/setlist_sim.rs"]
@@ -20,6 +26,8 @@ mod setlist_sim;
 
 use setlist_sim::{SONGS, process_setlist, scaled};
 use tracing_progress::HistoryQuery;
+#[cfg(all(feature = "process", unix))]
+use tracing_progress::ProgressSpanExt;
 use tracing_progress::view::{Detail, Verbose};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -183,7 +191,58 @@ fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thre
     })
 }
 
+/// The subprocess level in a child process: this example again, with `--encode-child FILE`.
+#[cfg(all(feature = "process", unix))]
+fn run_encoder_child(song: &setlist_sim::Song) -> Result<(), String> {
+    use tracing_progress::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("no path to this example: {e}"))?;
+    let status = std::process::Command::new(exe)
+        .args(["--encode-child", song.file])
+        .spawn_tracked()
+        .map_err(|e| format!("cannot start the encoder: {e}"))?
+        .wait()
+        .map_err(|e| format!("lost the encoder: {e}"))?;
+    // The child's steps are its own; the parent's span counts them done once it succeeded.
+    tracing::Span::current().set_current(4);
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("encoder failed: {status}"))
+}
+
+/// `--encode-child FILE`: the encoder process. Its progress goes to the parent's tree.
+#[cfg(all(feature = "process", unix))]
+fn encoder_child_main(file: &str) {
+    let (progress, _store) = tracing_progress::layer();
+    tracing_subscriber::registry().with(progress).init();
+    tracing::info_span!(
+        "encode_stems",
+        progress.level = "encode",
+        progress.name = %format!("encode {file} → stems.flac"),
+        progress.total = 8,
+        progress.unit = "steps",
+    )
+    .in_scope(|| {
+        // Long enough to watch live under its block.
+        for _ in 0..8 {
+            setlist_sim::work(60);
+            tracing::Span::current().inc(1);
+        }
+    });
+}
+
 fn main() {
+    #[cfg(all(feature = "process", unix))]
+    {
+        let args: Vec<String> = std::env::args().collect();
+        if let [_, flag, file, ..] = args.as_slice()
+            && flag == "--encode-child"
+        {
+            encoder_child_main(file);
+            return;
+        }
+        let _ = setlist_sim::SUBPROCESS.set(run_encoder_child);
+    }
     let builder = tracing_progress::Builder::new();
     #[cfg(feature = "sqlite")]
     let history = history_path();

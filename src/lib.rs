@@ -22,6 +22,9 @@ mod model;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
+pub mod process;
 #[cfg(feature = "resources")]
 mod resources;
 #[cfg(feature = "sqlite")]

@@ -1,7 +1,8 @@
 //! A real browser against the live page: starts the `setlist` example serving the API and page
 //! (built by `cargo test --all-features`), then runs `tests/browser/page.test.mjs`, which drives
 //! Debian's Chromium through playwright-core: an operation appears, its progress advances live,
-//! a node expands to show its details, the failing block's error is shown, and the cancel button
+//! a node expands to show its details, the example's encoder child process shows live under
+//! its block (feature `process`), the failing block's error is shown, and the cancel button
 //! (with the token) ends the operation as cancelled. Screenshots land in `target/browser/`.
 //!
 //! It also pauses the live view and checks a page opened when nothing runs shows the last
@@ -10,7 +11,7 @@
 //! Needs `node`, Chromium (`/usr/bin/chromium`, or `CHROMIUM`) and `npm ci` run in
 //! `tests/browser`. Without them the test fails when `CI` is set and is skipped otherwise.
 
-#![cfg(feature = "http")]
+#![cfg(all(feature = "http", feature = "process"))]
 
 mod support;
 use support::examples::{example_binary, target_dir};
@@ -190,7 +191,13 @@ fn live_page_in_chromium_shows_progress_errors_and_cancels() {
         "the example's history does not list the run as cancelled:\n{}",
         tail(&printed, 20)
     );
-    for name in ["running", "expanded-error", "cancelled", "history"] {
+    for name in [
+        "running",
+        "subprocess",
+        "expanded-error",
+        "cancelled",
+        "history",
+    ] {
         assert!(
             shots.join(format!("{name}.png")).exists(),
             "screenshot {name}.png"

@@ -465,6 +465,11 @@ impl Builder {
             let handle = Store::from_inner(store.clone());
             exporters.push(crate::metrics::install(export, &handle).map_err(BuildError)?);
         }
+        // A child process whose parent asked for its progress (see `crate::process`).
+        #[cfg(all(feature = "process", unix))]
+        if let Some(e) = crate::process::install_child(&Store::from_inner(store.clone())) {
+            exporters.push(e);
+        }
         let layer = ProgressLayer::new(
             store.clone(),
             Classifier::new(self.rules),

@@ -128,6 +128,19 @@ fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
     });
 }
 
+/// Runs `f` on the node handle of the nearest tracked span at or above `span` (the first
+/// progress layer's, if there are two); for helpers outside the layer (`crate::process`).
+#[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
+pub(crate) fn with_node_handle(span: &Span, mut f: impl FnMut(&crate::store::NodeHandle)) {
+    let mut done = false;
+    with_node(span, |t| {
+        if !done {
+            done = true;
+            f(&t.node);
+        }
+    });
+}
+
 /// Counter updates: lock-free, and may be due a report to exporters.
 fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
     visit(span, |t| t.count(total, current, inc));

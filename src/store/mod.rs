@@ -17,6 +17,7 @@
 mod clock;
 mod counters;
 mod filter;
+pub(crate) mod graft;
 mod history;
 pub(crate) mod node;
 mod operation;

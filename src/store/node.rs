@@ -179,6 +179,17 @@ impl NodeHandle {
         Some(NodeHandle::new(self.op.clone(), key, live))
     }
 
+    /// Hangs a subtree kept elsewhere under this node (see `store::graft`); `None` if the
+    /// node is gone.
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
+    pub(crate) fn graft(
+        &self,
+        graft: Arc<dyn crate::store::graft::Graft>,
+    ) -> Option<crate::store::graft::GraftLink> {
+        let path = self.op.with_tree(|t| t.graft(self.key, graft))?;
+        Some(crate::store::graft::GraftLink::new(&self.op, path))
+    }
+
     /// Closes the node. `want_level`: also build the node as it ended (for exporters).
     pub(crate) fn close(&self, info: CloseInfo, want_level: bool) -> Closed {
         let (root_closed, level) = self.op.with_tree(|t| t.close(self.key, info, want_level));

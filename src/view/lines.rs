@@ -13,9 +13,13 @@ pub(super) fn push_indent(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
 }
 
-/// A u64 metadata field that reads as a counter (not an `id` or `*_id`).
+/// A u64 metadata field that reads as a counter (not an `id`, `*_id`, `pid` or exit code).
 pub(super) fn is_counter(name: &str, value: &FieldValue) -> bool {
-    matches!(value, FieldValue::U64(_)) && name != "id" && !name.ends_with("_id")
+    // Identifiers and codes are numbers, not counts (`pid`, `exit_code`, `signal`: a child
+    // process's subprocess node).
+    matches!(value, FieldValue::U64(_))
+        && !matches!(name, "id" | "pid" | "exit_code" | "signal")
+        && !name.ends_with("_id")
 }
 
 pub(super) fn with_peak(label: &str, mean: String, peak: String) -> String {

@@ -6,11 +6,13 @@
 //
 // Checks, in order: the stream goes live and a running operation card appears; its progress
 // advances without a reload; the pause button freezes the live view while updates keep
-// arriving, and resuming shows the latest; expanding a node shows its details; the failing
-// block's error is shown; the cancel button (after entering the token in the dialog) ends the
-// operation as cancelled, in the "recently finished" list and in the history tab; a page
-// opened afterwards, with nothing running, shows that last finished operation on its default
-// tab; and the page logged no JavaScript error. Screenshots go to <screenshot-dir>/{running,expanded-error,cancelled,history}.png.
+// arriving, and resuming shows the latest; expanding a node shows its details; a child
+// process's progress shows live under its block (subprocess node with pid and exit status); the
+// failing block's error is shown; the cancel button (after entering the token in the dialog)
+// ends the operation as cancelled, in the "recently finished" list and in the history tab; a
+// page opened afterwards, with nothing running, shows that last finished operation on its
+// default tab; and the page logged no JavaScript error. Screenshots go to
+// <screenshot-dir>/{running,subprocess,expanded-error,cancelled,history}.png.
 //
 // Exit code 0 when every check passed, 1 otherwise. Chromium comes from the system
 // (`CHROMIUM` or /usr/bin/chromium), never downloaded: playwright-core has no browser of its own.
@@ -106,6 +108,21 @@ try {
   );
   check(await page.locator(T("empty-state")).isHidden(), "the empty-state note is hidden");
 
+  // Background sampler of the running path, for the child process check below.
+  const graftSeen = [];
+  let graftDone = false;
+  let graftStop = false;
+  (async () => {
+    const path = card.locator(T("active-path"));
+    while (!graftStop) {
+      const text = (await path.textContent({ timeout: 1_000 }).catch(() => "")) ?? "";
+      const m = text.match(/subprocess setlist[^›]*› encode encode audio1\.wav[^(]*\(([\d.]+)%\)/);
+      if (m) graftSeen.push(Number(m[1]));
+      else if (graftSeen.length) graftDone = true;
+      await sleep(100);
+    }
+  })();
+
   // ---- progress advances live, without a reload --------------------------------------------
   await page.evaluate(() => {
     window.__sameDocument = true;
@@ -164,6 +181,16 @@ try {
   const detailsOf = (id) => card.locator(`${T("node-row")}[data-node-id="${id}"] > ${T("node-details")}`);
   const toggleOf = (id) =>
     card.locator(`${T("node-row")}[data-node-id="${id}"] > .row > ${T("expand-toggle")}`);
+  // Opens a node row. The card re-renders on every update, so a click can land on a row that
+  // was just replaced: click again until the row says it is open.
+  const openNode = async (id) => {
+    for (let i = 0; i < 20; i++) {
+      if ((await toggleOf(id).getAttribute("aria-expanded")) === "true") return;
+      await toggleOf(id).click().catch(() => {});
+      await sleep(250);
+    }
+    throw new Error(`node ${id} did not open`);
+  };
 
   const song1 = rowOf(`[data-level="song"]`).filter({
     has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: "audio1.wav" }),
@@ -173,7 +200,7 @@ try {
     (await detailsOf(song1Id).count()) === 0,
     "a collapsed song row shows no details",
   );
-  await toggleOf(song1Id).click();
+  await openNode(song1Id);
   const song1Details = detailsOf(song1Id);
   await song1Details.waitFor();
   const song1Text = (await song1Details.textContent()) ?? "";
@@ -192,6 +219,50 @@ try {
     .waitFor();
   log("ok: the expanded song lists its actions");
 
+  // ---- a child process's progress is grafted live under its block ---------------------------
+  // The example's export block runs itself again as an encoder child process (feature
+  // `process`); the child's own operation shows under a subprocess node, live. Sampled in the
+  // background from the start (song 1's export runs while the checks above are busy).
+  const deadline = Date.now() + 40_000;
+  while (!(graftSeen.length && graftDone) && Date.now() < deadline) await sleep(100);
+  graftStop = true;
+  const distinct = [...new Set(graftSeen)];
+  check(
+    distinct.length >= 2 && distinct.every((v, i) => i === 0 || v > distinct[i - 1]),
+    `the child's encode progress advanced live under the block: ${distinct.map((v) => v + "%").join(" ")}`,
+  );
+  // The subprocess node, once the child ended: expand down to it and read its details.
+  const exportAction = card.locator(
+    `${T("node-row")}[data-node-id="${song1Id}"] ${T("node-row")}[data-level="action"]`,
+  ).filter({ has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: "ExportStems" }) });
+  const exportId = await exportAction.getAttribute("data-node-id");
+  await openNode(exportId);
+  const exportBlock = card.locator(`${T("node-row")}[data-node-id="${exportId}"] ${T("node-row")}[data-level="block"]`).first();
+  const exportBlockId = await exportBlock.getAttribute("data-node-id");
+  await openNode(exportBlockId);
+  const ffmpeg = card.locator(`${T("node-row")}[data-node-id="${exportBlockId}"] ${T("node-row")}[data-level="subprocess"]`).first();
+  const ffmpegId = await ffmpeg.getAttribute("data-node-id");
+  await openNode(ffmpegId);
+  const child = card.locator(`${T("node-row")}[data-node-id="${ffmpegId}"] ${T("node-row")}[data-level="subprocess"]`).first();
+  const childId = await child.getAttribute("data-node-id");
+  await openNode(childId);
+  let childDetails = "";
+  for (let i = 0; i < 100 && !/exit_code\s*0/.test(childDetails); i++) {
+    childDetails = (await detailsOf(childId).textContent()) ?? "";
+    await sleep(100);
+  }
+  check(
+    /pid\s*\d+/.test(childDetails) && /exit_code\s*0/.test(childDetails),
+    `the subprocess node shows the child's pid and exit status (node ${childId})`,
+  );
+  const encodeRow = card.locator(`${T("node-row")}[data-node-id="${childId}"] ${T("node-row")}[data-level="encode"]`).first();
+  await encodeRow.waitFor();
+  check(
+    (await encodeRow.getAttribute("data-status")) === "completed",
+    "the child's operation is grafted under it and ended completed",
+  );
+  await shot(page, "subprocess");
+
   // ---- the failing block's error is shown ----------------------------------------------------
   // Song 2's onset detection fails part-way through its second block.
   const song2 = rowOf(`[data-level="song"][data-status="failed"]`).filter({
@@ -204,13 +275,13 @@ try {
     (await card.getAttribute("data-status")) === "running",
     "the setlist is still running after the song failed",
   );
-  await toggleOf(song2Id).click();
+  await openNode(song2Id);
   const action = card
     .locator(`${T("node-row")}[data-node-id="${song2Id}"] ${T("node-row")}[data-level="action"][data-status="failed"]`)
     .first();
   await action.waitFor();
   const actionId = await action.getAttribute("data-node-id");
-  await toggleOf(actionId).click();
+  await openNode(actionId);
   const block = card
     .locator(`${T("node-row")}[data-node-id="${actionId}"] ${T("node-row")}[data-level="block"][data-status="failed"]`)
     .first();
@@ -220,7 +291,7 @@ try {
     (await block.locator(`:scope > .row ${T("node-name")}`).textContent()) === "DetectOnsets2",
     `the failed block is DetectOnsets2 (node ${blockId})`,
   );
-  await toggleOf(blockId).click();
+  await openNode(blockId);
   const blockError = detailsOf(blockId).locator(T("error-message")).first();
   await blockError.waitFor();
   const blockErrorText = (await blockError.textContent()) ?? "";

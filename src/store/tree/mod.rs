@@ -23,6 +23,7 @@ use crate::model::{
 };
 use crate::store::Limits;
 use crate::store::counters::LiveCounters;
+use crate::store::graft::{Graft, MAX_GRAFTS_PER_NODE};
 use crate::store::node::{Callsite, CloseInfo, NewNode, NodeKey};
 use crate::store::update::NodeUpdate;
 
@@ -50,6 +51,8 @@ struct Cold {
     /// Process CPU/memory samples taken while the node ran (feature `resources`).
     #[cfg_attr(not(feature = "resources"), allow(dead_code))]
     resources: Option<ResourceAcc>,
+    /// Subtrees kept elsewhere (a child process's report), spliced in by snapshots.
+    grafts: Vec<Arc<dyn Graft>>,
 }
 
 /// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
@@ -476,6 +479,19 @@ impl Tree {
         error.path = self.path(key)?;
         error.node_id = key.id;
         Some(error)
+    }
+
+    /// Hangs `graft` under the node (after its own children in snapshots); returns the
+    /// node's path, or `None` if the node is gone.
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
+    pub(crate) fn graft(&mut self, key: NodeKey, graft: Arc<dyn Graft>) -> Option<Vec<Arc<str>>> {
+        let path = self.path(key)?;
+        let grafts = &mut self.node_mut(key)?.cold().grafts;
+        if grafts.len() >= MAX_GRAFTS_PER_NODE {
+            grafts.remove(0);
+        }
+        grafts.push(graft);
+        Some(path)
     }
 
     /// Names from the root down to this node.

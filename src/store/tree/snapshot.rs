@@ -47,6 +47,11 @@ impl Tree {
             let Some(done) = stack.pop() else { break };
             live_updates += done.node.live.updates();
             let mut level = self.build_level(done.node, done.children, done.partial, now_us);
+            if let Some(cold) = done.node.cold.as_deref() {
+                level
+                    .children
+                    .extend(cold.grafts.iter().map(|g| g.level(now_us)));
+            }
             self.shown_estimate(done.node, &mut level, now_us, &priors);
             match stack.last_mut() {
                 Some(parent) => {
