@@ -36,6 +36,7 @@ use events::EventKind;
 pub use events::FailOn;
 pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked};
 use visitor::FieldVisitor;
+pub(crate) use visitor::sanitize;
 
 use crate::export::{ClosedNode, Exporters, Throttle};
 use crate::model::{ErrorOrigin, Metadata, NodeId};

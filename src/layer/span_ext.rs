@@ -13,12 +13,12 @@ use std::sync::Arc;
 use tracing::Span;
 use tracing_core::{Dispatch, span::Id};
 use tracing_subscriber::Registry;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::visitor::sanitize;
 use super::{CounterReport, Tracked};
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
-use crate::store::NodeUpdate;
+use crate::store::{NodeUpdate, ProgressHandle};
 
 /// Runs a closure on each progress layer's entry of the nearest tracked span, sending the
 /// counter reports it returns once the span's extensions are released.
@@ -49,26 +49,43 @@ fn with_tracked<S>(
     let Some(span) = subscriber.span(id) else {
         return;
     };
-    for s in span.scope() {
-        let ext = s.extensions();
-        if let Some(head) = ext.get::<Tracked>() {
-            // Usually one entry; two progress layers give two, and each gets the update.
-            let first = f(head);
-            let more: Option<Vec<CounterReport>> = head
-                .next
-                .as_deref()
-                .map(|next| next.chain().filter_map(&mut *f).collect());
-            // Exporters may lock the span's extensions: release ours first.
-            drop(ext);
-            if first.is_some() || more.is_some() {
-                let id = s.id();
-                for r in first.into_iter().chain(more.into_iter().flatten()) {
-                    r.send(&id);
-                }
-            }
+    // The span itself first: `scope()` would look it up a second time.
+    if visit_span(&span, f) {
+        return;
+    }
+    let Some(parent) = span.parent() else { return };
+    for s in parent.scope() {
+        if visit_span(&s, f) {
             return;
         }
     }
+}
+
+/// Runs `f` on each progress layer's entry of `span`, if it has any; true if it had.
+#[inline]
+fn visit_span<'a, R: LookupSpan<'a>>(
+    span: &SpanRef<'a, R>,
+    f: &mut dyn FnMut(&Tracked) -> Option<CounterReport>,
+) -> bool {
+    let ext = span.extensions();
+    let Some(head) = ext.get::<Tracked>() else {
+        return false;
+    };
+    // Usually one entry; two progress layers give two, and each gets the update.
+    let first = f(head);
+    let more: Option<Vec<CounterReport>> = head
+        .next
+        .as_deref()
+        .map(|next| next.chain().filter_map(&mut *f).collect());
+    // Exporters may lock the span's extensions: release ours first.
+    drop(ext);
+    if first.is_some() || more.is_some() {
+        let id = span.id();
+        for r in first.into_iter().chain(more.into_iter().flatten()) {
+            r.send(&id);
+        }
+    }
+    true
 }
 
 mod sealed {
@@ -119,6 +136,11 @@ pub trait ProgressSpanExt: sealed::Sealed {
     fn progress_id(&self) -> Option<NodeId>;
     /// Id of the operation the nearest tracked node belongs to.
     fn operation_id(&self) -> Option<OperationId>;
+    /// A [`ProgressHandle`] to the nearest tracked node, for updates in a tight loop or from
+    /// other threads: find the span once here, then each update is one atomic. Empty (every
+    /// method a no-op) when no progress layer tracks the span; with two progress layers it
+    /// updates the first one's node.
+    fn progress(&self) -> ProgressHandle;
 }
 
 fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
@@ -216,6 +238,16 @@ impl ProgressSpanExt for Span {
         let mut id = None;
         with_node(self, |t| id = id.or(Some(t.node.operation_id())));
         id
+    }
+
+    fn progress(&self) -> ProgressHandle {
+        let mut handle = None;
+        with_node(self, |t| {
+            if handle.is_none() {
+                handle = Some(t.node.progress());
+            }
+        });
+        handle.unwrap_or_default()
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod clock;
 mod counters;
+mod handle;
 mod history;
 pub(crate) mod node;
 mod operation;
@@ -35,6 +36,7 @@ use crate::estimate::Priors;
 use crate::model::{OperationId, ProgressState, SCHEMA_VERSION, Status};
 
 pub(crate) use clock::{Clock, TimeFn};
+pub use handle::ProgressHandle;
 use history::History;
 pub use history::HistoryQuery;
 pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};

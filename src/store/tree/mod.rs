@@ -515,6 +515,8 @@ impl Tree {
         };
         n.completed_us = info.at_us.max(1);
         n.busy_ns = info.busy_ns;
+        // Progress handles that outlive the span stop changing it.
+        n.live.close();
         drop(n.est.take());
         let completed = (n.status == Status::Completed).then(|| FinishedNode {
             level_type: n.level_type.clone(),
