@@ -2,8 +2,9 @@
 //!
 //! This module is the hot path. Per tracked span it keeps one private [`Tracked`] value in the
 //! span's extensions: a [`NodeHandle`] to its node in the store, plus entered time in atomics.
-//! Untracked spans cost a field-name scan at creation and an extensions lookup on
-//! enter/exit/close. The layer never emits `tracing` events, never holds an extensions guard
+//! Untracked spans cost a field-name scan at creation (cached per callsite) and one relaxed
+//! load on enter/exit/close: a counting filter of tracked span ids ([`TrackedIds`]) says
+//! "certainly not tracked" without the registry lookup and extensions lock. The layer never emits `tracing` events, never holds an extensions guard
 //! while calling out, and only ever locks the one operation a span belongs to. What happens is
 //! told to optional exporters through one seam (`crate::export`).
 //!
@@ -34,7 +35,7 @@ pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
 use events::EventKind;
 pub use events::FailOn;
-pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked};
+pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked, TrackedIds};
 use visitor::FieldVisitor;
 pub(crate) use visitor::sanitize;
 
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     installed: AtomicBool,
     /// `None` when there are none, so spans carry no pointer to them.
     exporters: Option<Arc<Exporters>>,
+    /// Ids of the spans this layer tracks (approximately), so others skip the registry.
+    tracked_ids: TrackedIds,
 }
 
 impl<S> fmt::Debug for ProgressLayer<S> {
@@ -122,6 +125,7 @@ where
                 fail_on,
                 installed: AtomicBool::new(false),
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
+                tracked_ids: TrackedIds::new(),
             }),
             with_context: span_ext::WithContext::new::<S>(),
             _subscriber: PhantomData,
@@ -276,12 +280,16 @@ where
                 None => ext.insert(tracked),
             }
         }
+        self.shared.tracked_ids.insert(id);
         for e in self.exporters() {
             e.node_created(id, node);
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(tracked) = self.mine(&ext) else {
@@ -395,6 +403,9 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(t) = self.mine(&ext) else {
@@ -418,6 +429,9 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(t) = self.mine(&ext) else {
@@ -431,11 +445,15 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(&id) {
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         // Take our data out and release the guard before doing anything else.
         let Some(t) = self.take_mine(&mut span.extensions_mut()) else {
             return;
         };
+        self.shared.tracked_ids.remove(&id);
         let store = &self.shared.store;
         let now = store.clock.now_ns();
         let mut busy = t.node.live().busy_ns();
