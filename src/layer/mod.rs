@@ -521,20 +521,3 @@ where
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn live_node_fits_300_bytes() {
-        // Per live node: its arena slot plus our extension entry (the registry adds its own
-        // type-map slot, which every layer with per-span data pays). The RSS per node is
-        // measured by `tests/memory.rs`.
-        let tracked = std::mem::size_of::<super::Tracked>();
-        let slot = crate::store::node_slot_size();
-        println!(
-            "Tracked {tracked} B + arena slot {slot} B = {} B",
-            tracked + slot
-        );
-        assert!(tracked + slot <= 300, "Tracked {tracked} B + slot {slot} B");
-    }
-}

@@ -531,12 +531,6 @@ impl Store {
     }
 }
 
-/// Bytes of one arena slot (the layer's size test).
-#[cfg(test)]
-pub(crate) fn node_slot_size() -> usize {
-    std::mem::size_of::<Option<tree::Node>>()
-}
-
 pub(crate) fn system_time_to_us(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -8,6 +8,7 @@ mod bad_input;
 mod composition;
 mod concurrency;
 mod failures;
+mod folding;
 mod properties;
 mod rules;
 mod store_api;
