@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use crate::model::{OperationId, ProgressState};
 use crate::store::StoreInner;
-use crate::store::tree::Tree;
+use crate::store::tree::{Frozen, Tree};
 
 /// An operation's cancel flag and change signal: what a progress handle needs besides the
 /// node's counters. Separate from the tree so a handle that outlives the operation keeps only
@@ -53,6 +53,8 @@ pub(crate) struct OperationCell {
     pub(crate) id: OperationId,
     tree: Mutex<Tree>,
     signal: Arc<OpSignal>,
+    /// The last snapshot's copy buffer, for the next one (see `tree::snapshot`).
+    spare: Mutex<Option<Frozen>>,
 }
 
 impl OperationCell {
@@ -60,6 +62,7 @@ impl OperationCell {
         OperationCell {
             id,
             tree: Mutex::new(tree),
+            spare: Mutex::new(None),
             signal: Arc::new(OpSignal {
                 cancel: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
@@ -104,11 +107,20 @@ impl OperationCell {
         self.signal.version.load(Ordering::SeqCst)
     }
 
-    /// A snapshot. Read-only: looking never changes what the next look sees.
+    /// A snapshot. Read-only: looking never changes what the next look sees. The lock is held
+    /// only to copy the arena; the model tree is built after.
     pub(crate) fn snapshot(&self) -> ProgressState {
-        let tree = self.tree.lock();
-        let now = self.store().clock.now_us();
-        tree.snapshot(self.id, self.is_cancelled(), now)
+        let mut frozen = self.spare.lock().take().unwrap_or_default();
+        let (now, cancelled) = {
+            let tree = self.tree.lock();
+            tree.freeze_into(&mut frozen);
+            (self.store().clock.now_us(), self.is_cancelled())
+        };
+        let state = frozen.snapshot(self.id, cancelled, now);
+        // The copies' reference counts are dropped here, not under the lock.
+        frozen.clear();
+        *self.spare.lock() = Some(frozen);
+        state
     }
 
     /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
