@@ -11,5 +11,6 @@ mod failures;
 mod folding;
 mod properties;
 mod rules;
+mod snapshot_stress;
 mod store_api;
 mod tree_shape;
