@@ -234,3 +234,31 @@ fn a_handle_outliving_its_operation_keeps_only_itself_alive() {
         assert!(kept < 1_024, "a handle kept {kept} B alive");
     });
 }
+
+#[test]
+fn span_inc_reaches_the_right_node_when_span_ids_are_reused() {
+    let _serial = serial();
+    // `span.inc` goes through a per-thread cached handle: ids reused by new spans, and the
+    // same ids in two subscribers, must still reach each span's own node.
+    let (layer_a, store_a) = tracing_progress::layer();
+    let (layer_b, store_b) = tracing_progress::layer();
+    let a = tracing::Dispatch::new(tracing_subscriber::registry().with(layer_a));
+    let b = tracing::Dispatch::new(tracing_subscriber::registry().with(layer_b));
+    let ids: Vec<_> = (1..=50u64)
+        .map(|i| {
+            let run = |d: &tracing::Dispatch, by: u64| {
+                tracing::dispatcher::with_default(d, || {
+                    let s = info_span!("op", progress.level = "op");
+                    s.inc(by);
+                    s.inc(by);
+                    s.operation_id().unwrap()
+                })
+            };
+            (i, run(&a, i), run(&b, 100 * i))
+        })
+        .collect();
+    for (i, ida, idb) in ids {
+        assert_eq!(store_a.get(ida).unwrap().root.current, 2 * i);
+        assert_eq!(store_b.get(idb).unwrap().root.current, 200 * i);
+    }
+}

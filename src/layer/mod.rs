@@ -116,9 +116,11 @@ where
         if capture_panics {
             panic::install_hook();
         }
+        let id = NEXT_LAYER.fetch_add(1, Ordering::Relaxed);
+        let has_exporters = !exporters.is_empty();
         ProgressLayer {
             shared: Arc::new(Shared {
-                id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
+                id,
                 store,
                 classifier,
                 capture_panics,
@@ -127,7 +129,7 @@ where
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
                 tracked_ids: TrackedIds::new(),
             }),
-            with_context: span_ext::WithContext::new::<S>(),
+            with_context: span_ext::WithContext::new::<S>(id, has_exporters),
             _subscriber: PhantomData,
         }
     }

@@ -24,16 +24,84 @@ use crate::store::{NodeUpdate, ProgressHandle};
 /// counter reports it returns once the span's extensions are released.
 type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked) -> Option<CounterReport>);
 
-/// What the layer hands out through `downcast_raw`: a [`VisitTracked`] for its subscriber type.
-pub(crate) struct WithContext(VisitTracked);
+/// The handle of the span itself, if exactly one progress layer tracks it.
+type OwnHandle = fn(&Dispatch, &Id) -> Option<ProgressHandle>;
+
+/// What the layer hands out through `downcast_raw`: functions for its subscriber type, and
+/// whether `inc` may go through a thread's cached handle (no exporters to report to).
+pub(crate) struct WithContext {
+    visit: VisitTracked,
+    own: OwnHandle,
+    layer: u32,
+    cacheable: bool,
+}
 
 impl WithContext {
-    pub(crate) fn new<S>() -> Self
+    pub(crate) fn new<S>(layer: u32, has_exporters: bool) -> Self
     where
         S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
     {
-        WithContext(with_tracked::<S>)
+        WithContext {
+            visit: with_tracked::<S>,
+            own: own_handle::<S>,
+            layer,
+            cacheable: !has_exporters,
+        }
     }
+}
+
+fn own_handle<S>(dispatch: &Dispatch, id: &Id) -> Option<ProgressHandle>
+where
+    S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let span = dispatch.downcast_ref::<S>()?.span(id)?;
+    let ext = span.extensions();
+    let t = ext.get::<Tracked>()?;
+    t.next.is_none().then(|| t.node.progress())
+}
+
+/// The last span this thread called `inc` on, with its handle: a loop of `span.inc(1)` then
+/// costs a thread-local read and one atomic instead of a registry lookup. Only spans that are
+/// themselves tracked are cached: a span id is reused only after its span closed, and its
+/// node closed with it, so a stale entry is seen (`is_open` is false) and replaced.
+struct LastInc {
+    layer: u32,
+    span: u64,
+    handle: ProgressHandle,
+}
+
+thread_local! {
+    static LAST_INC: std::cell::RefCell<Option<LastInc>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `inc` through the thread's cached handle; false if the cache does not apply.
+#[inline]
+fn cached_inc(ctx: &WithContext, dispatch: &Dispatch, id: &Id, delta: u64) -> bool {
+    LAST_INC
+        .try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return false;
+            };
+            if let Some(l) = last.as_ref()
+                && l.layer == ctx.layer
+                && l.span == id.into_u64()
+                && l.handle.is_open()
+            {
+                l.handle.inc(delta);
+                return true;
+            }
+            let Some(handle) = (ctx.own)(dispatch, id) else {
+                return false;
+            };
+            handle.inc(delta);
+            *last = Some(LastInc {
+                layer: ctx.layer,
+                span: id.into_u64(),
+                handle,
+            });
+            true
+        })
+        .unwrap_or(false)
 }
 
 fn with_tracked<S>(
@@ -155,10 +223,27 @@ fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
     visit(span, |t| t.count(total, current, inc));
 }
 
+/// `inc`: through the thread's cached handle when it applies, else like [`count`].
+fn inc(span: &Span, delta: u64) {
+    if delta == 0 {
+        return;
+    }
+    span.with_subscriber(|(id, dispatch)| {
+        let mut f = |t: &Tracked| t.count(None, None, delta);
+        if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
+            if !(ctx.cacheable && cached_inc(ctx, dispatch, id, delta)) {
+                (ctx.visit)(dispatch, id, &mut f);
+            }
+        } else if dispatch.is::<Registry>() {
+            with_tracked::<Registry>(dispatch, id, &mut f);
+        }
+    });
+}
+
 fn visit(span: &Span, mut f: impl FnMut(&Tracked) -> Option<CounterReport>) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
-            (ctx.0)(dispatch, id, &mut f);
+            (ctx.visit)(dispatch, id, &mut f);
         } else if dispatch.is::<Registry>() {
             // A wrapper that does not forward `downcast_raw` (`reload::Layer`, some
             // third-party layers) hides the layer, not the registry behind it: our data is in
@@ -178,7 +263,7 @@ impl ProgressSpanExt for Span {
     }
 
     fn inc(&self, delta: u64) {
-        count(self, None, None, delta);
+        inc(self, delta);
     }
 
     fn set_message(&self, message: &str) {

@@ -2,8 +2,8 @@
 //! change version) that progress handles share without keeping the tree alive.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -22,7 +22,8 @@ pub(crate) struct OpSignal {
     /// Bumped when something changes after a subscriber looked, so subscribers can tell what
     /// changed without locking.
     version: AtomicU64,
-    store: Arc<StoreInner>,
+    /// Weak: a handle kept after its store is gone keeps none of it alive.
+    store: Weak<StoreInner>,
 }
 
 impl OpSignal {
@@ -39,7 +40,9 @@ impl OpSignal {
     fn changed_slow(&self) {
         self.dirty.store(true, Ordering::SeqCst);
         self.version.fetch_add(1, Ordering::SeqCst);
-        self.store.notifier.changed();
+        if let Some(store) = self.store.upgrade() {
+            store.notifier.changed();
+        }
     }
 
     #[inline]
@@ -53,6 +56,7 @@ pub(crate) struct OperationCell {
     pub(crate) id: OperationId,
     tree: Mutex<Tree>,
     signal: Arc<OpSignal>,
+    store: Arc<StoreInner>,
     /// The last snapshot's copy buffer, for the next one (see `tree::snapshot`).
     spare: Mutex<Option<Frozen>>,
 }
@@ -67,8 +71,9 @@ impl OperationCell {
                 cancel: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
                 version: AtomicU64::new(0),
-                store,
+                store: Arc::downgrade(&store),
             }),
+            store,
         }
     }
 
@@ -100,7 +105,7 @@ impl OperationCell {
     }
 
     pub(crate) fn store(&self) -> &Arc<StoreInner> {
-        &self.signal.store
+        &self.store
     }
 
     pub(crate) fn version(&self) -> u64 {
