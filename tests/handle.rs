@@ -244,20 +244,21 @@ fn span_inc_reaches_the_right_node_when_span_ids_are_reused() {
     let (layer_b, store_b) = tracing_progress::layer();
     let a = tracing::Dispatch::new(tracing_subscriber::registry().with(layer_a));
     let b = tracing::Dispatch::new(tracing_subscriber::registry().with(layer_b));
-    let ids: Vec<_> = (1..=50u64)
-        .map(|i| {
-            let run = |d: &tracing::Dispatch, by: u64| {
-                tracing::dispatcher::with_default(d, || {
-                    let s = info_span!("op", progress.level = "op");
-                    s.inc(by);
-                    s.inc(by);
-                    s.operation_id().unwrap()
-                })
-            };
-            (i, run(&a, i), run(&b, 100 * i))
-        })
-        .collect();
-    for (i, ida, idb) in ids {
+    let span_in = |d: &tracing::Dispatch| {
+        tracing::dispatcher::with_default(d, || info_span!("op", progress.level = "op"))
+    };
+    let inc_in = |d: &tracing::Dispatch, s: &tracing::Span, by: u64| {
+        tracing::dispatcher::with_default(d, || s.inc(by))
+    };
+    for i in 1..=50u64 {
+        // Both open at once, most likely with the same id in their registries.
+        let (sa, sb) = (span_in(&a), span_in(&b));
+        for _ in 0..2 {
+            inc_in(&a, &sa, i);
+            inc_in(&b, &sb, 100 * i);
+        }
+        let (ida, idb) = (sa.operation_id().unwrap(), sb.operation_id().unwrap());
+        drop((sa, sb));
         assert_eq!(store_a.get(ida).unwrap().root.current, 2 * i);
         assert_eq!(store_b.get(idb).unwrap().root.current, 200 * i);
     }
