@@ -175,10 +175,17 @@ where
             // The nearest span above that this layer tracks; the child is added with that
             // span's extensions held (no handle is cloned: the child's own is the only new
             // reference), and nothing is moved around unless it is used.
-            if let Some(parent) = span.parent() {
-                for s in parent.scope() {
+            // Walked with `parent()`, one lookup per ancestor (`scope()` would look the
+            // first one up twice).
+            let mut next = span.parent();
+            while let Some(s) = next.take() {
+                {
                     let ext = s.extensions();
-                    let Some(t) = self.mine(&ext) else { continue };
+                    let Some(t) = self.mine(&ext) else {
+                        drop(ext);
+                        next = s.parent();
+                        continue;
+                    };
                     let at = Attach {
                         key: t.attach,
                         depth: t.attach_depth,

@@ -55,9 +55,11 @@ impl Tree {
         self.unqueue_for_fold(parent, slot);
         self.unlink_child(parent, slot);
         // Remove the subtree; only finished nodes can be in it (a span outlives its children).
-        let mut stack = vec![slot];
+        // The stack allocates only below a node with children (leaves are the common case).
+        let mut stack: Vec<u32> = Vec::new();
+        let mut next = Some(slot);
         let mut removed = 0u64;
-        while let Some(s) = stack.pop() {
+        while let Some(s) = next.take().or_else(|| stack.pop()) {
             if let Some(node) = self.nodes.get_mut(s as usize).and_then(Option::take) {
                 self.metrics.updates += node.live.updates();
                 if node.status.is_finished() && node.parent.is_some() {
