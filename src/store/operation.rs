@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use crate::model::{OperationId, ProgressState};
 use crate::store::StoreInner;
-use crate::store::tree::{Frozen, Tree};
+use crate::store::tree::Tree;
 
 /// An operation's cancel flag and change signal: what a progress handle needs besides the
 /// node's counters. Separate from the tree so a handle that outlives the operation keeps only
@@ -57,8 +57,6 @@ pub(crate) struct OperationCell {
     tree: Mutex<Tree>,
     signal: Arc<OpSignal>,
     store: Arc<StoreInner>,
-    /// The last snapshot's copy buffer, for the next one (see `tree::snapshot`).
-    spare: Mutex<Option<Frozen>>,
 }
 
 impl OperationCell {
@@ -66,7 +64,6 @@ impl OperationCell {
         OperationCell {
             id,
             tree: Mutex::new(tree),
-            spare: Mutex::new(None),
             signal: Arc::new(OpSignal {
                 cancel: AtomicBool::new(false),
                 dirty: AtomicBool::new(false),
@@ -112,20 +109,11 @@ impl OperationCell {
         self.signal.version.load(Ordering::SeqCst)
     }
 
-    /// A snapshot. Read-only: looking never changes what the next look sees. The lock is held
-    /// only to copy the arena; the model tree is built after.
+    /// A snapshot. Read-only: looking never changes what the next look sees.
     pub(crate) fn snapshot(&self) -> ProgressState {
-        let mut frozen = self.spare.lock().take().unwrap_or_default();
-        let (now, cancelled) = {
-            let tree = self.tree.lock();
-            tree.freeze_into(&mut frozen);
-            (self.store().clock.now_us(), self.is_cancelled())
-        };
-        let state = frozen.snapshot(self.id, cancelled, now);
-        // The copies' reference counts are dropped here, not under the lock.
-        frozen.clear();
-        *self.spare.lock() = Some(frozen);
-        state
+        let tree = self.tree.lock();
+        let now = self.store().clock.now_us();
+        tree.snapshot(self.id, self.is_cancelled(), now)
     }
 
     /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change

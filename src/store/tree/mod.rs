@@ -10,7 +10,6 @@
 mod estimates;
 mod fold;
 mod snapshot;
-pub(crate) use snapshot::Frozen;
 #[cfg(test)]
 mod tests;
 
@@ -34,7 +33,7 @@ const MAX_INPUT_ERRORS: usize = 8;
 const ROOT_SLOT: u32 = 0;
 
 /// Fields that rarely change, boxed to keep a live node small.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct Cold {
     unit: Option<Arc<str>>,
     error: Option<ErrorInfo>,
@@ -85,8 +84,6 @@ impl ResourceAcc {
     }
 }
 
-/// One node of the arena. `Clone` for snapshots (see [`snapshot`]): mostly reference counts.
-#[derive(Clone)]
 pub(crate) struct Node {
     id: NodeId,
     parent: Option<u32>,

@@ -1,76 +1,15 @@
-//! Snapshots: the model tree built from the arena, read-only, in two steps so writers are not
-//! stopped for long. Under the operation's lock the arena is copied as it is ([`Frozen`]: a
-//! clone of each slot, mostly reference-count bumps, into a buffer reused between snapshots);
-//! the `ProgressLevel` tree — the allocations, estimates, prior lookups — is built from the
-//! copy after the lock is released. The copy is one consistent cut: every node has its
-//! parent, and a parent's counts of finished children match its children.
+//! Snapshots: the model tree built from the arena, read-only.
 
 use std::sync::Arc;
 
 use super::{Node, Progress, ROOT_SLOT, Tree};
-use crate::estimate::{PriorDurations, Priors};
+use crate::estimate::PriorDurations;
 use crate::model::{
     Metadata, NodeId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status,
     Timing,
 };
 
-/// A copy of a tree's arena and what a snapshot needs besides, taken under the lock.
-#[derive(Default)]
-pub(crate) struct Frozen {
-    nodes: Vec<Option<Node>>,
-    metrics: OperationMetrics,
-    stall_factor: f64,
-    operation_type: Option<Arc<str>>,
-    priors: Option<Arc<Priors>>,
-}
-
 impl Tree {
-    /// Copies the arena into `out` (call with the lock held; `out` empty, see
-    /// [`Frozen::clear`], so no old copy is dropped under the lock).
-    pub(crate) fn freeze_into(&self, out: &mut Frozen) {
-        out.nodes.extend(self.nodes.iter().cloned());
-        out.metrics.clone_from(&self.metrics);
-        out.stall_factor = self.limits.stall_factor;
-        out.operation_type = Some(self.operation_type.clone());
-        out.priors = Some(self.priors.clone());
-    }
-
-    /// Builds the model tree at `now_us` in one go (copy and build).
-    #[cfg(test)]
-    pub(crate) fn snapshot(
-        &self,
-        id: NodeId,
-        cancel_requested: bool,
-        now_us: u64,
-    ) -> ProgressState {
-        let mut frozen = Frozen::default();
-        self.freeze_into(&mut frozen);
-        frozen.snapshot(id, cancel_requested, now_us)
-    }
-
-    pub(super) fn build_level(
-        &self,
-        n: &Node,
-        children: Vec<ProgressLevel>,
-        partial: f64,
-        now_us: u64,
-    ) -> ProgressLevel {
-        build_level(n, children, partial, now_us)
-    }
-}
-
-impl Frozen {
-    /// Drops the copied nodes, keeping the buffer for the next snapshot.
-    pub(crate) fn clear(&mut self) {
-        self.nodes.clear();
-        self.operation_type = None;
-        self.priors = None;
-    }
-
-    fn slot(&self, slot: u32) -> Option<&Node> {
-        self.nodes.get(slot as usize)?.as_ref()
-    }
-
     /// Builds the model tree at `now_us`. Read-only: estimates are the last tick's, counted
     /// down to `now_us`. Iterative, so deep trees cannot overflow the stack.
     pub(crate) fn snapshot<'a>(
@@ -79,9 +18,7 @@ impl Frozen {
         cancel_requested: bool,
         now_us: u64,
     ) -> ProgressState {
-        let priors_arc = self.priors.clone().unwrap_or_default();
-        let priors = priors_arc.read();
-        let operation_type = self.operation_type.clone().unwrap_or_else(|| Arc::from(""));
+        let priors = self.priors.read();
         // Depth-first with an explicit stack of frames: each finished level moves once, into
         // its parent's preallocated children, and deep trees cannot overflow the call stack.
         struct Frame<'a> {
@@ -107,7 +44,7 @@ impl Frozen {
             }
             let Some(done) = stack.pop() else { break };
             live_updates += done.node.live.updates();
-            let mut level = build_level(done.node, done.children, done.partial, now_us);
+            let mut level = self.build_level(done.node, done.children, done.partial, now_us);
             self.shown_estimate(done.node, &mut level, now_us, &priors);
             match stack.last_mut() {
                 Some(parent) => {
@@ -119,7 +56,7 @@ impl Frozen {
                 None => root = Some(level),
             }
         }
-        let root = root.unwrap_or_else(|| placeholder_root(id, operation_type.clone(), now_us));
+        let root = root.unwrap_or_else(|| self.placeholder_root(id, now_us));
         let error = root
             .error
             .as_deref()
@@ -128,7 +65,7 @@ impl Frozen {
         ProgressState {
             schema_version: SCHEMA_VERSION,
             id,
-            operation_type,
+            operation_type: self.operation_type.clone(),
             name: root.name.clone(),
             status: root.status,
             with_failures: root.with_failures,
@@ -145,33 +82,13 @@ impl Frozen {
         }
     }
 
-    /// The estimate and stall flag of a running node as of `now_us`, from the state the last
-    /// tick left (see `tree::estimates`).
-    fn shown_estimate(
+    pub(super) fn build_level(
         &self,
         n: &Node,
-        level: &mut ProgressLevel,
+        children: Vec<ProgressLevel>,
+        partial: f64,
         now_us: u64,
-        priors: &PriorDurations,
-    ) {
-        let Some(state) = n.est.as_deref() else {
-            return;
-        };
-        if level.status != Status::Running {
-            return;
-        }
-        let history = priors.lookup(&n.level_type, &n.name);
-        level.estimate = state.shown_at(now_us).map(Box::new);
-        // Updates since the last tick are progress the tick has not seen yet: not stalled.
-        let events = n.live.updates() + n.finished_children;
-        level.stalled = !state.updated_since_tick(events)
-            && state.stalled(now_us, self.stall_factor, history, level.timing.elapsed_us);
-    }
-}
-
-/// One node as the model shows it, with its children already built.
-fn build_level(n: &Node, children: Vec<ProgressLevel>, partial: f64, now_us: u64) -> ProgressLevel {
-    {
+    ) -> ProgressLevel {
         let Progress {
             current,
             total,
@@ -226,15 +143,13 @@ fn build_level(n: &Node, children: Vec<ProgressLevel>, partial: f64, now_us: u64
                 .map(|r| Box::new(r.usage())),
         }
     }
-}
 
-/// Only reachable if the root slot were lost; keeps snapshots total instead of panicking.
-fn placeholder_root(id: NodeId, operation_type: Arc<str>, now_us: u64) -> ProgressLevel {
-    {
+    /// Only reachable if the root slot were lost; keeps snapshots total instead of panicking.
+    fn placeholder_root(&self, id: NodeId, now_us: u64) -> ProgressLevel {
         let empty: Arc<str> = Arc::from("");
         ProgressLevel {
             id,
-            level_type: operation_type,
+            level_type: self.operation_type.clone(),
             name: empty.clone(),
             span_name: empty.clone(),
             target: empty.clone(),
@@ -263,5 +178,33 @@ fn placeholder_root(id: NodeId, operation_type: Arc<str>, now_us: u64) -> Progre
             stalled: false,
             resources: None,
         }
+    }
+
+    /// The estimate and stall flag of a running node as of `now_us`, from the state the last
+    /// tick left (see `tree::estimates`).
+    fn shown_estimate(
+        &self,
+        n: &Node,
+        level: &mut ProgressLevel,
+        now_us: u64,
+        priors: &PriorDurations,
+    ) {
+        let Some(state) = n.est.as_deref() else {
+            return;
+        };
+        if level.status != Status::Running {
+            return;
+        }
+        let history = priors.lookup(&n.level_type, &n.name);
+        level.estimate = state.shown_at(now_us).map(Box::new);
+        // Updates since the last tick are progress the tick has not seen yet: not stalled.
+        let events = n.live.updates() + n.finished_children;
+        level.stalled = !state.updated_since_tick(events)
+            && state.stalled(
+                now_us,
+                self.limits.stall_factor,
+                history,
+                level.timing.elapsed_us,
+            );
     }
 }
