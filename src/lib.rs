@@ -49,7 +49,8 @@ pub use model::{
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub use otel::OtelExport;
 pub use store::{
-    CancelError, Changes, HistoryQuery, MetaFilter, SetupWarning, Store, StoreStats, Subscription,
+    CancelError, Changes, HistoryQuery, MetaFilter, ProgressHandle, SetupWarning, Store,
+    StoreStats, Subscription,
 };
 
 /// Brings [`ProgressSpanExt`] into scope without adding names: `use tracing_progress::prelude::*;`.

@@ -2,8 +2,9 @@
 //!
 //! This module is the hot path. Per tracked span it keeps one private [`Tracked`] value in the
 //! span's extensions: a [`NodeHandle`] to its node in the store, plus entered time in atomics.
-//! Untracked spans cost a field-name scan at creation and an extensions lookup on
-//! enter/exit/close. The layer never emits `tracing` events, never holds an extensions guard
+//! Untracked spans cost a field-name scan at creation (cached per callsite) and one relaxed
+//! load on enter/exit/close: a counting filter of tracked span ids ([`TrackedIds`]) says
+//! "certainly not tracked" without the registry lookup and extensions lock. The layer never emits `tracing` events, never holds an extensions guard
 //! while calling out, and only ever locks the one operation a span belongs to. What happens is
 //! told to optional exporters through one seam (`crate::export`).
 //!
@@ -34,8 +35,9 @@ pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
 pub use events::FailOn;
 use events::{EventKind, LogOrigin};
-pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked};
+pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked, TrackedIds};
 use visitor::FieldVisitor;
+pub(crate) use visitor::sanitize;
 
 use crate::export::{ClosedNode, Exporters, Throttle};
 use crate::model::{ErrorOrigin, Metadata, NodeId};
@@ -64,6 +66,8 @@ pub(crate) struct Shared {
     installed: AtomicBool,
     /// `None` when there are none, so spans carry no pointer to them.
     exporters: Option<Arc<Exporters>>,
+    /// Ids of the spans this layer tracks (approximately), so others skip the registry.
+    tracked_ids: TrackedIds,
 }
 
 impl<S> fmt::Debug for ProgressLayer<S> {
@@ -112,17 +116,20 @@ where
         if capture_panics {
             panic::install_hook();
         }
+        let id = NEXT_LAYER.fetch_add(1, Ordering::Relaxed);
+        let has_exporters = !exporters.is_empty();
         ProgressLayer {
             shared: Arc::new(Shared {
-                id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
+                id,
                 store,
                 classifier,
                 capture_panics,
                 fail_on,
                 installed: AtomicBool::new(false),
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
+                tracked_ids: TrackedIds::new(),
             }),
-            with_context: span_ext::WithContext::new::<S>(),
+            with_context: span_ext::WithContext::new::<S>(id, has_exporters),
             _subscriber: PhantomData,
         }
     }
@@ -168,10 +175,17 @@ where
             // The nearest span above that this layer tracks; the child is added with that
             // span's extensions held (no handle is cloned: the child's own is the only new
             // reference), and nothing is moved around unless it is used.
-            if let Some(parent) = span.parent() {
-                for s in parent.scope() {
+            // Walked with `parent()`, one lookup per ancestor (`scope()` would look the
+            // first one up twice).
+            let mut next = span.parent();
+            while let Some(s) = next.take() {
+                {
                     let ext = s.extensions();
-                    let Some(t) = self.mine(&ext) else { continue };
+                    let Some(t) = self.mine(&ext) else {
+                        drop(ext);
+                        next = s.parent();
+                        continue;
+                    };
                     let at = Attach {
                         key: t.attach,
                         depth: t.attach_depth,
@@ -275,12 +289,16 @@ where
                 None => ext.insert(tracked),
             }
         }
+        self.shared.tracked_ids.insert(id);
         for e in self.exporters() {
             e.node_created(id, node);
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(tracked) = self.mine(&ext) else {
@@ -400,6 +418,9 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(t) = self.mine(&ext) else {
@@ -423,6 +444,9 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(id) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
         let Some(t) = self.mine(&ext) else {
@@ -436,11 +460,15 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if !self.shared.tracked_ids.may_contain(&id) {
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         // Take our data out and release the guard before doing anything else.
         let Some(t) = self.take_mine(&mut span.extensions_mut()) else {
             return;
         };
+        self.shared.tracked_ids.remove(&id);
         let store = &self.shared.store;
         let now = store.clock.now_ns();
         let mut busy = t.node.live().busy_ns();
@@ -506,22 +534,5 @@ where
         } else {
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn live_node_fits_300_bytes() {
-        // Per live node: its arena slot plus our extension entry (the registry adds its own
-        // type-map slot, which every layer with per-span data pays). The RSS per node is
-        // measured by `tests/memory.rs`.
-        let tracked = std::mem::size_of::<super::Tracked>();
-        let slot = crate::store::node_slot_size();
-        println!(
-            "Tracked {tracked} B + arena slot {slot} B = {} B",
-            tracked + slot
-        );
-        assert!(tracked + slot <= 300, "Tracked {tracked} B + slot {slot} B");
     }
 }

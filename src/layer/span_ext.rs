@@ -13,27 +13,95 @@ use std::sync::Arc;
 use tracing::Span;
 use tracing_core::{Dispatch, span::Id};
 use tracing_subscriber::Registry;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::visitor::sanitize;
 use super::{CounterReport, Tracked};
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
-use crate::store::NodeUpdate;
+use crate::store::{NodeUpdate, ProgressHandle};
 
 /// Runs a closure on each progress layer's entry of the nearest tracked span, sending the
 /// counter reports it returns once the span's extensions are released.
 type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked) -> Option<CounterReport>);
 
-/// What the layer hands out through `downcast_raw`: a [`VisitTracked`] for its subscriber type.
-pub(crate) struct WithContext(VisitTracked);
+/// The handle of the span itself, if exactly one progress layer tracks it.
+type OwnHandle = fn(&Dispatch, &Id) -> Option<ProgressHandle>;
+
+/// What the layer hands out through `downcast_raw`: functions for its subscriber type, and
+/// whether `inc` may go through a thread's cached handle (no exporters to report to).
+pub(crate) struct WithContext {
+    visit: VisitTracked,
+    own: OwnHandle,
+    layer: u32,
+    cacheable: bool,
+}
 
 impl WithContext {
-    pub(crate) fn new<S>() -> Self
+    pub(crate) fn new<S>(layer: u32, has_exporters: bool) -> Self
     where
         S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
     {
-        WithContext(with_tracked::<S>)
+        WithContext {
+            visit: with_tracked::<S>,
+            own: own_handle::<S>,
+            layer,
+            cacheable: !has_exporters,
+        }
     }
+}
+
+fn own_handle<S>(dispatch: &Dispatch, id: &Id) -> Option<ProgressHandle>
+where
+    S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let span = dispatch.downcast_ref::<S>()?.span(id)?;
+    let ext = span.extensions();
+    let t = ext.get::<Tracked>()?;
+    t.next.is_none().then(|| t.node.progress())
+}
+
+/// The last span this thread called `inc` on, with its handle: a loop of `span.inc(1)` then
+/// costs a thread-local read and one atomic instead of a registry lookup. Only spans that are
+/// themselves tracked are cached: a span id is reused only after its span closed, and its
+/// node closed with it, so a stale entry is seen (`is_open` is false) and replaced.
+struct LastInc {
+    layer: u32,
+    span: u64,
+    handle: ProgressHandle,
+}
+
+thread_local! {
+    static LAST_INC: std::cell::RefCell<Option<LastInc>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `inc` through the thread's cached handle; false if the cache does not apply.
+#[inline]
+fn cached_inc(ctx: &WithContext, dispatch: &Dispatch, id: &Id, delta: u64) -> bool {
+    LAST_INC
+        .try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return false;
+            };
+            if let Some(l) = last.as_ref()
+                && l.layer == ctx.layer
+                && l.span == id.into_u64()
+                && l.handle.is_open()
+            {
+                l.handle.inc(delta);
+                return true;
+            }
+            let Some(handle) = (ctx.own)(dispatch, id) else {
+                return false;
+            };
+            handle.inc(delta);
+            *last = Some(LastInc {
+                layer: ctx.layer,
+                span: id.into_u64(),
+                handle,
+            });
+            true
+        })
+        .unwrap_or(false)
 }
 
 fn with_tracked<S>(
@@ -49,26 +117,43 @@ fn with_tracked<S>(
     let Some(span) = subscriber.span(id) else {
         return;
     };
-    for s in span.scope() {
-        let ext = s.extensions();
-        if let Some(head) = ext.get::<Tracked>() {
-            // Usually one entry; two progress layers give two, and each gets the update.
-            let first = f(head);
-            let more: Option<Vec<CounterReport>> = head
-                .next
-                .as_deref()
-                .map(|next| next.chain().filter_map(&mut *f).collect());
-            // Exporters may lock the span's extensions: release ours first.
-            drop(ext);
-            if first.is_some() || more.is_some() {
-                let id = s.id();
-                for r in first.into_iter().chain(more.into_iter().flatten()) {
-                    r.send(&id);
-                }
-            }
+    // The span itself first: `scope()` would look it up a second time.
+    if visit_span(&span, f) {
+        return;
+    }
+    let Some(parent) = span.parent() else { return };
+    for s in parent.scope() {
+        if visit_span(&s, f) {
             return;
         }
     }
+}
+
+/// Runs `f` on each progress layer's entry of `span`, if it has any; true if it had.
+#[inline]
+fn visit_span<'a, R: LookupSpan<'a>>(
+    span: &SpanRef<'a, R>,
+    f: &mut dyn FnMut(&Tracked) -> Option<CounterReport>,
+) -> bool {
+    let ext = span.extensions();
+    let Some(head) = ext.get::<Tracked>() else {
+        return false;
+    };
+    // Usually one entry; two progress layers give two, and each gets the update.
+    let first = f(head);
+    let more: Option<Vec<CounterReport>> = head
+        .next
+        .as_deref()
+        .map(|next| next.chain().filter_map(&mut *f).collect());
+    // Exporters may lock the span's extensions: release ours first.
+    drop(ext);
+    if first.is_some() || more.is_some() {
+        let id = span.id();
+        for r in first.into_iter().chain(more.into_iter().flatten()) {
+            r.send(&id);
+        }
+    }
+    true
 }
 
 mod sealed {
@@ -119,6 +204,11 @@ pub trait ProgressSpanExt: sealed::Sealed {
     fn progress_id(&self) -> Option<NodeId>;
     /// Id of the operation the nearest tracked node belongs to.
     fn operation_id(&self) -> Option<OperationId>;
+    /// A [`ProgressHandle`] to the nearest tracked node, for updates in a tight loop or from
+    /// other threads: find the span once here, then each update is one atomic. Empty (every
+    /// method a no-op) when no progress layer tracks the span; with two progress layers it
+    /// updates the first one's node.
+    fn progress(&self) -> ProgressHandle;
 }
 
 fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
@@ -146,10 +236,27 @@ fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
     visit(span, |t| t.count(total, current, inc));
 }
 
+/// `inc`: through the thread's cached handle when it applies, else like [`count`].
+fn inc(span: &Span, delta: u64) {
+    if delta == 0 {
+        return;
+    }
+    span.with_subscriber(|(id, dispatch)| {
+        let mut f = |t: &Tracked| t.count(None, None, delta);
+        if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
+            if !(ctx.cacheable && cached_inc(ctx, dispatch, id, delta)) {
+                (ctx.visit)(dispatch, id, &mut f);
+            }
+        } else if dispatch.is::<Registry>() {
+            with_tracked::<Registry>(dispatch, id, &mut f);
+        }
+    });
+}
+
 fn visit(span: &Span, mut f: impl FnMut(&Tracked) -> Option<CounterReport>) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
-            (ctx.0)(dispatch, id, &mut f);
+            (ctx.visit)(dispatch, id, &mut f);
         } else if dispatch.is::<Registry>() {
             // A wrapper that does not forward `downcast_raw` (`reload::Layer`, some
             // third-party layers) hides the layer, not the registry behind it: our data is in
@@ -169,7 +276,7 @@ impl ProgressSpanExt for Span {
     }
 
     fn inc(&self, delta: u64) {
-        count(self, None, None, delta);
+        inc(self, delta);
     }
 
     fn set_message(&self, message: &str) {
@@ -229,6 +336,16 @@ impl ProgressSpanExt for Span {
         let mut id = None;
         with_node(self, |t| id = id.or(Some(t.node.operation_id())));
         id
+    }
+
+    fn progress(&self) -> ProgressHandle {
+        let mut handle = None;
+        with_node(self, |t| {
+            if handle.is_none() {
+                handle = Some(t.node.progress());
+            }
+        });
+        handle.unwrap_or_default()
     }
 }
 

@@ -1,20 +1,22 @@
-//! A node's counters, shared by the tree and the span so progress updates take no lock.
+//! A node's counters, shared by the tree, the span and progress handles, so progress updates
+//! take no lock.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// A node's counters and entered time.
 ///
 /// SeqCst on purpose: subscribers clear an operation's `dirty` flag and then snapshot; an
 /// update that saw `dirty` still set must be visible to that snapshot (see
-/// `OperationCell::mark_changed`).
-#[derive(Default)]
+/// `OpSignal::mark_changed`). On x86 a SeqCst read-modify-write costs the same as a relaxed one.
 pub(crate) struct LiveCounters {
     current: AtomicU64,
     /// `NO_TOTAL` until set.
     total: AtomicU64,
-    explicit: AtomicBool,
-    /// Set when `is_cancelled()` answered true for this node.
-    saw_cancel: AtomicBool,
+    /// `EXPLICIT`, `SAW_CANCEL`, `CLOSED`: one byte, read relaxed on the hot path.
+    flags: AtomicU8,
+    /// Updates applied so far. Bumped with a plain load and store, not a read-modify-write: it
+    /// is a statistic (metrics, the estimator's gap between updates), and two threads updating
+    /// one node at the same instant may count one update instead of two. `current` is exact.
     updates: AtomicU64,
     /// Time entered so far (ns), for snapshots of running spans; the span adds to it on exit.
     busy_ns: AtomicU64,
@@ -23,12 +25,22 @@ pub(crate) struct LiveCounters {
 }
 
 const NO_TOTAL: u64 = u64::MAX;
+/// `current` was set or incremented (otherwise snapshots count finished children).
+const EXPLICIT: u8 = 1;
+/// `is_cancelled()` answered true for this node.
+const SAW_CANCEL: u8 = 2;
+/// The node closed: progress handles stop changing it.
+const CLOSED: u8 = 4;
 
 impl LiveCounters {
     pub(crate) fn new() -> Self {
         LiveCounters {
+            current: AtomicU64::new(0),
             total: AtomicU64::new(NO_TOTAL),
-            ..Default::default()
+            flags: AtomicU8::new(0),
+            updates: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            entered_at_us: AtomicU64::new(0),
         }
     }
 
@@ -43,28 +55,48 @@ impl LiveCounters {
         }
         if let Some(c) = current {
             self.current.swap(c, Ordering::SeqCst);
+            self.mark_explicit();
             changed = true;
         }
         if inc > 0 {
-            let _ = self
-                .current
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                    Some(c.saturating_add(inc))
-                });
-            changed = true;
+            // Counts the update.
+            self.inc(inc);
+            return true;
         }
         if changed {
-            if !self.explicit.load(Ordering::Relaxed) && (current.is_some() || inc > 0) {
-                self.explicit.store(true, Ordering::SeqCst);
-            }
-            self.updates.fetch_add(1, Ordering::Relaxed);
+            self.count_update();
         }
         changed
     }
 
+    /// Adds `delta` to `current`: one atomic add, plus relaxed reads.
+    #[inline]
+    pub(crate) fn inc(&self, delta: u64) {
+        let old = self.current.fetch_add(delta, Ordering::SeqCst);
+        if old.checked_add(delta).is_none() {
+            // Wrapped past u64::MAX (bad input, not counting): pin it instead.
+            self.current.store(u64::MAX, Ordering::SeqCst);
+        }
+        self.mark_explicit();
+        self.count_update();
+    }
+
+    #[inline]
+    fn mark_explicit(&self) {
+        if self.flags.load(Ordering::Relaxed) & EXPLICIT == 0 {
+            self.flags.fetch_or(EXPLICIT, Ordering::SeqCst);
+        }
+    }
+
+    #[inline]
+    fn count_update(&self) {
+        // Not a read-modify-write on purpose (see the field).
+        let n = self.updates.load(Ordering::Relaxed);
+        self.updates.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
     pub(crate) fn current(&self) -> Option<u64> {
-        self.explicit
-            .load(Ordering::SeqCst)
+        (self.flags.load(Ordering::SeqCst) & EXPLICIT != 0)
             .then(|| self.current.load(Ordering::SeqCst))
     }
 
@@ -75,11 +107,23 @@ impl LiveCounters {
 
     /// The node saw its operation's cancel request.
     pub(crate) fn saw_cancel_now(&self) {
-        self.saw_cancel.store(true, Ordering::Relaxed);
+        self.flags.fetch_or(SAW_CANCEL, Ordering::Relaxed);
     }
 
     pub(crate) fn saw_cancel(&self) -> bool {
-        self.saw_cancel.load(Ordering::Relaxed)
+        self.flags.load(Ordering::Relaxed) & SAW_CANCEL != 0
+    }
+
+    /// The node closed; progress handles become no-ops.
+    pub(crate) fn close(&self) {
+        self.flags.fetch_or(CLOSED, Ordering::SeqCst);
+    }
+
+    /// Whether the node closed (a relaxed read: a handle racing with close may land one more
+    /// update, which the closed node's final state may or may not include).
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & CLOSED != 0
     }
 
     /// Counter updates applied so far.

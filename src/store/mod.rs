@@ -18,6 +18,7 @@ mod clock;
 mod counters;
 mod filter;
 pub(crate) mod graft;
+mod handle;
 mod history;
 pub(crate) mod node;
 mod operation;
@@ -39,6 +40,7 @@ use crate::model::{OperationId, OperationRef, ProgressState, RunId, SCHEMA_VERSI
 
 pub(crate) use clock::{Clock, TimeFn};
 pub use filter::MetaFilter;
+pub use handle::ProgressHandle;
 use history::History;
 pub use history::HistoryQuery;
 pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};
@@ -721,12 +723,6 @@ impl Store {
     pub fn now_us(&self) -> u64 {
         self.inner.clock.now_us()
     }
-}
-
-/// Bytes of one arena slot (the layer's size test).
-#[cfg(test)]
-pub(crate) fn node_slot_size() -> usize {
-    std::mem::size_of::<Option<tree::Node>>()
 }
 
 pub(crate) fn system_time_to_us(t: SystemTime) -> u64 {

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::model::{ErrorInfo, NodeId, OperationId, ProgressLevel, ProgressState};
+use crate::store::ProgressHandle;
 use crate::store::counters::LiveCounters;
 use crate::store::operation::OperationCell;
 use crate::store::update::NodeUpdate;
@@ -78,6 +79,11 @@ pub(crate) struct NodeHandle {
 impl NodeHandle {
     pub(crate) fn new(op: Arc<OperationCell>, key: NodeKey, live: Arc<LiveCounters>) -> Self {
         NodeHandle { op, key, live }
+    }
+
+    /// A [`ProgressHandle`] to this node.
+    pub(crate) fn progress(&self) -> ProgressHandle {
+        ProgressHandle::new(&self.op, self.key, self.live.clone())
     }
 
     pub(crate) fn key(&self) -> NodeKey {

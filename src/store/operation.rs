@@ -1,8 +1,9 @@
-//! One live operation: its tree behind its own lock, its cancel flag and its change version.
+//! One live operation: its tree behind its own lock, and the small [`OpSignal`] (cancel flag,
+//! change version) that progress handles share without keeping the tree alive.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -10,17 +11,51 @@ use crate::model::{OperationId, ProgressState};
 use crate::store::StoreInner;
 use crate::store::tree::Tree;
 
+/// An operation's cancel flag and change signal: what a progress handle needs besides the
+/// node's counters. Separate from the tree so a handle that outlives the operation keeps only
+/// this (a few words) alive.
+pub(crate) struct OpSignal {
+    cancel: AtomicBool,
+    /// Set by the first change after a subscriber looked; while it is set, writers only read it
+    /// (a shared cache line, no contention between threads updating one operation).
+    dirty: AtomicBool,
+    /// Bumped when something changes after a subscriber looked, so subscribers can tell what
+    /// changed without locking.
+    version: AtomicU64,
+    /// Weak: a handle kept after its store is gone keeps none of it alive.
+    store: Weak<StoreInner>,
+}
+
+impl OpSignal {
+    /// Tells subscribers that something changed. Costs one load unless a subscriber has
+    /// looked since the last change.
+    #[inline]
+    pub(crate) fn mark_changed(&self) {
+        if !self.dirty.load(Ordering::SeqCst) {
+            self.changed_slow();
+        }
+    }
+
+    #[cold]
+    fn changed_slow(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        self.version.fetch_add(1, Ordering::SeqCst);
+        if let Some(store) = self.store.upgrade() {
+            store.notifier.changed();
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
 /// One live operation, shared by the layer (through node handles) and the store.
 pub(crate) struct OperationCell {
     pub(crate) id: OperationId,
     tree: Mutex<Tree>,
-    cancel: AtomicBool,
-    /// Bumped when something changes after a subscriber looked, so subscribers can tell what
-    /// changed without locking.
-    version: AtomicU64,
-    /// Set by the first change after a subscriber looked; while it is set, writers only read it
-    /// (a shared cache line, no contention between threads updating one operation).
-    dirty: AtomicBool,
+    signal: Arc<OpSignal>,
     store: Arc<StoreInner>,
 }
 
@@ -29,9 +64,12 @@ impl OperationCell {
         OperationCell {
             id,
             tree: Mutex::new(tree),
-            cancel: AtomicBool::new(false),
-            version: AtomicU64::new(0),
-            dirty: AtomicBool::new(false),
+            signal: Arc::new(OpSignal {
+                cancel: AtomicBool::new(false),
+                dirty: AtomicBool::new(false),
+                version: AtomicU64::new(0),
+                store: Arc::downgrade(&store),
+            }),
             store,
         }
     }
@@ -44,15 +82,14 @@ impl OperationCell {
         out
     }
 
-    /// Tells subscribers that something changed. Costs one load unless a subscriber has
-    /// looked since the last change.
+    /// See [`OpSignal::mark_changed`].
     #[inline]
     pub(crate) fn mark_changed(&self) {
-        if !self.dirty.load(Ordering::SeqCst) {
-            self.dirty.store(true, Ordering::SeqCst);
-            self.version.fetch_add(1, Ordering::SeqCst);
-            self.store.notifier.changed();
-        }
+        self.signal.mark_changed();
+    }
+
+    pub(crate) fn signal(&self) -> &Arc<OpSignal> {
+        &self.signal
     }
 
     /// The operation's type (under the tree's lock, briefly).
@@ -62,12 +99,12 @@ impl OperationCell {
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
+        self.signal.is_cancelled()
     }
 
     /// Asks the operation to cancel.
     pub(crate) fn request_cancel(&self) {
-        self.with_tree(|_| self.cancel.store(true, Ordering::Relaxed));
+        self.with_tree(|_| self.signal.cancel.store(true, Ordering::Relaxed));
     }
 
     pub(crate) fn store(&self) -> &Arc<StoreInner> {
@@ -75,27 +112,27 @@ impl OperationCell {
     }
 
     pub(crate) fn version(&self) -> u64 {
-        self.version.load(Ordering::SeqCst)
+        self.signal.version.load(Ordering::SeqCst)
     }
 
     /// A snapshot. Read-only: looking never changes what the next look sees.
     pub(crate) fn snapshot(&self) -> ProgressState {
         let tree = self.tree.lock();
-        let now = self.store.clock.now_us();
+        let now = self.store().clock.now_us();
         tree.snapshot(self.id, self.is_cancelled(), now)
     }
 
     /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
     /// that does not make it into this snapshot bumps the version again.
     pub(crate) fn versioned_snapshot(&self) -> (u64, ProgressState) {
-        self.dirty.store(false, Ordering::SeqCst);
-        let version = self.version.load(Ordering::SeqCst);
+        self.signal.dirty.store(false, Ordering::SeqCst);
+        let version = self.version();
         (version, self.snapshot())
     }
 
     /// One estimate tick of every running node (see `store::ticker`).
     pub(crate) fn tick_estimates(&self) {
-        let now = self.store.clock.now_us();
+        let now = self.store().clock.now_us();
         let changed = self.tree.lock().tick_estimates(now);
         if changed {
             self.mark_changed();

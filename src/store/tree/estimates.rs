@@ -14,7 +14,7 @@ use crate::model::Status;
 /// One node being walked: its slot, the next child to visit, and its children's results.
 struct Frame {
     slot: u32,
-    next_child: usize,
+    next_child: u32,
     children: Vec<ChildSample>,
     partial: f64,
 }
@@ -29,31 +29,30 @@ impl Tree {
         let priors = self.priors.clone();
         let priors = priors.read();
         let mut changed = false;
-        let frame = |slot: u32| Frame {
+        let frame = |slot: u32, first: u32| Frame {
             slot,
-            next_child: 0,
+            next_child: first,
             children: Vec::new(),
             partial: 0.0,
         };
         let mut stack = Vec::new();
-        if self.slot(ROOT_SLOT).is_some() {
-            stack.push(frame(ROOT_SLOT));
+        if let Some(root) = self.slot(ROOT_SLOT) {
+            stack.push(frame(ROOT_SLOT, root.children.first));
         }
         while let Some(top) = stack.last_mut() {
-            let next = self
-                .slot(top.slot)
-                .and_then(|n| n.children.get(top.next_child).copied());
-            if let Some(child) = next {
-                top.next_child += 1;
+            let child = top.next_child;
+            if let Some(c) = self.slot(child) {
+                top.next_child = c.next;
                 // Finished subtrees need no walk: their root's sample is all the parent uses.
-                match self.slot(child) {
-                    Some(c) if c.status.is_finished() => top.children.push(ChildSample {
+                if c.status.is_finished() {
+                    top.children.push(ChildSample {
                         status: c.status,
                         elapsed_us: c.elapsed_us(now_us),
                         estimate: None,
-                    }),
-                    Some(_) => stack.push(frame(child)),
-                    None => {}
+                    });
+                } else {
+                    let first = c.children.first;
+                    stack.push(frame(child, first));
                 }
                 continue;
             }
@@ -83,8 +82,7 @@ impl Tree {
         // The children's level type, for a unit time from history when none completed yet.
         let child_type = self
             .slot(frame.slot)
-            .and_then(|n| n.children.front().copied())
-            .and_then(|c| self.slot(c))
+            .and_then(|n| self.slot(n.children.first))
             .map(|c| c.level_type.clone());
         let Some(n) = self.slot_mut(frame.slot) else {
             let gone = ChildSample {
@@ -116,7 +114,7 @@ impl Tree {
             return (sample, fraction, flipped);
         }
         let explicit = n.live.current().is_some();
-        let counts_children = !explicit && (!n.children.is_empty() || n.finished_children > 0);
+        let counts_children = !explicit && (n.children.len > 0 || n.finished_children > 0);
         let signal = explicit || total.is_some() || counts_children;
         let history = priors.lookup(&n.level_type, &n.name);
         let fresh = n.est.is_none();

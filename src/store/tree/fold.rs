@@ -1,23 +1,24 @@
 //! Folding: finished nodes past the limits become per-parent summaries, so memory stays
 //! bounded however many nodes an operation creates.
+//!
+//! Every step is O(1) whatever the number of live siblings: a parent keeps its finished
+//! children in completion-order queues (`fold_ok`, `fold_failed`) and its children in a list
+//! a node is unlinked from in place.
 
-use super::Tree;
+use super::{NIL, Tree};
 use crate::model::{FoldedChildren, Status};
 
 impl Tree {
     /// Per-parent limit: fold the oldest finished child, sparing failed ones while possible.
     pub(super) fn fold_oldest_child(&mut self, parent: u32) {
         let Some(p) = self.slot(parent) else { return };
-        let finished = |s: &&u32| self.slot(**s).is_some_and(|c| c.status.is_finished());
-        let victim = p
-            .children
-            .iter()
-            .filter(finished)
-            .find(|s| self.slot(**s).is_some_and(|c| c.status != Status::Failed))
-            .or_else(|| p.children.iter().find(finished))
-            .copied();
-        if let Some(v) = victim {
-            self.fold(v);
+        let victim = if p.fold_ok.head != NIL {
+            p.fold_ok.head
+        } else {
+            p.fold_failed.head
+        };
+        if victim != NIL {
+            self.fold(victim);
         }
     }
 
@@ -51,16 +52,20 @@ impl Tree {
             return;
         }
         let (level_type, status, duration) = (n.level_type.clone(), n.status, n.duration_us());
+        self.unqueue_for_fold(parent, slot);
+        self.unlink_child(parent, slot);
         // Remove the subtree; only finished nodes can be in it (a span outlives its children).
-        let mut stack = vec![slot];
+        // The stack allocates only below a node with children (leaves are the common case).
+        let mut stack: Vec<u32> = Vec::new();
+        let mut next = Some(slot);
         let mut removed = 0u64;
-        while let Some(s) = stack.pop() {
+        while let Some(s) = next.take().or_else(|| stack.pop()) {
             if let Some(node) = self.nodes.get_mut(s as usize).and_then(Option::take) {
                 self.metrics.updates += node.live.updates();
                 if node.status.is_finished() && node.parent.is_some() {
                     self.finished_retained = self.finished_retained.saturating_sub(1);
                 }
-                stack.extend(node.children.iter().copied());
+                stack.extend(self.children_of(&node));
                 self.free.push(s);
                 removed += 1;
             }
@@ -70,9 +75,6 @@ impl Tree {
         let Some(p) = self.slot_mut(parent) else {
             return;
         };
-        if let Some(pos) = p.children.iter().position(|c| *c == slot) {
-            p.children.remove(pos);
-        }
         p.retained_finished_children = p.retained_finished_children.saturating_sub(1);
         let folded = &mut p.cold().folded;
         let entry = match folded.iter().position(|f| f.level_type == level_type) {

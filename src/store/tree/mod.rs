@@ -102,8 +102,18 @@ pub(crate) struct Node {
     /// 0 until closed.
     completed_us: u64,
     busy_ns: u64,
-    /// Slots of retained children, in creation order. A deque: folding takes the oldest.
-    children: VecDeque<u32>,
+    /// Retained children in creation order: a list through the children's `prev`/`next`, so
+    /// folding one out of the middle is O(1) and a parent needs no heap block for them.
+    children: Children,
+    /// This node's neighbours in its parent's `children`.
+    prev: u32,
+    next: u32,
+    /// Finished children not folded yet, in completion order: completed and cancelled ones,
+    /// and failed ones (spared while others can go). Folding always takes a queue's head.
+    fold_ok: Fifo,
+    fold_failed: Fifo,
+    /// The next node in the parent's `fold_ok` / `fold_failed` queue.
+    fold_next: u32,
     /// Tracked children that completed, folded ones included (failed and cancelled ones are
     /// counted in `Cold`).
     finished_children: u64,
@@ -173,7 +183,7 @@ impl Node {
         // (A span used as a progress handle without being entered has updates or children.)
         let untouched = info.never_entered
             && self.live.updates() == 0
-            && self.children.is_empty()
+            && self.children.len == 0
             && self.finished_children == 0
             && cold.is_none_or(|c| c.failed_children == 0 && c.cancelled_children == 0);
         if info.missing_return || untouched {
@@ -206,6 +216,39 @@ impl Node {
             percentage,
         }
     }
+}
+
+/// No slot: the end of a list.
+pub(super) const NIL: u32 = u32::MAX;
+
+/// A node's children: ends of the list through their `prev`/`next`, and how many.
+#[derive(Clone, Copy)]
+pub(super) struct Children {
+    pub(super) first: u32,
+    last: u32,
+    pub(super) len: u32,
+}
+
+impl Children {
+    const EMPTY: Children = Children {
+        first: NIL,
+        last: NIL,
+        len: 0,
+    };
+}
+
+/// A queue of slots through the nodes' `fold_next`.
+#[derive(Clone, Copy)]
+pub(super) struct Fifo {
+    pub(super) head: u32,
+    tail: u32,
+}
+
+impl Fifo {
+    const EMPTY: Fifo = Fifo {
+        head: NIL,
+        tail: NIL,
+    };
 }
 
 /// A node's units as snapshots and estimates count them.
@@ -273,7 +316,12 @@ impl Tree {
             started_us: 0,
             completed_us: 0,
             busy_ns: 0,
-            children: VecDeque::new(),
+            children: Children::EMPTY,
+            prev: NIL,
+            next: NIL,
+            fold_ok: Fifo::EMPTY,
+            fold_failed: Fifo::EMPTY,
+            fold_next: NIL,
             finished_children: 0,
             retained_finished_children: 0,
             metadata: Metadata::default(),
@@ -339,10 +387,131 @@ impl Tree {
         self.node(parent)?;
         let id = new.id;
         let slot = self.insert(new, Some(parent.slot));
-        if let Some(p) = self.slot_mut(parent.slot) {
-            p.children.push_back(slot);
-        }
+        self.link_child(parent.slot, slot);
         Some(NodeKey { slot, id })
+    }
+
+    /// Appends `child` to `parent`'s children.
+    fn link_child(&mut self, parent: u32, child: u32) {
+        let Some(p) = self.slot_mut(parent) else {
+            return;
+        };
+        let last = p.children.last;
+        p.children.last = child;
+        p.children.len += 1;
+        if last == NIL {
+            p.children.first = child;
+        }
+        if let Some(l) = self.slot_mut(last) {
+            l.next = child;
+        }
+        if let Some(c) = self.slot_mut(child) {
+            c.prev = last;
+            c.next = NIL;
+        }
+    }
+
+    /// Takes `child` out of `parent`'s children (O(1)).
+    fn unlink_child(&mut self, parent: u32, child: u32) {
+        let Some((prev, next)) = self.slot(child).map(|c| (c.prev, c.next)) else {
+            return;
+        };
+        match self.slot_mut(prev) {
+            Some(p) => p.next = next,
+            None => {
+                if let Some(p) = self.slot_mut(parent) {
+                    p.children.first = next;
+                }
+            }
+        }
+        match self.slot_mut(next) {
+            Some(n) => n.prev = prev,
+            None => {
+                if let Some(p) = self.slot_mut(parent) {
+                    p.children.last = prev;
+                }
+            }
+        }
+        if let Some(p) = self.slot_mut(parent) {
+            p.children.len = p.children.len.saturating_sub(1);
+        }
+    }
+
+    /// The slots of a node's children, in creation order.
+    pub(super) fn children_of(&self, n: &Node) -> impl Iterator<Item = u32> + '_ {
+        std::iter::successors(Some(n.children.first), |&s| self.slot(s).map(|c| c.next))
+            .take_while(|&s| s != NIL)
+    }
+
+    /// Queues a finished child of `parent` for folding.
+    fn queue_for_fold(&mut self, parent: u32, child: u32, failed: bool) {
+        let Some(p) = self.slot_mut(parent) else {
+            return;
+        };
+        let q = if failed {
+            &mut p.fold_failed
+        } else {
+            &mut p.fold_ok
+        };
+        let tail = q.tail;
+        q.tail = child;
+        if tail == NIL {
+            q.head = child;
+        }
+        if let Some(t) = self.slot_mut(tail) {
+            t.fold_next = child;
+        }
+        if let Some(c) = self.slot_mut(child) {
+            c.fold_next = NIL;
+        }
+    }
+
+    /// Takes `child` out of `parent`'s fold queues. Folding goes oldest-first in each queue,
+    /// so the child is a queue's head (O(1)); anything else is searched for, never left.
+    fn unqueue_for_fold(&mut self, parent: u32, child: u32) {
+        let next = self.slot(child).map_or(NIL, |c| c.fold_next);
+        let Some(p) = self.slot_mut(parent) else {
+            return;
+        };
+        for failed in [false, true] {
+            let q = if failed {
+                &mut p.fold_failed
+            } else {
+                &mut p.fold_ok
+            };
+            if q.head == child {
+                q.head = next;
+                if next == NIL {
+                    q.tail = NIL;
+                }
+                return;
+            }
+        }
+        // Not at a head (cannot happen while folding goes in completion order): unlink it.
+        let heads = [p.fold_ok.head, p.fold_failed.head];
+        for (i, head) in heads.into_iter().enumerate() {
+            let mut cur = head;
+            while cur != NIL {
+                let after = self.slot(cur).map_or(NIL, |c| c.fold_next);
+                if after == child {
+                    if let Some(c) = self.slot_mut(cur) {
+                        c.fold_next = next;
+                    }
+                    if next == NIL
+                        && let Some(p) = self.slot_mut(parent)
+                    {
+                        let q = if i == 0 {
+                            &mut p.fold_ok
+                        } else {
+                            &mut p.fold_failed
+                        };
+                        q.tail = cur;
+                    }
+                    return;
+                }
+                cur = after;
+            }
+        }
     }
 
     /// First enter: pending becomes running.
@@ -531,6 +700,8 @@ impl Tree {
         };
         n.completed_us = info.at_us.max(1);
         n.busy_ns = info.busy_ns;
+        // Progress handles that outlive the span stop changing it.
+        n.live.close();
         drop(n.est.take());
         let completed = (n.status == Status::Completed).then(|| FinishedNode {
             level_type: n.level_type.clone(),
@@ -558,6 +729,7 @@ impl Tree {
         };
         self.finished_retained += 1;
         self.finished.push_back(key);
+        self.queue_for_fold(parent, key.slot, status == Status::Failed);
         let per_parent = self.limits.max_finished_children;
         let over = match self.slot_mut(parent) {
             Some(p) => {

@@ -23,25 +23,23 @@ impl Tree {
         // its parent's preallocated children, and deep trees cannot overflow the call stack.
         struct Frame<'a> {
             node: &'a Node,
-            next_child: usize,
+            next_child: u32,
             children: Vec<ProgressLevel>,
             partial: f64,
         }
         let frame = |node: &'a Node| Frame {
             node,
-            next_child: 0,
-            children: Vec::with_capacity(node.children.len()),
+            next_child: node.children.first,
+            children: Vec::with_capacity(node.children.len as usize),
             partial: 0.0,
         };
         let mut live_updates = 0;
         let mut root = None;
         let mut stack: Vec<Frame<'_>> = self.slot(ROOT_SLOT).map(frame).into_iter().collect();
         while let Some(top) = stack.last_mut() {
-            if let Some(&child) = top.node.children.get(top.next_child) {
-                top.next_child += 1;
-                if let Some(c) = self.slot(child) {
-                    stack.push(frame(c));
-                }
+            if let Some(c) = self.slot(top.next_child) {
+                top.next_child = c.next;
+                stack.push(frame(c));
                 continue;
             }
             let Some(done) = stack.pop() else { break };
