@@ -6,7 +6,12 @@
 //! `.ci/run` starts the three (ci/jaeger, ci/collector, ci/prometheus) and sets
 //! `COLLECTOR_OTLP_HTTP`, `PROMETHEUS_URL` and `JAEGER_QUERY_URL`. Without them the tests say
 //! they are skipped, and fail under CI (`CI` set), so missing engines never pass silently.
-#![cfg(all(feature = "metrics", feature = "otel", feature = "http"))]
+#![cfg(all(
+    feature = "metrics",
+    feature = "otel",
+    feature = "http",
+    feature = "process"
+))]
 
 mod support;
 use support::example_binary;
@@ -324,6 +329,56 @@ fn one_process_through_the_collector_to_prometheus_and_jaeger() {
     assert_eq!(failed_items, 1, "one failed item span in Jaeger");
 }
 
+/// A free loopback port for a process's HTTP server.
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+        .to_string()
+}
+
+/// The first node of the tree (depth first) whose `level_type` is `level`.
+fn find_level<'a>(node: &'a Value, level: &str) -> Option<&'a Value> {
+    if node["level_type"] == level {
+        return Some(node);
+    }
+    node["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|c| find_level(c, level))
+}
+
+fn children(node: &Value) -> Vec<Value> {
+    node["children"].as_array().cloned().unwrap_or_default()
+}
+
+/// Spans of a Jaeger trace named `name`.
+fn spans_named<'a>(trace: &'a Value, name: &str) -> Vec<&'a Value> {
+    trace["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["operationName"] == name)
+        .collect()
+}
+
+/// The `service.instance.id` of a span's process in its trace.
+fn span_instance(trace: &Value, span: &Value) -> String {
+    let pid = span["processID"].as_str().unwrap_or("");
+    trace["processes"][pid]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["key"] == "service.instance.id")
+        .and_then(|t| t["value"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Three instances; the first one's job ends with a step that spawns a child process
+/// (`spawn_tracked`), grafted into its tree and continuing its trace, exporting no metrics.
 #[test]
 fn three_processes_feed_one_collector() {
     let Some(e) = engines() else { return };
@@ -332,14 +387,84 @@ fn three_processes_feed_one_collector() {
         .iter()
         .map(|i| format!("{svc}-{i}"))
         .collect();
-    let children: Vec<Child> = instances
+    let child_instance = format!("{}-child", instances[0]);
+    let port = free_port();
+    let mut children_procs: Vec<Child> = instances
         .iter()
-        .map(|i| spawn_fleet(&e, &svc, i, &[("FLEET_JOBS", "1")]))
+        .enumerate()
+        .map(|(n, i)| {
+            let mut extra = vec![("FLEET_JOBS", "1")];
+            if n == 0 {
+                extra.extend([
+                    ("FLEET_CHILD", "1"),
+                    ("FLEET_WAIT", "1"),
+                    ("FLEET_HTTP_PORT", port.as_str()),
+                ]);
+            }
+            spawn_fleet(&e, &svc, i, &extra)
+        })
         .collect();
-    for c in children {
+
+    // (a) The spawning instance's own HTTP API: the child's operation under the subprocess
+    // node, under the step that spawned it, all completed, with the child's pid and exit code.
+    wait_ready(&mut children_procs[0]);
+    let history = get_json(&format!("http://127.0.0.1:{port}/api/history"), &[]);
+    let ops = history["operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ops.len(), 1, "one finished operation: {history:.2000}");
+    let root = &ops[0]["root"];
+    assert_eq!(root["name"], "job 1");
+    assert_eq!(root["status"], "completed");
+    assert_eq!(
+        (root["current"].as_u64(), root["total"].as_u64()),
+        (Some(5), Some(5))
+    );
+    let step = find_level(root, "spawn").expect("the spawn step in the tree");
+    assert_eq!(step["name"], "spawn child");
+    let sp = match children(step).as_slice() {
+        [one] => one.clone(),
+        other => panic!("the spawn step has one child, the subprocess node: {other:?}"),
+    };
+    assert_eq!(sp["level_type"], "subprocess", "{sp}");
+    assert_eq!(sp["status"], "completed", "{sp}");
+    assert!(
+        sp["metadata"]["pid"].as_u64().is_some_and(|p| p > 0),
+        "{sp}"
+    );
+    assert_eq!(sp["metadata"]["exit_code"], 0, "{sp}");
+    let job = match children(&sp).as_slice() {
+        [one] => one.clone(),
+        other => panic!("the child reported one operation: {other:?}"),
+    };
+    assert_eq!(job["name"], "child job");
+    assert_eq!(job["level_type"], "child job");
+    assert_eq!(job["status"], "completed");
+    assert_eq!(
+        (job["current"].as_u64(), job["total"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let items: Vec<(String, String)> = children(&job)
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        (1..=3)
+            .map(|i| (format!("item {i}"), "completed".to_string()))
+            .collect::<Vec<_>>()
+    );
+    for c in children_procs {
         wait_exit(c);
     }
 
+    // (c) Prometheus: exactly the three instances; the child pushed no metrics of its own.
     let by_instance = format!(
         "count by (service_instance_id) (tracing_progress_operations_finished_total{{service_name=\"{svc}\",outcome=\"completed\"}})"
     );
@@ -366,19 +491,79 @@ fn three_processes_feed_one_collector() {
         || promql_value(&e, &total),
         |v| *v == Some(3.0),
     );
-    // Prometheus's own `instance` label is the service.instance.id (honor_labels).
+    // Prometheus's own `instance` label is the service.instance.id (honor_labels), and no
+    // series of any metric names the child or a fourth instance.
     let by_label = format!(
         "count(count by (instance) (tracing_progress_operations_finished_total{{job=\"{svc}\"}}))"
     );
     assert_eq!(promql_value(&e, &by_label), Some(3.0));
-
-    let traces = eventually(
-        "jaeger traces",
-        || jaeger_traces(&e, &svc),
-        |t| t.len() == 3,
-    );
+    let any_metric =
+        format!("count by (instance) ({{__name__=~\"tracing_progress_.+\",job=\"{svc}\"}})");
+    let all_instances: BTreeSet<String> = promql(&e, &any_metric)
+        .iter()
+        .map(|r| r["metric"]["instance"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(
-        process_tags(&traces, "service.instance.id"),
+        all_instances,
         instances.iter().cloned().collect::<BTreeSet<_>>()
     );
+    // The spawning step's duration is in the parent's figures; the child's items are not
+    // counted again (three instances × 4 items).
+    let spawn_count = format!(
+        "sum(tracing_progress_node_duration_seconds_count{{job=\"{svc}\",level_type=\"spawn\"}})"
+    );
+    assert_eq!(promql_value(&e, &spawn_count), Some(1.0));
+    let item_count = format!(
+        "sum(tracing_progress_node_duration_seconds_count{{job=\"{svc}\",level_type=\"item\"}})"
+    );
+    assert_eq!(promql_value(&e, &item_count), Some(12.0));
+
+    // (b) Jaeger: still three traces; the child's spans are in the first instance's trace,
+    // its root a child of the spawning step's span.
+    let traces = eventually(
+        "jaeger traces with the child's spans",
+        || jaeger_traces(&e, &svc),
+        |t| {
+            t.len() == 3
+                && t.iter().any(|tr| {
+                    !spans_named(tr, "child job").is_empty() && spans_named(tr, "item").len() == 7
+                })
+        },
+    );
+    let mut want: BTreeSet<String> = instances.iter().cloned().collect();
+    want.insert(child_instance.clone());
+    assert_eq!(process_tags(&traces, "service.instance.id"), want);
+    let trace = traces
+        .iter()
+        .find(|t| !spans_named(t, "child job").is_empty())
+        .unwrap();
+    let spawn = match spans_named(trace, "spawn_child").as_slice() {
+        [one] => *one,
+        other => panic!("one spawn span in the trace: {other:?}"),
+    };
+    assert_eq!(span_instance(trace, spawn), instances[0]);
+    let child_root = spans_named(trace, "child job")[0];
+    assert_eq!(span_instance(trace, child_root), child_instance);
+    assert_eq!(child_root["traceID"], spawn["traceID"]);
+    let refs = child_root["references"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        refs.iter()
+            .any(|r| r["refType"] == "CHILD_OF" && r["spanID"] == spawn["spanID"]),
+        "the child's root continues the spawning span: {refs:?}"
+    );
+    let child_items = spans_named(trace, "item")
+        .into_iter()
+        .filter(|s| span_instance(trace, s) == child_instance)
+        .count();
+    assert_eq!(
+        child_items, 3,
+        "the child's three items in the parent's trace"
+    );
+    // The other two instances' traces have no child.
+    for t in traces.iter().filter(|t| t["traceID"] != trace["traceID"]) {
+        assert!(spans_named(t, "child job").is_empty());
+    }
 }
