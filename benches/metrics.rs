@@ -25,7 +25,11 @@
 //!    time per scrape and the process's peak RSS growth over them (`VmHWM` reset through
 //!    `/proc/self/clear_refs`).
 //!
-//! Run: `cargo bench --features metrics --bench metrics` (about a minute).
+//! Run: `cargo bench --features metrics --bench metrics` (about a minute). A longer run of the
+//! overhead alone: `TP_BENCH_ROUNDS=201 TP_BENCH_ONLY=overhead cargo bench --features metrics
+//! --bench metrics`. Each configuration's line shows the best of the rounds and, steadier on a
+//! shared machine, the median and quartiles of its per-round ratio to `layer` (the two ran
+//! back to back in that round); the control's line is the noise band of the figure.
 
 #[path = "../examples/support/setlist_sim.rs"]
 mod setlist_sim;
@@ -131,10 +135,20 @@ fn export_overhead() {
         // The same as the first, built last: how much the noise and placement alone differ.
         ("layer (control)", dispatch(Builder::new())),
     ];
-    for (workload, speed, runs, rounds) in [("setlist x100", "100", 5, 21), ("pure", "", 300, 21)] {
+    // TP_BENCH_ROUNDS: more rounds for a longer, steadier run (default 21).
+    let rounds: usize = std::env::var("TP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21)
+        .max(1);
+    for (workload, speed, runs) in [("setlist x100", "100", 5), ("pure", "", 300)] {
         let pure = speed.is_empty();
         let mut best = [u64::MAX; 4];
+        // Per round, each configuration's time over the first's in the same round: the
+        // rounds' shared noise (another engineer's build) cancels in the ratio.
+        let mut paired: [Vec<f64>; 4] = Default::default();
         for round in 0..=rounds {
+            let mut times = [0u64; 4];
             // Each round starts with another configuration, so order effects even out.
             for k in 0..configs.len() {
                 let i = (k + round) % configs.len();
@@ -149,22 +163,30 @@ fn export_overhead() {
                         }
                     }
                 });
-                let t = thread_cpu_ns() - t0;
-                // Round 0 warms up.
-                if round > 0 {
-                    best[i] = best[i].min(t);
+                times[i] = thread_cpu_ns() - t0;
+            }
+            // Round 0 warms up.
+            if round > 0 {
+                for i in 0..configs.len() {
+                    best[i] = best[i].min(times[i]);
+                    paired[i].push(times[i] as f64 / times[0] as f64);
                 }
             }
         }
         println!(
-            "\nexport overhead, {workload} ({runs} runs per sample, best of {rounds}, thread CPU):"
+            "\nexport overhead, {workload} ({runs} runs per sample, {rounds} rounds, thread CPU): \
+             best of the rounds, and the median [quartiles] of the per-round ratio to `layer`"
         );
         for (i, (name, _)) in configs.iter().enumerate() {
             let ratio = best[i] as f64 / best[0] as f64;
+            let q = quartiles(&mut paired[i]);
             println!(
-                "  {name:<20} {:>9.3} ms  {:+.2}%",
+                "  {name:<20} {:>9.3} ms  best {:+.2}%  paired {:+.2}% [{:+.2}%, {:+.2}%]",
                 best[i] as f64 / 1e6,
-                (ratio - 1.0) * 100.0
+                (ratio - 1.0) * 100.0,
+                (q[1] - 1.0) * 100.0,
+                (q[0] - 1.0) * 100.0,
+                (q[2] - 1.0) * 100.0,
             );
         }
     }
@@ -199,6 +221,13 @@ fn export_overhead() {
         );
     }
     let _ = push.shutdown(Duration::from_secs(2));
+}
+
+/// First quartile, median and third quartile (nearest rank).
+fn quartiles(v: &mut [f64]) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    [at(0.25), at(0.5), at(0.75)]
 }
 
 /// The setlist's shape with no work: 3 songs × 4 actions × 1–2 blocks × 20 incs of 5.
@@ -338,6 +367,10 @@ fn main() {
     // SAFETY: no other thread runs yet.
     unsafe { std::env::set_var("SETLIST_SPEED", "100") };
     export_overhead();
+    // TP_BENCH_ONLY=overhead: the export overhead alone (for long runs).
+    if std::env::var("TP_BENCH_ONLY").is_ok_and(|v| v == "overhead") {
+        return;
+    }
     render_time();
     huge_operation_scrape();
 }
