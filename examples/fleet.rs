@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14318 FLEET_INSTANCE=worker-1 \
-//!     cargo run --features metrics,otel,http --example fleet
+//!     cargo run --features metrics,otel,http,process --example fleet
 //! ```
 //!
 //! | variable | default | what |
