@@ -228,12 +228,25 @@ fn black_hole() -> u16 {
     port
 }
 
-fn workload(t: &Traced) -> Duration {
-    let start = Instant::now();
+/// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID): what the host thread itself spent,
+/// not what other threads (the exporter's, other tests, other load) took from the machine.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer to a timespec owned by this frame.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Wall and thread-CPU time of 1,000 operations.
+fn workload(t: &Traced) -> (Duration, Duration) {
+    let (start, cpu) = (Instant::now(), thread_cpu());
     for i in 0..1000 {
         t.run("job", "w", i % 50 == 0);
     }
-    start.elapsed()
+    (start.elapsed(), thread_cpu() - cpu)
 }
 
 #[test]
@@ -259,22 +272,36 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
     for (_, t) in &traced {
         workload(t);
     }
-    let mut best = [Duration::MAX; 3];
+    let mut wall = [Duration::MAX; 3];
+    let mut cpu = [Duration::MAX; 3];
     for _ in 0..7 {
         for (i, (_, t)) in traced.iter().enumerate() {
-            best[i] = best[i].min(workload(t));
+            let (w, c) = workload(t);
+            wall[i] = wall[i].min(w);
+            cpu[i] = cpu[i].min(c);
         }
     }
     for (i, (name, _)) in traced.iter().enumerate().skip(1) {
-        let ratio = best[i].as_secs_f64() / best[0].as_secs_f64();
+        let ratio = cpu[i].as_secs_f64() / cpu[0].as_secs_f64();
         eprintln!(
-            "{name}: {:?} vs no push {:?} ({ratio:.3}x)",
-            best[i], best[0]
+            "{name}: thread CPU {:?} vs no push {:?} ({ratio:.3}x); wall {:?} vs {:?}",
+            cpu[i], cpu[0], wall[i], wall[0]
         );
-        // The 5% target is measured in benches/metrics.rs; here a wide margin catches blocking.
+        // The 5% target is measured in benches/metrics.rs; here a wide margin catches extra
+        // work on the host's thread. Thread CPU time, because the exporter's own retrying
+        // threads compete for the same cores (a loaded 2-core CI machine read 1.31x in wall
+        // time with the host thread doing no more work).
         assert!(
             ratio < 1.25,
-            "{name}: {ratio:.3}x slower than without a push"
+            "{name}: the host thread did {ratio:.3}x the work it does without a push"
+        );
+        // Waiting on the network would show in wall time: one wait on the 300 ms timeout
+        // adds at least that to the best round.
+        assert!(
+            wall[i] < wall[0] + Duration::from_millis(250),
+            "{name}: the host waited ({:?} vs {:?} without a push)",
+            wall[i],
+            wall[0]
         );
     }
 
