@@ -1,6 +1,7 @@
 //! SQLite history (feature `sqlite`): the file survives restarts, is shared by processes and
 //! keeps operations that were running when their process was killed.
 
+use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -273,6 +274,206 @@ fn killed_process_leaves_an_interrupted_row() {
     let running = store.history(&HistoryQuery::new().status(Status::Running));
     assert_eq!(running.len(), 1);
     assert_eq!(&*running[0].name, "long");
+}
+
+/// The child side of `killed_repeatedly_loses_nothing_acknowledged` (does nothing otherwise):
+/// operations in a loop, each reported on stdout as it goes. `RUNNING i` once its running
+/// row is committed, `FINISHING i` just before its root closes, `ACK i` once its final row is
+/// committed. The acknowledgement is `StoreStats::history_file_written`, counted by the
+/// writer after its transaction committed: a line is printed only after what it claims.
+#[test]
+fn child_looping_writer() {
+    let (Ok(path), Ok(round)) = (
+        std::env::var("TP_SQLITE_LOOP_DB"),
+        std::env::var("TP_SQLITE_LOOP_ROUND"),
+    ) else {
+        return;
+    };
+    let (sub, store) = build(Path::new(&path));
+    let written = || store.stats().history_file_written;
+    // Waits until the writer committed one more row than `before`.
+    let committed = |before: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while written() <= before {
+            assert!(Instant::now() < deadline, "no commit acknowledged in 20 s");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let s = store.stats();
+        assert_eq!((s.history_file_errors, s.history_file_dropped), (0, 0));
+    };
+    let mut noise = std::collections::hash_map::RandomState::new().build_hasher();
+    tracing::subscriber::with_default(sub, || {
+        for i in 0.. {
+            let name = format!("r{round}-op{i}");
+            let before = written();
+            let root = tracing::info_span!("job", progress.level = "job", progress.name = name);
+            let g = root.enter();
+            root.set_total(3);
+            // The running row is written 50 ms after the start.
+            committed(before);
+            println!("RUNNING {i}");
+            noise.write_u64(i);
+            for step in 0..3 {
+                let child =
+                    tracing::info_span!("step", progress.level = "step", progress.name = step);
+                let _c = child.enter();
+                std::thread::sleep(Duration::from_micros(noise.finish() % 10_000));
+                noise.write_u8(step);
+            }
+            let before = written();
+            println!("FINISHING {i}");
+            drop(g);
+            drop(root);
+            committed(before);
+            println!("ACK {i}");
+        }
+    });
+}
+
+/// The kill -9 test: a child writing operations in a loop is killed at a random
+/// moment, five times, on the same file. Afterwards every acknowledged operation is in the file
+/// as completed, the file passes `PRAGMA integrity_check`, and the operation running at the
+/// kill reads interrupted (or, killed between its last two lines, completed). Fails if a
+/// commit was lost or acknowledged before it happened (an `ACK` without its row).
+#[test]
+fn killed_repeatedly_loses_nothing_acknowledged() {
+    let dir = temp_dir("kill-loop");
+    let path = dir.join("history.db");
+    let mut noise = std::collections::hash_map::RandomState::new().build_hasher();
+    let mut interrupted_seen = 0;
+    let mut acked_total = 0;
+    for round in 0..5 {
+        noise.write_u32(round);
+        // 150 ms to 1.5 s: within the first operations or well into the loop.
+        let delay = Duration::from_millis(150 + noise.finish() % 1_350);
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_looping_writer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TP_SQLITE_LOOP_DB", &path)
+            .env("TP_SQLITE_LOOP_ROUND", round.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(delay);
+        // kill -9 (`Child::kill` sends SIGKILL on Unix)
+        child.kill().unwrap();
+        let exit = child.wait().unwrap();
+        let lines = reader.join().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                exit.signal(),
+                Some(9),
+                "round {round}: the child ended before the kill: {lines:?}"
+            );
+        }
+        // The last thing the child said of each operation.
+        let mut last: std::collections::BTreeMap<u64, &str> = Default::default();
+        for line in &lines {
+            // libtest prints `running 1 test` and `test child_looping_writer ... ` first.
+            let line = line.rsplit("... ").next().unwrap();
+            for word in ["RUNNING ", "FINISHING ", "ACK "] {
+                if let Some(i) = line.strip_prefix(word) {
+                    last.insert(i.trim().parse().unwrap(), word.trim());
+                }
+            }
+        }
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok", "round {round}");
+        drop(conn);
+
+        let file = HistoryFile::open(&path).unwrap();
+        let rows: Vec<_> = file
+            .query(&HistoryQuery::new())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.pid == pid)
+            .collect();
+        let row = |i: u64| {
+            let name = format!("r{round}-op{i}");
+            let found: Vec<_> = rows.iter().filter(|r| *r.state.name == *name).collect();
+            assert!(found.len() <= 1, "round {round}: {name} twice");
+            found.first().copied()
+        };
+        let next = last.keys().next_back().map_or(0, |i| i + 1);
+        for (&i, &said) in &last {
+            let r = row(i);
+            match said {
+                "ACK" => {
+                    let r = r.unwrap_or_else(|| {
+                        panic!("round {round}: op{i} acknowledged, not in the file ({delay:?})")
+                    });
+                    assert_eq!(r.state.status, Status::Completed, "round {round} op{i}");
+                    assert!(!r.interrupted);
+                    acked_total += 1;
+                }
+                // Killed between its close and the acknowledgement: either is right.
+                "FINISHING" => {
+                    let r = r.unwrap_or_else(|| panic!("round {round}: op{i}'s running row lost"));
+                    if r.state.status == Status::Running {
+                        assert!(r.interrupted, "round {round} op{i}");
+                        interrupted_seen += 1;
+                    } else {
+                        assert_eq!(r.state.status, Status::Completed);
+                    }
+                }
+                // Still running at the kill: its committed running row reads interrupted.
+                _ => {
+                    let r = r.unwrap_or_else(|| panic!("round {round}: op{i}'s running row lost"));
+                    assert_eq!(r.state.status, Status::Running, "round {round} op{i}");
+                    assert!(r.interrupted, "round {round} op{i}");
+                    assert!(r.state.completed_at_us.is_none());
+                    interrupted_seen += 1;
+                }
+            }
+        }
+        // The operation started after the last line: absent, or a running row committed
+        // just before the kill (never completed: it never closed).
+        if let Some(r) = row(next) {
+            assert_eq!(r.state.status, Status::Running, "round {round} op{next}");
+            assert!(r.interrupted);
+        }
+        assert!(
+            rows.len() <= last.len() + 1,
+            "round {round}: rows the child never ran: {rows:?}"
+        );
+        eprintln!(
+            "round {round}: killed after {delay:?}, {} operations acknowledged, last {:?}",
+            last.values().filter(|s| **s == "ACK").count(),
+            last.iter().next_back()
+        );
+    }
+    // Each round's child ran at least its first operation (150 ms > the 50 ms start delay
+    // plus start-up); most kills land inside an operation (they last ~65 ms, the gap
+    // between the close and the acknowledgement is a commit).
+    assert!(acked_total >= 5, "{acked_total}");
+    assert!(interrupted_seen >= 1, "no kill landed inside an operation");
+    // Earlier rounds' running rows were flagged by the next child that opened the file.
+    let flagged: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM operations WHERE interrupted = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(flagged >= 1);
 }
 
 /// Figures for the notes: finished operations written per second (run with `--nocapture`).
