@@ -606,6 +606,108 @@ fn retention_bounds_the_file() {
     assert!(msg.contains("history_file first"), "{msg}");
 }
 
+/// Retention by bytes: under a steady stream of operations the file stops growing at about
+/// the bound, the oldest operations go first, a running one stays.
+#[test]
+fn retention_by_bytes_stops_the_file_growing() {
+    let dir = temp_dir("retention-bytes");
+    let path = dir.join("history.db");
+    const BOUND: u64 = 512 * 1024;
+    let (layer, store) = Builder::new()
+        .history_file(&path)
+        .history_file_retain_bytes(BOUND)
+        .estimate_interval(None)
+        .build()
+        .unwrap();
+    let sub = tracing_subscriber::registry().with(layer);
+    // What the file holds: the pages of the database as its writer sees them (WAL
+    // included), and the main file on disk after a checkpoint.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    let logical = || -> u64 {
+        let count: i64 = reader
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let size: i64 = reader
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        (count * size) as u64
+    };
+    let mut sizes = Vec::new();
+    tracing::subscriber::with_default(sub, || {
+        // Running throughout: its row is never pruned.
+        let long = tracing::info_span!("job", progress.level = "job", progress.name = "long");
+        // Entered once (its start noted), open throughout, not the others' parent.
+        long.in_scope(|| std::thread::sleep(Duration::from_millis(120)));
+        for round in 0..20 {
+            for i in 0..100 {
+                operation(&format!("op-{round}-{i}"), 20, false);
+            }
+            assert!(store.flush_history(Duration::from_secs(30)));
+            sizes.push(logical());
+        }
+        let long: String = reader
+            .query_row(
+                "SELECT status FROM operations WHERE name = 'long'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("the running row was pruned");
+        assert_eq!(long, "running");
+    });
+    let stats = store.stats();
+    assert_eq!(stats.history_file_errors, 0);
+    assert_eq!(stats.history_file_dropped, 0);
+    assert!(stats.history_file_written >= 2_000, "{stats:?}");
+    let _: String = reader
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get(1).map(|b: i64| b.to_string())
+        })
+        .unwrap();
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    eprintln!("bytes retention: sizes {sizes:?}, on disk {on_disk}");
+    // 2,000 operations of 21 nodes take several times the bound without retention.
+    let json: i64 = reader
+        .query_row("SELECT sum(length(state_json)) FROM operations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let kept: i64 = reader
+        .query_row("SELECT count(*) FROM operations", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        kept < 2_000 / 2,
+        "pruned: {kept} rows left ({json} bytes of JSON)"
+    );
+    // Stops growing: within the bound plus a batch's worth (the writer prunes after each
+    // batch), and no bigger at the end than halfway through.
+    let slack = BOUND / 4;
+    for s in &sizes {
+        assert!(*s <= BOUND + slack, "{s} > {BOUND} + {slack}: {sizes:?}");
+    }
+    assert!(on_disk <= BOUND + slack, "{on_disk}");
+    assert!(
+        sizes[19] <= sizes[9] + slack / 2,
+        "still growing: {sizes:?}"
+    );
+    let file = HistoryFile::open(&path).unwrap();
+    let rows = file.query(&HistoryQuery::new()).unwrap();
+    // The newest kept, the oldest gone.
+    assert!(rows.iter().any(|r| &*r.state.name == "op-19-99"));
+    assert!(rows.iter().all(|r| &*r.state.name != "op-0-0"));
+    let check: String = reader
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+
+    let msg = Builder::new()
+        .history_file_retain_bytes(1)
+        .build::<tracing_subscriber::Registry>()
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("history_file first"), "{msg}");
+}
+
 #[test]
 fn a_failing_file_leaves_memory_working() {
     let dir = temp_dir("failing");

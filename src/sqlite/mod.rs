@@ -51,8 +51,16 @@
 //! * **Retention** (off by default: the file keeps everything):
 //!   [`Builder::history_file_retention`](crate::Builder::history_file_retention) bounds the
 //!   finished operations the file keeps by count and age, oldest first; the writer thread
-//!   prunes when it opens the file and then at most every 10 s or 1,000 writes. Rows of
-//!   operations still running are never pruned.
+//!   prunes when it opens the file and then at most every 10 s or 1,000 writes.
+//!   [`Builder::history_file_retain_bytes`](crate::Builder::history_file_retain_bytes) bounds
+//!   the bytes its operations take: after each batch it writes, the writer compares the pages
+//!   in use (`page_count - freelist_count`, two header reads) with the bound and, past it,
+//!   deletes the oldest finished operations down to 90% of it. The file does not shrink: the
+//!   pages freed go to SQLite's free list and the next writes reuse them (no `VACUUM`, no
+//!   `auto_vacuum`, which would need a rewrite of existing files), so it stops growing at
+//!   about the bound. The WAL file beside it comes on top (up to SQLite's 1,000-page
+//!   auto-checkpoint, about 4 MiB, while writers run). Rows of operations still running are
+//!   never pruned (interrupted ones are, as finished).
 //! * **Priors**: at start, the completed nodes of the newest completed operations in the file
 //!   (at most 50 operations, 20,000 nodes) feed the priors of estimates, so the first
 //!   operations of a new run already have an ETA (basis `history`).
@@ -92,11 +100,13 @@ pub(crate) struct FileConfig {
     pub(crate) max_bytes: Option<u64>,
 }
 
-/// How many finished operations the file keeps, and for how long (`None`: no bound).
+/// How many finished operations the file keeps, for how long, and in how many bytes
+/// (`None`: no bound).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Retention {
     pub(crate) max_rows: Option<u64>,
     pub(crate) max_age: Option<std::time::Duration>,
+    pub(crate) max_bytes: Option<u64>,
 }
 
 /// Who writes: one per store that opened the file.
