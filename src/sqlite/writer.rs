@@ -381,14 +381,32 @@ impl Writer {
             }
             return;
         }
-        // Room for the batch first, so the file does not grow by a batch past the bound.
+        // With a bound on bytes, a batch goes in chunks of at most a quarter of it, room made
+        // before each: the file does not grow by a big batch past the bound.
+        let chunk = match self.retention.max_bytes {
+            None => rows.len(),
+            Some(bound) => {
+                let per_row = match self.row_cost {
+                    Some(c) if c > 0.0 => c,
+                    _ => row_bytes(&self.conn).unwrap_or(1_000.0),
+                };
+                ((bound / 4) as f64 / per_row).clamp(1.0, rows.len() as f64) as usize
+            }
+        };
+        for part in rows.chunks(chunk.max(1)) {
+            self.write_chunk(part, store.as_ref());
+        }
+    }
+
+    fn write_chunk(&mut self, rows: &[(bool, Arc<ProgressState>)], store: Option<&Store>) {
+        let n = rows.len() as u64;
         self.prune_bytes(n);
         let before = self
             .row_cost
             .is_some()
             .then(|| used_bytes(&self.conn).ok())
             .flatten();
-        match write_rows(&mut self.conn, &self.run, &rows) {
+        match write_rows(&mut self.conn, &self.run, rows) {
             Ok(()) => {
                 // What rows really cost in pages (overflow pages, index entries), smoothed.
                 if let (Some(before), Ok(after)) = (before, used_bytes(&self.conn))
@@ -478,8 +496,8 @@ fn row_bytes(conn: &Connection) -> rusqlite::Result<f64> {
 }
 
 /// When the pages in use plus `incoming` rows would pass `bound`, deletes the oldest
-/// finished operations down to 90% of it minus the incoming rows. A row's cost is the larger
-/// of the newest rows' sizes and `seen_cost`, what the last writes took in pages; a few
+/// finished operations down to 90% of it minus the incoming rows. A row's cost is
+/// `seen_cost`, what the last writes took in pages, or before any the newest rows' sizes; a few
 /// rounds correct the count deleted (a deleted row frees its pages only when they empty).
 fn prune_to_bytes(
     conn: &mut Connection,
@@ -491,7 +509,12 @@ fn prune_to_bytes(
     if used <= bound && incoming == 0 {
         return Ok(());
     }
-    let per_row = row_bytes(conn)?.max(seen_cost);
+    // What writes measured, else the newest rows' sizes (a read of their JSON).
+    let per_row = if seen_cost > 0.0 {
+        seen_cost
+    } else {
+        row_bytes(conn)?
+    };
     let incoming = (incoming as f64 * per_row) as u64;
     if used + incoming <= bound {
         return Ok(());
