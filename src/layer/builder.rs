@@ -218,14 +218,35 @@ impl Builder {
     ) -> Self {
         match &mut self.history_file {
             Some(c) => {
-                c.retention = crate::sqlite::Retention {
-                    max_rows: max_operations,
-                    max_age,
-                };
+                c.retention.max_rows = max_operations;
+                c.retention.max_age = max_age;
             }
             None => {
                 self.invalid = self.invalid.or(Some(
                     "history_file_retention needs history_file first".to_string(),
+                ));
+            }
+        }
+        self
+    }
+
+    /// With [`history_file`](Builder::history_file): keep the finished operations in the file
+    /// within about `bytes` (the database's pages in use; the WAL file beside it comes on top).
+    /// After each batch it writes, the writer thread checks the size and, past `bytes`,
+    /// deletes the oldest finished operations down to 90% of it; their pages are reused by
+    /// the next writes, so the file stops growing at about `bytes` (it does not shrink).
+    /// Rows of operations still running are kept. No bound by default. Unlike
+    /// [`history_file_max_bytes`](Builder::history_file_max_bytes), a hard limit past which
+    /// writes fail, this one never costs a new operation; both may be set (this one below).
+    /// Call after `history_file`.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_retain_bytes(mut self, bytes: u64) -> Self {
+        match &mut self.history_file {
+            Some(c) => c.retention.max_bytes = Some(bytes),
+            None => {
+                self.invalid = self.invalid.or(Some(
+                    "history_file_retain_bytes needs history_file first".to_string(),
                 ));
             }
         }

@@ -51,8 +51,19 @@
 //! * **Retention** (off by default: the file keeps everything):
 //!   [`Builder::history_file_retention`](crate::Builder::history_file_retention) bounds the
 //!   finished operations the file keeps by count and age, oldest first; the writer thread
-//!   prunes when it opens the file and then at most every 10 s or 1,000 writes. Rows of
-//!   operations still running are never pruned.
+//!   prunes when it opens the file and then at most every 10 s or 1,000 writes.
+//!   [`Builder::history_file_retain_bytes`](crate::Builder::history_file_retain_bytes) bounds
+//!   the bytes its operations take: after each batch it writes, the writer compares the pages
+//!   in use (`page_count - freelist_count`, two header reads) with the bound and, past it,
+//!   deletes the oldest finished operations down to 90% of it. The file does not shrink: the
+//!   pages freed go to SQLite's free list and the next writes reuse them (no `VACUUM`, no
+//!   `auto_vacuum`, which would need a rewrite of existing files), so it stops growing at
+//!   about the bound. The WAL file beside it comes on top: with the bound, the writer
+//!   checkpoints it every quarter of the bound (at least 16, at most 1,000 pages) and
+//!   truncates it back to that (`wal_autocheckpoint`, `journal_size_limit`); a long reader
+//!   can hold a checkpoint back. Rows of operations still running are never pruned
+//!   (interrupted ones are, as finished). Batches go in chunks of at most a quarter of the
+//!   bound, room made before each.
 //! * **Priors**: at start, the completed nodes of the newest completed operations in the file
 //!   (at most 50 operations, 20,000 nodes) feed the priors of estimates, so the first
 //!   operations of a new run already have an ETA (basis `history`).
@@ -92,11 +103,13 @@ pub(crate) struct FileConfig {
     pub(crate) max_bytes: Option<u64>,
 }
 
-/// How many finished operations the file keeps, and for how long (`None`: no bound).
+/// How many finished operations the file keeps, for how long, and in how many bytes
+/// (`None`: no bound).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Retention {
     pub(crate) max_rows: Option<u64>,
     pub(crate) max_age: Option<std::time::Duration>,
+    pub(crate) max_bytes: Option<u64>,
 }
 
 /// Who writes: one per store that opened the file.
@@ -120,6 +133,26 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
         let pages = (writer::to_i64(bytes) / page.max(1)).max(1);
         conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             .map_err(|e| format!("history_file {shown}: {e}"))?;
+    }
+    if let Some(bound) = config.retention.max_bytes {
+        // The WAL beside the file would otherwise reach SQLite's 1,000-page checkpoint
+        // (~4 MiB) whatever the bound: checkpoint at a quarter of it, truncated back to that.
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| format!("history_file {shown}: {e}"))?;
+        let quarter = writer::to_i64(bound / 4);
+        let pages = (quarter / page.max(1)).clamp(16, 1_000);
+        conn.query_row(&format!("PRAGMA wal_autocheckpoint = {pages}"), [], |_| {
+            Ok(())
+        })
+        .and_then(|()| {
+            conn.query_row(
+                &format!("PRAGMA journal_size_limit = {}", pages * page),
+                [],
+                |_| Ok(()),
+            )
+        })
+        .map_err(|e| format!("history_file {shown}: {e}"))?;
     }
     let run = RunInfo {
         run_id: new_run_id(),

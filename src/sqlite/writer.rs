@@ -161,6 +161,7 @@ pub(crate) fn spawn(
         waiting: std::collections::HashSet::new(),
         last_prune: Instant::now(),
         since_prune: 0,
+        row_cost: retention.max_bytes.map(|_| 0.0),
     };
     // The first pruning is part of opening the file (it emits no events either).
     writer.prune();
@@ -190,6 +191,9 @@ struct Writer {
     waiting: std::collections::HashSet<OperationId>,
     last_prune: Instant,
     since_prune: u64,
+    /// With a bound on bytes: the bytes of pages a row took in the last writes (0 until
+    /// measured).
+    row_cost: Option<f64>,
 }
 
 /// Pruning runs at most this often, or after [`PRUNE_WRITES`] writes.
@@ -256,7 +260,10 @@ impl Writer {
     fn prune(&mut self) {
         self.last_prune = Instant::now();
         self.since_prune = 0;
-        let Retention { max_rows, max_age } = self.retention;
+        let Retention {
+            max_rows, max_age, ..
+        } = self.retention;
+        self.prune_bytes(0);
         if max_rows.is_none() && max_age.is_none() {
             return;
         }
@@ -281,16 +288,34 @@ impl Writer {
             tx.commit()
         })();
         if let Err(e) = result {
-            self.counters.errors.fetch_add(1, Ordering::AcqRel);
-            if let Some(store) = self.store.upgrade().map(Store::from_inner) {
-                store.warn_once(
-                    WRITE_WARNING,
-                    &format!(
-                        "cannot prune the history file {}: {e}",
-                        self.run.path.display()
-                    ),
-                );
-            }
+            self.prune_failed(&e);
+        }
+    }
+
+    /// With a bound on bytes: when the pages in use and `incoming` rows would pass it,
+    /// deletes the oldest finished operations to make room (their pages go to the free
+    /// list, reused by the next writes). Cheap when under the bound: a few header reads.
+    fn prune_bytes(&mut self, incoming: u64) {
+        let Some(bound) = self.retention.max_bytes else {
+            return;
+        };
+        let cost = self.row_cost.unwrap_or(0.0);
+        if let Err(e) = prune_to_bytes(&mut self.conn, bound, incoming, cost) {
+            self.prune_failed(&e);
+        }
+    }
+
+    /// Counted as a write error and reported once.
+    fn prune_failed(&self, e: &rusqlite::Error) {
+        self.counters.errors.fetch_add(1, Ordering::AcqRel);
+        if let Some(store) = self.store.upgrade().map(Store::from_inner) {
+            store.warn_once(
+                WRITE_WARNING,
+                &format!(
+                    "cannot prune the history file {}: {e}",
+                    self.run.path.display()
+                ),
+            );
         }
     }
 
@@ -356,9 +381,44 @@ impl Writer {
             }
             return;
         }
-        match write_rows(&mut self.conn, &self.run, &rows) {
+        // With a bound on bytes, a batch goes in chunks of at most a quarter of it, room made
+        // before each: the file does not grow by a big batch past the bound.
+        let chunk = match self.retention.max_bytes {
+            None => rows.len(),
+            Some(bound) => {
+                let per_row = match self.row_cost {
+                    Some(c) if c > 0.0 => c,
+                    _ => row_bytes(&self.conn).unwrap_or(1_000.0),
+                };
+                ((bound / 4) as f64 / per_row).clamp(1.0, rows.len() as f64) as usize
+            }
+        };
+        for part in rows.chunks(chunk.max(1)) {
+            self.write_chunk(part, store.as_ref());
+        }
+    }
+
+    fn write_chunk(&mut self, rows: &[(bool, Arc<ProgressState>)], store: Option<&Store>) {
+        let n = rows.len() as u64;
+        self.prune_bytes(n);
+        let before = self
+            .row_cost
+            .is_some()
+            .then(|| used_bytes(&self.conn).ok())
+            .flatten();
+        match write_rows(&mut self.conn, &self.run, rows) {
             Ok(()) => {
+                // What rows really cost in pages (overflow pages, index entries), smoothed.
+                if let (Some(before), Ok(after)) = (before, used_bytes(&self.conn))
+                    && after > before
+                {
+                    let seen = (after - before) as f64 / n as f64;
+                    self.row_cost = self
+                        .row_cost
+                        .map(|c| if c == 0.0 { seen } else { 0.7 * c + 0.3 * seen });
+                }
                 self.since_prune += n;
+                // Counted after the commit: `history_file_written` is an acknowledgement.
                 self.counters.written.fetch_add(n, Ordering::AcqRel);
             }
             Err(e) => {
@@ -415,6 +475,74 @@ fn write_rows(
         }
     }
     tx.commit()
+}
+
+/// Bytes of the database's pages in use (the free list excluded).
+fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let pages = pragma("page_count")?.saturating_sub(pragma("freelist_count")?);
+    Ok(u64::try_from(pages.saturating_mul(pragma("page_size")?)).unwrap_or(0))
+}
+
+/// Size of a row as the newest 64 rows suggest: the JSON plus the key, columns and six index
+/// entries.
+fn row_bytes(conn: &Connection) -> rusqlite::Result<f64> {
+    conn.query_row(
+        "SELECT avg(length(state_json) + length(name) * 5 + 250) FROM \
+         (SELECT state_json, name FROM operations ORDER BY finished_us DESC LIMIT 64)",
+        [],
+        |r| Ok(r.get::<_, Option<f64>>(0)?.unwrap_or(1_000.0).max(1.0)),
+    )
+}
+
+/// When the pages in use plus `incoming` rows would pass `bound`, deletes the oldest
+/// finished operations down to 90% of it minus the incoming rows. A row's cost is
+/// `seen_cost`, what the last writes took in pages, or before any the newest rows' sizes; a few
+/// rounds correct the count deleted (a deleted row frees its pages only when they empty).
+fn prune_to_bytes(
+    conn: &mut Connection,
+    bound: u64,
+    incoming: u64,
+    seen_cost: f64,
+) -> rusqlite::Result<()> {
+    let used = used_bytes(conn)?;
+    if used <= bound && incoming == 0 {
+        return Ok(());
+    }
+    // What writes measured, else the newest rows' sizes (a read of their JSON).
+    let per_row = if seen_cost > 0.0 {
+        seen_cost
+    } else {
+        row_bytes(conn)?
+    };
+    let incoming = (incoming as f64 * per_row) as u64;
+    if used + incoming <= bound {
+        return Ok(());
+    }
+    let target = (bound / 10 * 9).saturating_sub(incoming);
+    // Short transactions (other processes wait on the write lock): at most 32 of 2,000
+    // rows per batch written; what is left goes with the next batch.
+    for _ in 0..32 {
+        let used = used_bytes(conn)?;
+        if used <= target {
+            break;
+        }
+        let rows = ((used - target) as f64 / per_row)
+            .ceil()
+            .clamp(1.0, 2_000.0) as i64;
+        let tx = conn.transaction()?;
+        let deleted = tx.execute(
+            "DELETE FROM operations WHERE rowid IN (SELECT rowid FROM operations \
+             WHERE status != 'running' OR interrupted = 1 ORDER BY finished_us LIMIT ?1)",
+            [rows],
+        )?;
+        tx.commit()?;
+        if deleted == 0 {
+            // Only running operations left: kept whatever their size.
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The error, with what it means here for the faults one meets in practice.

@@ -320,7 +320,9 @@ pub struct StoreStats {
     /// layer added before the progress layer); each is also printed once on stderr.
     pub warnings: Vec<SetupWarning>,
     /// Operations (finished ones and running roots) written to the history file
-    /// ([`Builder::history_file`](crate::Builder::history_file)); 0 without one.
+    /// ([`Builder::history_file`](crate::Builder::history_file)); 0 without one. Counted
+    /// only once their transaction committed, so it is an acknowledgement: a record counted
+    /// here survives the process being killed (with `synchronous=NORMAL`, not a power loss).
     pub history_file_written: u64,
     /// Records dropped because the history file's queue was full (the host never waits).
     pub history_file_dropped: u64,
