@@ -36,8 +36,8 @@ pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
 pub use events::FailOn;
 use events::{EventKind, LogOrigin};
-pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked, TrackedIds};
 use recent::RecentVisitor;
+pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked, TrackedIds};
 use visitor::FieldVisitor;
 pub(crate) use visitor::sanitize;
 
@@ -346,8 +346,7 @@ where
         let limits = &self.shared.store.limits;
         // An ordinary event only matters as a recent event of the tracked node it is in.
         let keep_recent = limits.recent_events > 0 && *meta.level() <= limits.recent_event_level;
-        if !is_error && kind == EventKind::Other && !(keep_recent && recent::may_be_inside(event))
-        {
+        if !is_error && kind == EventKind::Other && !(keep_recent && recent::may_be_inside(event)) {
             return;
         }
         if kind == EventKind::Return {
@@ -371,11 +370,14 @@ where
             return;
         };
         if kind == EventKind::Other && !is_error {
-            let mut visitor = RecentVisitor::new(meta, limits.max_text_len, limits.max_metadata_entries);
+            let mut visitor =
+                RecentVisitor::new(meta, limits.max_text_len, limits.max_metadata_entries);
             event.record(&mut visitor);
             let ext = span.extensions();
             if let Some(tracked) = self.mine(&ext) {
-                tracked.node.record_event(visitor.finish(self.shared.store.clock.now_us()));
+                tracked
+                    .node
+                    .record_event(visitor.finish(self.shared.store.clock.now_us()));
             }
             return;
         }

@@ -62,7 +62,11 @@ pub(super) struct RecentVisitor<'m> {
 }
 
 impl<'m> RecentVisitor<'m> {
-    pub(super) fn new(meta: &'m tracing_core::Metadata<'m>, max_text: usize, max_fields: usize) -> Self {
+    pub(super) fn new(
+        meta: &'m tracing_core::Metadata<'m>,
+        max_text: usize,
+        max_fields: usize,
+    ) -> Self {
         RecentVisitor {
             meta,
             max_text,

@@ -48,7 +48,12 @@ fn a_node_keeps_its_events_in_order_with_level_message_and_fields() {
     assert!(e.target.contains("recent_events"));
     assert!(e.at_us > 0 && e.at_us >= block.recent_events[0].at_us);
     // The root keeps its own, not its child's.
-    let root: Vec<_> = op.root.recent_events.iter().map(|e| e.to_string()).collect();
+    let root: Vec<_> = op
+        .root
+        .recent_events
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(root, [" INFO starting"]);
 }
 
@@ -68,7 +73,10 @@ fn a_failure_carries_the_lines_that_led_to_it() {
         .iter()
         .map(|e| e.message.as_deref().unwrap())
         .collect();
-    assert_eq!(msgs, ["reading header", "checksum mismatch, retrying", "read"]);
+    assert_eq!(
+        msgs,
+        ["reading header", "checksum mismatch, retrying", "read"]
+    );
     // The node's own ring ends with the error line itself.
     let last = block.recent_events.last().unwrap();
     assert_eq!(last.level, EventLevel::Error);
@@ -95,11 +103,9 @@ fn level_threshold_count_and_off() {
     assert_eq!(kept.len(), 10);
     assert!(kept.iter().all(|e| e.level == EventLevel::Info));
     // DEBUG kept, ring of 4: the last four events.
-    let kept = run(
-        Builder::new()
-            .recent_events(4, 1 << 20)
-            .recent_events_level(tracing::Level::DEBUG),
-    );
+    let kept = run(Builder::new()
+        .recent_events(4, 1 << 20)
+        .recent_events_level(tracing::Level::DEBUG));
     let is: Vec<_> = kept.iter().map(|e| e.fields.get("i").cloned()).collect();
     assert_eq!(is, [8, 8, 9, 9].map(|i| Some(FieldValue::I64(i))));
     assert_eq!(kept[3].level, EventLevel::Info);
