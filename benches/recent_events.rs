@@ -69,7 +69,10 @@ const EVENTS: u64 = 20_000;
 
 fn ours(builder: Builder) -> (Dispatch, Store) {
     let (layer, store) = builder.estimate_interval(None).build().unwrap();
-    (Dispatch::new(tracing_subscriber::registry().with(layer)), store)
+    (
+        Dispatch::new(tracing_subscriber::registry().with(layer)),
+        store,
+    )
 }
 
 /// ns per event, inside a tracked span (`tracked`) or an untracked one.
@@ -90,7 +93,11 @@ fn per_event(d: &Dispatch, tracked: bool) -> f64 {
 }
 
 fn main() {
-    let rounds = if std::env::var_os("RECENT_QUICK").is_some() { 5 } else { 30 };
+    let rounds = if std::env::var_os("RECENT_QUICK").is_some() {
+        5
+    } else {
+        30
+    };
     let (off, _s1) = ours(Builder::new().recent_events(0, 0));
     let (on, _s2) = ours(Builder::new());
     let (ring4, _s3) = ours(Builder::new().recent_events(4, 8 * 1024));
