@@ -67,6 +67,9 @@ impl<S: Subscriber> Layer<S> for CopyLayer {
 
 const EVENTS: u64 = 20_000;
 
+/// One configuration: runs a batch, returns ns per event.
+type Case<'a> = Box<dyn FnMut() -> f64 + 'a>;
+
 fn ours(builder: Builder) -> (Dispatch, Store) {
     let (layer, store) = builder.estimate_interval(None).build().unwrap();
     (
@@ -103,7 +106,7 @@ fn main() {
     let (ring4, _s3) = ours(Builder::new().recent_events(4, 8 * 1024));
     let (ring64, _s4) = ours(Builder::new().recent_events(64, 64 * 1024));
     let copy = Dispatch::new(tracing_subscriber::registry().with(CopyLayer));
-    let mut cases: Vec<(&str, Box<dyn FnMut() -> f64>)> = vec![
+    let mut cases: Vec<(&str, Case)> = vec![
         ("off, in tracked", Box::new(|| per_event(&off, true))),
         ("copy floor", Box::new(|| per_event(&copy, true))),
         ("on, in tracked", Box::new(|| per_event(&on, true))),

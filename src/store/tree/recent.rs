@@ -43,3 +43,43 @@ impl Ring {
         self.dropped
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Ring;
+    use crate::model::{EventLevel, Metadata, RecentEvent};
+
+    fn event(i: u64, text: usize) -> RecentEvent {
+        RecentEvent {
+            at_us: i,
+            level: EventLevel::Info,
+            target: Arc::from("t"),
+            message: Some(Arc::from("x".repeat(text))),
+            fields: Metadata::default(),
+        }
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_within_count_and_bytes() {
+        let mut r = Ring::default();
+        for i in 0..1000 {
+            r.push(event(i, 10), 16, 1 << 20);
+        }
+        let kept: Vec<u64> = r.to_vec().iter().map(|e| e.at_us).collect();
+        assert_eq!(kept, (984..1000).collect::<Vec<_>>());
+        assert_eq!(r.dropped(), 984);
+        let mut r = Ring::default();
+        let w = event(0, 500).weight();
+        for i in 0..100 {
+            r.push(event(i, 500), 1000, 4 * w);
+            assert!(r.bytes() <= 4 * w);
+        }
+        assert_eq!(r.to_vec().len(), 4);
+        // One event over the cap alone is still kept (its text was cut already).
+        r.push(event(100, 10 * w), 1000, 4 * w);
+        assert_eq!(r.to_vec().len(), 1);
+        assert_eq!(r.bytes(), event(0, 10 * w).weight());
+    }
+}
