@@ -41,9 +41,10 @@ pub use layer::layer;
 pub use layer::span_ext::{ProgressSpanExt, is_cancelled};
 pub use layer::{BuildError, Builder, FailOn, ProgressLayer, classify::TrackRule};
 pub use model::{
-    CancelReason, ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, FailureSummary, FieldValue,
-    FoldedChildren, HandledErrors, Metadata, NodeId, OperationId, OperationMetrics, OperationRef,
-    ParseError, ProgressLevel, ProgressState, ResourceUsage, RunId, SCHEMA_VERSION, Status, Timing,
+    CancelReason, ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, EventLevel, FailureSummary,
+    FieldValue, FoldedChildren, HandledErrors, Metadata, NodeId, OperationId, OperationMetrics,
+    OperationRef, ParseError, ProgressLevel, ProgressState, RecentEvent, ResourceUsage, RunId,
+    SCHEMA_VERSION, Status, Timing,
 };
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]

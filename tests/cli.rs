@@ -335,6 +335,10 @@ fn show_human_and_json() {
         text.contains("/data/in.wav"),
         "verbose shows the error's fields:\n{text}"
     );
+    assert!(
+        text.contains("Recent Events:") && text.contains("WARN disk almost full free_mb=3"),
+        "verbose shows the failed step's recent events:\n{text}"
+    );
 
     let summary = f.cli(&["show", &id, "--detail", "summary"]).ok().to_owned();
     assert!(summary.lines().count() < text.lines().count(), "{summary}");

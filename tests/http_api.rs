@@ -580,6 +580,20 @@ fn one_operation_as_json_and_text() {
         step["error"]["path"],
         serde_json::json!(["broken import", "step-1"])
     );
+    // Recent events: the step's lines, and the error carries those before it.
+    let recent = step["recent_events"].as_array().expect("recent_events");
+    assert_eq!(recent.len(), 2, "{step}");
+    assert_eq!(recent[0]["level"], "warn");
+    assert_eq!(recent[0]["message"], "disk almost full");
+    assert_eq!(recent[0]["fields"]["free_mb"], 3);
+    assert!(recent[0]["at_us"].as_u64().unwrap() > 0);
+    assert_eq!(recent[1]["level"], "error");
+    assert_eq!(recent[1]["fields"]["path"], "/data/in.wav");
+    assert_eq!(
+        step["error"]["recent_events"][0]["message"],
+        "disk almost full"
+    );
+    assert_eq!(step["error"]["recent_events"].as_array().unwrap().len(), 1);
 
     let text = fx.get(&format!("/api/operations/{failed}/text"));
     assert_eq!(text.status, 200);

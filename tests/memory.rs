@@ -1,5 +1,6 @@
 //! Memory stays flat: a million operations through a store with history 1,000, and one
-//! operation with a million blocks under the folding bound. Peak RSS figures are printed
+//! operation with a million blocks under the folding bound, and one node receiving a million
+//! events (its recent events stay a bounded ring). Peak RSS figures are printed
 //! (`cargo test --test memory -- --nocapture`).
 //!
 //! One test function on purpose: RSS is per process, so the phases must not run in parallel.
@@ -96,6 +97,35 @@ fn memory_stays_flat() {
         assert!(
             after_blocks < before_blocks + 64 * 1024,
             "RSS grew from {before_blocks} to {after_blocks} KiB"
+        );
+
+        // Phase 3: one node receiving 1,000,000 events keeps its last 16 (recent events).
+        let block = info_span!("block", progress.level = "block");
+        let block_op = block.operation_id().unwrap();
+        let burst = |from: u64, to: u64| {
+            block.in_scope(|| {
+                for i in from..to {
+                    tracing::info!(i, path = "/data/audio.wav", "decoded a frame");
+                }
+            })
+        };
+        burst(0, 100_000);
+        let (events_warm, _) = rss_kib();
+        burst(100_000, 1_000_000);
+        let (events_after, _) = rss_kib();
+        let live = store.get(block_op).unwrap();
+        let kept = &live.root.recent_events;
+        assert_eq!(kept.len(), 16);
+        assert_eq!(
+            kept.last().unwrap().fields.get("i"),
+            Some(&tracing_progress::FieldValue::I64(999_999))
+        );
+        println!(
+            "1 node with 1,000,000 events: 16 kept, RSS after 100k {events_warm} KiB, after 1M {events_after} KiB"
+        );
+        assert!(
+            events_after < events_warm + 4 * 1024,
+            "RSS grew from {events_warm} to {events_after} KiB"
         );
     });
 }

@@ -209,7 +209,14 @@ fn failed_block() -> ProgressState {
             "failed",
             45_100,
             Some(47_500),
-            json!({"error": block_err, "percentage": null}),
+            json!({"error": block_err, "percentage": null, "recent_events": [
+                {"at_us": at(45_200), "level": "info", "target": "app::blocks",
+                 "message": "opening block", "fields": {"offset": 37_748_736}},
+                {"at_us": at(46_350), "level": "warn", "target": "app::blocks",
+                 "message": "header checksum mismatch, retrying", "fields": {"attempt": 2}},
+                {"at_us": at(47_500), "level": "error", "target": "app::blocks",
+                 "message": "Decoder failed: invalid header\nexpected RIFF, found ID3"}
+            ]}),
         ),
         level(
             108,

@@ -147,6 +147,15 @@ fn run_block(name: &str, id: &str, song: &Song) -> Result<(), String> {
         if name.starts_with("DetectOnsets") {
             span.set_metadata("events_found", (step * 5 + 7).into());
         }
+        if name.starts_with("Detect") && step % 5 == 0 {
+            tracing::info!(step, frame = step * 512, "onset pass");
+        }
+        if name == "DetectOnsets2" && song.id == "song-002" && step == 11 {
+            tracing::warn!(
+                frame = step * 512,
+                "onset energy unstable, widening the window"
+            );
+        }
         if name == "DetectOnsets2" && song.id == "song-002" && step == 12 {
             return Err(format!("onset detector diverged at frame {}", step * 512));
         }

@@ -30,6 +30,8 @@ const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 /// | [`max_depth`](Builder::max_depth) | 32 | nesting depth; deeper spans are attached at the limit |
 /// | [`max_text_len`](Builder::max_text_len) | 64 KiB | length of a message or text field |
 /// | [`max_metadata_entries`](Builder::max_metadata_entries) | 64 | metadata entries per node |
+/// | [`recent_events`](Builder::recent_events) | 16 events, 8 KiB | events kept per tracked node |
+/// | [`recent_events_level`](Builder::recent_events_level) | `INFO` | least severe level kept as a recent event |
 /// | [`capture_panics`](Builder::capture_panics) | on | chains a panic hook to keep panic messages |
 /// | [`fail_on`](Builder::fail_on) | returned errors | which ERROR events fail a node |
 /// | [`stall_factor`](Builder::stall_factor) | 5 | a node is `stalled` after this many usual update intervals without progress |
@@ -351,6 +353,36 @@ impl Builder {
     /// Most metadata entries per node; more are dropped and noted in `input_errors`.
     pub fn max_metadata_entries(mut self, n: usize) -> Self {
         self.limits.max_metadata_entries = n;
+        self
+    }
+
+    /// Recent events kept per tracked node: the last `n` events logged inside it (in it or
+    /// in untracked spans below it), together at most `max_bytes` (estimated heap; the oldest
+    /// go first). `n = 0` turns them off. They show in the node's
+    /// [`recent_events`](crate::ProgressLevel::recent_events), and a failure carries the
+    /// node's events up to it ([`ErrorInfo::recent_events`](crate::ErrorInfo::recent_events)).
+    /// `progress.*` events and `#[instrument(ret)]` returns are not kept; folded children
+    /// keep none.
+    ///
+    /// ```
+    /// use tracing_progress::Builder;
+    /// let builder = Builder::new().recent_events(32, 16 * 1024);
+    /// ```
+    pub fn recent_events(mut self, n: usize, max_bytes: usize) -> Self {
+        self.limits.recent_events = n;
+        self.limits.recent_event_bytes = max_bytes;
+        self
+    }
+
+    /// Least severe level kept as a recent event (default `INFO`: `DEBUG` and `TRACE` events
+    /// are not kept).
+    ///
+    /// ```
+    /// use tracing_progress::Builder;
+    /// let builder = Builder::new().recent_events_level(tracing::Level::DEBUG);
+    /// ```
+    pub fn recent_events_level(mut self, level: tracing::Level) -> Self {
+        self.limits.recent_event_level = level;
         self
     }
 

@@ -15,6 +15,7 @@ mod builder;
 pub(crate) mod classify;
 mod events;
 mod panic;
+mod recent;
 pub(crate) mod span_ext;
 mod tracked;
 mod visitor;
@@ -35,12 +36,13 @@ pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
 pub use events::FailOn;
 use events::{EventKind, LogOrigin};
+use recent::RecentVisitor;
 pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked, TrackedIds};
 use visitor::FieldVisitor;
 pub(crate) use visitor::sanitize;
 
 use crate::export::{ClosedNode, Exporters, Throttle};
-use crate::model::{ErrorOrigin, Metadata, NodeId};
+use crate::model::{ErrorOrigin, EventLevel, Metadata, NodeId, RecentEvent};
 use crate::store::{CloseInfo, NewNode, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
@@ -341,7 +343,10 @@ where
         let meta = event.metadata();
         let is_error = *meta.level() == Level::ERROR;
         let kind = EventKind::of(meta);
-        if !is_error && kind == EventKind::Other {
+        let limits = &self.shared.store.limits;
+        // An ordinary event only matters as a recent event of the tracked node it is in.
+        let keep_recent = limits.recent_events > 0 && *meta.level() <= limits.recent_event_level;
+        if !is_error && kind == EventKind::Other && !(keep_recent && recent::may_be_inside(event)) {
             return;
         }
         if kind == EventKind::Return {
@@ -357,12 +362,25 @@ where
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
+        let tracked_ids = &self.shared.tracked_ids;
         let Some(span) = scope
             .into_iter()
-            .find(|s| self.mine(&s.extensions()).is_some())
+            .find(|s| tracked_ids.may_contain(&s.id()) && self.mine(&s.extensions()).is_some())
         else {
             return;
         };
+        if kind == EventKind::Other && !is_error {
+            let mut visitor =
+                RecentVisitor::new(meta, limits.max_text_len, limits.max_metadata_entries);
+            event.record(&mut visitor);
+            let ext = span.extensions();
+            if let Some(tracked) = self.mine(&ext) {
+                tracked
+                    .node
+                    .record_event(visitor.finish(self.shared.store.clock.now_us()));
+            }
+            return;
+        }
         let class = self.shared.classifier.event_class(meta);
         let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, true);
         event.record(&mut visitor);
@@ -400,10 +418,21 @@ where
                 .unwrap_or_else(|| class.callsite.target.clone());
             let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
             // Failing or not, the error is kept: as the node's failure or as one it handled.
+            let line = keep_recent.then(|| RecentEvent {
+                at_us: error.at_us,
+                level: EventLevel::Error,
+                target: error.target.clone(),
+                message: Some(error.message.clone()),
+                fields: error.fields.clone(),
+            });
             if self.shared.fail_on.fails(returned) {
                 tracked.node.fail(error);
             } else {
                 tracked.node.handled_error(error);
+            }
+            // After the failure, which carries the lines that led to it, not itself.
+            if let Some(line) = line {
+                tracked.node.record_event(line);
             }
         } else {
             if update.message.is_none() {
@@ -426,6 +455,7 @@ where
         let Some(t) = self.mine(&ext) else {
             return;
         };
+        recent::entered();
         let clock = &self.shared.store.clock;
         let now = clock.now_ns();
         let at = clock.ns_to_unix_us(now);
@@ -452,6 +482,7 @@ where
         let Some(t) = self.mine(&ext) else {
             return;
         };
+        recent::exited();
         if t.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
             let now = self.shared.store.clock.now_ns();
             let since = t.entered_at_ns.load(Ordering::Acquire);

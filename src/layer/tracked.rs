@@ -148,6 +148,7 @@ impl Tracked {
             fields,
             at_us: self.node.store().clock.now_us(),
             propagated: false,
+            recent_events: Vec::new(),
         }
     }
 

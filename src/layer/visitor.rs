@@ -258,15 +258,15 @@ impl Visit for FieldVisitor<'_> {
 }
 
 /// Stops collecting after `limit` bytes, so a huge Debug value cannot allocate without bound.
-struct LimitedWriter<'a> {
+pub(super) struct LimitedWriter<'a> {
     out: &'a mut String,
     limit: usize,
     /// Bytes offered, kept or not.
-    total: usize,
+    pub(super) total: usize,
 }
 
 impl<'a> LimitedWriter<'a> {
-    fn new(out: &'a mut String, limit: usize) -> Self {
+    pub(super) fn new(out: &'a mut String, limit: usize) -> Self {
         LimitedWriter {
             out,
             limit,
@@ -360,7 +360,7 @@ pub(crate) fn sanitize(s: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// [`sanitize`] for text that may already be a cut prefix of `full_len` bytes.
-fn sanitize_sized(s: &str, max: usize, full_len: usize) -> Cow<'_, str> {
+pub(super) fn sanitize_sized(s: &str, max: usize, full_len: usize) -> Cow<'_, str> {
     let clean = |c: char| !c.is_control() || c == '\n' || c == '\t';
     if s.len() <= max && full_len == s.len() && s.chars().all(clean) {
         return Cow::Borrowed(s);

@@ -9,6 +9,7 @@
 //! * Times are microseconds: `*_at_us` are wall-clock times since the Unix epoch, `*_us`
 //!   without `_at` are durations.
 
+mod recent;
 mod render;
 mod value;
 
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub use recent::{EventLevel, RecentEvent};
 pub use value::{FieldValue, Metadata};
 
 /// Version of the JSON shape of [`ProgressState`] (its `schema_version` field).
@@ -351,6 +353,10 @@ pub struct ErrorInfo {
     /// count it once, under its root cause, not again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub propagated: bool,
+    /// The failing node's recent events up to the failure, oldest first: the lines that led
+    /// to it (see [`Builder::recent_events`](crate::Builder::recent_events)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_events: Vec<RecentEvent>,
 }
 
 /// ERROR events a node logged without failing (see
@@ -511,6 +517,10 @@ pub struct ProgressLevel {
     /// at most 8; see the crate docs for each case.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_errors: Vec<Arc<str>>,
+    /// The last events logged inside this node, oldest first, bounded by
+    /// [`Builder::recent_events`](crate::Builder::recent_events); folded children keep none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_events: Vec<RecentEvent>,
     /// True when this node sits at the depth limit and its tracked descendants were attached
     /// to it directly instead of nesting deeper.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -433,6 +433,7 @@ impl Graft for GraftCell {
                 fields: Metadata::default(),
                 at_us: s.exited_us.unwrap_or(now_us),
                 propagated: !s.errors.is_empty(),
+                recent_events: Vec::new(),
             })
         });
         let failures_below = match (s.errors.first(), s.errors.last()) {
@@ -479,6 +480,7 @@ impl Graft for GraftCell {
             handled_errors: None,
             metadata,
             input_errors: Vec::new(),
+            recent_events: Vec::new(),
             flattened: false,
             estimate: single
                 .filter(|_| status == Status::Running)

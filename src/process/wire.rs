@@ -192,6 +192,7 @@ impl Converter<'_> {
             fields: Metadata::default(),
             at_us: completed.unwrap_or(now_us),
             propagated: false,
+            recent_events: Vec::new(),
         });
         if let Some(e) = &error {
             self.errors.push(e.clone());
@@ -266,6 +267,7 @@ impl Converter<'_> {
             handled_errors: None,
             metadata,
             input_errors,
+            recent_events: Vec::new(),
             flattened: false,
             children,
             folded: Vec::new(),

@@ -260,6 +260,7 @@ fn level_bytes(level: &ProgressLevel) -> usize {
     total += level.unit.as_deref().map_or(0, arc_str);
     total += level.message.as_deref().map_or(0, arc_str);
     total += metadata_bytes(&level.metadata);
+    total += recent_bytes(&level.recent_events);
     if !level.input_errors.is_empty() {
         total += level.input_errors.capacity() * std::mem::size_of::<Arc<str>>() + ALLOC_OVERHEAD;
         total += level.input_errors.iter().map(|e| arc_str(e)).sum::<usize>();
@@ -301,7 +302,19 @@ fn error_bytes(e: &ErrorInfo) -> usize {
     total += e.location.as_deref().map_or(0, arc_str);
     total += e.path.capacity() * std::mem::size_of::<Arc<str>>() + ALLOC_OVERHEAD;
     total += e.path.iter().map(|p| arc_str(p)).sum::<usize>();
-    total + metadata_bytes(&e.fields)
+    total + metadata_bytes(&e.fields) + recent_bytes(&e.recent_events)
+}
+
+/// Recent events: their own estimate plus the vector's slots.
+fn recent_bytes(events: &[crate::model::RecentEvent]) -> usize {
+    if events.is_empty() {
+        return 0;
+    }
+    ALLOC_OVERHEAD
+        + events
+            .iter()
+            .map(|e| e.weight() + ALLOC_OVERHEAD)
+            .sum::<usize>()
 }
 
 fn metadata_bytes(m: &Metadata) -> usize {

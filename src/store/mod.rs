@@ -64,6 +64,11 @@ pub(crate) struct Limits {
     pub(crate) max_metadata_entries: usize,
     /// `k` of stall detection: a node is stalled after `k ×` its usual update interval.
     pub(crate) stall_factor: f64,
+    /// Recent events kept per tracked node (0: none), their byte cap, and the least severe
+    /// level kept.
+    pub(crate) recent_events: usize,
+    pub(crate) recent_event_bytes: usize,
+    pub(crate) recent_event_level: tracing_core::Level,
 }
 
 impl Default for Limits {
@@ -78,9 +83,16 @@ impl Default for Limits {
             max_text_len: 64 * 1024,
             max_metadata_entries: 64,
             stall_factor: crate::estimate::DEFAULT_STALL_FACTOR,
+            recent_events: DEFAULT_RECENT_EVENTS,
+            recent_event_bytes: DEFAULT_RECENT_EVENT_BYTES,
+            recent_event_level: tracing_core::Level::INFO,
         }
     }
 }
+
+/// Recent events kept per node by default, and their byte cap (see `benches/recent_events.rs`).
+pub(crate) const DEFAULT_RECENT_EVENTS: usize = 16;
+pub(crate) const DEFAULT_RECENT_EVENT_BYTES: usize = 8 * 1024;
 
 /// Default bound on the estimated bytes of history: 64 MiB. With the other defaults a store
 /// stays under ~100 MB of RSS whatever the operations look like (measured in

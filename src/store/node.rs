@@ -149,6 +149,11 @@ impl NodeHandle {
         self.op.with_tree(|t| t.fail(self.key, error));
     }
 
+    /// Adds an event to the node's recent events.
+    pub(crate) fn record_event(&self, event: crate::model::RecentEvent) {
+        self.op.with_tree(|t| t.record_event(self.key, event));
+    }
+
     /// Records an ERROR event the node did not fail from.
     pub(crate) fn handled_error(&self, error: ErrorInfo) {
         self.op.with_tree(|t| t.handled_error(self.key, error));

@@ -535,6 +535,22 @@ impl<'a> Renderer<'a> {
                     "Flattened: deeper levels were attached here (store depth limit)",
                 );
             }
+            if !l.recent_events.is_empty() {
+                self.recent_events(l, indent);
+            }
+        }
+    }
+
+    /// The node's last events, timed from the node's start (or creation).
+    fn recent_events(&mut self, l: &ProgressLevel, indent: usize) {
+        let from = l.timing.started_at_us.unwrap_or(l.timing.created_at_us);
+        self.line(indent, "Recent Events:");
+        for e in &l.recent_events {
+            let offset = e.at_us.saturating_sub(from) as f64 / 1e6;
+            self.line(
+                indent + 2,
+                &format!("+{offset:.3}s {}", one_line(&e.to_string())),
+            );
         }
     }
 

@@ -304,6 +304,11 @@ try {
     blockErrorBox.includes("audio2.wav") && blockErrorBox.includes("DetectOnsets2"),
     "the error box gives the error's context (its path)",
   );
+  const recent = (await detailsOf(blockId).locator(T("recent-events")).first().textContent()) ?? "";
+  check(
+    recent.includes("WARN onset energy unstable") && recent.includes("INFO onset pass"),
+    `the failed block's details show its recent events: ${JSON.stringify(recent)}`,
+  );
   const cardError = card.locator(`:scope > ${T("error-box")} ${T("error-message")}`);
   if ((await cardError.count()) > 0) {
     check(

@@ -10,6 +10,7 @@ mod concurrency;
 mod failures;
 mod folding;
 mod properties;
+mod recent_events;
 mod rules;
 mod snapshot_stress;
 mod store_api;

@@ -34,7 +34,7 @@ impl Traced {
     ///
     /// ```text
     /// kind "name" (total 2)
-    /// ├ step "step-1" (block_id = 7)   with fail: error "disk full" (path = "/data/in.wav")
+    /// ├ step "step-1" (block_id = 7)   with fail: warn "disk almost full", error "disk full" (path = "/data/in.wav")
     /// └ step "step-2"
     ///                                  with fail: error "import failed" on the operation
     /// ```
@@ -57,6 +57,7 @@ impl Traced {
                 )
                 .in_scope(|| {
                     if fail {
+                        tracing::warn!(free_mb = 3u64, "disk almost full");
                         tracing::error!(path = "/data/in.wav", "disk full");
                     }
                 });

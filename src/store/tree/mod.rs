@@ -9,6 +9,7 @@
 
 mod estimates;
 mod fold;
+mod recent;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use crate::estimate::{FinishedNode, NodeEstimator, Priors};
 use crate::model::{
     CancelReason, ErrorInfo, FailureSummary, FoldedChildren, HandledErrors, Metadata, NodeId,
-    OperationMetrics, ProgressLevel, ResourceUsage, Status,
+    OperationMetrics, ProgressLevel, RecentEvent, ResourceUsage, Status,
 };
 use crate::store::Limits;
 use crate::store::counters::LiveCounters;
@@ -53,6 +54,8 @@ struct Cold {
     resources: Option<ResourceAcc>,
     /// Subtrees kept elsewhere (a child process's report), spliced in by snapshots.
     grafts: Vec<Arc<dyn Graft>>,
+    /// The last events logged inside the node (empty when recent events are off).
+    recent: recent::Ring,
 }
 
 /// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
@@ -591,6 +594,7 @@ impl Tree {
         // A node that fails after something below it failed is most likely passing that
         // failure up: ancestors already count it under its root cause.
         error.propagated = cold.failures_below.is_some();
+        error.recent_events = cold.recent.to_vec();
         let root_cause = !error.propagated && cold.error.is_none();
         if cold.error.is_none() {
             cold.error = Some(error.clone());
@@ -619,6 +623,16 @@ impl Tree {
                 }
             }
         }
+    }
+
+    /// Adds an event to the node's ring of recent events; `false` if the node is gone.
+    pub(crate) fn record_event(&mut self, key: NodeKey, event: RecentEvent) -> bool {
+        let (n, bytes) = (self.limits.recent_events, self.limits.recent_event_bytes);
+        let Some(node) = self.node_mut(key) else {
+            return false;
+        };
+        node.cold().recent.push(event, n, bytes);
+        true
     }
 
     /// Records an ERROR event the node did not fail from (kept as context).

@@ -84,6 +84,7 @@ fn failed_children_are_spared_while_others_can_go() {
         fields: Metadata::default(),
         at_us: 1,
         propagated: false,
+        recent_events: vec![],
     };
     tree.fail(bad_key, err);
     tree.close(bad_key, done(2, 0), false);
