@@ -259,8 +259,11 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
     };
     let down = push(dead_port());
     let hole = push(black_hole());
+    // The baseline pushes too, to a collector that answers: pushing itself records into the
+    // SDK's instruments on the host thread, and that cost is not what this test is about.
+    let (healthy, _posts) = sink();
     let configs = [
-        ("no push", MetricsExport::new()),
+        ("healthy collector", push(healthy)),
         ("collector down", down.clone()),
         ("black hole", hole.clone()),
     ];
@@ -284,7 +287,7 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
     for (i, (name, _)) in traced.iter().enumerate().skip(1) {
         let ratio = cpu[i].as_secs_f64() / cpu[0].as_secs_f64();
         eprintln!(
-            "{name}: thread CPU {:?} vs no push {:?} ({ratio:.3}x); wall {:?} vs {:?}",
+            "{name}: thread CPU {:?} vs a healthy collector {:?} ({ratio:.3}x); wall {:?} vs {:?}",
             cpu[i], cpu[0], wall[i], wall[0]
         );
         // The 5% target is measured in benches/metrics.rs; here a wide margin catches extra
@@ -293,13 +296,13 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
         // time with the host thread doing no more work).
         assert!(
             ratio < 1.25,
-            "{name}: the host thread did {ratio:.3}x the work it does without a push"
+            "{name}: the host thread did {ratio:.3}x the work it does with a healthy collector"
         );
         // Waiting on the network would show in wall time: one wait on the 300 ms timeout
         // adds at least that to the best round.
         assert!(
             wall[i] < wall[0] + Duration::from_millis(250),
-            "{name}: the host waited ({:?} vs {:?} without a push)",
+            "{name}: the host waited ({:?} vs {:?} with a healthy collector)",
             wall[i],
             wall[0]
         );
