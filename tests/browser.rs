@@ -106,6 +106,8 @@ fn live_page_in_chromium_shows_progress_errors_and_cancels() {
 
     // About 26 s at this speed; the failing block is reached after about 14 s.
     let mut example = Command::new(example_binary("setlist"))
+        // Earlier runs' operations (ids 1, 2 … of other runs) would share the history table.
+        .env("SETLIST_HISTORY", "off")
         .env("SETLIST_SERVE", "127.0.0.1:0")
         .env("SETLIST_TOKEN", TOKEN)
         .env("SETLIST_SPEED", "0.1")

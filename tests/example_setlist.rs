@@ -148,6 +148,7 @@ fn ndjson_fallback_is_one_json_object_per_line() {
     let out = Command::new(example_binary("setlist"))
         .arg("--ndjson")
         .env("SETLIST_SPEED", "4")
+        .env("SETLIST_HISTORY", "off")
         .env_remove("RUST_LOG")
         .output()
         .expect("run the example");

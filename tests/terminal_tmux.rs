@@ -43,7 +43,7 @@ fn live_view_redraws_in_place_with_logs_above_and_leaves_no_garbage() {
     }
     let session = format!("tp-live-{}", std::process::id());
     let command = format!(
-        "SETLIST_SPEED=2 RUST_LOG=warn {} ; echo EXITED; sleep 60",
+        "SETLIST_SPEED=2 SETLIST_HISTORY=off RUST_LOG=warn {} ; echo EXITED; sleep 60",
         example_binary("setlist").display()
     );
     let started = Command::new("tmux")
