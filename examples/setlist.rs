@@ -198,6 +198,11 @@ fn run_encoder_child(song: &setlist_sim::Song) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("no path to this example: {e}"))?;
     let status = std::process::Command::new(exe)
         .args(["--encode-child", song.file])
+        // Its progress reaches us through the tree; its own output would land inside the
+        // parent's live terminal view and break the redraw in place.
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn_tracked()
         .map_err(|e| format!("cannot start the encoder: {e}"))?
         .wait()
@@ -288,9 +293,17 @@ fn main() {
     #[cfg(feature = "http")]
     let server = serve(&store);
 
-    let first_eta = watch_first_eta(store.clone(), ndjson);
+    // On a terminal the live view shows the ETA itself, and a line printed under it would
+    // break its redraw in place; the note is for piped runs.
+    #[cfg(feature = "terminal")]
+    let note_eta = !live.in_place();
+    #[cfg(not(feature = "terminal"))]
+    let note_eta = true;
+    let first_eta = note_eta.then(|| watch_first_eta(store.clone(), ndjson));
     process_setlist("My Setlist", &SONGS);
-    let _ = first_eta.join();
+    if let Some(t) = first_eta {
+        let _ = t.join();
+    }
 
     #[cfg(feature = "terminal")]
     let streamed = ndjson && !live.in_place();
