@@ -377,7 +377,7 @@ where
             if let Some(tracked) = self.mine(&ext) {
                 tracked
                     .node
-                    .record_event(visitor.finish(self.shared.store.clock.now_us()));
+                    .record(visitor.finish(self.shared.store.clock.now_us()));
             }
             return;
         }

@@ -354,6 +354,18 @@ fn truncate_chars(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Whether `s` has no control characters but newline and tab (what [`sanitize`] escapes).
+pub(super) fn is_clean(s: &str) -> bool {
+    // ASCII text, the common case, in a loop the compiler vectorizes.
+    if s.is_ascii() {
+        // No early exit, so the loop vectorizes: clean text is the case that matters.
+        return s.bytes().fold(true, |ok, b| {
+            ok & ((b >= 0x20 && b != 0x7f) | (b == b'\n') | (b == b'\t'))
+        });
+    }
+    s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t')
+}
+
 /// Limits length and escapes control characters (except newline and tab).
 pub(crate) fn sanitize(s: &str, max: usize) -> Cow<'_, str> {
     sanitize_sized(s, max, s.len())
@@ -362,7 +374,7 @@ pub(crate) fn sanitize(s: &str, max: usize) -> Cow<'_, str> {
 /// [`sanitize`] for text that may already be a cut prefix of `full_len` bytes.
 pub(super) fn sanitize_sized(s: &str, max: usize, full_len: usize) -> Cow<'_, str> {
     let clean = |c: char| !c.is_control() || c == '\n' || c == '\t';
-    if s.len() <= max && full_len == s.len() && s.chars().all(clean) {
+    if s.len() <= max && full_len == s.len() && is_clean(s) {
         return Cow::Borrowed(s);
     }
     let kept = truncate_chars(s, max);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::model::{ErrorInfo, NodeId, OperationId, ProgressLevel, ProgressState};
 use crate::store::ProgressHandle;
+use crate::store::RecentRecord;
 use crate::store::counters::LiveCounters;
 use crate::store::operation::OperationCell;
 use crate::store::update::NodeUpdate;
@@ -152,6 +153,11 @@ impl NodeHandle {
     /// Adds an event to the node's recent events.
     pub(crate) fn record_event(&self, event: crate::model::RecentEvent) {
         self.op.with_tree(|t| t.record_event(self.key, event));
+    }
+
+    /// Keeps an ordinary event in the node's recent events.
+    pub(crate) fn record(&self, record: RecentRecord) {
+        self.op.with_tree(|t| t.record(self.key, record));
     }
 
     /// Records an ERROR event the node did not fail from.

@@ -9,7 +9,7 @@
 
 mod estimates;
 mod fold;
-mod recent;
+pub(crate) mod recent;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -27,6 +27,7 @@ use crate::store::counters::LiveCounters;
 use crate::store::graft::{Graft, MAX_GRAFTS_PER_NODE};
 use crate::store::node::{Callsite, CloseInfo, NewNode, NodeKey};
 use crate::store::update::NodeUpdate;
+use recent::RecentRecord;
 
 /// At most this many input errors are kept per node (older ones are dropped first).
 const MAX_INPUT_ERRORS: usize = 8;
@@ -631,8 +632,16 @@ impl Tree {
         let Some(node) = self.node_mut(key) else {
             return false;
         };
-        node.cold().recent.push(event, n, bytes);
+        node.cold().recent.push_event(event, n, bytes);
         true
+    }
+
+    /// Keeps an ordinary event in the node's recent events.
+    pub(crate) fn record(&mut self, key: NodeKey, record: RecentRecord) {
+        let (n, bytes) = (self.limits.recent_events, self.limits.recent_event_bytes);
+        if let Some(node) = self.node_mut(key) {
+            node.cold().recent.push(record, n, bytes);
+        }
     }
 
     /// Records an ERROR event the node did not fail from (kept as context).
