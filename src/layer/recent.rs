@@ -13,9 +13,9 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::{Event, Level};
 
 use super::events::LogOrigin;
-use super::visitor::{LimitedWriter, is_clean, sanitize_sized};
+use super::visitor::{LimitedWriter, TextSink, is_clean, sanitize_sized};
 use crate::model::{EventLevel, FieldValue};
-use crate::store::{RecentRecord, RecordFields, Slot};
+use crate::store::{RecentRecord, RecordFields, Slot, TextBuf};
 
 thread_local! {
     /// Tracked spans (of any progress layer) entered on this thread and not exited yet.
@@ -61,7 +61,7 @@ pub(super) struct RecentVisitor {
     from_log: bool,
     message: Option<std::ops::Range<u32>>,
     fields: RecordFields,
-    text: String,
+    text: TextBuf,
     origin: LogOrigin,
 }
 
@@ -78,8 +78,7 @@ impl RecentVisitor {
             from_log: meta.target() == "log",
             message: None,
             fields: RecordFields::new(),
-            // Most events' text fits: one allocation, no growth.
-            text: String::with_capacity(64),
+            text: TextBuf::default(),
             origin: LogOrigin::default(),
         }
     }
@@ -119,7 +118,7 @@ impl RecentVisitor {
     /// The text at `start..` of the buffer (written there by Debug formatting) was `full_len`
     /// bytes before the cut: sanitize it in place.
     fn settle_text(&mut self, start: usize, full_len: usize) -> std::ops::Range<u32> {
-        let written = &self.text[start..];
+        let written = self.text.get(start..self.text.len());
         if written.len() == full_len && full_len <= self.max_text && is_clean(written) {
             return start as u32..self.text.len() as u32;
         }
@@ -134,7 +133,7 @@ impl RecentVisitor {
         }
         let from_log = self.from_log && field.name().starts_with("log.");
         if from_log {
-            let text = &self.text[range.start as usize..range.end as usize];
+            let text = self.text.get(range.start as usize..range.end as usize);
             let value = FieldValue::Str(Arc::from(text));
             if self.origin.take(self.meta, field.name(), &value) {
                 self.text.truncate(range.start as usize);
@@ -186,5 +185,14 @@ impl Visit for RecentVisitor {
         let total = writer.total;
         let range = self.settle_text(start, total);
         self.text_field(field, range);
+    }
+}
+
+impl TextSink for TextBuf {
+    fn len(&self) -> usize {
+        TextBuf::len(self)
+    }
+    fn push_str(&mut self, s: &str) {
+        TextBuf::push_str(self, s)
     }
 }

@@ -257,16 +257,31 @@ impl Visit for FieldVisitor<'_> {
     }
 }
 
+/// Text a [`LimitedWriter`] can append to.
+pub(super) trait TextSink {
+    fn len(&self) -> usize;
+    fn push_str(&mut self, s: &str);
+}
+
+impl TextSink for String {
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s)
+    }
+}
+
 /// Stops collecting after `limit` bytes, so a huge Debug value cannot allocate without bound.
-pub(super) struct LimitedWriter<'a> {
-    out: &'a mut String,
+pub(super) struct LimitedWriter<'a, T: TextSink = String> {
+    out: &'a mut T,
     limit: usize,
     /// Bytes offered, kept or not.
     pub(super) total: usize,
 }
 
-impl<'a> LimitedWriter<'a> {
-    pub(super) fn new(out: &'a mut String, limit: usize) -> Self {
+impl<'a, T: TextSink> LimitedWriter<'a, T> {
+    pub(super) fn new(out: &'a mut T, limit: usize) -> Self {
         LimitedWriter {
             out,
             limit,
@@ -275,7 +290,7 @@ impl<'a> LimitedWriter<'a> {
     }
 }
 
-impl Write for LimitedWriter<'_> {
+impl<T: TextSink> Write for LimitedWriter<'_, T> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.total += s.len();
         let room = self.limit.saturating_sub(self.out.len());

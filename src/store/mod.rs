@@ -48,7 +48,7 @@ use operation::OperationCell;
 pub use subscribe::{Changes, Subscription};
 pub(crate) use ticker::spawn_ticker;
 use tree::Tree;
-pub(crate) use tree::recent::{RecentRecord, RecordFields, Slot};
+pub(crate) use tree::recent::{RecentRecord, RecordFields, Slot, TextBuf};
 pub(crate) use update::NodeUpdate;
 
 /// Bounds that keep memory flat; set through the [`Builder`](crate::Builder).

@@ -40,14 +40,14 @@ pub(crate) struct RecentRecord {
     pub(crate) message: Option<Range<u32>>,
     pub(crate) fields: RecordFields,
     /// The message and every text value, sanitized and cut, one after another.
-    pub(crate) text: String,
+    pub(crate) text: TextBuf,
 }
 
 impl RecentRecord {
     /// Heap and inline bytes the record holds: what the ring's byte cap counts.
     fn weight(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.text.capacity()
+            + self.text.heap_bytes()
             + if self.fields.spilled() {
                 self.fields.capacity() * std::mem::size_of::<(&str, Slot)>()
             } else {
@@ -57,11 +57,7 @@ impl RecentRecord {
 
     fn to_event(&self) -> RecentEvent {
         let text = |r: &Range<u32>| -> Arc<str> {
-            Arc::from(
-                self.text
-                    .get(r.start as usize..r.end as usize)
-                    .unwrap_or(""),
-            )
+            Arc::from(self.text.get(r.start as usize..r.end as usize))
         };
         let mut fields = Metadata::default();
         for (name, slot) in &self.fields {
@@ -83,6 +79,50 @@ impl RecentRecord {
             },
             message: self.message.as_ref().map(text),
             fields,
+        }
+    }
+}
+
+/// A record's text: inline up to 96 bytes, so most events need no heap block for it. Only
+/// whole `&str`s are appended and it is only cut where an append started, so it is always
+/// UTF-8 (checked where read, never assumed).
+#[derive(Debug, Default)]
+pub(crate) struct TextBuf(SmallVec<[u8; 96]>);
+
+impl TextBuf {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn push_str(&mut self, s: &str) {
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// Drops everything from `at` on.
+    pub(crate) fn truncate(&mut self, at: usize) {
+        self.0.truncate(at);
+    }
+
+    /// The text at `range` (empty if the range is not whole characters of it).
+    pub(crate) fn get(&self, range: Range<usize>) -> &str {
+        self.0
+            .get(range)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    /// Takes out the text from `at` on.
+    pub(crate) fn split_off(&mut self, at: usize) -> String {
+        let tail = self.get(at..self.len()).to_owned();
+        self.truncate(at.min(self.len()));
+        tail
+    }
+
+    fn heap_bytes(&self) -> usize {
+        if self.0.spilled() {
+            self.0.capacity()
+        } else {
+            0
         }
     }
 }
@@ -161,11 +201,12 @@ impl Ring {
 
 #[cfg(test)]
 mod tests {
-    use super::{RecentRecord, Ring, Slot};
+    use super::{RecentRecord, Ring, Slot, TextBuf};
     use crate::model::{EventLevel, FieldValue};
 
     fn record(i: u64, text: usize) -> RecentRecord {
-        let mut buf = "x".repeat(text);
+        let mut buf = TextBuf::default();
+        buf.push_str(&"x".repeat(text));
         buf.push_str("/data/a.wav");
         RecentRecord {
             at_us: i,
