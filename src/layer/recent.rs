@@ -84,6 +84,7 @@ impl RecentVisitor {
     }
 
     /// The event, timestamped `at_us`.
+    #[inline]
     pub(super) fn finish(self, at_us: u64) -> RecentRecord {
         RecentRecord {
             at_us,

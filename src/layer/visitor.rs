@@ -371,14 +371,12 @@ fn truncate_chars(s: &str, max: usize) -> &str {
 
 /// Whether `s` has no control characters but newline and tab (what [`sanitize`] escapes).
 pub(super) fn is_clean(s: &str) -> bool {
-    // ASCII text, the common case, in a loop the compiler vectorizes.
-    if s.is_ascii() {
-        // No early exit, so the loop vectorizes: clean text is the case that matters.
-        return s.bytes().fold(true, |ok, b| {
-            ok & ((b >= 0x20 && b != 0x7f) | (b == b'\n') | (b == b'\t'))
-        });
-    }
-    s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t')
+    // Printable ASCII, newline and tab: one pass without early exit, so the loop vectorizes
+    // (clean text is the case that matters). Anything else is looked at per character.
+    let printable = s.bytes().fold(true, |ok, b| {
+        ok & ((b.wrapping_sub(0x20) < 0x5f) | (b == b'\n') | (b == b'\t'))
+    });
+    printable || s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t')
 }
 
 /// Limits length and escapes control characters (except newline and tab).

@@ -104,6 +104,7 @@ impl TextBuf {
     }
 
     /// The text at `range` (empty if the range is not whole characters of it).
+    #[inline]
     pub(crate) fn get(&self, range: Range<usize>) -> &str {
         self.0
             .get(range)
@@ -127,13 +128,17 @@ impl TextBuf {
     }
 }
 
+// The ring's slots are allocated once and reused: a converted event in a record-sized slot
+// costs no allocation, boxing the record would cost one per event.
+#[allow(clippy::large_enum_variant)]
 enum Entry {
     Recorded(RecentRecord),
     Converted(RecentEvent),
 }
 
 impl Entry {
-    fn to_event(&mut self) -> RecentEvent {
+    /// The event, converting the record (once) if it still is one.
+    fn read(&mut self) -> RecentEvent {
         if let Entry::Recorded(r) = self {
             *self = Entry::Converted(r.to_event());
         }
@@ -157,6 +162,7 @@ pub(super) struct Ring {
 }
 
 impl Ring {
+    #[inline]
     pub(super) fn push(&mut self, record: RecentRecord, max_events: usize, max_bytes: usize) {
         let w = record.weight();
         self.push_entry(Entry::Recorded(record), w, max_events, max_bytes);
@@ -168,6 +174,7 @@ impl Ring {
         self.push_entry(Entry::Converted(event), w, max_events, max_bytes);
     }
 
+    #[inline]
     fn push_entry(&mut self, entry: Entry, w: usize, max_events: usize, max_bytes: usize) {
         let events = self.events.get_mut();
         while !events.is_empty() && (events.len() >= max_events || self.bytes + w > max_bytes) {
@@ -182,7 +189,7 @@ impl Ring {
 
     pub(super) fn to_vec(&self) -> Vec<RecentEvent> {
         match self.events.try_borrow_mut() {
-            Ok(mut events) => events.iter_mut().map(|(e, _)| e.to_event()).collect(),
+            Ok(mut events) => events.iter_mut().map(|(e, _)| e.read()).collect(),
             // Not reachable: the tree is read behind its operation's lock, one reader at a time.
             Err(_) => Vec::new(),
         }
