@@ -96,6 +96,22 @@ impl Fixture {
     }
 }
 
+/// Passes a child's output on line by line as it comes, from a thread.
+fn lines_of(
+    out: impl std::io::Read + Send + 'static,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+    let (line_tx, lines) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (lines, reader)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary.
 
@@ -560,15 +576,7 @@ fn watch_plain_lines_until_the_operation_finishes() {
     let mut child = f.spawn_cli(&["watch", &id.to_string(), "--timeout", "20s"]);
     // Read lines as they come; finish the operation once the first one is out.
     let stdout = child.stdout.take().expect("piped stdout");
-    let (line_tx, lines) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (lines, reader) = lines_of(stdout);
     let first = lines
         .recv_timeout(TIMEOUT)
         .expect("a first line while it runs");
@@ -887,15 +895,7 @@ fn watch_ndjson_streams_node_changes_until_the_end() {
     let id = f.held_id();
     let mut child = f.spawn_cli(&["watch", &id.to_string(), "--ndjson", "--timeout", "20s"]);
     let stdout = child.stdout.take().expect("piped stdout");
-    let (line_tx, lines) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (lines, reader) = lines_of(stdout);
     let parse = |l: &str| -> Value {
         serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
     };

@@ -114,6 +114,16 @@ impl Fixture {
         resp.json()
     }
 
+    /// The operation ids a history listing at `path` returns, in its order.
+    fn history_ids(&self, path: &str) -> Vec<u64> {
+        self.get_json(path)["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_u64().unwrap())
+            .collect()
+    }
+
     /// The event stream at `path` of the server.
     fn sse(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
         SseClient::connect(self.addr(), path, headers)
@@ -481,14 +491,7 @@ fn history_filters_and_jsonl() {
     );
     assert_eq!(h["truncated"], false);
 
-    let ids_of = |path: &str| -> Vec<u64> {
-        fx.get_json(path)["operations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["id"].as_u64().unwrap())
-            .collect()
-    };
+    let ids_of = |path: &str| fx.history_ids(path);
     assert_eq!(ids_of("/api/history?status=failed"), [failed.as_u64()]);
     assert_eq!(ids_of("/api/history?status=FAILED"), [failed.as_u64()]);
     assert_eq!(ids_of("/api/history?type=export"), [export.as_u64()]);
@@ -1214,14 +1217,7 @@ fn metadata_filters_on_active_and_history() {
     let running = fx.start("sync", "still running");
     running.inc(1);
 
-    let ids_of = |path: &str| -> Vec<u64> {
-        fx.get_json(path)["operations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["id"].as_u64().unwrap())
-            .collect()
-    };
+    let ids_of = |path: &str| fx.history_ids(path);
     assert_eq!(
         ids_of("/api/history?meta=block_id=block-002"),
         [sized.as_u64()]

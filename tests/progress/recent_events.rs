@@ -205,7 +205,7 @@ fn every_kind_of_field_reads_back_as_recorded() {
                 .module_path(Some("legacy::sync"))
                 .file(Some("src/sync.rs"))
                 .line(Some(7))
-                .args(format_args!("synced {} rows", 12))
+                .args(format_args!("synced 12 rows"))
                 .build();
             tracing_log::format_trace(&record).unwrap();
             let err = Outer(std::io::Error::other("connection reset"));

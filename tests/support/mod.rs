@@ -4,6 +4,7 @@
 //! * [`clock`]: a clock moved by hand, for [`Builder::clock`](tracing_progress::Builder::clock).
 //! * [`examples`]: the example binaries `cargo test` builds.
 //! * [`ops`]: a store fed by a real layer, operations run to their end or held open.
+//! * [`otlp_sink`]: an OTLP/HTTP endpoint that accepts and counts metric pushes.
 //! * [`trees`]: code run under our layer, and compact descriptions of the trees it made.
 
 // Every test binary uses only some of these helpers: the others would be dead code and unused
@@ -13,6 +14,7 @@
 pub mod clock;
 pub mod examples;
 pub mod ops;
+pub mod otlp_sink;
 pub mod trees;
 
 use std::time::{Duration, Instant};
