@@ -17,6 +17,7 @@ use tracing_progress::http::Server;
 use tracing_progress::metrics::{MetricsExport, OTHER};
 
 use support::Traced;
+use support::cpu::thread_cpu;
 use support::otlp_sink::otlp_sink;
 
 /// GET `path` on the store's routes, in-process: (status, content type, body).
@@ -227,18 +228,6 @@ fn black_hole() -> u16 {
         }
     });
     port
-}
-
-/// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID): what the host thread itself spent,
-/// not what other threads (the exporter's, other tests, other load) took from the machine.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid pointer to a timespec owned by this frame.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Wall and thread-CPU time of 1,000 operations.

@@ -2,6 +2,7 @@
 //! with `mod support;` (`#[path = "../support/mod.rs"]` from `tests/progress/`).
 //!
 //! * [`clock`]: a clock moved by hand, for [`Builder::clock`](tracing_progress::Builder::clock).
+//! * [`cpu`]: this thread's CPU time, for comparisons on a loaded machine.
 //! * [`examples`]: the example binaries `cargo test` builds.
 //! * [`ops`]: a store fed by a real layer, operations run to their end or held open.
 //! * [`otlp_sink`]: an OTLP/HTTP endpoint that accepts and counts metric pushes.
@@ -12,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod clock;
+pub mod cpu;
 pub mod examples;
 pub mod ops;
 pub mod otlp_sink;
