@@ -1,6 +1,7 @@
 //! What the test binaries share. Each file under `tests/` is its own crate and takes this in
 //! with `mod support;` (`#[path = "../support/mod.rs"]` from `tests/progress/`).
 //!
+//! * [`browser`]: Chromium and the node driver scripts, for the page and Jaeger UI tests.
 //! * [`clock`]: a clock moved by hand, for [`Builder::clock`](tracing_progress::Builder::clock).
 //! * [`cpu`]: this thread's CPU time, for comparisons on a loaded machine.
 //! * [`examples`]: the example binaries `cargo test` builds.
@@ -12,6 +13,7 @@
 // re-exports there.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod clock;
 pub mod cpu;
 pub mod examples;
