@@ -7,6 +7,7 @@
 //! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
 //! store's tick.
 
+mod attempts;
 mod estimates;
 mod fold;
 mod recent;
@@ -56,6 +57,8 @@ struct Cold {
     grafts: Vec<Arc<dyn Graft>>,
     /// The last events logged inside the node (empty when recent events are off).
     recent: recent::Ring,
+    /// Earlier attempts of a retried node and its own number (see `attempts`).
+    attempts: Option<Box<crate::model::Attempts>>,
 }
 
 /// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
@@ -389,9 +392,14 @@ impl Tree {
     pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
         self.node(parent)?;
         let id = new.id;
+        let keyed = new.keyed;
         let slot = self.insert(new, Some(parent.slot));
         self.link_child(parent.slot, slot);
-        Some(NodeKey { slot, id })
+        let key = NodeKey { slot, id };
+        if keyed {
+            self.auto_attempt(parent.slot, key);
+        }
+        Some(key)
     }
 
     /// Appends `child` to `parent`'s children.
@@ -533,6 +541,9 @@ impl Tree {
     pub(crate) fn apply(&mut self, key: NodeKey, update: NodeUpdate) -> bool {
         if update.is_empty() {
             return true;
+        }
+        if let Some(number) = update.attempt {
+            self.set_attempt(key, number);
         }
         let max_meta = self.limits.max_metadata_entries;
         let Some(n) = self.node_mut(key) else {
