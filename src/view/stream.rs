@@ -66,7 +66,9 @@ pub struct StreamRecord {
     /// The node's own error message, when it failed.
     pub error: Option<Arc<str>>,
     /// Which attempt of its unit the node is: 1, or more for a retried unit (the same
-    /// `path`, a new `node_id`; see [`ProgressLevel::attempts`]).
+    /// `path`, a new `node_id`; see [`ProgressLevel::attempts`]). An earlier attempt that
+    /// began and ended between two snapshots has no line of its own: `attempt > 1` says it
+    /// existed, the snapshot's `attempts` has its outcome and error.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
 }
