@@ -288,3 +288,83 @@ fn attempts_round_trip_through_json() {
     let back: ProgressState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, op);
 }
+
+#[tracing::instrument(err, skip(fail_times), fields(progress.level = "file", progress.name = path))]
+async fn upload(path: &str, fail_times: u32, attempt: u32) -> Result<u64, String> {
+    info!("connecting");
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    if attempt <= fail_times {
+        warn!(status = 503u64, "server busy");
+        return Err("server answered 503".into());
+    }
+    Ok(1024)
+}
+
+async fn upload_with_retry(path: &'static str, fail_times: u32) -> Result<u64, String> {
+    for attempt in 1..=3 {
+        match upload(path, fail_times, attempt).await {
+            Ok(n) => return Ok(n),
+            Err(e) if attempt < 3 => warn!(attempt, error = %e, "upload failed, retrying"),
+            Err(e) => Err(e)?,
+        }
+    }
+    unreachable!()
+}
+
+#[tracing::instrument(err, skip(files), fields(progress.level = "batch", progress.name = name, progress.total = files.len()))]
+async fn batch(name: &str, files: &[(&'static str, u32)]) -> Result<(), String> {
+    use tracing::Instrument;
+    let mut tasks = Vec::new();
+    for &(file, fails) in files {
+        tasks.push(tokio::spawn(
+            upload_with_retry(file, fails).in_current_span(),
+        ));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// The stranger's shape: tokio tasks, `#[instrument]`, a `for attempt in 1..=3` loop with `?`.
+#[test]
+fn concurrent_retry_loops_in_tokio_tasks() {
+    let (layer, store) = Builder::new()
+        .build::<tracing_subscriber::Registry>()
+        .unwrap();
+    use tracing_subscriber::prelude::*;
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    // One thread: the default dispatcher set below reaches the spawned tasks (a global one
+    // would leak into the other tests of this binary).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let _d = tracing::dispatcher::set_default(&dispatch);
+        let ok = batch("ok", &[("p1", 1), ("p2", 0), ("p3", 2)]).await;
+        assert!(ok.is_ok());
+        let bad = batch("bad", &[("q1", 3), ("q2", 0)]).await;
+        assert!(bad.is_err());
+    });
+    let h = store.history(&Default::default());
+    let find = |name: &str| h.iter().find(|s| &*s.name == name).unwrap().clone();
+    let ok = find("ok");
+    assert_eq!(
+        shape(&ok.root),
+        "ok[completed](p1[completed],p2[completed],p3[completed])",
+        "{ok}"
+    );
+    assert_eq!(
+        (ok.root.current, ok.root.failed, ok.with_failures),
+        (3, 0, false)
+    );
+    let attempts: Vec<_> = ok.root.children.iter().map(|c| c.attempt()).collect();
+    assert_eq!(attempts, [2, 1, 3]);
+    let bad = find("bad");
+    assert_eq!(bad.status, Status::Failed);
+    let q1 = node(&bad, "q1");
+    assert_eq!((q1.status, q1.attempt()), (Status::Failed, 3));
+    assert_eq!(bad.root.failed, 1, "{bad}");
+    assert_eq!(bad.root.failures_below().map(|f| f.count), Some(1));
+}
