@@ -368,3 +368,34 @@ fn concurrent_retry_loops_in_tokio_tasks() {
     assert_eq!(bad.root.failed, 1, "{bad}");
     assert_eq!(bad.root.failures_below().map(|f| f.count), Some(1));
 }
+
+#[test]
+fn the_automatic_rule_looks_at_the_operations_last_16_failures() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let root = info_span!("job", progress.level = "job", progress.name = "J");
+        let _r = root.enter();
+        for i in 0..20 {
+            let _ = block(&format!("k{i}"), 1, &[1]);
+        }
+        // k19 failed last: found. k0 failed 20 failures ago: a new unit.
+        let _ = block("k19", 2, &[]);
+        let _ = block("k0", 2, &[]);
+        // An explicit attempt searches the parent's finished children whole.
+        let s = info_span!(
+            "block",
+            progress.level = "block",
+            progress.name = "k1",
+            progress.attempt = 2u32
+        );
+        let _g = s.enter();
+    });
+    let op = only_finished(&store);
+    let count = |name: &str| op.root.walk().filter(|l| &*l.name == name).count();
+    assert_eq!(count("k19"), 1, "{op}");
+    assert_eq!(node(&op, "k19").attempt(), 2);
+    assert_eq!(count("k0"), 2, "{op}");
+    assert_eq!(count("k1"), 1, "{op}");
+    assert_eq!(node(&op, "k1").attempt(), 2);
+    assert_eq!(op.root.failed, 18, "20 failed, 2 of them retried");
+    assert_eq!(op.metrics.retried, 2);
+}

@@ -13,30 +13,56 @@
 //! Two ways in:
 //! * automatic, when a new node with a key (`progress.name` or a rule's name field, not the
 //!   span name by default) is created under a parent that still retains a *failed* sibling of
-//!   the same span name, level type and name;
+//!   the same span name, level type and name, among the operation's last
+//!   [`RECENT_FAILURES`] failed nodes (so creating a node costs the same however many of its
+//!   siblings failed);
 //! * explicit, `progress.attempt = n` (n > 1) or `set_attempt(n)`: the latest failed or
 //!   cancelled sibling of the same span name, level type and name becomes the earlier attempt,
 //!   keyed or not; with none left, the node only records its number.
 //!
 //! Not attempts: a sibling that completed, that is still running, that has a different name or
-//! span name, that lives under a different parent, or that was already folded away.
+//! span name, that lives under a different parent, or that was already folded away; for the
+//! automatic rule also one that failed before the operation's last [`RECENT_FAILURES`]
+//! failures.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{NIL, Node, Tree};
 use crate::model::{Attempt, Attempts, Status};
 use crate::store::node::NodeKey;
 
+/// How many of an operation's last failed nodes the automatic rule looks at.
+pub(super) const RECENT_FAILURES: usize = 16;
+
+/// The operation's last nodes that closed failed, newest last (stale keys are skipped).
+#[derive(Default)]
+pub(super) struct RecentFailures(VecDeque<NodeKey>);
+
+impl RecentFailures {
+    pub(super) fn push(&mut self, key: NodeKey) {
+        if self.0.len() >= RECENT_FAILURES {
+            self.0.pop_front();
+        }
+        self.0.push_back(key);
+    }
+}
+
 impl Tree {
-    /// The automatic rule, for the keyed node at `key` just added under `parent`.
+    /// The automatic rule, for the keyed node at `key` just added under `parent`: nothing to
+    /// do (one comparison) when nothing failed lately.
     pub(super) fn auto_attempt(&mut self, parent: u32, key: NodeKey) {
-        let Some(prev) = self
-            .node(key)
-            .and_then(|new| self.earlier_attempt(parent, new, false))
-        else {
+        if self.recent_failures.0.is_empty() {
             return;
-        };
-        self.supersede(parent, prev, key, None);
+        }
+        let Some(new) = self.node(key) else { return };
+        let prev = self.recent_failures.0.iter().rev().find_map(|k| {
+            let c = self.node(*k)?;
+            (c.parent == Some(parent) && retries(c, new)).then_some(k.slot)
+        });
+        if let Some(prev) = prev {
+            self.supersede(parent, prev, key, None);
+        }
     }
 
     /// An explicit attempt number (`progress.attempt`, `set_attempt`).
@@ -52,7 +78,7 @@ impl Tree {
             .and_then(|c| c.attempts.as_deref())
             .is_some_and(|a| !a.earlier.is_empty() || a.omitted > 0);
         if let (Some(parent), false, true) = (n.parent, merged, number > 1)
-            && let Some(prev) = self.earlier_attempt(parent, n, true)
+            && let Some(prev) = self.earlier_attempt(parent, n)
         {
             self.supersede(parent, prev, key, Some(number));
             return;
@@ -71,27 +97,17 @@ impl Tree {
         }
     }
 
-    /// The latest finished sibling of `new` under `parent` that `new` retries: failed ones
-    /// (and, for an explicit attempt, cancelled ones) with the same span name, level type and
-    /// name. Only the parent's queues of finished children are searched: nothing to do (one
-    /// comparison) when no sibling failed.
-    fn earlier_attempt(&self, parent: u32, new: &Node, explicit: bool) -> Option<u32> {
+    /// For an explicit attempt: the latest finished sibling of `new` under `parent`, failed or
+    /// cancelled, with the same span name, level type and name (the parent's queues of
+    /// finished children, searched whole: explicit attempts are rare).
+    fn earlier_attempt(&self, parent: u32, new: &Node) -> Option<u32> {
         let p = self.slot(parent)?;
-        let queues: &[u32] = if explicit {
-            &[p.fold_failed.head, p.fold_ok.head]
-        } else {
-            &[p.fold_failed.head]
-        };
         let mut found: Option<(u64, u32)> = None;
-        for &head in queues {
+        for head in [p.fold_failed.head, p.fold_ok.head] {
             let mut cur = head;
             while let Some(c) = (cur != NIL).then(|| self.slot(cur)).flatten() {
-                let same = c.completed_us != 0
-                    && matches!(c.status, Status::Failed | Status::Cancelled)
-                    && c.name == new.name
-                    && c.level_type == new.level_type
-                    && (Arc::ptr_eq(&c.callsite, &new.callsite)
-                        || c.callsite.span_name == new.callsite.span_name);
+                let same =
+                    matches!(c.status, Status::Failed | Status::Cancelled) && retries(c, new);
                 if same && found.is_none_or(|(at, _)| c.completed_us >= at) {
                     found = Some((c.completed_us, cur));
                 }
@@ -234,4 +250,14 @@ impl Tree {
             n.cold().attempts = Some(attempts);
         }
     }
+}
+
+/// Whether `new` is another attempt of the closed node `c`: same span name, level type and
+/// name (the caller checks the parent and `c`'s status).
+fn retries(c: &Node, new: &Node) -> bool {
+    c.completed_us != 0
+        && c.name == new.name
+        && c.level_type == new.level_type
+        && (Arc::ptr_eq(&c.callsite, &new.callsite)
+            || c.callsite.span_name == new.callsite.span_name)
 }

@@ -5,7 +5,7 @@
 //! nodes are folded into per-parent summaries past the configured limits ([`fold`]), so an
 //! operation with a million blocks keeps a bounded number of nodes. [`snapshot`] builds the
 //! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
-//! store's tick.
+//! store's tick; [`attempts`] keeps a retried unit as one node, its earlier attempts listed.
 
 mod attempts;
 mod estimates;
@@ -279,6 +279,8 @@ pub(crate) struct Tree {
     /// operation, so closing a span never takes the shared lock.
     priors: Arc<Priors>,
     pending: VecDeque<FinishedNode>,
+    /// The last nodes that closed failed: where the automatic attempt rule looks.
+    recent_failures: attempts::RecentFailures,
 }
 
 /// Completed nodes buffered between ticks; past this many the oldest are dropped (the
@@ -297,6 +299,7 @@ impl Tree {
             operation_type,
             priors: Arc::default(),
             pending: VecDeque::new(),
+            recent_failures: Default::default(),
         };
         tree.insert(root, None);
         tree
@@ -755,6 +758,9 @@ impl Tree {
         self.finished_retained += 1;
         self.finished.push_back(key);
         self.queue_for_fold(parent, key.slot, status == Status::Failed);
+        if status == Status::Failed {
+            self.recent_failures.push(key);
+        }
         let per_parent = self.limits.max_finished_children;
         let over = match self.slot_mut(parent) {
             Some(p) => {
