@@ -399,3 +399,24 @@ fn the_automatic_rule_looks_at_the_operations_last_16_failures() {
     assert_eq!(op.root.failed, 18, "20 failed, 2 of them retried");
     assert_eq!(op.metrics.retried, 2);
 }
+
+#[test]
+fn a_recovered_unit_leaves_the_other_failure_as_first_and_last() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let root = info_span!("job", progress.level = "job", progress.name = "J");
+        let _r = root.enter();
+        let _ = block("a", 1, &[1]);
+        let _ = block("b", 1, &[1]);
+        let _ = block("a", 2, &[]);
+    });
+    let op = only_finished(&store);
+    let below = op.root.failures_below().expect("b still failed");
+    assert_eq!(below.count, 1);
+    assert_eq!(&*below.first.message, "attempt 1: checksum mismatch");
+    assert_eq!(below.first.path.last().map(|p| &**p), Some("b"), "{op}");
+    assert_eq!(below.last.path.last().map(|p| &**p), Some("b"));
+    assert_eq!(
+        op.error.as_ref().map(|e| e.node_id),
+        Some(node(&op, "b").id)
+    );
+}

@@ -97,6 +97,19 @@ impl Tree {
         }
     }
 
+    /// Ids of the node at `slot` and everything below it.
+    fn subtree_ids(&self, slot: u32) -> Vec<crate::model::NodeId> {
+        let mut ids = Vec::new();
+        let mut stack = vec![slot];
+        while let Some(s) = stack.pop() {
+            if let Some(n) = self.slot(s) {
+                ids.push(n.id);
+                stack.extend(self.children_of(n));
+            }
+        }
+        ids
+    }
+
     /// For an explicit attempt: the latest finished sibling of `new` under `parent`, failed or
     /// cancelled, with the same span name, level type and name (the parent's queues of
     /// finished children, searched whole: explicit attempts are rare).
@@ -178,6 +191,10 @@ impl Tree {
             p.retained_finished_children = p.retained_finished_children.saturating_sub(1);
         }
         if taken_back > 0 {
+            // The failures set aside are the subtree's: an ancestor's first/last that points
+            // into it is replaced by the other one when that one is still standing.
+            let gone = self.subtree_ids(old);
+            let stale = |e: &crate::model::ErrorInfo| gone.contains(&e.node_id);
             let mut cur = Some(parent);
             while let Some(s) = cur {
                 let Some(a) = self.slot_mut(s) else { break };
@@ -189,6 +206,10 @@ impl Tree {
                     f.count = f.count.saturating_sub(taken_back);
                     if f.count == 0 {
                         cold.failures_below = None;
+                    } else if stale(&f.first) && !stale(&f.last) {
+                        f.first = f.last.clone();
+                    } else if stale(&f.last) && !stale(&f.first) {
+                        f.last = f.first.clone();
                     }
                 }
             }
