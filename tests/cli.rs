@@ -384,6 +384,34 @@ fn show_human_and_json() {
     assert_eq!(f.cli(&["show", "987654321", "--json"]).code, Some(4));
 }
 
+#[test]
+fn show_a_retried_step_with_its_attempts() {
+    let f = Fixture::new();
+    let id = f.traced.run_retried("nightly sync").to_string();
+    let text = f.cli(&["show", &id]).ok().to_owned();
+    assert!(text.contains("Status: Completed (1/1 upload"), "{text}");
+    assert!(!text.contains("with failures"), "{text}");
+    assert!(text.contains("Attempt: 2 (after 1 failed)"), "{text}");
+    assert!(
+        text.contains("- Attempt 1: Failed in ") && text.contains("error: connection reset"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARN slow link rtt_ms=900"),
+        "the failed attempt's events:\n{text}"
+    );
+    let summary = f.cli(&["show", &id, "--detail", "summary"]).ok().to_owned();
+    let line = summary
+        .lines()
+        .find(|l| l.contains("a.bin"))
+        .expect("the step");
+    assert!(line.ends_with(", attempt 2 (after 1 failed)"), "{summary}");
+    let v = f.cli(&["show", &id, "--json"]).json();
+    assert_eq!(v["root"]["children"][0]["attempts"]["number"], 2, "{v}");
+    let state: ProgressState = serde_json::from_value(v).expect("a ProgressState");
+    assert_eq!(state.root.children[0].attempt(), 2);
+}
+
 /// NaN and infinite metadata used to be written as `null`, which no longer parsed, and one such
 /// operation failed the whole `history`. They round-trip now, and the list shows them.
 #[test]

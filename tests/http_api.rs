@@ -638,6 +638,51 @@ fn one_operation_as_json_and_text() {
 }
 
 #[test]
+fn a_retried_step_shows_its_attempts_in_json_and_text() {
+    let fx = Fixture::new();
+    let id = fx.traced.run_retried("nightly sync");
+    let done = fx.get_json(&format!("/api/operations/{id}"));
+    assert_eq!(done["status"], "completed");
+    assert!(done.get("with_failures").is_none(), "{done}");
+    assert!(done["root"].get("failures_below").is_none(), "{done}");
+    assert_eq!(done["root"]["current"], 1);
+    assert_eq!(done["metrics"]["retried"], 1);
+    assert_eq!(done["metrics"]["nodes_failed"], 0);
+    let steps = done["root"]["children"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "one node for the retried step: {done}");
+    let a = &steps[0]["attempts"];
+    assert_eq!(a["number"], 2, "{done}");
+    let first = &a["earlier"][0];
+    assert_eq!(
+        (&first["number"], &first["status"]),
+        (&1.into(), &"failed".into())
+    );
+    assert_eq!(first["error"]["message"], "connection reset");
+    assert_eq!(first["error"]["recent_events"][0]["message"], "slow link");
+    assert!(first["duration_us"].as_u64().is_some());
+    // The history answer is the same snapshot.
+    let listed = fx.get_json("/api/history?name=nightly%20sync");
+    assert!(listed.to_string().contains("\"attempts\""), "{listed}");
+
+    let text = fx.get(&format!("/api/operations/{id}/text"));
+    assert!(
+        text.body.contains("Attempt: 2 (after 1 failed)"),
+        "{}",
+        text.body
+    );
+    assert!(
+        text.body.contains("- Attempt 1: Failed in "),
+        "{}",
+        text.body
+    );
+    assert!(
+        text.body.contains("WARN slow link rtt_ms=900"),
+        "{}",
+        text.body
+    );
+}
+
+#[test]
 fn bad_parameters_are_400_naming_the_parameter() {
     let fx = Fixture::new();
     let cases = [

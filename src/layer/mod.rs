@@ -160,6 +160,7 @@ where
             mut update, extra, ..
         } = visitor;
         let created_ns = store.clock.now_ns();
+        let keyed = update.name.is_some();
         let name = update
             .name
             .take()
@@ -172,6 +173,7 @@ where
             callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
+            keyed,
         };
         let (node, attach) = 'found: {
             // The nearest span above that this layer tracks; the child is added with that

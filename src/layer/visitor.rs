@@ -75,6 +75,11 @@ impl<'a> FieldVisitor<'a> {
         }
     }
 
+    /// `progress.attempt`: attempts are numbered from 1 (0 reads as 1).
+    fn set_attempt(&mut self, value: u64) {
+        self.update.attempt = Some(value.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+
     fn bad_number(&mut self, field: &Field, shown: &dyn fmt::Display) {
         let mut msg = String::new();
         let _ = write!(
@@ -141,6 +146,10 @@ impl<'a> FieldVisitor<'a> {
             Some("operation") => self.extra.operation = Some(self.text(value)),
             Some("message") => self.update.message = Some(self.text(value)),
             Some("unit") => self.update.unit = Some(self.text(value)),
+            Some("attempt") => match parse_count(value) {
+                Some(v) => self.set_attempt(v),
+                None => self.bad_number(field, &format_args!("{:?}", truncate_chars(value, 40))),
+            },
             Some(_) => self.unknown_progress_field(field, FieldValue::Str(self.text(value))),
             None if self.is_event && name == "message" => {
                 self.extra.event_message = Some(self.text(value))
@@ -193,6 +202,11 @@ impl<'a> FieldVisitor<'a> {
         match name.strip_prefix(PREFIX) {
             // `progress.track = true` only marks the span as tracked.
             Some("track") if matches!(value, FieldValue::Bool(_)) => {}
+            Some("attempt") => match value {
+                FieldValue::U64(v) => self.set_attempt(v),
+                FieldValue::I64(v) if v >= 0 => self.set_attempt(v as u64),
+                other => self.bad_number(field, &other),
+            },
             Some("level" | "name" | "operation" | "message" | "unit") => {
                 let text = value.to_string();
                 self.text_field(field, &text, false);

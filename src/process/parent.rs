@@ -489,6 +489,7 @@ impl Graft for GraftCell {
             folded: Vec::new(),
             stalled: false,
             resources: None,
+            attempts: None,
         }
     }
 }

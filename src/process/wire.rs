@@ -274,6 +274,7 @@ impl Converter<'_> {
             estimate: estimate.filter(|_| status == Status::Running),
             stalled: false,
             resources: None,
+            attempts: None,
         }
     }
 }

@@ -38,6 +38,9 @@ pub(crate) struct NewNode {
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,
+    /// Its name came from a field (`progress.name`, a rule's name field), not the span name:
+    /// the key the automatic attempt rule matches on.
+    pub(crate) keyed: bool,
 }
 
 /// Where a node lives in its operation's tree. Opaque outside the store: a stale key (its

@@ -22,7 +22,7 @@ pub const STREAM_VERSION: u32 = 1;
 ///  "node_id":12,"depth":2,"path":["My Setlist","audio3.wav","SeparateStems"],
 ///  "level":"action","name":"SeparateStems","status":"running","outcome":"running",
 ///  "current":2,"total":4,"unit":null,"percentage":50.0,"eta_us":1200000,
-///  "message":"stem 2 of 4","error":null}
+///  "message":"stem 2 of 4","error":null,"attempt":1}
 /// ```
 ///
 /// (one line in the stream; wrapped here.)
@@ -65,6 +65,16 @@ pub struct StreamRecord {
     pub message: Option<Arc<str>>,
     /// The node's own error message, when it failed.
     pub error: Option<Arc<str>>,
+    /// Which attempt of its unit the node is: 1, or more for a retried unit (the same
+    /// `path`, a new `node_id`; see [`ProgressLevel::attempts`]). An earlier attempt that
+    /// began and ended between two snapshots has no line of its own: `attempt > 1` says it
+    /// existed, the snapshot's `attempts` has its outcome and error.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// What was last written for one node: a change is any difference here.
@@ -284,5 +294,6 @@ fn record(
             .map(|e| e.remaining_us),
         message: level.message.clone(),
         error: level.error().map(|e| e.message.clone()),
+        attempt: level.attempt(),
     }
 }

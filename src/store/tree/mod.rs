@@ -5,8 +5,9 @@
 //! nodes are folded into per-parent summaries past the configured limits ([`fold`]), so an
 //! operation with a million blocks keeps a bounded number of nodes. [`snapshot`] builds the
 //! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
-//! store's tick.
+//! store's tick; [`attempts`] keeps a retried unit as one node, its earlier attempts listed.
 
+mod attempts;
 mod estimates;
 mod fold;
 pub(crate) mod recent;
@@ -57,6 +58,8 @@ struct Cold {
     grafts: Vec<Arc<dyn Graft>>,
     /// The last events logged inside the node (empty when recent events are off).
     recent: recent::Ring,
+    /// Earlier attempts of a retried node and its own number (see `attempts`).
+    attempts: Option<Box<crate::model::Attempts>>,
 }
 
 /// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
@@ -277,6 +280,8 @@ pub(crate) struct Tree {
     /// operation, so closing a span never takes the shared lock.
     priors: Arc<Priors>,
     pending: VecDeque<FinishedNode>,
+    /// The last nodes that closed failed: where the automatic attempt rule looks.
+    recent_failures: attempts::RecentFailures,
 }
 
 /// Completed nodes buffered between ticks; past this many the oldest are dropped (the
@@ -295,6 +300,7 @@ impl Tree {
             operation_type,
             priors: Arc::default(),
             pending: VecDeque::new(),
+            recent_failures: Default::default(),
         };
         tree.insert(root, None);
         tree
@@ -390,9 +396,14 @@ impl Tree {
     pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
         self.node(parent)?;
         let id = new.id;
+        let keyed = new.keyed;
         let slot = self.insert(new, Some(parent.slot));
         self.link_child(parent.slot, slot);
-        Some(NodeKey { slot, id })
+        let key = NodeKey { slot, id };
+        if keyed {
+            self.auto_attempt(parent.slot, key);
+        }
+        Some(key)
     }
 
     /// Appends `child` to `parent`'s children.
@@ -534,6 +545,9 @@ impl Tree {
     pub(crate) fn apply(&mut self, key: NodeKey, update: NodeUpdate) -> bool {
         if update.is_empty() {
             return true;
+        }
+        if let Some(number) = update.attempt {
+            self.set_attempt(key, number);
         }
         let max_meta = self.limits.max_metadata_entries;
         let Some(n) = self.node_mut(key) else {
@@ -754,6 +768,9 @@ impl Tree {
         self.finished_retained += 1;
         self.finished.push_back(key);
         self.queue_for_fold(parent, key.slot, status == Status::Failed);
+        if status == Status::Failed {
+            self.recent_failures.push(key);
+        }
         let per_parent = self.limits.max_finished_children;
         let over = match self.slot_mut(parent) {
             Some(p) => {

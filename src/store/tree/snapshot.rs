@@ -148,6 +148,7 @@ impl Tree {
             resources: cold
                 .and_then(|c| c.resources.as_ref())
                 .map(|r| Box::new(r.usage())),
+            attempts: cold.and_then(|c| c.attempts.clone()),
         }
     }
 
@@ -185,6 +186,7 @@ impl Tree {
             estimate: None,
             stalled: false,
             resources: None,
+            attempts: None,
         }
     }
 
