@@ -165,9 +165,11 @@ fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thre
                 && let Some(estimate) = op.root.estimate()
             {
                 // Durations of earlier runs' nodes (priors from the history file) show as
-                // basis `History` somewhere in the tree.
+                // basis `History` somewhere in the tree. A parent costs the children that have
+                // not started from those durations too: an ETA for the setlist before any song
+                // finished can only come from them.
                 let mut stack = vec![&op.root];
-                let mut from_history = false;
+                let mut from_history = op.root.current == 0;
                 while let Some(node) = stack.pop() {
                     from_history |= node
                         .estimate()
