@@ -12,7 +12,9 @@
 //!    what the target is about, the user's program slowing down — and the whole process's
 //!    CPU (`getrusage`) until the round's records are written, the background writer included
 //!    (reported apart). Best and median of the rounds, and the median of the rounds' paired
-//!    ratios to "off". Target: "on" ≤ 2% slower in thread CPU and wall time.
+//!    ratios to "off". Target: "on" ≤ 2% slower in thread CPU and wall time. Run twice: with
+//!    no simulated work (the worst case, all instrumentation) and with CPU work in each block
+//!    ([`BLOCK_WORK`], about 30 µs; the examples' blocks take milliseconds).
 //!    `TP_BENCH_LOCK=1` holds the file's write lock during the rounds, so the writer thread
 //!    sits idle (its records are dropped): what is left is the cost of the exporter seam and
 //!    the queue alone. `TP_BENCH_BUSY=1` keeps one core busy with a spinning thread, so the
@@ -82,8 +84,20 @@ fn layered(builder: Builder) -> (Dispatch, Store) {
     )
 }
 
-/// One setlist of 31 nodes, as the examples' simulation has it, without the simulated work.
-fn setlist() {
+/// Iterations of [`spin`] per block in the "with work" variant (about 30 µs here).
+const BLOCK_WORK: u64 = 20_000;
+
+/// CPU work that the optimizer cannot remove: `n` dependent multiply-adds.
+fn spin(n: u64) {
+    let mut x = 1u64;
+    for _ in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// One setlist of 31 nodes, as the examples' simulation has it; each block computes `work`
+/// iterations of [`spin`] (0: no simulated work, only the instrumentation).
+fn setlist(work: u64) {
     let setlist = tracing::info_span!(
         "process_setlist",
         progress.operation = "setlist_processing",
@@ -113,6 +127,7 @@ fn setlist() {
                     tracing::info_span!("run_block", progress.level = "block", progress.name = n);
                 let _b = b.enter();
                 tracing::info!(progress.message = "working", frames = 4096);
+                spin(work);
                 if song == 1 && action == "detect" && n == 1 {
                     b.fail("onset detector diverged");
                 }
@@ -131,6 +146,17 @@ struct RoundCost {
     thread: Duration,
     wall: Duration,
     process: Duration,
+    /// The instrumented thread's context switches during the work: it blocked, it was
+    /// preempted.
+    switches: (i64, i64),
+}
+
+fn thread_switches() -> (i64, i64) {
+    // SAFETY: as in `rusage_cpu`.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a pointer to a live rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    (u.ru_nvcsw, u.ru_nivcsw)
 }
 
 fn rusage_cpu() -> Duration {
@@ -170,8 +196,8 @@ fn busy_core() -> (
     (stop, handle)
 }
 
-fn setlist_on_off(rounds: usize, per_round: usize) {
-    let path = temp_file("setlist.db");
+fn setlist_on_off(rounds: usize, per_round: usize, work: u64) {
+    let path = temp_file(&format!("setlist-{work}.db"));
     // Three layers built the same way but for the file: "off", an identical control (its
     // ratio to "off" is the noise band of this run) and "on".
     let configs: Vec<(&str, Dispatch, Store)> = vec![
@@ -189,20 +215,24 @@ fn setlist_on_off(rounds: usize, per_round: usize) {
     let run = |d: &Dispatch, store: &Store| {
         let process = rusage_cpu();
         let wall = Instant::now();
+        let switches = thread_switches();
         let thread = cpu(CLOCK_THREAD_CPUTIME_ID);
         tracing::dispatcher::with_default(d, || {
             for _ in 0..per_round {
-                setlist();
+                setlist(work);
             }
         });
         let thread = cpu(CLOCK_THREAD_CPUTIME_ID) - thread;
         let wall = wall.elapsed();
+        let after = thread_switches();
+        let switches = (after.0 - switches.0, after.1 - switches.1);
         // The writer's catch-up belongs to the round's process CPU, not to its wall time.
         store.flush_history(Duration::from_secs(if locked { 0 } else { 60 }));
         RoundCost {
             thread,
             wall,
             process: rusage_cpu() - process,
+            switches,
         }
     };
     // Warm up all.
@@ -235,9 +265,14 @@ fn setlist_on_off(rounds: usize, per_round: usize) {
         .metrics
         .nodes_seen;
     println!(
-        "setlist ({nodes} nodes, no simulated work), {rounds} interleaved rounds of {per_round}{}{}: \
+        "setlist ({nodes} nodes, {}), {rounds} interleaved rounds of {per_round}{}{}: \
          µs per setlist, best / median; ratio to \"off\": median of the rounds' paired ratios \
          (best-of ratio)",
+        if work == 0 {
+            "no simulated work".to_string()
+        } else {
+            format!("{work} iterations of CPU work per block")
+        },
         if locked {
             ", file write-locked (records dropped)"
         } else {
@@ -277,6 +312,12 @@ fn setlist_on_off(rounds: usize, per_round: usize) {
             );
         }
     }
+    print!("  the instrumented thread's context switches per round (median), blocked / preempted:");
+    for (i, (name, _, _)) in configs.iter().enumerate() {
+        let m = |f: fn(&RoundCost) -> i64| median(costs[i].iter().map(|c| f(c) as f64).collect());
+        print!(" {name} {} / {}", m(|c| c.switches.0), m(|c| c.switches.1));
+    }
+    println!();
     let on = &configs[2].2;
     let stats = on.stats();
     let background: Vec<f64> = costs[2]
@@ -492,7 +533,10 @@ fn main() {
     let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let (rounds, per_round) = if quick { (5, 50) } else { (40, 200) };
     if wanted("setlist") {
-        setlist_on_off(rounds, per_round);
+        setlist_on_off(rounds, per_round, 0);
+        // The same with work in the blocks: instrumentation is then a part of the program's time, as in
+        // a real setlist (the examples' blocks take milliseconds).
+        setlist_on_off(rounds, per_round / 4, BLOCK_WORK);
     }
     if wanted("throughput") {
         throughput(quick);

@@ -119,7 +119,8 @@ where
             panic::install_hook();
         }
         let id = NEXT_LAYER.fetch_add(1, Ordering::Relaxed);
-        let has_exporters = !exporters.is_empty();
+        // `inc` may skip the span lookup unless an exporter wants counter changes.
+        let reports_counters = exporters.wants_counters();
         ProgressLayer {
             shared: Arc::new(Shared {
                 id,
@@ -131,7 +132,7 @@ where
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
                 tracked_ids: TrackedIds::new(),
             }),
-            with_context: span_ext::WithContext::new::<S>(id, has_exporters),
+            with_context: span_ext::WithContext::new::<S>(id, reports_counters),
             _subscriber: PhantomData,
         }
     }
