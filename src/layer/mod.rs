@@ -231,12 +231,19 @@ where
             returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
-            export: self.shared.exporters.clone().map(|exporters| {
-                Box::new(SpanExport {
-                    exporters,
-                    throttle: Throttle::new(created_ns),
-                })
-            }),
+            // Only counter reports need it: exporters that want none (the history file) cost
+            // a span no allocation.
+            export: self
+                .shared
+                .exporters
+                .as_ref()
+                .filter(|e| e.wants_counters())
+                .map(|exporters| {
+                    Box::new(SpanExport {
+                        exporters: exporters.clone(),
+                        throttle: Throttle::new(created_ns),
+                    })
+                }),
             next: None,
         })
     }
