@@ -135,19 +135,21 @@ impl SqliteExporter {
 
     fn send(&self, record: Record) {
         let c = &self.counters;
-        c.queued.fetch_add(1, Ordering::AcqRel);
+        let sent = c.queued.fetch_add(1, Ordering::AcqRel);
         let nodes = record.nodes();
-        if c.queued_nodes.fetch_add(nodes, Ordering::AcqRel) + nodes > QUEUE_MAX_NODES {
+        let queued_nodes = c.queued_nodes.fetch_add(nodes, Ordering::AcqRel) + nodes;
+        if queued_nodes > QUEUE_MAX_NODES {
             c.queued_nodes.fetch_sub(nodes, Ordering::AcqRel);
             c.dropped.fetch_add(1, Ordering::AcqRel);
             return;
         }
         match self.queue.try_send(record) {
             Ok(()) => {
-                // A filling queue wakes the writer before its interval is over.
-                let waiting = c.queued.load(Ordering::Relaxed).saturating_sub(c.done());
-                if waiting > (QUEUE_CAPACITY / 4) as u64
-                    || c.queued_nodes.load(Ordering::Relaxed) > QUEUE_MAX_NODES / 4
+                // A filling queue wakes the writer before its interval is over. Its length
+                // (four counters the writer updates) is looked at every 64th record only.
+                if queued_nodes > QUEUE_MAX_NODES / 4
+                    || (sent.is_multiple_of(64)
+                        && sent.saturating_sub(c.done()) > (QUEUE_CAPACITY / 4) as u64)
                 {
                     c.wake();
                 }
@@ -460,6 +462,25 @@ impl Writer {
     fn write_chunk(&mut self, rows: &[(bool, Arc<ProgressState>)], store: Option<&Store>) {
         let n = rows.len() as u64;
         self.prune_bytes(n);
+        match self.commit(rows) {
+            Ok(()) => {}
+            Err(e) if n > 1 && e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) => {
+                // A full file fails the whole transaction: write what still fits one row at
+                // a time, up to the first row that does not (the rest would not fit either).
+                for (i, row) in rows.iter().enumerate() {
+                    if let Err(e) = self.commit(std::slice::from_ref(row)) {
+                        self.failed(n - i as u64, &e, store);
+                        break;
+                    }
+                }
+            }
+            Err(e) => self.failed(n, &e, store),
+        }
+    }
+
+    /// Writes `rows` in one transaction and counts them written once it committed.
+    fn commit(&mut self, rows: &[(bool, Arc<ProgressState>)]) -> rusqlite::Result<()> {
+        let n = rows.len() as u64;
         let before = self
             .row_cost
             .is_some()
@@ -470,35 +491,35 @@ impl Writer {
             // One huge operation need not keep its buffer.
             self.json = Vec::new();
         }
-        match written {
-            Ok(()) => {
-                // What rows really cost in pages (overflow pages, index entries), smoothed.
-                if let (Some(before), Ok(after)) = (before, used_bytes(&self.conn))
-                    && after > before
-                {
-                    let seen = (after - before) as f64 / n as f64;
-                    self.row_cost = self
-                        .row_cost
-                        .map(|c| if c == 0.0 { seen } else { 0.7 * c + 0.3 * seen });
-                }
-                self.since_prune += n;
-                // Counted after the commit: `history_file_written` is an acknowledgement.
-                self.counters.written.fetch_add(n, Ordering::AcqRel);
-            }
-            Err(e) => {
-                self.counters.errors.fetch_add(n, Ordering::AcqRel);
-                if let Some(store) = store {
-                    store.warn_once(
-                        WRITE_WARNING,
-                        &format!(
-                            "cannot write the history file {}: {} (the in-memory history \
-                             keeps working; StoreStats::history_file_errors counts the losses)",
-                            self.run.path.display(),
-                            explain(&e)
-                        ),
-                    );
-                }
-            }
+        written?;
+        // What rows really cost in pages (overflow pages, index entries), smoothed.
+        if let (Some(before), Ok(after)) = (before, used_bytes(&self.conn))
+            && after > before
+        {
+            let seen = (after - before) as f64 / n as f64;
+            self.row_cost = self
+                .row_cost
+                .map(|c| if c == 0.0 { seen } else { 0.7 * c + 0.3 * seen });
+        }
+        self.since_prune += n;
+        // Counted after the commit: `history_file_written` is an acknowledgement.
+        self.counters.written.fetch_add(n, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// `n` rows lost to `e`: counted, reported once.
+    fn failed(&self, n: u64, e: &rusqlite::Error, store: Option<&Store>) {
+        self.counters.errors.fetch_add(n, Ordering::AcqRel);
+        if let Some(store) = store {
+            store.warn_once(
+                WRITE_WARNING,
+                &format!(
+                    "cannot write the history file {}: {} (the in-memory history keeps \
+                     working; StoreStats::history_file_errors counts the losses)",
+                    self.run.path.display(),
+                    explain(e)
+                ),
+            );
         }
     }
 }
