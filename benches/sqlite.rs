@@ -4,12 +4,21 @@
 //!
 //! 1. **Setlist with persistence on vs off**: the examples' setlist shape (setlist → 3 songs →
 //!    4 actions each → 15 blocks in all: 31 nodes, an event and an `inc` per block, one failing
-//!    block) with no simulated work, so what is timed is the instrumentation, under two layers built the same way but for
-//!    `history_file`; rounds alternate between them, each timed with `CLOCK_THREAD_CPUTIME_ID`
-//!    on the instrumented thread (the writer thread's work is reported apart, from the
-//!    process CPU clock). Target: on ≤ 2% slower. `TP_BENCH_LOCK=1` holds the file's write
-//!    lock during the rounds, so the writer thread sits idle (its records are dropped): what
-//!    is left is the cost of the exporter seam and the queue alone.
+//!    block) with no simulated work, so what is timed is the instrumentation (the worst case:
+//!    any real work dilutes it). Three layers built the same way but for `history_file`:
+//!    "off", an identical "off (control)" whose ratio to "off" is the run's noise band, and
+//!    "on"; every round runs each once, in a rotating order. Per round: the instrumented
+//!    thread's CPU (`CLOCK_THREAD_CPUTIME_ID`) and the wall time of the instrumented work —
+//!    what the target is about, the user's program slowing down — and the whole process's
+//!    CPU (`getrusage`) until the round's records are written, the background writer included
+//!    (reported apart). Best and median of the rounds, and the median of the rounds' paired
+//!    ratios to "off". Target: "on" ≤ 2% slower in thread CPU and wall time. Run twice: with
+//!    no simulated work (the worst case, all instrumentation) and with CPU work in each block
+//!    ([`BLOCK_WORK`], about 30 µs; the examples' blocks take milliseconds).
+//!    `TP_BENCH_LOCK=1` holds the file's write lock during the rounds, so the writer thread
+//!    sits idle (its records are dropped): what is left is the cost of the exporter seam and
+//!    the queue alone. `TP_BENCH_BUSY=1` keeps one core busy with a spinning thread, so the
+//!    writer competes with the instrumented thread for the other (a loaded 2-core machine).
 //! 2. **Write throughput**: finished operations per second, end to end (produced and
 //!    committed), with 10 and 1,000 nodes per operation; file bytes per operation.
 //! 3. **Query over 1,000,000 stored operations**: a file filled through SQL with copies of a
@@ -37,7 +46,6 @@ unsafe extern "C" {
     fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
 }
 
-const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
 const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
 
 fn cpu(clock: i32) -> Duration {
@@ -76,8 +84,20 @@ fn layered(builder: Builder) -> (Dispatch, Store) {
     )
 }
 
-/// One setlist of 31 nodes, as the examples' simulation has it, without the simulated work.
-fn setlist() {
+/// Iterations of [`spin`] per block in the "with work" variant (about 30 µs here).
+const BLOCK_WORK: u64 = 20_000;
+
+/// CPU work that the optimizer cannot remove: `n` dependent multiply-adds.
+fn spin(n: u64) {
+    let mut x = 1u64;
+    for _ in 0..n {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+/// One setlist of 31 nodes, as the examples' simulation has it; each block computes `work`
+/// iterations of [`spin`] (0: no simulated work, only the instrumentation).
+fn setlist(work: u64) {
     let setlist = tracing::info_span!(
         "process_setlist",
         progress.operation = "setlist_processing",
@@ -107,6 +127,7 @@ fn setlist() {
                     tracing::info_span!("run_block", progress.level = "block", progress.name = n);
                 let _b = b.enter();
                 tracing::info!(progress.message = "working", frames = 4096);
+                spin(work);
                 if song == 1 && action == "detect" && n == 1 {
                     b.fail("onset detector diverged");
                 }
@@ -117,58 +138,196 @@ fn setlist() {
     }
 }
 
-fn setlist_on_off(rounds: usize, per_round: usize) {
-    let path = temp_file("setlist.db");
-    let (off, off_store) = layered(Builder::new());
-    let (on, on_store) = layered(Builder::new().history_file(&path));
-    let run = |d: &Dispatch| {
-        let start = cpu(CLOCK_THREAD_CPUTIME_ID);
+/// What one round cost: the instrumented thread's CPU, the wall time of the instrumented work,
+/// and the whole process's CPU (`getrusage`) from its start until the history written
+/// (background threads included).
+#[derive(Clone, Copy, Default)]
+struct RoundCost {
+    thread: Duration,
+    wall: Duration,
+    process: Duration,
+    /// The instrumented thread's context switches during the work: it blocked, it was
+    /// preempted.
+    switches: (i64, i64),
+}
+
+fn thread_switches() -> (i64, i64) {
+    // SAFETY: as in `rusage_cpu`.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_THREAD with a pointer to a live rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    (u.ru_nvcsw, u.ru_nivcsw)
+}
+
+fn rusage_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is a valid value and `getrusage` only writes into it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a pointer to a live rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A thread that keeps one core busy (`TP_BENCH_BUSY=1`): on a 2-core machine the writer then
+/// competes with the instrumented thread for the other one, as it does on a loaded machine.
+fn busy_core() -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut x = 1u64;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+    });
+    (stop, handle)
+}
+
+fn setlist_on_off(rounds: usize, per_round: usize, work: u64) {
+    let path = temp_file(&format!("setlist-{work}.db"));
+    // Three layers built the same way but for the file: "off", an identical control (its
+    // ratio to "off" is the noise band of this run) and "on".
+    let configs: Vec<(&str, Dispatch, Store)> = vec![
+        ("off", Builder::new()),
+        ("off (control)", Builder::new()),
+        ("on", Builder::new().history_file(&path)),
+    ]
+    .into_iter()
+    .map(|(name, b)| {
+        let (d, s) = layered(b);
+        (name, d, s)
+    })
+    .collect();
+    let locked = std::env::var("TP_BENCH_LOCK").is_ok();
+    let run = |d: &Dispatch, store: &Store| {
+        let process = rusage_cpu();
+        let wall = Instant::now();
+        let switches = thread_switches();
+        let thread = cpu(CLOCK_THREAD_CPUTIME_ID);
         tracing::dispatcher::with_default(d, || {
             for _ in 0..per_round {
-                setlist();
+                setlist(work);
             }
         });
-        cpu(CLOCK_THREAD_CPUTIME_ID) - start
+        let thread = cpu(CLOCK_THREAD_CPUTIME_ID) - thread;
+        let wall = wall.elapsed();
+        let after = thread_switches();
+        let switches = (after.0 - switches.0, after.1 - switches.1);
+        // The writer's catch-up belongs to the round's process CPU, not to its wall time.
+        store.flush_history(Duration::from_secs(if locked { 0 } else { 60 }));
+        RoundCost {
+            thread,
+            wall,
+            process: rusage_cpu() - process,
+            switches,
+        }
     };
-    // Warm up both.
-    run(&off);
-    run(&on);
-    on_store.flush_history(Duration::from_secs(60));
-    let locker = std::env::var("TP_BENCH_LOCK").is_ok().then(|| {
+    // Warm up all.
+    for (_, d, s) in &configs {
+        run(d, s);
+    }
+    let locker = locked.then(|| {
         let c = rusqlite::Connection::open(&path).expect("open");
         c.execute_batch("BEGIN IMMEDIATE;").expect("lock");
         c
     });
-    let (mut best_off, mut best_on) = (Duration::MAX, Duration::MAX);
-    let mut writer_cpu = Duration::ZERO;
-    for _ in 0..rounds {
-        best_off = best_off.min(run(&off));
-        let process_before = cpu(CLOCK_PROCESS_CPUTIME_ID);
-        let thread_before = cpu(CLOCK_THREAD_CPUTIME_ID);
-        let t = run(&on);
-        best_on = best_on.min(t);
-        // What the writer did for this round: the process clock minus this thread's.
-        on_store.flush_history(Duration::from_secs(if locker.is_some() { 0 } else { 60 }));
-        let process = cpu(CLOCK_PROCESS_CPUTIME_ID) - process_before;
-        let thread = cpu(CLOCK_THREAD_CPUTIME_ID) - thread_before;
-        writer_cpu += process.saturating_sub(thread);
+    let busy = std::env::var("TP_BENCH_BUSY").is_ok().then(busy_core);
+    let one_core_busy = busy.is_some();
+    let mut costs: Vec<Vec<RoundCost>> = vec![Vec::new(); configs.len()];
+    for round in 0..rounds {
+        // Each round in another order, so no configuration always follows the same one.
+        for k in 0..configs.len() {
+            let i = (round + k) % configs.len();
+            let (_, d, s) = &configs[i];
+            costs[i].push(run(d, s));
+        }
     }
-    let stats = on_store.stats();
+    if let Some((stop, handle)) = busy {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    drop(locker);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / per_round as f64;
+    let nodes = configs[0].2.history(&HistoryQuery::new().limit(1))[0]
+        .metrics
+        .nodes_seen;
     println!(
-        "setlist ({} nodes): persistence off {:.1} µs/setlist, on {:.1} µs/setlist \
-         (instrumented thread CPU, best of {rounds} rounds of {per_round}): {:+.2}%",
-        off_store.history(&HistoryQuery::new().limit(1))[0]
-            .metrics
-            .nodes_seen,
-        per(best_off),
-        per(best_on),
-        (best_on.as_secs_f64() / best_off.as_secs_f64() - 1.0) * 100.0
+        "setlist ({nodes} nodes, {}), {rounds} interleaved rounds of {per_round}{}{}: \
+         µs per setlist, best / median; ratio to \"off\": median of the rounds' paired ratios \
+         (best-of ratio)",
+        if work == 0 {
+            "no simulated work".to_string()
+        } else {
+            format!("{work} iterations of CPU work per block")
+        },
+        if locked {
+            ", file write-locked (records dropped)"
+        } else {
+            ""
+        },
+        if one_core_busy {
+            ", one core kept busy"
+        } else {
+            ""
+        },
     );
+    type Metric = fn(&RoundCost) -> Duration;
+    let metrics: [(&str, Metric); 3] = [
+        ("instrumented thread CPU", |c| c.thread),
+        ("wall time of the work", |c| c.wall),
+        ("process CPU (getrusage)", |c| c.process),
+    ];
+    for (label, get) in metrics {
+        println!("  {label}:");
+        let best = |i: usize| costs[i].iter().map(get).min().unwrap_or_default();
+        for (i, (name, _, _)) in configs.iter().enumerate() {
+            let med = median(costs[i].iter().map(|c| per(get(c))).collect());
+            let line = format!("    {name:<14} {:>7.1} / {med:>7.1}", per(best(i)));
+            if i == 0 {
+                println!("{line}");
+                continue;
+            }
+            let ratios: Vec<f64> = costs[i]
+                .iter()
+                .zip(&costs[0])
+                .map(|(c, o)| get(c).as_secs_f64() / get(o).as_secs_f64() - 1.0)
+                .collect();
+            println!(
+                "{line}   {:+6.2}% ({:+.2}%)",
+                median(ratios) * 100.0,
+                (best(i).as_secs_f64() / best(0).as_secs_f64() - 1.0) * 100.0,
+            );
+        }
+    }
+    print!("  the instrumented thread's context switches per round (median), blocked / preempted:");
+    for (i, (name, _, _)) in configs.iter().enumerate() {
+        let m = |f: fn(&RoundCost) -> i64| median(costs[i].iter().map(|c| f(c) as f64).collect());
+        print!(" {name} {} / {}", m(|c| c.switches.0), m(|c| c.switches.1));
+    }
+    println!();
+    let on = &configs[2].2;
+    let stats = on.stats();
+    let background: Vec<f64> = costs[2]
+        .iter()
+        .map(|c| per(c.process.saturating_sub(c.thread)))
+        .collect();
     println!(
-        "  other threads (mostly the writer) while on: {:.1} µs CPU/setlist on average; \
-         written {}, dropped {}, errors {}; file {:.0} bytes/setlist",
-        writer_cpu.as_secs_f64() * 1e6 / (rounds * per_round) as f64,
+        "  on: other threads (mostly the writer) {:.1} µs CPU/setlist (median); written {}, \
+         dropped {}, errors {}; file {:.0} bytes/setlist",
+        median(background),
         stats.history_file_written,
         stats.history_file_dropped,
         stats.history_file_errors,
@@ -374,7 +533,10 @@ fn main() {
     let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let (rounds, per_round) = if quick { (5, 50) } else { (40, 200) };
     if wanted("setlist") {
-        setlist_on_off(rounds, per_round);
+        setlist_on_off(rounds, per_round, 0);
+        // The same with work in the blocks: instrumentation is then a part of the program's time, as in
+        // a real setlist (the examples' blocks take milliseconds).
+        setlist_on_off(rounds, per_round / 4, BLOCK_WORK);
     }
     if wanted("throughput") {
         throughput(quick);

@@ -1267,3 +1267,73 @@ fn a_deleted_file_is_reported_and_survived() {
     drop(build(&path));
     assert!(path.is_file());
 }
+
+/// The writer needs no flush to write: it wakes up on its own within its batch interval
+/// (records are not announced to it one by one).
+#[test]
+fn finished_operations_are_written_without_a_flush() {
+    let dir = temp_dir("unflushed");
+    let path = dir.join("h.db");
+    let (sub, store) = build(&path);
+    tracing::subscriber::with_default(sub, || operation("quiet", 3, false));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats().history_file_written == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing written in 10 s without a flush"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let file = HistoryFile::open(&path).unwrap();
+    let ops = file.query(&HistoryQuery::new()).unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(&*ops[0].state.name, "quiet");
+    assert_eq!(ops[0].state.root.children.len(), 3);
+}
+
+/// On Linux the writer thread runs at a lower priority than the program's threads (its nice
+/// value is its own; the program's threads keep theirs).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_writer_thread_runs_at_a_lower_priority() {
+    // Field 19 of /proc/self/task/TID/stat (after the parenthesised name): the nice value.
+    fn nice_of(stat: &str) -> Option<i64> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split(' ').nth(16)?.parse().ok()
+    }
+    let threads = || -> Vec<(String, i64)> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.ok()?.path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                let nice = nice_of(&std::fs::read_to_string(t.join("stat")).ok()?)?;
+                Some((comm.trim().to_string(), nice))
+            })
+            .collect()
+    };
+    // This thread's (the program's) priority, which the writer's is relative to.
+    let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap();
+    let lowered = (own + 10).min(19);
+    let dir = temp_dir("nice");
+    let (_sub, _store) = build(&dir.join("h.db"));
+    // Thread names are cut to 15 bytes in `comm`: "tracing-progres".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = threads();
+        if seen
+            .iter()
+            .any(|(comm, nice)| comm.starts_with("tracing-progres") && *nice == lowered)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no writer thread at nice {lowered}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The program's thread kept its priority.
+    let now = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    assert_eq!(now, Some(own));
+}

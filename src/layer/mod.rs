@@ -119,7 +119,8 @@ where
             panic::install_hook();
         }
         let id = NEXT_LAYER.fetch_add(1, Ordering::Relaxed);
-        let has_exporters = !exporters.is_empty();
+        // `inc` may skip the span lookup unless an exporter wants counter changes.
+        let reports_counters = exporters.wants_counters();
         ProgressLayer {
             shared: Arc::new(Shared {
                 id,
@@ -131,7 +132,7 @@ where
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
                 tracked_ids: TrackedIds::new(),
             }),
-            with_context: span_ext::WithContext::new::<S>(id, has_exporters),
+            with_context: span_ext::WithContext::new::<S>(id, reports_counters),
             _subscriber: PhantomData,
         }
     }
@@ -232,12 +233,19 @@ where
             returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
-            export: self.shared.exporters.clone().map(|exporters| {
-                Box::new(SpanExport {
-                    exporters,
-                    throttle: Throttle::new(created_ns),
-                })
-            }),
+            // Only counter reports need it: exporters that want none (the history file) cost
+            // a span no allocation.
+            export: self
+                .shared
+                .exporters
+                .as_ref()
+                .filter(|e| e.wants_counters())
+                .map(|exporters| {
+                    Box::new(SpanExport {
+                        exporters: exporters.clone(),
+                        throttle: Throttle::new(created_ns),
+                    })
+                }),
             next: None,
         })
     }

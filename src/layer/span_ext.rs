@@ -28,7 +28,7 @@ type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked) -> Option<Counte
 type OwnHandle = fn(&Dispatch, &Id) -> Option<ProgressHandle>;
 
 /// What the layer hands out through `downcast_raw`: functions for its subscriber type, and
-/// whether `inc` may go through a thread's cached handle (no exporters to report to).
+/// whether `inc` may go through a thread's cached handle (no exporter wants counter changes).
 pub(crate) struct WithContext {
     visit: VisitTracked,
     own: OwnHandle,
@@ -37,7 +37,7 @@ pub(crate) struct WithContext {
 }
 
 impl WithContext {
-    pub(crate) fn new<S>(layer: u32, has_exporters: bool) -> Self
+    pub(crate) fn new<S>(layer: u32, reports_counters: bool) -> Self
     where
         S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -45,7 +45,7 @@ impl WithContext {
             visit: with_tracked::<S>,
             own: own_handle::<S>,
             layer,
-            cacheable: !has_exporters,
+            cacheable: !reports_counters,
         }
     }
 }

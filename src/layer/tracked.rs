@@ -30,7 +30,7 @@ pub(crate) struct Tracked {
     pub(super) entered: AtomicU32,
     pub(super) entered_at_ns: AtomicU64,
     /// The layer's exporters and this span's throttle of counter reports to them; `None`
-    /// (one word) when the layer has no exporters.
+    /// (one word) when no exporter of the layer wants counter changes.
     pub(super) export: Option<Box<SpanExport>>,
     /// The same span's entry of another progress layer.
     pub(super) next: Option<Box<Tracked>>,

@@ -7,7 +7,11 @@
 //!   it is full the record is dropped and counted
 //!   ([`StoreStats::history_file_dropped`](crate::StoreStats::history_file_dropped)). One
 //!   thread, `tracing-progress-sqlite`, writes batches of up to 256 records per transaction,
-//!   with `tracing`'s `NoSubscriber` as its default so nothing it does reaches a layer. A
+//!   with `tracing`'s `NoSubscriber` as its default so nothing it does reaches a layer. It
+//!   is not woken per record (that would cost the instrumented thread a system call per
+//!   operation): it looks every 20 ms, sooner when the queue passes a quarter of its bounds
+//!   or when the store is flushed; so a finished operation reaches the file within about
+//!   20 ms plus the write. On Linux it runs with its nice value raised by 10. A
 //!   write that fails is counted
 //!   ([`history_file_errors`](crate::StoreStats::history_file_errors)) and reported once
 //!   ([`WRITE_WARNING`]); the in-memory history keeps working.

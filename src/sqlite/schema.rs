@@ -11,16 +11,11 @@ pub const FILE_SCHEMA_VERSION: i64 = 2;
 /// How long a statement waits for another connection's write lock.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Version 1: runs (one per process and store), operations keyed by (run, operation id).
-const SCHEMA_V1: &str = "
-CREATE TABLE runs (
-    run_id      INTEGER PRIMARY KEY,
-    host        TEXT NOT NULL,
-    pid         INTEGER NOT NULL,
-    started_us  INTEGER NOT NULL,
-    crate_version TEXT NOT NULL
-);
-CREATE TABLE operations (
+/// The columns of `operations`, the same in every version so far (what changed is the key and
+/// the indexes). A macro, not a `const`: `concat!` takes only literals.
+macro_rules! operations_columns {
+    () => {
+        "
     run_id         INTEGER NOT NULL,
     op_id          INTEGER NOT NULL,
     operation_type TEXT NOT NULL,
@@ -35,14 +30,40 @@ CREATE TABLE operations (
     host           TEXT NOT NULL,
     pid            INTEGER NOT NULL,
     interrupted    INTEGER NOT NULL DEFAULT 0,
-    state_json     TEXT NOT NULL,
+    state_json     TEXT NOT NULL,"
+    };
+}
+
+/// The names of those columns, in order (a copy between versions).
+macro_rules! operations_names {
+    () => {
+        "run_id, op_id, operation_type, name, status, with_failures, started_us, \
+         completed_us, finished_us, duration_us, failures, host, pid, interrupted, state_json"
+    };
+}
+
+/// Version 1: runs (one per process and store), operations keyed by (run, operation id).
+/// Kept as it was: new files are created at version 1 and migrated, like old ones.
+const SCHEMA_V1: &str = concat!(
+    "
+CREATE TABLE runs (
+    run_id      INTEGER PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_us  INTEGER NOT NULL,
+    crate_version TEXT NOT NULL
+);
+CREATE TABLE operations (",
+    operations_columns!(),
+    "
     PRIMARY KEY (run_id, op_id)
 ) WITHOUT ROWID;
 CREATE INDEX operations_finished ON operations (finished_us);
 CREATE INDEX operations_type ON operations (operation_type, finished_us);
 CREATE INDEX operations_status ON operations (status, finished_us);
 CREATE INDEX operations_running ON operations (run_id) WHERE status = 'running';
-";
+"
+);
 
 /// The steps from each version to the next: `MIGRATIONS[0]` takes version 1 to 2, and so on.
 /// A new file is created at version 1 and goes through all of them, so old and new files end
@@ -55,30 +76,19 @@ const MIGRATIONS: &[&str] = &[MIGRATION_2];
 /// `benches/sqlite.rs`); the indexes carry the whole
 /// order (finished, run, id), type and status have a combined one, and operations can be
 /// found by id alone (`show ID` without its run).
-const MIGRATION_2: &str = "
-CREATE TABLE operations_v2 (
-    run_id         INTEGER NOT NULL,
-    op_id          INTEGER NOT NULL,
-    operation_type TEXT NOT NULL,
-    name           TEXT NOT NULL,
-    status         TEXT NOT NULL,
-    with_failures  INTEGER NOT NULL,
-    started_us     INTEGER,
-    completed_us   INTEGER,
-    finished_us    INTEGER NOT NULL,
-    duration_us    INTEGER,
-    failures       INTEGER NOT NULL,
-    host           TEXT NOT NULL,
-    pid            INTEGER NOT NULL,
-    interrupted    INTEGER NOT NULL DEFAULT 0,
-    state_json     TEXT NOT NULL,
+const MIGRATION_2: &str = concat!(
+    "
+CREATE TABLE operations_v2 (",
+    operations_columns!(),
+    "
     UNIQUE (run_id, op_id)
 );
-INSERT INTO operations_v2 (run_id, op_id, operation_type, name, status, with_failures,
-    started_us, completed_us, finished_us, duration_us, failures, host, pid, interrupted,
-    state_json)
-    SELECT run_id, op_id, operation_type, name, status, with_failures, started_us,
-    completed_us, finished_us, duration_us, failures, host, pid, interrupted, state_json
+INSERT INTO operations_v2 (",
+    operations_names!(),
+    ")
+    SELECT ",
+    operations_names!(),
+    "
     FROM operations ORDER BY finished_us;
 DROP TABLE operations;
 ALTER TABLE operations_v2 RENAME TO operations;
@@ -89,7 +99,8 @@ CREATE INDEX operations_type_status ON operations
     (operation_type, status, finished_us, run_id, op_id);
 CREATE INDEX operations_running ON operations (run_id) WHERE status = 'running';
 CREATE INDEX operations_op ON operations (op_id);
-";
+"
+);
 
 /// Opens (creating if needed) the file for writing, in WAL mode, migrated to this version.
 pub(crate) fn open_read_write(path: &Path, sync_full: bool) -> Result<Connection, String> {
