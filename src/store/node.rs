@@ -63,8 +63,9 @@ pub(crate) struct CloseInfo {
 
 /// What closing a node produced.
 pub(crate) struct Closed {
-    /// The node as it ended (without children), when asked for.
-    pub(crate) level: Option<ProgressLevel>,
+    /// The node as it ended (without children), when asked for; boxed so that closing
+    /// without exporters moves a word, not a whole level.
+    pub(crate) level: Option<Box<ProgressLevel>>,
     /// The operation's final state, when this closed its root.
     pub(crate) finished: Option<Arc<ProgressState>>,
 }
@@ -169,9 +170,12 @@ impl NodeHandle {
         cancelled
     }
 
-    /// First enter: pending becomes running.
+    /// First enter: pending becomes running. Lock-free: the start time goes to the node's
+    /// counters, which the tree reads (a pending node with a start is running).
     pub(crate) fn start(&self, at_us: u64) {
-        self.op.with_tree(|t| t.start(self.key, at_us));
+        if self.live.start(at_us) {
+            self.op.mark_changed();
+        }
     }
 
     /// Adds a child of the node at `under` (this node, or past the depth limit an ancestor) in

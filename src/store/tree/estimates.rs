@@ -46,7 +46,7 @@ impl Tree {
                 // Finished subtrees need no walk: their root's sample is all the parent uses.
                 if c.status.is_finished() {
                     top.children.push(ChildSample {
-                        status: c.status,
+                        status: c.status(),
                         elapsed_us: c.elapsed_us(now_us),
                         estimate: None,
                     });
@@ -104,11 +104,11 @@ impl Tree {
             percentage.map_or(0.0, |p| p / 100.0)
         };
         let mut sample = ChildSample {
-            status: n.status,
+            status: n.status(),
             elapsed_us,
             estimate: None,
         };
-        if n.status != Status::Running {
+        if n.status() != Status::Running {
             // Pending, or failed while still open: nothing to estimate (any more).
             let flipped = n.est.take().is_some();
             return (sample, fraction, flipped);

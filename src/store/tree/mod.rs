@@ -100,8 +100,6 @@ pub(crate) struct Node {
     live: Arc<LiveCounters>,
     message: Option<Arc<str>>,
     created_us: u64,
-    /// 0 until first entered (timestamps are µs since 1970, never 0 in practice).
-    started_us: u64,
     /// 0 until closed.
     completed_us: u64,
     busy_ns: u64,
@@ -134,8 +132,18 @@ impl Node {
         self.cold.get_or_insert_with(Default::default)
     }
 
+    /// When first entered; kept in the counters, so a span starts without the lock.
     fn started(&self) -> Option<u64> {
-        (self.started_us != 0).then_some(self.started_us)
+        self.live.started_us()
+    }
+
+    /// The status, with a pending node that was entered read as running.
+    pub(super) fn status(&self) -> Status {
+        if self.status == Status::Pending && self.live.started_us().is_some() {
+            Status::Running
+        } else {
+            self.status
+        }
     }
 
     fn completed(&self) -> Option<u64> {
@@ -316,7 +324,6 @@ impl Tree {
             live: Arc::new(LiveCounters::new()),
             message: None,
             created_us: new.created_us,
-            started_us: 0,
             completed_us: 0,
             busy_ns: 0,
             children: Children::EMPTY,
@@ -517,15 +524,15 @@ impl Tree {
         }
     }
 
-    /// First enter: pending becomes running.
+    /// First enter: pending becomes running (the layer starts nodes through their counters,
+    /// without the lock; tests drive the tree directly).
+    #[cfg(test)]
     pub(crate) fn start(&mut self, key: NodeKey, now_us: u64) {
         if let Some(n) = self.node_mut(key) {
             if n.status == Status::Pending {
                 n.status = Status::Running;
             }
-            if n.started_us == 0 {
-                n.started_us = now_us.max(1);
-            }
+            n.live.start(now_us);
         }
     }
 
@@ -696,7 +703,7 @@ impl Tree {
         key: NodeKey,
         info: CloseInfo,
         want_level: bool,
-    ) -> (bool, Option<ProgressLevel>) {
+    ) -> (bool, Option<Box<ProgressLevel>>) {
         let Some(n) = self.node_mut(key) else {
             return (false, None);
         };
@@ -728,7 +735,7 @@ impl Tree {
         let level = want_level
             .then(|| {
                 self.node(key)
-                    .map(|n| self.build_level(n, Vec::new(), 0.0, n.completed_us))
+                    .map(|n| Box::new(self.build_level(n, Vec::new(), 0.0, n.completed_us)))
             })
             .flatten();
         if let Some(f) = completed {
@@ -770,7 +777,7 @@ impl Tree {
     #[cfg(feature = "resources")]
     pub(crate) fn record_resources(&mut self, cpu_percent: f64, rss_bytes: u64) {
         for node in self.nodes.iter_mut().flatten() {
-            if node.status == Status::Running {
+            if node.status() == Status::Running {
                 node.cold()
                     .resources
                     .get_or_insert_with(ResourceAcc::default)

@@ -116,7 +116,7 @@ impl Tree {
             name: n.name.clone(),
             span_name: n.callsite.span_name.clone(),
             target: n.callsite.target.clone(),
-            status: n.status,
+            status: n.status(),
             current,
             failed: cold.map_or(0, |c| c.failed_children),
             total,
