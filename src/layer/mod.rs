@@ -160,15 +160,11 @@ where
             mut update, extra, ..
         } = visitor;
         let created_ns = store.clock.now_ns();
-        let name = update
-            .name
-            .take()
-            .unwrap_or_else(|| class.span_name.clone());
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
         let new = NewNode {
             id: NodeId::next(),
             level_type,
-            name,
+            name: update.name.take(),
             callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
@@ -226,7 +222,6 @@ where
             class: class.clone(),
             attach: attach.key,
             attach_depth: attach.depth,
-            started: AtomicBool::new(false),
             returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
@@ -463,8 +458,8 @@ where
             t.entered_at_ns.store(now, Ordering::Release);
             t.node.live().entered(at);
         }
-        if !t.started.swap(true, Ordering::AcqRel) {
-            t.node.start(at);
+        // The first enter starts the node (a load on later enters, no read-modify-write).
+        if t.node.start(at) {
             let node = t.node_ref();
             drop(ext);
             for e in self.exporters() {
@@ -533,7 +528,7 @@ where
             at_us: at,
             busy_ns: busy,
             cancel_requested,
-            never_entered: !t.started.load(Ordering::Acquire),
+            never_entered: !t.node.live().is_started(),
             missing_return: missing_return && !std::thread::panicking(),
         };
         let closed = t.node.close(info, want_level);

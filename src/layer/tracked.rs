@@ -23,7 +23,6 @@ pub(crate) struct Tracked {
     /// this node's siblings; and the depth of that place.
     pub(super) attach: NodeKey,
     pub(super) attach_depth: u16,
-    pub(super) started: AtomicBool,
     /// Set by the span's `#[instrument(ret)]` / `#[instrument(err)]` event: it returned.
     pub(super) returned: AtomicBool,
     /// How many threads have the span entered right now (async spans can overlap).

@@ -147,6 +147,12 @@ impl LiveCounters {
             .is_ok()
     }
 
+    /// Whether the node was entered (a relaxed load).
+    #[inline]
+    pub(crate) fn is_started(&self) -> bool {
+        self.started_us.load(Ordering::Relaxed) != 0
+    }
+
     /// When the node was first entered (µs since the Unix epoch), if it was.
     pub(crate) fn started_us(&self) -> Option<u64> {
         let at = self.started_us.load(Ordering::SeqCst);

@@ -33,7 +33,8 @@ impl Callsite {
 pub(crate) struct NewNode {
     pub(crate) id: NodeId,
     pub(crate) level_type: Arc<str>,
-    pub(crate) name: Arc<str>,
+    /// `None`: the span's name (the callsite's, shared).
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,
@@ -170,12 +171,16 @@ impl NodeHandle {
         cancelled
     }
 
-    /// First enter: pending becomes running. Lock-free: the start time goes to the node's
-    /// counters, which the tree reads (a pending node with a start is running).
-    pub(crate) fn start(&self, at_us: u64) {
-        if self.live.start(at_us) {
-            self.op.mark_changed();
+    /// First enter: pending becomes running; true for the call that started it. Lock-free:
+    /// the start time goes to the node's counters, which the tree reads (a pending node with
+    /// a start is running).
+    #[inline]
+    pub(crate) fn start(&self, at_us: u64) -> bool {
+        if self.live.is_started() || !self.live.start(at_us) {
+            return false;
         }
+        self.op.mark_changed();
+        true
     }
 
     /// Adds a child of the node at `under` (this node, or past the depth limit an ancestor) in

@@ -116,7 +116,7 @@ impl Tree {
         let explicit = n.live.current().is_some();
         let counts_children = !explicit && (n.children.len > 0 || n.finished_children > 0);
         let signal = explicit || total.is_some() || counts_children;
-        let history = priors.lookup(&n.level_type, &n.name);
+        let history = priors.lookup(&n.level_type, n.name());
         let fresh = n.est.is_none();
         if fresh && !(signal || history.is_some()) {
             return (sample, fraction, false);

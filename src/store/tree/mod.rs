@@ -95,7 +95,8 @@ pub(crate) struct Node {
     parent: Option<u32>,
     status: Status,
     level_type: Arc<str>,
-    name: Arc<str>,
+    /// `None` while it is the span's name (shared through the callsite).
+    name: Option<Arc<str>>,
     callsite: Arc<Callsite>,
     live: Arc<LiveCounters>,
     message: Option<Arc<str>>,
@@ -130,6 +131,11 @@ pub(crate) struct Node {
 impl Node {
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Default::default)
+    }
+
+    /// The display name: a recorded one, else the span's.
+    pub(super) fn name(&self) -> &Arc<str> {
+        self.name.as_ref().unwrap_or(&self.callsite.span_name)
     }
 
     /// When first entered; kept in the counters, so a span starts without the lock.
@@ -553,7 +559,7 @@ impl Tree {
             n.message = update.message;
         }
         if let Some(name) = update.name {
-            n.name = name;
+            n.name = Some(name);
         }
         if update.unit.is_some() {
             n.cold().unit = update.unit;
@@ -689,7 +695,7 @@ impl Tree {
         let mut path = Vec::new();
         let mut cur = Some(self.node(key)?);
         while let Some(n) = cur {
-            path.push(n.name.clone());
+            path.push(n.name().clone());
             cur = n.parent.and_then(|p| self.slot(p));
         }
         path.reverse();
@@ -726,7 +732,7 @@ impl Tree {
         drop(n.est.take());
         let completed = (n.status == Status::Completed).then(|| FinishedNode {
             level_type: n.level_type.clone(),
-            name: n.name.clone(),
+            name: n.name().clone(),
             duration_us: n.duration_us(),
         });
         let parent = n.parent;

@@ -113,7 +113,7 @@ impl Tree {
         ProgressLevel {
             id: n.id,
             level_type: n.level_type.clone(),
-            name: n.name.clone(),
+            name: n.name().clone(),
             span_name: n.callsite.span_name.clone(),
             target: n.callsite.target.clone(),
             status: n.status(),
@@ -203,7 +203,7 @@ impl Tree {
         if level.status != Status::Running {
             return;
         }
-        let history = priors.lookup(&n.level_type, &n.name);
+        let history = priors.lookup(&n.level_type, n.name());
         level.estimate = state.shown_at(now_us).map(Box::new);
         // Updates since the last tick are progress the tick has not seen yet: not stalled.
         let events = n.live.updates() + n.finished_children;

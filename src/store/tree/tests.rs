@@ -22,7 +22,7 @@ fn node_at(level: &str, name: &str, at: u64) -> NewNode {
     NewNode {
         id: NodeId::next(),
         level_type: Arc::from(level),
-        name: Arc::from(name),
+        name: Some(Arc::from(name)),
         callsite: Arc::new(Callsite::new("test", "test")),
         created_us: at,
         flattened: false,
