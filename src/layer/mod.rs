@@ -184,10 +184,7 @@ where
                         next = s.parent();
                         continue;
                     };
-                    let at = Attach {
-                        key: t.attach,
-                        depth: t.attach_depth,
-                    };
+                    let at = t.attach();
                     let mut new = new;
                     new.flattened = at.key != t.node.key();
                     // The parent node is gone (cannot normally happen): not tracked.
@@ -218,9 +215,9 @@ where
         };
         Some(Tracked {
             layer: self.shared.id,
-            node,
             class: class.clone(),
-            attach: attach.key,
+            attach_elsewhere: (attach.key != node.key()).then(|| Box::new(attach.key)),
+            node,
             attach_depth: attach.depth,
             returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),

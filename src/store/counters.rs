@@ -176,6 +176,11 @@ impl LiveCounters {
         self.busy_ns.load(Ordering::Relaxed) / 1_000 + current
     }
 
+    /// The time entered in all, once the span closed (ns).
+    pub(crate) fn set_busy_ns(&self, ns: u64) {
+        self.busy_ns.store(ns, Ordering::Relaxed);
+    }
+
     /// Time entered so far, not counting a stretch still open (ns).
     pub(crate) fn busy_ns(&self) -> u64 {
         self.busy_ns.load(Ordering::Relaxed)

@@ -103,7 +103,6 @@ pub(crate) struct Node {
     created_us: u64,
     /// 0 until closed.
     completed_us: u64,
-    busy_ns: u64,
     /// Retained children in creation order: a list through the children's `prev`/`next`, so
     /// folding one out of the middle is O(1) and a parent needs no heap block for them.
     children: Children,
@@ -121,7 +120,8 @@ pub(crate) struct Node {
     finished_children: u64,
     /// Finished children still retained in `children`.
     retained_finished_children: u32,
-    metadata: Metadata,
+    /// Boxed: most nodes have none, and a node without stays two words smaller.
+    metadata: Option<Box<Metadata>>,
     cold: Option<Box<Cold>>,
     /// Estimator state while running (see `crate::estimate`); advanced by the store's tick,
     /// read by snapshots. Dropped at close.
@@ -331,7 +331,6 @@ impl Tree {
             message: None,
             created_us: new.created_us,
             completed_us: 0,
-            busy_ns: 0,
             children: Children::EMPTY,
             prev: NIL,
             next: NIL,
@@ -340,7 +339,7 @@ impl Tree {
             fold_next: NIL,
             finished_children: 0,
             retained_finished_children: 0,
-            metadata: Metadata::default(),
+            metadata: None,
             cold: new.flattened.then(|| {
                 Box::new(Cold {
                     flattened: true,
@@ -565,9 +564,16 @@ impl Tree {
             n.cold().unit = update.unit;
         }
         let mut errors = update.input_errors.len() as u64;
+        if !update.metadata.is_empty() && n.metadata.is_none() {
+            // Sized to the first fields (a growing Vec would start at four entries).
+            n.metadata = Some(Box::new(Metadata::with_capacity(
+                update.metadata.len().min(max_meta),
+            )));
+        }
         for (k, v) in update.metadata {
-            if n.metadata.len() < max_meta || n.metadata.get(&k).is_some() {
-                n.metadata.insert(k, v);
+            let meta = n.metadata.get_or_insert_with(Default::default);
+            if meta.len() < max_meta || meta.get(&k).is_some() {
+                meta.insert(k, v);
             } else {
                 errors += 1;
                 push_input_error(
@@ -726,7 +732,8 @@ impl Tree {
             None => Status::Completed,
         };
         n.completed_us = info.at_us.max(1);
-        n.busy_ns = info.busy_ns;
+        // Kept in the counters (the node itself stays a word smaller).
+        n.live.set_busy_ns(info.busy_ns);
         // Progress handles that outlive the span stop changing it.
         n.live.close();
         drop(n.est.take());

@@ -104,7 +104,7 @@ impl Tree {
         let end = n.completed().unwrap_or(now_us).max(start);
         let alive = end.saturating_sub(n.created_us);
         let busy_us = if n.completed_us != 0 {
-            n.busy_ns / 1_000
+            n.live.busy_ns() / 1_000
         } else {
             // Still open: what it has been entered so far, plus the current stretch.
             n.live.busy_us(now_us)
@@ -137,7 +137,7 @@ impl Tree {
                 && cold.is_some_and(|c| c.failures_below.is_some()),
             cancel_reason: cold.and_then(|c| c.cancel_reason),
             handled_errors: cold.and_then(|c| c.handled.clone()).map(Box::new),
-            metadata: n.metadata.clone(),
+            metadata: n.metadata.as_deref().cloned().unwrap_or_default(),
             input_errors: cold.map(|c| c.input_errors.clone()).unwrap_or_default(),
             recent_events: cold.map(|c| c.recent.to_vec()).unwrap_or_default(),
             flattened: cold.is_some_and(|c| c.flattened),
