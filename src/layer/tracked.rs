@@ -54,7 +54,11 @@ impl Tracked {
     #[inline]
     pub(super) fn attach(&self) -> Attach {
         Attach {
-            key: self.attach_elsewhere.as_deref().copied().unwrap_or(self.node.key()),
+            key: self
+                .attach_elsewhere
+                .as_deref()
+                .copied()
+                .unwrap_or(self.node.key()),
             depth: self.attach_depth,
         }
     }

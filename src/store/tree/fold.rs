@@ -110,8 +110,9 @@ impl Tree {
         // (i64 covers 292,000 years of µs; i128 division would be a libcall on every fold.)
         let as_i64 = |v: u64| v.min(i64::MAX as u64) as i64;
         let delta = as_i64(duration).saturating_sub(as_i64(entry.mean_us));
-        entry.mean_us =
-            as_i64(entry.mean_us).saturating_add(delta / as_i64(entry.count)).max(0) as u64;
+        entry.mean_us = as_i64(entry.mean_us)
+            .saturating_add(delta / as_i64(entry.count))
+            .max(0) as u64;
         entry.min_us = entry.min_us.min(duration);
         entry.max_us = entry.max_us.max(duration);
         match status {
