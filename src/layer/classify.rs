@@ -219,13 +219,17 @@ impl SpanClass {
             .unwrap_or_else(|| Arc::from(fallback))
     }
 
-    /// Interns a `progress.level` value.
+    /// The callsite's first `progress.level`, if `value` is the same (no lock: most callsites
+    /// always say the same level).
+    #[inline]
+    pub(crate) fn same_level(&self, value: &str) -> Option<Arc<str>> {
+        self.first_level.get().filter(|f| ***f == *value).cloned()
+    }
+
+    /// Interns a (sanitized) `progress.level` value.
     pub(crate) fn intern_level(&self, value: &str) -> Arc<str> {
-        // Most callsites always say the same level: the first one is compared without a lock.
-        if let Some(first) = self.first_level.get()
-            && **first == *value
-        {
-            return first.clone();
+        if let Some(first) = self.same_level(value) {
+            return first;
         }
         let mut last = self.last_level.lock();
         if self.first_level.get().is_none() {
