@@ -25,7 +25,7 @@ impl Tree {
     /// went, a stall began or ended), so subscribers are told.
     pub(crate) fn tick_estimates(&mut self, now_us: u64) -> bool {
         // Completed nodes buffered since the last tick feed the shared priors first.
-        self.priors.record(&mut self.pending);
+        self.pending.record_into(&self.priors);
         let priors = self.priors.clone();
         let priors = priors.read();
         let mut changed = false;

@@ -9,6 +9,7 @@
 
 mod estimates;
 mod fold;
+mod pending;
 mod recent;
 mod snapshot;
 #[cfg(test)]
@@ -17,7 +18,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::estimate::{FinishedNode, NodeEstimator, Priors};
+use crate::estimate::{NodeEstimator, Priors};
 use crate::model::{
     CancelReason, ErrorInfo, FailureSummary, FoldedChildren, HandledErrors, Metadata, NodeId,
     OperationMetrics, ProgressLevel, RecentEvent, ResourceUsage, Status,
@@ -289,12 +290,8 @@ pub(crate) struct Tree {
     /// nodes not yet added to them: the next estimate tick adds them, or the end of the
     /// operation, so closing a span never takes the shared lock.
     priors: Arc<Priors>,
-    pending: VecDeque<FinishedNode>,
+    pending: pending::PendingPriors,
 }
-
-/// Completed nodes buffered between ticks; past this many the oldest are dropped (the
-/// priors keep the last 64 per kind anyway, and the buffer stays bounded).
-const PRIOR_PENDING_MAX: usize = 256;
 
 impl Tree {
     pub(crate) fn new(root: NewNode, operation_type: Arc<str>, limits: Limits) -> Self {
@@ -307,7 +304,7 @@ impl Tree {
             limits,
             operation_type,
             priors: Arc::default(),
-            pending: VecDeque::new(),
+            pending: pending::PendingPriors::default(),
         };
         tree.insert(root, None);
         tree
@@ -737,11 +734,7 @@ impl Tree {
         // Progress handles that outlive the span stop changing it.
         n.live.close();
         drop(n.est.take());
-        let completed = (n.status == Status::Completed).then(|| FinishedNode {
-            level_type: n.level_type.clone(),
-            name: n.name().clone(),
-            duration_us: n.duration_us(),
-        });
+        let completed = n.status == Status::Completed;
         let parent = n.parent;
         let status = n.status;
         // All children are finished at close, so no running fraction is left to add.
@@ -751,14 +744,12 @@ impl Tree {
                     .map(|n| Box::new(self.build_level(n, Vec::new(), 0.0, n.completed_us)))
             })
             .flatten();
-        if let Some(f) = completed {
-            if self.pending.len() >= PRIOR_PENDING_MAX {
-                self.pending.pop_front();
-            }
-            self.pending.push_back(f);
+        // (Fields borrowed apart: the node is read while the buffer is written.)
+        if completed && let Some(n) = self.nodes.get(key.slot as usize).and_then(Option::as_ref) {
+            self.pending.push(&n.level_type, n.name(), n.duration_us());
         }
         let Some(parent) = parent else {
-            self.priors.record(&mut self.pending);
+            self.pending.record_into(&self.priors);
             return (true, level);
         };
         self.finished_retained += 1;
