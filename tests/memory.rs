@@ -162,9 +162,10 @@ fn rss_per_live_span(config: &str) -> f64 {
 
 /// What a live tracked node costs in RSS, next to a registry without layers and the minimal
 /// per-span-state layer (two `u64`s in the extensions), each in its own process. The bounds
-/// are generous (about 1.5× the figures measured when this was written: 559 B over the bare
-/// registry, 735 B with one `u64` field), so only a real regression fails; the target
-/// (issue 11) is 300 B.
+/// are generous (about 1.5× the figures measured last: 512 B over the bare registry, 591 B
+/// with one `u64` field; 559 B and 735 B before nodes shrank), so only a real regression
+/// fails; the target (issue 11) is 300 B. Of what a node costs, about 190 B is the registry's
+/// own extensions map and box, which the minimal layer pays too.
 #[test]
 fn rss_per_live_node_is_bounded() {
     let plain = rss_per_live_span("plain");
@@ -181,12 +182,12 @@ fn rss_per_live_node_is_bounded() {
         ours_field - plain,
     );
     assert!(
-        ours - plain < 850.0,
+        ours - plain < 770.0,
         "a live node costs {:.0} B of RSS",
         ours - plain
     );
     assert!(
-        ours_field - plain < 1_100.0,
+        ours_field - plain < 890.0,
         "a live node with one field costs {:.0} B of RSS",
         ours_field - plain
     );

@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 use tracing_core::Metadata;
@@ -177,8 +177,7 @@ fn in_module(target: &str, module: &str) -> bool {
 /// What the layer knows about one tracked callsite.
 pub(crate) struct SpanClass {
     pub(crate) level_type: Arc<str>,
-    /// The span name, shared as the default display name of nodes.
-    pub(crate) span_name: Arc<str>,
+    /// Span name (the default display name of nodes) and target, shared by its nodes.
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) operation_type: Option<Arc<str>>,
     /// Interned field names, by field index.
@@ -187,6 +186,8 @@ pub(crate) struct SpanClass {
     pub(crate) roles: Box<[Role]>,
     /// Last `progress.level` value seen here, reused when the next span says the same.
     last_level: Mutex<Option<Arc<str>>>,
+    /// The first `progress.level` value seen here (set once).
+    first_level: OnceLock<Arc<str>>,
     /// Set once a span of this callsite emitted a return event (`#[instrument(ret)]`): from
     /// then on a span closing without one was dropped before it returned.
     returns: AtomicBool,
@@ -218,9 +219,25 @@ impl SpanClass {
             .unwrap_or_else(|| Arc::from(fallback))
     }
 
-    /// Interns a `progress.level` value.
+    /// The callsite's first `progress.level`, if `value` is the same (no lock: most callsites
+    /// always say the same level).
+    #[inline]
+    pub(crate) fn same_level(&self, value: &str) -> Option<Arc<str>> {
+        self.first_level.get().filter(|f| ***f == *value).cloned()
+    }
+
+    /// Interns a (sanitized) `progress.level` value.
     pub(crate) fn intern_level(&self, value: &str) -> Arc<str> {
+        if let Some(first) = self.same_level(value) {
+            return first;
+        }
         let mut last = self.last_level.lock();
+        if self.first_level.get().is_none() {
+            let l: Arc<str> = Arc::from(value);
+            let _ = self.first_level.set(l.clone());
+            *last = Some(l.clone());
+            return l;
+        }
         match &*last {
             Some(l) if &**l == value => l.clone(),
             _ => {
@@ -303,14 +320,13 @@ impl Classifier {
 
     fn build(&self, meta: &'static Metadata<'static>) -> SpanClass {
         let rule = self.rules.iter().find(|r| r.matches(meta));
-        let span_name: Arc<str> = Arc::from(meta.name());
+        let callsite = Arc::new(Callsite::new(meta.name(), meta.target()));
         SpanClass {
             level_type: rule
                 .and_then(|r| r.level.as_deref())
                 .map(Arc::from)
-                .unwrap_or_else(|| span_name.clone()),
-            span_name,
-            callsite: Arc::new(Callsite::new(meta.name(), meta.target())),
+                .unwrap_or_else(|| callsite.span_name.clone()),
+            callsite,
             operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
             field_names: meta.fields().iter().map(|f| Arc::from(f.name())).collect(),
             roles: meta
@@ -322,6 +338,7 @@ impl Classifier {
                 })
                 .collect(),
             last_level: Mutex::new(None),
+            first_level: OnceLock::new(),
             returns: AtomicBool::new(false),
         }
     }

@@ -162,15 +162,11 @@ where
         } = visitor;
         let created_ns = store.clock.now_ns();
         let keyed = update.name.is_some();
-        let name = update
-            .name
-            .take()
-            .unwrap_or_else(|| class.span_name.clone());
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
         let new = NewNode {
             id: NodeId::next(),
             level_type,
-            name,
+            name: update.name.take(),
             callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
@@ -191,10 +187,7 @@ where
                         next = s.parent();
                         continue;
                     };
-                    let at = Attach {
-                        key: t.attach,
-                        depth: t.attach_depth,
-                    };
+                    let at = t.attach();
                     let mut new = new;
                     new.flattened = at.key != t.node.key();
                     // The parent node is gone (cannot normally happen): not tracked.
@@ -225,11 +218,10 @@ where
         };
         Some(Tracked {
             layer: self.shared.id,
-            node,
             class: class.clone(),
-            attach: attach.key,
+            attach_elsewhere: (attach.key != node.key()).then(|| Box::new(attach.key)),
+            node,
             attach_depth: attach.depth,
-            started: AtomicBool::new(false),
             returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
@@ -473,8 +465,8 @@ where
             t.entered_at_ns.store(now, Ordering::Release);
             t.node.live().entered(at);
         }
-        if !t.started.swap(true, Ordering::AcqRel) {
-            t.node.start(at);
+        // The first enter starts the node (a load on later enters, no read-modify-write).
+        if t.node.start(at) {
             let node = t.node_ref();
             drop(ext);
             for e in self.exporters() {
@@ -543,7 +535,7 @@ where
             at_us: at,
             busy_ns: busy,
             cancel_requested,
-            never_entered: !t.started.load(Ordering::Acquire),
+            never_entered: !t.node.live().is_started(),
             missing_return: missing_return && !std::thread::panicking(),
         };
         let closed = t.node.close(info, want_level);

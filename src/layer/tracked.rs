@@ -19,11 +19,11 @@ pub(crate) struct Tracked {
     pub(crate) node: NodeHandle,
     /// The callsite's class, so `on_record` needs no cache lookup.
     pub(super) class: Arc<SpanClass>,
-    /// Where tracked children attach: this node, or past the depth limit the same place as
-    /// this node's siblings; and the depth of that place.
-    pub(super) attach: NodeKey,
+    /// Where tracked children attach: this node (`None`), or past the depth limit the same
+    /// place as this node's siblings (boxed: rare, and a live span stays one word smaller);
+    /// and the depth of that place.
+    pub(super) attach_elsewhere: Option<Box<NodeKey>>,
     pub(super) attach_depth: u16,
-    pub(super) started: AtomicBool,
     /// Set by the span's `#[instrument(ret)]` / `#[instrument(err)]` event: it returned.
     pub(super) returned: AtomicBool,
     /// How many threads have the span entered right now (async spans can overlap).
@@ -50,6 +50,19 @@ pub(crate) struct SpanExport {
 }
 
 impl Tracked {
+    /// Where this span's tracked children attach.
+    #[inline]
+    pub(super) fn attach(&self) -> Attach {
+        Attach {
+            key: self
+                .attach_elsewhere
+                .as_deref()
+                .copied()
+                .unwrap_or(self.node.key()),
+            depth: self.attach_depth,
+        }
+    }
+
     /// This layer's entry in the chain starting at `self`.
     #[inline]
     pub(super) fn of(&self, layer: u32) -> Option<&Tracked> {

@@ -140,7 +140,13 @@ impl<'a> FieldVisitor<'a> {
         let name = field.name();
         match name.strip_prefix(PREFIX) {
             Some("level") => {
-                self.extra.level = Some(self.class.intern_level(&sanitize(value, 128)))
+                // The callsite's usual level is taken as is: it was sanitized when first seen,
+                // and a value equal to it needs no cleaning.
+                self.extra.level = Some(
+                    self.class
+                        .same_level(value)
+                        .unwrap_or_else(|| self.class.intern_level(&sanitize(value, 128))),
+                )
             }
             Some("name") => self.update.name = Some(self.text(value)),
             Some("operation") => self.extra.operation = Some(self.text(value)),

@@ -224,6 +224,11 @@ impl From<String> for FieldValue {
 pub struct Metadata(Vec<(Arc<str>, FieldValue)>);
 
 impl Metadata {
+    /// Empty, with room for `n` fields (a node's are sized to its first update).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Metadata(Vec::with_capacity(n))
+    }
+
     /// The value recorded under `name`, if any.
     pub fn get(&self, name: &str) -> Option<&FieldValue> {
         self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| v)

@@ -22,6 +22,9 @@ pub(crate) struct LiveCounters {
     busy_ns: AtomicU64,
     /// When the span was last entered (µs since the Unix epoch), 0 while not entered.
     entered_at_us: AtomicU64,
+    /// When the span was first entered (µs since the Unix epoch), 0 until then: set without
+    /// the operation's lock (the tree reads a pending node with a start as running).
+    started_us: AtomicU64,
 }
 
 const NO_TOTAL: u64 = u64::MAX;
@@ -41,6 +44,7 @@ impl LiveCounters {
             updates: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             entered_at_us: AtomicU64::new(0),
+            started_us: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +140,25 @@ impl LiveCounters {
         self.entered_at_us.store(at_us.max(1), Ordering::Relaxed);
     }
 
+    /// First enter at `at_us`; later calls keep the first time. True if this one set it.
+    pub(crate) fn start(&self, at_us: u64) -> bool {
+        self.started_us
+            .compare_exchange(0, at_us.max(1), Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Whether the node was entered (a relaxed load).
+    #[inline]
+    pub(crate) fn is_started(&self) -> bool {
+        self.started_us.load(Ordering::Relaxed) != 0
+    }
+
+    /// When the node was first entered (µs since the Unix epoch), if it was.
+    pub(crate) fn started_us(&self) -> Option<u64> {
+        let at = self.started_us.load(Ordering::SeqCst);
+        (at != 0).then_some(at)
+    }
+
     /// The span was exited after being entered for `ns`.
     pub(crate) fn exited(&self, ns: u64) {
         self.busy_ns.fetch_add(ns, Ordering::Relaxed);
@@ -151,6 +174,11 @@ impl LiveCounters {
             now_us.saturating_sub(entered_at)
         };
         self.busy_ns.load(Ordering::Relaxed) / 1_000 + current
+    }
+
+    /// The time entered in all, once the span closed (ns).
+    pub(crate) fn set_busy_ns(&self, ns: u64) {
+        self.busy_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Time entered so far, not counting a stretch still open (ns).

@@ -34,7 +34,8 @@ impl Callsite {
 pub(crate) struct NewNode {
     pub(crate) id: NodeId,
     pub(crate) level_type: Arc<str>,
-    pub(crate) name: Arc<str>,
+    /// `None`: the span's name (the callsite's, shared).
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,
@@ -67,8 +68,9 @@ pub(crate) struct CloseInfo {
 
 /// What closing a node produced.
 pub(crate) struct Closed {
-    /// The node as it ended (without children), when asked for.
-    pub(crate) level: Option<ProgressLevel>,
+    /// The node as it ended (without children), when asked for; boxed so that closing
+    /// without exporters moves a word, not a whole level.
+    pub(crate) level: Option<Box<ProgressLevel>>,
     /// The operation's final state, when this closed its root.
     pub(crate) finished: Option<Arc<ProgressState>>,
 }
@@ -179,9 +181,16 @@ impl NodeHandle {
         cancelled
     }
 
-    /// First enter: pending becomes running.
-    pub(crate) fn start(&self, at_us: u64) {
-        self.op.with_tree(|t| t.start(self.key, at_us));
+    /// First enter: pending becomes running; true for the call that started it. Lock-free:
+    /// the start time goes to the node's counters, which the tree reads (a pending node with
+    /// a start is running).
+    #[inline]
+    pub(crate) fn start(&self, at_us: u64) -> bool {
+        if self.live.is_started() || !self.live.start(at_us) {
+            return false;
+        }
+        self.op.mark_changed();
+        true
     }
 
     /// Adds a child of the node at `under` (this node, or past the depth limit an ancestor) in

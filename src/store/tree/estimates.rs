@@ -25,7 +25,7 @@ impl Tree {
     /// went, a stall began or ended), so subscribers are told.
     pub(crate) fn tick_estimates(&mut self, now_us: u64) -> bool {
         // Completed nodes buffered since the last tick feed the shared priors first.
-        self.priors.record(&mut self.pending);
+        self.pending.record_into(&self.priors);
         let priors = self.priors.clone();
         let priors = priors.read();
         let mut changed = false;
@@ -46,7 +46,7 @@ impl Tree {
                 // Finished subtrees need no walk: their root's sample is all the parent uses.
                 if c.status.is_finished() {
                     top.children.push(ChildSample {
-                        status: c.status,
+                        status: c.status(),
                         elapsed_us: c.elapsed_us(now_us),
                         estimate: None,
                     });
@@ -104,11 +104,11 @@ impl Tree {
             percentage.map_or(0.0, |p| p / 100.0)
         };
         let mut sample = ChildSample {
-            status: n.status,
+            status: n.status(),
             elapsed_us,
             estimate: None,
         };
-        if n.status != Status::Running {
+        if n.status() != Status::Running {
             // Pending, or failed while still open: nothing to estimate (any more).
             let flipped = n.est.take().is_some();
             return (sample, fraction, flipped);
@@ -116,7 +116,7 @@ impl Tree {
         let explicit = n.live.current().is_some();
         let counts_children = !explicit && (n.children.len > 0 || n.finished_children > 0);
         let signal = explicit || total.is_some() || counts_children;
-        let history = priors.lookup(&n.level_type, &n.name);
+        let history = priors.lookup(&n.level_type, n.name());
         let fresh = n.est.is_none();
         if fresh && !(signal || history.is_some()) {
             return (sample, fraction, false);

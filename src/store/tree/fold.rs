@@ -5,6 +5,8 @@
 //! children in completion-order queues (`fold_ok`, `fold_failed`) and its children in a list
 //! a node is unlinked from in place.
 
+use std::sync::Arc;
+
 use super::{NIL, Tree};
 use crate::model::{FoldedChildren, Status};
 
@@ -60,15 +62,20 @@ impl Tree {
         let mut next = Some(slot);
         let mut removed = 0u64;
         while let Some(s) = next.take().or_else(|| stack.pop()) {
-            if let Some(node) = self.nodes.get_mut(s as usize).and_then(Option::take) {
-                self.metrics.updates += node.live.updates();
-                if node.status.is_finished() && node.parent.is_some() {
-                    self.finished_retained = self.finished_retained.saturating_sub(1);
-                }
-                stack.extend(self.children_of(&node));
-                self.free.push(s);
-                removed += 1;
+            let Some(node) = self.slot(s) else { continue };
+            let updates = node.live.updates();
+            let retained_finished = node.status.is_finished() && node.parent.is_some();
+            if node.children.len > 0 {
+                stack.extend(self.children_of(node));
             }
+            self.metrics.updates += updates;
+            if retained_finished {
+                self.finished_retained = self.finished_retained.saturating_sub(1);
+            }
+            // Dropped in place: moving a node out first copies all of it.
+            self.nodes[s as usize] = None;
+            self.free.push(s);
+            removed += 1;
         }
         self.metrics.nodes_folded += removed;
         self.metrics.nodes_retained = self.metrics.nodes_retained.saturating_sub(removed);
@@ -77,7 +84,11 @@ impl Tree {
         };
         p.retained_finished_children = p.retained_finished_children.saturating_sub(1);
         let folded = &mut p.cold().folded;
-        let entry = match folded.iter().position(|f| f.level_type == level_type) {
+        // Siblings of one callsite share the level's `Arc`: compared by address first.
+        let entry = match folded
+            .iter()
+            .position(|f| Arc::ptr_eq(&f.level_type, &level_type) || f.level_type == level_type)
+        {
             Some(i) => &mut folded[i],
             None => {
                 folded.push(FoldedChildren {
@@ -96,8 +107,12 @@ impl Tree {
         };
         // Running mean in integers: exact enough for µs and never overflows.
         entry.count += 1;
-        let delta = duration as i128 - entry.mean_us as i128;
-        entry.mean_us = (entry.mean_us as i128 + delta / entry.count as i128).max(0) as u64;
+        // (i64 covers 292,000 years of µs; i128 division would be a libcall on every fold.)
+        let as_i64 = |v: u64| v.min(i64::MAX as u64) as i64;
+        let delta = as_i64(duration).saturating_sub(as_i64(entry.mean_us));
+        entry.mean_us = as_i64(entry.mean_us)
+            .saturating_add(delta / as_i64(entry.count))
+            .max(0) as u64;
         entry.min_us = entry.min_us.min(duration);
         entry.max_us = entry.max_us.max(duration);
         match status {

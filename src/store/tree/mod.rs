@@ -10,6 +10,7 @@
 mod attempts;
 mod estimates;
 mod fold;
+mod pending;
 pub(crate) mod recent;
 mod snapshot;
 #[cfg(test)]
@@ -18,7 +19,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::estimate::{FinishedNode, NodeEstimator, Priors};
+use crate::estimate::{NodeEstimator, Priors};
 use crate::model::{
     CancelReason, ErrorInfo, FailureSummary, FoldedChildren, HandledErrors, Metadata, NodeId,
     OperationMetrics, ProgressLevel, RecentEvent, ResourceUsage, Status,
@@ -99,16 +100,14 @@ pub(crate) struct Node {
     parent: Option<u32>,
     status: Status,
     level_type: Arc<str>,
-    name: Arc<str>,
+    /// `None` while it is the span's name (shared through the callsite).
+    name: Option<Arc<str>>,
     callsite: Arc<Callsite>,
     live: Arc<LiveCounters>,
     message: Option<Arc<str>>,
     created_us: u64,
-    /// 0 until first entered (timestamps are µs since 1970, never 0 in practice).
-    started_us: u64,
     /// 0 until closed.
     completed_us: u64,
-    busy_ns: u64,
     /// Retained children in creation order: a list through the children's `prev`/`next`, so
     /// folding one out of the middle is O(1) and a parent needs no heap block for them.
     children: Children,
@@ -126,7 +125,8 @@ pub(crate) struct Node {
     finished_children: u64,
     /// Finished children still retained in `children`.
     retained_finished_children: u32,
-    metadata: Metadata,
+    /// Boxed: most nodes have none, and a node without stays two words smaller.
+    metadata: Option<Box<Metadata>>,
     cold: Option<Box<Cold>>,
     /// Estimator state while running (see `crate::estimate`); advanced by the store's tick,
     /// read by snapshots. Dropped at close.
@@ -138,8 +138,23 @@ impl Node {
         self.cold.get_or_insert_with(Default::default)
     }
 
+    /// The display name: a recorded one, else the span's.
+    pub(super) fn name(&self) -> &Arc<str> {
+        self.name.as_ref().unwrap_or(&self.callsite.span_name)
+    }
+
+    /// When first entered; kept in the counters, so a span starts without the lock.
     fn started(&self) -> Option<u64> {
-        (self.started_us != 0).then_some(self.started_us)
+        self.live.started_us()
+    }
+
+    /// The status, with a pending node that was entered read as running.
+    pub(super) fn status(&self) -> Status {
+        if self.status == Status::Pending && self.live.started_us().is_some() {
+            Status::Running
+        } else {
+            self.status
+        }
     }
 
     fn completed(&self) -> Option<u64> {
@@ -279,14 +294,10 @@ pub(crate) struct Tree {
     /// nodes not yet added to them: the next estimate tick adds them, or the end of the
     /// operation, so closing a span never takes the shared lock.
     priors: Arc<Priors>,
-    pending: VecDeque<FinishedNode>,
+    pending: pending::PendingPriors,
     /// The last nodes that closed failed: where the automatic attempt rule looks.
     recent_failures: attempts::RecentFailures,
 }
-
-/// Completed nodes buffered between ticks; past this many the oldest are dropped (the
-/// priors keep the last 64 per kind anyway, and the buffer stays bounded).
-const PRIOR_PENDING_MAX: usize = 256;
 
 impl Tree {
     pub(crate) fn new(root: NewNode, operation_type: Arc<str>, limits: Limits) -> Self {
@@ -299,7 +310,7 @@ impl Tree {
             limits,
             operation_type,
             priors: Arc::default(),
-            pending: VecDeque::new(),
+            pending: pending::PendingPriors::default(),
             recent_failures: Default::default(),
         };
         tree.insert(root, None);
@@ -323,9 +334,7 @@ impl Tree {
             live: Arc::new(LiveCounters::new()),
             message: None,
             created_us: new.created_us,
-            started_us: 0,
             completed_us: 0,
-            busy_ns: 0,
             children: Children::EMPTY,
             prev: NIL,
             next: NIL,
@@ -334,7 +343,7 @@ impl Tree {
             fold_next: NIL,
             finished_children: 0,
             retained_finished_children: 0,
-            metadata: Metadata::default(),
+            metadata: None,
             cold: new.flattened.then(|| {
                 Box::new(Cold {
                     flattened: true,
@@ -529,15 +538,15 @@ impl Tree {
         }
     }
 
-    /// First enter: pending becomes running.
+    /// First enter: pending becomes running (the layer starts nodes through their counters,
+    /// without the lock; tests drive the tree directly).
+    #[cfg(test)]
     pub(crate) fn start(&mut self, key: NodeKey, now_us: u64) {
         if let Some(n) = self.node_mut(key) {
             if n.status == Status::Pending {
                 n.status = Status::Running;
             }
-            if n.started_us == 0 {
-                n.started_us = now_us.max(1);
-            }
+            n.live.start(now_us);
         }
     }
 
@@ -561,15 +570,22 @@ impl Tree {
             n.message = update.message;
         }
         if let Some(name) = update.name {
-            n.name = name;
+            n.name = Some(name);
         }
         if update.unit.is_some() {
             n.cold().unit = update.unit;
         }
         let mut errors = update.input_errors.len() as u64;
+        if !update.metadata.is_empty() && n.metadata.is_none() {
+            // Sized to the first fields (a growing Vec would start at four entries).
+            n.metadata = Some(Box::new(Metadata::with_capacity(
+                update.metadata.len().min(max_meta),
+            )));
+        }
         for (k, v) in update.metadata {
-            if n.metadata.len() < max_meta || n.metadata.get(&k).is_some() {
-                n.metadata.insert(k, v);
+            let meta = n.metadata.get_or_insert_with(Default::default);
+            if meta.len() < max_meta || meta.get(&k).is_some() {
+                meta.insert(k, v);
             } else {
                 errors += 1;
                 push_input_error(
@@ -706,7 +722,7 @@ impl Tree {
         let mut path = Vec::new();
         let mut cur = Some(self.node(key)?);
         while let Some(n) = cur {
-            path.push(n.name.clone());
+            path.push(n.name().clone());
             cur = n.parent.and_then(|p| self.slot(p));
         }
         path.reverse();
@@ -720,7 +736,7 @@ impl Tree {
         key: NodeKey,
         info: CloseInfo,
         want_level: bool,
-    ) -> (bool, Option<ProgressLevel>) {
+    ) -> (bool, Option<Box<ProgressLevel>>) {
         let Some(n) = self.node_mut(key) else {
             return (false, None);
         };
@@ -737,32 +753,27 @@ impl Tree {
             None => Status::Completed,
         };
         n.completed_us = info.at_us.max(1);
-        n.busy_ns = info.busy_ns;
+        // Kept in the counters (the node itself stays a word smaller).
+        n.live.set_busy_ns(info.busy_ns);
         // Progress handles that outlive the span stop changing it.
         n.live.close();
         drop(n.est.take());
-        let completed = (n.status == Status::Completed).then(|| FinishedNode {
-            level_type: n.level_type.clone(),
-            name: n.name.clone(),
-            duration_us: n.duration_us(),
-        });
+        let completed = n.status == Status::Completed;
         let parent = n.parent;
         let status = n.status;
         // All children are finished at close, so no running fraction is left to add.
         let level = want_level
             .then(|| {
                 self.node(key)
-                    .map(|n| self.build_level(n, Vec::new(), 0.0, n.completed_us))
+                    .map(|n| Box::new(self.build_level(n, Vec::new(), 0.0, n.completed_us)))
             })
             .flatten();
-        if let Some(f) = completed {
-            if self.pending.len() >= PRIOR_PENDING_MAX {
-                self.pending.pop_front();
-            }
-            self.pending.push_back(f);
+        // (Fields borrowed apart: the node is read while the buffer is written.)
+        if completed && let Some(n) = self.nodes.get(key.slot as usize).and_then(Option::as_ref) {
+            self.pending.push(&n.level_type, n.name(), n.duration_us());
         }
         let Some(parent) = parent else {
-            self.priors.record(&mut self.pending);
+            self.pending.record_into(&self.priors);
             return (true, level);
         };
         self.finished_retained += 1;
@@ -797,7 +808,7 @@ impl Tree {
     #[cfg(feature = "resources")]
     pub(crate) fn record_resources(&mut self, cpu_percent: f64, rss_bytes: u64) {
         for node in self.nodes.iter_mut().flatten() {
-            if node.status == Status::Running {
+            if node.status() == Status::Running {
                 node.cold()
                     .resources
                     .get_or_insert_with(ResourceAcc::default)

@@ -104,7 +104,7 @@ impl Tree {
         let end = n.completed().unwrap_or(now_us).max(start);
         let alive = end.saturating_sub(n.created_us);
         let busy_us = if n.completed_us != 0 {
-            n.busy_ns / 1_000
+            n.live.busy_ns() / 1_000
         } else {
             // Still open: what it has been entered so far, plus the current stretch.
             n.live.busy_us(now_us)
@@ -113,10 +113,10 @@ impl Tree {
         ProgressLevel {
             id: n.id,
             level_type: n.level_type.clone(),
-            name: n.name.clone(),
+            name: n.name().clone(),
             span_name: n.callsite.span_name.clone(),
             target: n.callsite.target.clone(),
-            status: n.status,
+            status: n.status(),
             current,
             failed: cold.map_or(0, |c| c.failed_children),
             total,
@@ -137,7 +137,7 @@ impl Tree {
                 && cold.is_some_and(|c| c.failures_below.is_some()),
             cancel_reason: cold.and_then(|c| c.cancel_reason),
             handled_errors: cold.and_then(|c| c.handled.clone()).map(Box::new),
-            metadata: n.metadata.clone(),
+            metadata: n.metadata.as_deref().cloned().unwrap_or_default(),
             input_errors: cold.map(|c| c.input_errors.clone()).unwrap_or_default(),
             recent_events: cold.map(|c| c.recent.to_vec()).unwrap_or_default(),
             flattened: cold.is_some_and(|c| c.flattened),
@@ -205,7 +205,7 @@ impl Tree {
         if level.status != Status::Running {
             return;
         }
-        let history = priors.lookup(&n.level_type, &n.name);
+        let history = priors.lookup(&n.level_type, n.name());
         level.estimate = state.shown_at(now_us).map(Box::new);
         // Updates since the last tick are progress the tick has not seen yet: not stalled.
         let events = n.live.updates() + n.finished_children;

@@ -22,7 +22,7 @@ fn node_at(level: &str, name: &str, at: u64) -> NewNode {
     NewNode {
         id: NodeId::next(),
         level_type: Arc::from(level),
-        name: Arc::from(name),
+        name: Some(Arc::from(name)),
         callsite: Arc::new(Callsite::new("test", "test")),
         created_us: at,
         flattened: false,
@@ -300,4 +300,39 @@ fn priors_are_fed_by_closes_and_folds_and_stay_bounded() {
     let durations = p.for_type("block").unwrap();
     assert_eq!(durations.len(), 64, "the last 64 per kind");
     assert!(durations.iter().all(|d| (1..=7).contains(d)));
+}
+
+/// The layer starts a node through its counters alone (no lock): the tree shows it running
+/// with that start, and busy time set at close through the counters is the closed node's.
+#[test]
+fn a_node_started_through_its_counters_runs() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(10, 1_000));
+    let key = tree
+        .add_child(tree.root_key(root_id), new_node("b"))
+        .unwrap();
+    let live = tree.live(key).unwrap();
+    let child = |tree: &Tree| tree.snapshot(root_id, false, 500).root.children[0].clone();
+    assert_eq!(child(&tree).status, Status::Pending);
+    assert!(live.start(200));
+    assert!(!live.start(300), "the first start is kept");
+    let running = child(&tree);
+    assert_eq!(running.status, Status::Running);
+    assert_eq!(running.timing.started_at_us, Some(200));
+    assert_eq!(running.timing.elapsed_us, 300);
+    tree.close(key, done(400, 150_000), false);
+    let closed = child(&tree);
+    assert_eq!(closed.status, Status::Completed);
+    assert_eq!(
+        (closed.timing.elapsed_us, closed.timing.busy_us),
+        (200, 150)
+    );
+    // A node never started and closed: still completed, timed from its creation.
+    let key = tree
+        .add_child(tree.root_key(root_id), new_node("c"))
+        .unwrap();
+    tree.close(key, done(450, 0), false);
+    let never = tree.snapshot(root_id, false, 500).root.children[1].clone();
+    assert_eq!(never.timing.started_at_us, None);
 }
