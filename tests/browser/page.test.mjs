@@ -168,7 +168,9 @@ try {
   );
   check(await note.isVisible() && waiting > 0, `the paused note counts updates that arrived: ${JSON.stringify(noteText)}`);
   await pause.click();
-  check((await pause.getAttribute("aria-pressed")) === "false" && (await note.isHidden()), "resumed: the note is gone");
+  // The note goes with the next drawn frame: wait for it rather than race it.
+  const noteGone = await note.waitFor({ state: "hidden", timeout: 3000 }).then(() => true, () => false);
+  check((await pause.getAttribute("aria-pressed")) === "false" && noteGone, "resumed: the note is gone");
   let resumed = await readProgress();
   for (let i = 0; i < 30 && !(resumed.value > frozen.value); i++) {
     await sleep(100);
