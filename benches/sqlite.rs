@@ -58,8 +58,13 @@ fn cpu(clock: i32) -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
+/// This run's scratch directory (removed at the end of `main`: its files reach 100 MB each).
+fn temp_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("tp-bench-sqlite-{}", std::process::id()))
+}
+
 fn temp_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tp-bench-sqlite-{}", std::process::id()));
+    let dir = temp_dir();
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     for suffix in ["", "-wal", "-shm"] {
@@ -544,4 +549,5 @@ fn main() {
     if wanted("query") {
         query_1m(quick);
     }
+    let _ = std::fs::remove_dir_all(temp_dir());
 }
