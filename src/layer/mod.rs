@@ -15,6 +15,7 @@ mod builder;
 pub(crate) mod classify;
 mod events;
 mod panic;
+mod planned;
 mod recent;
 pub(crate) mod span_ext;
 mod tracked;
@@ -172,6 +173,7 @@ where
             callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
+            key: extra.key,
         };
         let (node, attach) = 'found: {
             // The nearest span above that this layer tracks; the child is added with that

@@ -37,6 +37,8 @@ pub(crate) struct NewNode {
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,
+    /// `progress.key`: matches a planned slot by key (see `tree::planned`).
+    pub(crate) key: Option<Arc<str>>,
 }
 
 /// Where a node lives in its operation's tree. Opaque outside the store: a stale key (its

@@ -10,6 +10,7 @@ mod concurrency;
 mod failures;
 mod folding;
 mod properties;
+mod planned;
 mod recent_events;
 mod rules;
 mod snapshot_stress;

@@ -9,10 +9,13 @@
 
 mod estimates;
 mod fold;
+mod planned;
 mod recent;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use planned::PlanUpdate;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -56,6 +59,12 @@ struct Cold {
     grafts: Vec<Arc<dyn Graft>>,
     /// The last events logged inside the node (empty when recent events are off).
     recent: recent::Ring,
+    /// The children this node declared before they started (see [`planned`]).
+    plan: Option<Box<planned::Plan>>,
+    /// A planned slot no span has taken yet.
+    planned: bool,
+    /// `progress.key` of the span, or the key of its plan entry.
+    key: Option<Arc<str>>,
 }
 
 /// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
@@ -170,7 +179,14 @@ impl Node {
     fn short_of_total(&self) -> bool {
         let current = self.live.current().unwrap_or(self.finished_children);
         let accounted = current.saturating_add(self.failed_children());
-        self.live.total().is_some_and(|t| accounted < t)
+        self.total().is_some_and(|t| accounted < t)
+    }
+
+    /// The total it set, else the one its plan implies.
+    fn total(&self) -> Option<u64> {
+        self.live
+            .total()
+            .or_else(|| self.cold.as_deref().and_then(|c| c.plan_total()))
     }
 
     /// Why this node ends cancelled, if it does (failed nodes stay failed; see
@@ -203,7 +219,7 @@ impl Node {
     /// not 100 %.
     fn progress(&self, partial: f64) -> Progress {
         let current = self.live.current().unwrap_or(self.finished_children);
-        let total = self.live.total();
+        let total = self.total();
         let percentage = match (self.status, total) {
             (Status::Completed, _) if !self.failures_below() && !self.short_of_total() => {
                 Some(100.0)
@@ -276,6 +292,8 @@ pub(crate) struct Tree {
     /// operation, so closing a span never takes the shared lock.
     priors: Arc<Priors>,
     pending: VecDeque<FinishedNode>,
+    /// Planned slots no span took yet, all parents together (bounded by the limits).
+    planned_waiting: usize,
 }
 
 /// Completed nodes buffered between ticks; past this many the oldest are dropped (the
@@ -294,6 +312,7 @@ impl Tree {
             operation_type,
             priors: Arc::default(),
             pending: VecDeque::new(),
+            planned_waiting: 0,
         };
         tree.insert(root, None);
         tree
@@ -388,8 +407,18 @@ impl Tree {
     /// Adds a child under `parent`; `None` if the parent is gone.
     pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
         self.node(parent)?;
+        let new = match self.claim(parent.slot, new) {
+            Ok(key) => return Some(key),
+            Err(new) => new,
+        };
         let id = new.id;
+        let key = new.key.clone();
         let slot = self.insert(new, Some(parent.slot));
+        if key.is_some()
+            && let Some(n) = self.slot_mut(slot)
+        {
+            n.cold().key = key;
+        }
         self.link_child(parent.slot, slot);
         Some(NodeKey { slot, id })
     }
@@ -542,6 +571,7 @@ impl Tree {
             return false;
         }
         let counted = n.live.apply(update.total, update.current, update.inc);
+        let plan = update.planned;
         if update.message.is_some() {
             n.message = update.message;
         }
@@ -575,6 +605,9 @@ impl Tree {
         if !counted {
             // Counter updates are counted by the node's own counters.
             self.metrics.updates += 1;
+        }
+        if let Some(plan) = plan {
+            self.plan(key, *plan);
         }
         true
     }
@@ -724,6 +757,7 @@ impl Tree {
         });
         let parent = n.parent;
         let status = n.status;
+        self.end_plan(key.slot, status, reason, info.at_us);
         // All children are finished at close, so no running fraction is left to add.
         let level = want_level
             .then(|| {

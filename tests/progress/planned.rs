@@ -1,0 +1,197 @@
+//! Planned children through the store API: pending slots with positions, claimed by name or
+//! key, counted in the total, skipped (never failed) when the parent ends, bounded.
+
+use tracing::info_span;
+use tracing_progress::{Builder, CancelReason, ProgressLevel, ProgressSpanExt, Status};
+
+use crate::support::{only_finished, with_layer};
+
+fn rows(level: &ProgressLevel) -> Vec<String> {
+    level
+        .children
+        .iter()
+        .map(|c| {
+            let mark = if c.planned { " planned" } else { "" };
+            format!("{}:{}:{}{mark}", c.level_type, c.name, c.outcome())
+        })
+        .collect()
+}
+
+#[tracing::instrument(fields(progress.level = "song", progress.name = %name))]
+fn song(name: &str) {}
+
+#[test]
+fn planned_children_are_pending_in_place_then_taken_by_the_real_spans() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let setlist = info_span!("setlist", progress.level = "setlist");
+        let _g = setlist.enter();
+        setlist.plan(Some("song"), ["a.wav", "b.wav", "c.wav"]);
+        let op = || store.get(setlist.operation_id().unwrap()).unwrap();
+        let before = op();
+        assert_eq!(
+            rows(&before.root),
+            [
+                "song:a.wav:pending planned",
+                "song:b.wav:pending planned",
+                "song:c.wav:pending planned"
+            ]
+        );
+        assert_eq!((before.root.current, before.root.total), (0, Some(3)));
+        assert_eq!(before.root.percentage, Some(0.0));
+        // Started out of order: each span takes its own slot; ids and positions are kept.
+        let ids: Vec<_> = before.root.children.iter().map(|c| c.id).collect();
+        song("b.wav");
+        let after = op();
+        assert_eq!(after.root.children[1].id, ids[1]);
+        assert_eq!(after.root.children[1].status, Status::Completed);
+        assert!(!after.root.children[1].planned);
+        assert_eq!(after.root.children[1].span_name.as_ref(), "song");
+        assert_eq!((after.root.current, after.root.total), (1, Some(3)));
+        let pct = after.root.percentage.unwrap();
+        assert!((pct - 100.0 / 3.0).abs() < 0.01, "{pct}");
+        // A child that matches no slot goes after them and adds to the total.
+        song("encore.wav");
+        song("a.wav");
+        let after = op();
+        assert_eq!(after.root.children[0].id, ids[0]);
+        assert_eq!(
+            rows(&after.root),
+            [
+                "song:a.wav:completed",
+                "song:b.wav:completed",
+                "song:c.wav:pending planned",
+                "song:encore.wav:completed"
+            ]
+        );
+        assert_eq!((after.root.current, after.root.total), (3, Some(4)));
+        assert_eq!(after.metrics.nodes_seen, 4, "slots are not spans");
+    });
+    // c.wav never ran: skipped, and the setlist completed (not "with failures").
+    let op = only_finished(&store);
+    let c = &op.root.children[2];
+    assert_eq!(c.status, Status::Cancelled);
+    assert_eq!(c.cancel_reason, Some(CancelReason::Skipped));
+    assert_eq!(c.outcome(), "skipped");
+    assert_eq!(op.root.status, Status::Completed);
+    assert!(!op.root.with_failures);
+    assert_eq!(op.root.outcome(), "completed");
+    assert_eq!((op.root.current, op.root.total, op.root.skipped), (3, Some(4), 1));
+    assert_eq!(op.root.failed, 0);
+}
+
+#[test]
+fn keys_match_before_names_and_the_first_child_names_the_level() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let job = info_span!("job", progress.level = "job");
+        let _g = job.enter();
+        job.plan_keyed(None, [("k1", "same"), ("k2", "same"), ("k3", "other")]);
+        let op = store.get(job.operation_id().unwrap()).unwrap();
+        assert_eq!(op.root.children[0].level_type.as_ref(), "planned");
+        assert_eq!(op.root.children[1].key.as_deref(), Some("k2"));
+        info_span!("block", progress.level = "block", progress.key = "k2", progress.name = "same")
+            .in_scope(|| {
+                let op = store.get(job.operation_id().unwrap()).unwrap();
+                // The block took k2's slot, not the first "same"; the rest learned the type.
+                assert_eq!(
+                    rows(&op.root),
+                    [
+                        "block:same:pending planned",
+                        "block:same:running",
+                        "block:other:pending planned"
+                    ]
+                );
+            });
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.root.children[1].key.as_deref(), Some("k2"));
+    assert_eq!(op.root.skipped, 2);
+}
+
+#[test]
+fn an_explicit_total_wins_and_a_failed_child_still_fails_as_usual() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let job = info_span!("job", progress.level = "job", progress.total = 10);
+        let _g = job.enter();
+        job.plan(Some("step"), ["one", "two", "three"]);
+        let step = info_span!("step", progress.level = "step", progress.name = "one");
+        step.in_scope(|| step.fail("boom"));
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.root.total, Some(10));
+    assert_eq!(op.root.failed, 1);
+    assert_eq!(op.root.skipped, 2);
+    assert!(op.root.with_failures, "the failed step, not the skipped ones");
+    assert_eq!(op.root.failures_below().unwrap().count, 1);
+}
+
+#[test]
+fn a_cancelled_parent_cancels_its_planned_children() {
+    let (store, ()) = with_layer(Builder::new(), |store| {
+        let job = info_span!("job", progress.level = "job");
+        let _g = job.enter();
+        job.plan(Some("step"), ["one", "two"]);
+        store.cancel(job.operation_id().unwrap()).unwrap();
+        assert!(job.is_cancelled());
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.root.status, Status::Cancelled);
+    for c in &op.root.children {
+        assert_eq!((c.status, c.cancel_reason), (Status::Cancelled, Some(CancelReason::Requested)));
+        assert_eq!(c.outcome(), "cancelled");
+    }
+}
+
+#[tracing::instrument(fields(progress.level = "setlist", progress.planned = ?songs, progress.planned_level = "song"))]
+fn setlist(songs: &[&str]) {
+    for s in songs.iter().take(1) {
+        song(s);
+    }
+}
+
+#[tracing::instrument(fields(progress.level = "batch", progress.planned = "x, y"))]
+fn batch() {}
+
+#[test]
+fn the_progress_planned_field_works_from_instrument() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        setlist(&["a \"live\".wav", "b.wav"]);
+    });
+    let op = only_finished(&store);
+    assert_eq!(
+        rows(&op.root),
+        ["song:a \"live\".wav:completed", "song:b.wav:skipped"]
+    );
+    assert_eq!(op.root.total, Some(2));
+    let (store, ()) = with_layer(Builder::new(), |_| batch());
+    let op = only_finished(&store);
+    assert_eq!(rows(&op.root), ["planned:x:skipped", "planned:y:skipped"]);
+}
+
+#[test]
+fn a_plan_of_a_million_names_is_capped_and_counted() {
+    let (store, ()) = with_layer(Builder::new().max_planned_children(100), |store| {
+        let job = info_span!("job", progress.level = "job");
+        let _g = job.enter();
+        job.plan(Some("item"), (0..1_000_000).map(|i| format!("item-{i}")));
+        let op = store.get(job.operation_id().unwrap()).unwrap();
+        assert_eq!(op.root.children.len(), 100);
+        assert_eq!(op.root.total, Some(1_000_000));
+        assert_eq!(op.root.planned_hidden, 999_900);
+        assert_eq!(op.metrics.planned_dropped, 999_900);
+        assert!(
+            op.root.input_errors[0].contains("999900 counted only"),
+            "{:?}",
+            op.root.input_errors
+        );
+        // Children past the kept slots are taken as the hidden entries: no growth of the total.
+        for i in 0..150 {
+            info_span!("item", progress.level = "item", progress.name = format!("item-{i}").as_str())
+                .in_scope(|| {});
+        }
+        let op = store.get(job.operation_id().unwrap()).unwrap();
+        assert_eq!((op.root.current, op.root.total), (150, Some(1_000_000)));
+        assert_eq!(op.root.planned_hidden, 999_850);
+    });
+    let op = only_finished(&store);
+    assert_eq!(op.root.skipped, 0);
+}
