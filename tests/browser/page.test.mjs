@@ -4,7 +4,9 @@
 //
 //   node tests/browser/page.test.mjs <url> <token> <screenshot-dir>
 //
-// Checks, in order: the stream goes live and a running operation card appears; its progress
+// Checks, in order: the stream goes live and a running operation card appears; its planned
+// songs show pending with their positions before they start (and keep their row when they
+// run); its progress
 // advances without a reload; the pause button freezes the live view while updates keep
 // arriving, and resuming shows the latest; expanding a node shows its details; a child
 // process's progress shows live under its block (subprocess node with pid and exit status); the
@@ -107,6 +109,26 @@ try {
     `operation card ${opId} "My Setlist" is shown, running`,
   );
   check(await page.locator(T("empty-state")).isHidden(), "the empty-state note is hidden");
+
+  // ---- planned songs are there, pending, in place, before they start ------------------------
+  const plannedIds = {};
+  for (const [file, pos] of [["audio2.wav", "2/3"], ["audio3.wav", "3/3"]]) {
+    const row = card.locator(`${T("node-row")}[data-level="song"]`).filter({
+      has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: file }),
+    }).first();
+    await row.waitFor();
+    const attrs = await row.evaluate((el) => ({
+      status: el.dataset.status, planned: el.dataset.planned, position: el.dataset.position,
+      tag: el.querySelector(':scope > .row [data-testid="planned"]')?.textContent,
+      label: el.querySelector(":scope > .row .lt")?.textContent,
+    }));
+    check(
+      attrs.status === "pending" && attrs.planned === "true" && attrs.position === pos &&
+        attrs.tag === "pending" && attrs.label === "song " + pos,
+      `planned song ${file} shows pending at ${pos} before it starts: ${JSON.stringify(attrs)}`,
+    );
+    plannedIds[file] = await row.getAttribute("data-node-id");
+  }
 
   // Background sampler of the running path, for the child process check below.
   const graftSeen = [];
@@ -271,6 +293,7 @@ try {
   await song2.waitFor({ timeout: 40_000 });
   const song2Id = await song2.getAttribute("data-node-id");
   log(`song audio2.wav (node ${song2Id}) failed`);
+  check(song2Id === plannedIds["audio2.wav"], "the song span took its planned row (same node id)");
   check(
     (await card.getAttribute("data-status")) === "running",
     "the setlist is still running after the song failed",
