@@ -402,12 +402,20 @@ fn show_and_watch_planned_children() {
     assert_eq!(child.wait().expect("exit").code(), Some(0));
     let b: Vec<&Value> = lines.iter().filter(|l| l["name"] == "b.wav").collect();
     assert_eq!(
-        (&b[0]["status"], &b[0]["planned"], &b[0]["position"], &b[0]["of"]),
+        (
+            &b[0]["status"],
+            &b[0]["planned"],
+            &b[0]["position"],
+            &b[0]["of"]
+        ),
         (&"pending".into(), &true.into(), &2.into(), &3.into()),
         "{lines:?}"
     );
     let last = b.last().expect("b.wav");
-    assert_eq!((&last["status"], &last["outcome"]), (&"cancelled".into(), &"skipped".into()));
+    assert_eq!(
+        (&last["status"], &last["outcome"]),
+        (&"cancelled".into(), &"skipped".into())
+    );
     let after = f.cli(&["show", &id]).ok().to_owned();
     assert!(after.contains("Status: Skipped"), "{after}");
 }

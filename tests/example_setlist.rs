@@ -185,7 +185,12 @@ fn ndjson_fallback_is_one_json_object_per_line() {
         let song = |l: &&serde_json::Value| l["depth"] == 1 && l["name"] == file;
         let first = lines.iter().find(song).expect("a line for the song");
         assert_eq!(
-            (&first["status"], &first["planned"], &first["position"], &first["of"]),
+            (
+                &first["status"],
+                &first["planned"],
+                &first["position"],
+                &first["of"]
+            ),
             (&"pending".into(), &true.into(), &i.into(), &3.into()),
             "{first}"
         );

@@ -44,11 +44,7 @@ pub(crate) fn from_entries<K: AsRef<str>, N: AsRef<str>>(
 
 /// Parses the `progress.planned` field; `cut`: the text was cut at the length limit.
 /// Returns the plan and an input error when something was lost.
-pub(crate) fn parse_field(
-    text: &str,
-    cut: bool,
-    cap: usize,
-) -> (PlanUpdate, Option<Arc<str>>) {
+pub(crate) fn parse_field(text: &str, cut: bool, cap: usize) -> (PlanUpdate, Option<Arc<str>>) {
     let t = text.trim();
     let names: Vec<String> = match t.strip_prefix('[') {
         Some(rest) => debug_list(rest.strip_suffix(']').unwrap_or(rest)),

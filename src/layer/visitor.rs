@@ -146,8 +146,13 @@ impl<'a> FieldVisitor<'a> {
             Some("key") => self.extra.key = Some(self.text(unescape_debug(value).as_ref())),
             Some("planned") => self.planned(value),
             Some("planned_level") => {
-                let level = self.class.intern_level(&sanitize(&unescape_debug(value), 128));
-                self.update.planned.get_or_insert_with(Default::default).level = Some(level);
+                let level = self
+                    .class
+                    .intern_level(&sanitize(&unescape_debug(value), 128));
+                self.update
+                    .planned
+                    .get_or_insert_with(Default::default)
+                    .level = Some(level);
             }
             Some(_) => self.unknown_progress_field(field, FieldValue::Str(self.text(value))),
             None if self.is_event && name == "message" => {

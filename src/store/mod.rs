@@ -39,7 +39,6 @@ use crate::estimate::Priors;
 use crate::model::{OperationId, OperationRef, ProgressState, RunId, SCHEMA_VERSION, Status};
 
 pub(crate) use clock::{Clock, TimeFn};
-pub(crate) use tree::PlanUpdate;
 pub use filter::MetaFilter;
 pub use handle::ProgressHandle;
 use history::History;
@@ -48,6 +47,7 @@ pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};
 use operation::OperationCell;
 pub use subscribe::{Changes, Subscription};
 pub(crate) use ticker::spawn_ticker;
+pub(crate) use tree::PlanUpdate;
 use tree::Tree;
 pub(crate) use update::NodeUpdate;
 

@@ -75,7 +75,10 @@ fn planned_children_are_pending_in_place_then_taken_by_the_real_spans() {
     assert_eq!(op.root.status, Status::Completed);
     assert!(!op.root.with_failures);
     assert_eq!(op.root.outcome(), "completed");
-    assert_eq!((op.root.current, op.root.total, op.root.skipped), (3, Some(4), 1));
+    assert_eq!(
+        (op.root.current, op.root.total, op.root.skipped),
+        (3, Some(4), 1)
+    );
     assert_eq!(op.root.failed, 0);
 }
 
@@ -88,19 +91,24 @@ fn keys_match_before_names_and_the_first_child_names_the_level() {
         let op = store.get(job.operation_id().unwrap()).unwrap();
         assert_eq!(op.root.children[0].level_type.as_ref(), "planned");
         assert_eq!(op.root.children[1].key.as_deref(), Some("k2"));
-        info_span!("block", progress.level = "block", progress.key = "k2", progress.name = "same")
-            .in_scope(|| {
-                let op = store.get(job.operation_id().unwrap()).unwrap();
-                // The block took k2's slot, not the first "same"; the rest learned the type.
-                assert_eq!(
-                    rows(&op.root),
-                    [
-                        "block:same:pending planned",
-                        "block:same:running",
-                        "block:other:pending planned"
-                    ]
-                );
-            });
+        info_span!(
+            "block",
+            progress.level = "block",
+            progress.key = "k2",
+            progress.name = "same"
+        )
+        .in_scope(|| {
+            let op = store.get(job.operation_id().unwrap()).unwrap();
+            // The block took k2's slot, not the first "same"; the rest learned the type.
+            assert_eq!(
+                rows(&op.root),
+                [
+                    "block:same:pending planned",
+                    "block:same:running",
+                    "block:other:pending planned"
+                ]
+            );
+        });
     });
     let op = only_finished(&store);
     assert_eq!(op.root.children[1].key.as_deref(), Some("k2"));
@@ -120,7 +128,10 @@ fn an_explicit_total_wins_and_a_failed_child_still_fails_as_usual() {
     assert_eq!(op.root.total, Some(10));
     assert_eq!(op.root.failed, 1);
     assert_eq!(op.root.skipped, 2);
-    assert!(op.root.with_failures, "the failed step, not the skipped ones");
+    assert!(
+        op.root.with_failures,
+        "the failed step, not the skipped ones"
+    );
     assert_eq!(op.root.failures_below().unwrap().count, 1);
 }
 
@@ -136,7 +147,10 @@ fn a_cancelled_parent_cancels_its_planned_children() {
     let op = only_finished(&store);
     assert_eq!(op.root.status, Status::Cancelled);
     for c in &op.root.children {
-        assert_eq!((c.status, c.cancel_reason), (Status::Cancelled, Some(CancelReason::Requested)));
+        assert_eq!(
+            (c.status, c.cancel_reason),
+            (Status::Cancelled, Some(CancelReason::Requested))
+        );
         assert_eq!(c.outcome(), "cancelled");
     }
 }
@@ -185,8 +199,12 @@ fn a_plan_of_a_million_names_is_capped_and_counted() {
         );
         // Children past the kept slots are taken as the hidden entries: no growth of the total.
         for i in 0..150 {
-            info_span!("item", progress.level = "item", progress.name = format!("item-{i}").as_str())
-                .in_scope(|| {});
+            info_span!(
+                "item",
+                progress.level = "item",
+                progress.name = format!("item-{i}").as_str()
+            )
+            .in_scope(|| {});
         }
         let op = store.get(job.operation_id().unwrap()).unwrap();
         assert_eq!((op.root.current, op.root.total), (150, Some(1_000_000)));

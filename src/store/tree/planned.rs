@@ -207,24 +207,21 @@ impl Tree {
         // Children usually start in plan order: the head is checked first, so matching is
         // O(1) then and O(waiting) at worst.
         let by_key = new.key.as_ref().and_then(|k| {
-            (0..plan.waiting.len())
-                .find(|&i| slot_of(i).and_then(key_of).as_deref() == Some(&**k))
+            (0..plan.waiting.len()).find(|&i| slot_of(i).and_then(key_of).as_deref() == Some(&**k))
         });
-        let found = by_key
-            .or_else(|| (0..plan.waiting.len()).find(|&i| slot_of(i).is_some_and(|n| n.name == new.name)));
+        let found = by_key.or_else(|| {
+            (0..plan.waiting.len()).find(|&i| slot_of(i).is_some_and(|n| n.name == new.name))
+        });
         let level = new.level_type.clone();
         let Some(i) = found else {
             self.unmatched_child(parent, level);
             return Err(new);
         };
         let p = self.slot_mut(parent).map(|p| p.cold());
-        let Some(slot) = p
-            .and_then(|c| c.plan.as_deref_mut())
-            .and_then(|plan| {
-                plan.level.get_or_insert_with(|| level.clone());
-                plan.waiting.remove(i)
-            })
-        else {
+        let Some(slot) = p.and_then(|c| c.plan.as_deref_mut()).and_then(|plan| {
+            plan.level.get_or_insert_with(|| level.clone());
+            plan.waiting.remove(i)
+        }) else {
             return Err(new);
         };
         self.planned_waiting = self.planned_waiting.saturating_sub(1);
