@@ -217,8 +217,10 @@ impl Tree {
             self.unmatched_child(parent, level);
             return Err(new);
         };
+        let mut learned = false;
         let p = self.slot_mut(parent).map(|p| p.cold());
         let Some(slot) = p.and_then(|c| c.plan.as_deref_mut()).and_then(|plan| {
+            learned = plan.level.is_none();
             plan.level.get_or_insert_with(|| level.clone());
             plan.waiting.remove(i)
         }) else {
@@ -239,24 +241,31 @@ impl Tree {
             cold.key = new.key;
         }
         let key = NodeKey { slot, id: n.id };
-        self.adopt_level(parent, level);
+        if learned {
+            self.adopt_level(parent, level);
+        }
         Ok(key)
     }
 
     /// A child of a planning parent that took no slot: counted for the total.
     fn unmatched_child(&mut self, parent: u32, level: Arc<str>) {
+        let mut learned = false;
         if let Some(plan) = self
             .slot_mut(parent)
             .and_then(|p| p.cold.as_deref_mut())
             .and_then(|c| c.plan.as_deref_mut())
         {
             plan.unmatched += 1;
+            learned = plan.level.is_none();
             plan.level.get_or_insert(level.clone());
         }
-        self.adopt_level(parent, level);
+        if learned {
+            self.adopt_level(parent, level);
+        }
     }
 
-    /// Waiting slots whose plan named no level take the first child's type.
+    /// Waiting slots whose plan named no level take the first child's type (once per plan:
+    /// it walks every waiting slot).
     fn adopt_level(&mut self, parent: u32, level: Arc<str>) {
         let waiting: Vec<u32> = match self
             .slot(parent)
