@@ -213,3 +213,77 @@ fn a_plan_of_a_million_names_is_capped_and_counted() {
     let op = only_finished(&store);
     assert_eq!(op.root.skipped, 0);
 }
+
+#[test]
+fn skipped_slots_fold_like_finished_children_and_the_operation_cap_holds() {
+    let builder = Builder::new()
+        .max_finished_children(5)
+        .max_finished_nodes(12);
+    let (store, ()) = with_layer(builder, |store| {
+        let tour = info_span!("tour", progress.level = "tour");
+        let _g = tour.enter();
+        let a = info_span!("setlist", progress.level = "setlist", progress.name = "a");
+        let b = info_span!("setlist", progress.level = "setlist", progress.name = "b");
+        a.plan(Some("song"), (0..8).map(|i| format!("a{i}")));
+        // Only 12 waiting slots per operation: b keeps 4 of its 8.
+        b.plan(Some("song"), (0..8).map(|i| format!("b{i}")));
+        let op = store.get(tour.operation_id().unwrap()).unwrap();
+        let (pa, pb) = (&op.root.children[0], &op.root.children[1]);
+        assert_eq!((pa.children.len(), pb.children.len()), (8, 4));
+        assert_eq!((pb.total, pb.planned_hidden), (Some(8), 4));
+        assert_eq!(op.metrics.planned_dropped, 4);
+        assert!(
+            pb.input_errors[0].contains("4 kept as pending nodes"),
+            "{:?}",
+            pb.input_errors
+        );
+        drop(a);
+        drop(b);
+    });
+    let op = only_finished(&store);
+    let a = &op.root.children[0];
+    assert_eq!(a.skipped, 8);
+    // Past 5 finished children per parent the oldest skipped ones fold, counted as cancelled.
+    assert_eq!(a.children.len(), 5);
+    assert_eq!((a.folded[0].count, a.folded[0].cancelled), (3, 3));
+    assert_eq!(a.outcome(), "completed");
+    assert!(op.metrics.nodes_retained <= 12 + 3, "{:?}", op.metrics);
+}
+
+#[test]
+fn a_planned_field_cut_at_the_text_limit_keeps_whole_names_and_says_so() {
+    let long: Vec<String> = (0..100).map(|i| format!("track-{i:03}.flac")).collect();
+    let (store, ()) = with_layer(Builder::new().max_text_len(100), |_| {
+        info_span!("album", progress.level = "album", progress.planned = ?long).in_scope(|| {});
+    });
+    let op = only_finished(&store);
+    let kept = op.root.children.len();
+    assert!(kept > 3 && kept < 10, "{kept}");
+    assert!(
+        op.root
+            .children
+            .iter()
+            .all(|c| c.name.starts_with("track-") && c.name.ends_with(".flac"))
+    );
+    assert!(
+        op.root.input_errors[0].contains("cut at the text length limit"),
+        "{:?}",
+        op.root.input_errors
+    );
+}
+
+#[test]
+fn plans_on_closed_or_untracked_spans_do_nothing() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let job = info_span!("job", progress.level = "job");
+        let id = job.operation_id();
+        job.in_scope(|| {});
+        drop(job);
+        info_span!("plain").plan(None, ["x"]);
+        assert!(id.is_some());
+    });
+    let op = only_finished(&store);
+    assert!(op.root.children.is_empty());
+    // Without the layer: a no-op.
+    info_span!("job", progress.level = "job").plan(None, ["x"]);
+}
