@@ -5,7 +5,8 @@
 //! nodes are folded into per-parent summaries past the configured limits ([`fold`]), so an
 //! operation with a million blocks keeps a bounded number of nodes. [`snapshot`] builds the
 //! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
-//! store's tick.
+//! store's tick. [`planned`] keeps the children a node declared before they start: pending
+//! slots that the real spans take, skipped when the node ends first.
 
 mod estimates;
 mod fold;
