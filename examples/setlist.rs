@@ -148,8 +148,9 @@ fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path, to
     }
 }
 
-/// Prints the setlist's first estimate, with how many songs were done by then: with an
-/// earlier run in the history file, it comes before the first song finishes.
+/// Prints the setlist's first estimate from earlier runs, with how many songs were done by
+/// then (with an earlier run in the history file, it comes before the first song finishes),
+/// or else the first one once a song is done.
 fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
@@ -170,6 +171,13 @@ fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thre
                         .estimate()
                         .is_some_and(|e| e.basis == tracing_progress::EstimateBasis::History);
                     stack.extend(node.children.iter());
+                }
+                // A tick can land between two nodes (one done, the next not observed yet):
+                // the root's estimate then shows before any node's history-based one. Wait
+                // for one until the first song is done, when this run's own rate takes over.
+                if !from_history && op.root.current == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
                 }
                 say!(
                     to_stderr,
