@@ -237,6 +237,9 @@ fn skipped_slots_fold_like_finished_children_and_the_operation_cap_holds() {
             "{:?}",
             pb.input_errors
         );
+        // Entered once: a span never entered with nothing but a plan reads dropped.
+        a.in_scope(|| {});
+        b.in_scope(|| {});
         drop(a);
         drop(b);
     });
@@ -286,4 +289,24 @@ fn plans_on_closed_or_untracked_spans_do_nothing() {
     assert!(op.root.children.is_empty());
     // Without the layer: a no-op.
     info_span!("job", progress.level = "job").plan(None, ["x"]);
+}
+
+#[test]
+fn a_future_dropped_before_its_first_poll_is_dropped_with_its_plan() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        // Created with its plan, never entered: the span is dropped, like an unpolled future.
+        drop(info_span!(
+            "batch",
+            progress.level = "batch",
+            progress.planned = "x, y"
+        ));
+    });
+    let op = only_finished(&store);
+    assert_eq!(
+        (op.root.status, op.root.cancel_reason),
+        (Status::Cancelled, Some(CancelReason::Dropped))
+    );
+    for c in &op.root.children {
+        assert_eq!(c.cancel_reason, Some(CancelReason::Dropped), "{c:?}");
+    }
 }

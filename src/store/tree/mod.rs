@@ -203,7 +203,7 @@ impl Node {
         // (A span used as a progress handle without being entered has updates or children.)
         let untouched = info.never_entered
             && self.live.updates() == 0
-            && self.children.len == 0
+            && self.children.len as usize == cold.map_or(0, |c| c.waiting())
             && self.finished_children == 0
             && cold.is_none_or(|c| c.failed_children == 0 && c.cancelled_children == 0);
         if info.missing_return || untouched {

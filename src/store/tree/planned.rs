@@ -86,6 +86,11 @@ impl Cold {
         self.plan.as_deref().map(Plan::total)
     }
 
+    /// Planned slots no span took yet (children that are no sign of work done).
+    pub(super) fn waiting(&self) -> usize {
+        self.plan.as_deref().map_or(0, |p| p.waiting.len())
+    }
+
     pub(super) fn plan_view(&self) -> PlanView {
         let plan = self.plan.as_deref();
         PlanView {
