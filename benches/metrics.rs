@@ -31,11 +31,12 @@
 //! shared machine, the median and quartiles of its per-round ratio to `layer` (the two ran
 //! back to back in that round); the control's line is the noise band of the figure.
 
+#[path = "../tests/support/otlp_sink.rs"]
+mod otlp_sink;
 #[path = "../examples/support/setlist_sim.rs"]
 mod setlist_sim;
+use otlp_sink::otlp_sink;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use tracing::{Dispatch, dispatcher, info_span};
@@ -66,49 +67,6 @@ fn kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// An OTLP/HTTP sink on loopback that answers every request with an empty 200.
-fn sink() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut c = c;
-                let mut buf = vec![0u8; 1 << 16];
-                let mut have = Vec::new();
-                loop {
-                    let n = match c.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    have.extend_from_slice(&buf[..n]);
-                    // One request: headers, then content-length bytes.
-                    while let Some(end) = find(&have, b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&have[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if have.len() < end + 4 + len {
-                            break;
-                        }
-                        have.drain(..end + 4 + len);
-                        let _ = c.write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-                        );
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
 fn dispatch(b: Builder) -> (Dispatch, Store) {
     let (layer, store) = b.build::<Registry>().expect("valid builder");
     (
@@ -118,7 +76,7 @@ fn dispatch(b: Builder) -> (Dispatch, Store) {
 }
 
 fn export_overhead() {
-    let port = sink();
+    let (port, _posts) = otlp_sink();
     let push = MetricsExport::new()
         .otlp_http(format!("http://127.0.0.1:{port}"))
         .interval(Duration::from_millis(100));

@@ -13,6 +13,9 @@
 //!
 //! Run: `cargo bench --features sqlite --bench query_stream`.
 
+#[path = "../tests/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
 use std::time::Duration;
 
 use tracing::info_span;
@@ -23,18 +26,6 @@ use tracing_subscriber::prelude::*;
 const OPERATIONS: usize = 1_000;
 const BLOCKS: usize = 30;
 const ROUNDS: usize = 7;
-
-/// On-CPU time of this thread, ns.
-fn thread_cpu_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
 
 /// Best per-call time (µs) of each configuration over `ROUNDS`, the configurations taking
 /// turns within each round.

@@ -13,6 +13,10 @@
 //! Target: `on, in tracked` ≤ 2 × `off, in tracked` + `copy floor`; untracked unchanged.
 //! Run: `cargo bench --bench recent_events` (`RECENT_QUICK=1` for fewer rounds).
 
+#[path = "../tests/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -21,16 +25,6 @@ use tracing::{Dispatch, Event, Subscriber, dispatcher, info, info_span};
 use tracing_progress::{Builder, Store};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
-
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Copies an event's fields into owned values, as any recording of them must.
 #[derive(Default)]
@@ -87,11 +81,11 @@ fn per_event(d: &Dispatch, tracked: bool) -> f64 {
             info_span!("plain")
         };
         let _g = span.enter();
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         for i in 0..EVENTS {
             info!(i, path = "/data/audio.wav", "decoded a frame");
         }
-        (cpu_ns() - t) as f64 / EVENTS as f64
+        (thread_cpu_ns() - t) as f64 / EVENTS as f64
     })
 }
 

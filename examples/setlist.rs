@@ -1,8 +1,11 @@
 //! A setlist processing run, as in the proposal: setlist → song → action → block → subprocess.
 //!
 //! Plain `#[instrument]`ed functions; the progress fields say what each level is. One block
-//! (onset detection in the second song) fails. While it runs, the running operation's tree is
-//! printed now and then; at the end, the final state and the history.
+//! (onset detection in the second song) fails. Another (stem separation in the first song)
+//! runs out of GPU memory on its first attempt and its action retries it: it shows as one
+//! block on its second attempt, with the failed attempt's error and recent events, and its
+//! song completes without failures. While it runs, the running operation's tree is printed
+//! now and then; at the end, the final state and the history.
 //!
 //! With `sqlite` (in `full`), finished operations go to a history file under the target
 //! directory (`target/setlist-history.db`; `SETLIST_HISTORY=PATH` for another, `off` for none):
@@ -256,6 +259,7 @@ fn main() {
         }
         let _ = setlist_sim::SUBPROCESS.set(run_encoder_child);
     }
+    setlist_sim::FLAKY_BLOCK.store(true, std::sync::atomic::Ordering::Relaxed);
     let builder = tracing_progress::Builder::new();
     #[cfg(feature = "sqlite")]
     let history = history_path();
@@ -343,13 +347,14 @@ fn main() {
     println!("=== history ===");
     for op in store.history(&HistoryQuery::new().limit(10)) {
         println!(
-            "#{} {} {:?} {} ({} nodes, {} failed)",
+            "#{} {} {:?} {} ({} nodes, {} failed, {} retried)",
             op.reference(),
             op.operation_type,
             &*op.name,
             op.status,
             op.metrics.nodes_seen,
-            op.metrics.nodes_failed
+            op.metrics.nodes_failed,
+            op.metrics.retried
         );
     }
 

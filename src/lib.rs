@@ -40,6 +40,7 @@ pub mod view;
 pub use layer::layer;
 pub use layer::span_ext::{ProgressSpanExt, is_cancelled};
 pub use layer::{BuildError, Builder, FailOn, ProgressLayer, classify::TrackRule};
+pub use model::{Attempt, Attempts};
 pub use model::{
     CancelReason, ErrorInfo, ErrorOrigin, Estimate, EstimateBasis, EventLevel, FailureSummary,
     FieldValue, FoldedChildren, HandledErrors, Metadata, NodeId, OperationId, OperationMetrics,

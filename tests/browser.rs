@@ -14,93 +14,20 @@
 #![cfg(all(feature = "http", feature = "process"))]
 
 mod support;
+use support::browser::{KillOnDrop, chromium, drain, required, run_driver, tail};
 use support::examples::{example_binary, target_dir};
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "browser-test-token";
 
-/// What the browser test needs from outside Cargo, or why it can't run.
-fn prerequisites(browser_dir: &Path) -> Result<PathBuf, String> {
-    let chromium = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !chromium.exists() {
-        return Err(format!(
-            "no Chromium at {} (apt-get install chromium, or set CHROMIUM)",
-            chromium.display()
-        ));
-    }
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        _ => return Err("no `node` on PATH".into()),
-    }
-    if !browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Err(format!(
-            "playwright-core is not installed: run `npm ci` in {}",
-            browser_dir.display()
-        ));
-    }
-    Ok(chromium)
-}
-
-/// Kills the child on drop, so a failing assertion leaves no server behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads a pipe to the end on a thread, appending to a shared buffer and passing whole lines on.
-fn drain(
-    pipe: impl Read + Send + 'static,
-    buf: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            {
-                let mut b = buf.lock().unwrap();
-                b.push_str(&line);
-                b.push('\n');
-            }
-            if let Some(tx) = &lines {
-                let _ = tx.send(line);
-            }
-        }
-    });
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 #[test]
 fn live_page_in_chromium_shows_progress_errors_and_cancels() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = manifest.join("tests/browser");
-    let chromium = match prerequisites(&browser_dir) {
-        Ok(path) => path,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("browser test cannot run on CI: {why}")
-        }
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(chromium) = required(chromium(), "the browser test") else {
+        return;
     };
     let shots = target_dir().join("browser");
 
@@ -143,36 +70,13 @@ fn live_page_in_chromium_shows_progress_errors_and_cancels() {
     };
     println!("page at {url}");
 
-    let mut node = Command::new("node")
-        .arg(browser_dir.join("page.test.mjs"))
-        .arg(&url)
-        .arg(TOKEN)
-        .arg(&shots)
-        .env("CHROMIUM", &chromium)
-        .current_dir(&browser_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let node_out = Arc::new(Mutex::new(String::new()));
-    drain(node.stdout.take().unwrap(), node_out.clone(), None);
-    drain(node.stderr.take().unwrap(), node_out.clone(), None);
-    let mut node = KillOnDrop(node);
     // The script bounds itself at 120 s; this is the backstop.
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let status = loop {
-        if let Some(status) = node.0.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // Let the readers catch the last lines.
-    std::thread::sleep(Duration::from_millis(200));
-    let report = node_out.lock().unwrap().clone();
+    let (status, report) = run_driver(
+        &chromium,
+        "page.test.mjs",
+        &[&url, &TOKEN, &shots],
+        Duration::from_secs(150),
+    );
     println!("{report}");
     assert!(
         status.is_some_and(|s| s.success()),

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tracing::info_span;
@@ -14,6 +12,7 @@ use tracing_progress::http::Server;
 use tracing_progress::{Builder, OperationId, ProgressSpanExt};
 
 use support::Traced;
+use support::browser::{chromium, required, run_driver};
 use support::examples::target_dir;
 
 /// A setlist of three songs; song `failing` (if any) logs an error and fails.
@@ -43,21 +42,9 @@ fn setlist(traced: &Traced, name: &str, failing: Option<u64>) -> OperationId {
 
 #[test]
 fn completed_with_failures_is_visibly_different_on_the_page() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = manifest.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let ready = Path::new(&chromium).exists()
-        && browser_dir
-            .join("node_modules/playwright-core/package.json")
-            .exists();
-    if !ready {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "browser test cannot run on CI: no Chromium at {chromium} or no playwright-core"
-        );
-        println!("skipped: no Chromium or playwright-core");
+    let Some(chromium) = required(chromium(), "the outcomes page test") else {
         return;
-    }
+    };
     let traced = Traced::new(Builder::new());
     let clean = setlist(&traced, "clean run", None);
     let partial = setlist(&traced, "run with a failed song", Some(2));
@@ -70,20 +57,20 @@ fn completed_with_failures_is_visibly_different_on_the_page() {
         .spawn()
         .expect("server starts");
     let url = format!("http://{}/", server.local_addr());
-    let out = Command::new("node")
-        .arg(browser_dir.join("outcomes.test.mjs"))
-        .arg(&url)
-        .arg(clean.to_string())
-        .arg(partial.to_string())
-        .arg(target_dir().join("browser"))
-        .env("CHROMIUM", &chromium)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
+    let (status, report) = run_driver(
+        &chromium,
+        "outcomes.test.mjs",
+        &[
+            &url,
+            &clean.to_string(),
+            &partial.to_string(),
+            &target_dir().join("browser"),
+        ],
+        Duration::from_secs(120),
+    );
+    println!("{report}");
     assert!(
-        out.status.success(),
-        "the page check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()),
+        "the page check failed ({status:?}):\n{report}"
     );
 }

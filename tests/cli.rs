@@ -96,6 +96,22 @@ impl Fixture {
     }
 }
 
+/// Passes a child's output on line by line as it comes, from a thread.
+fn lines_of(
+    out: impl std::io::Read + Send + 'static,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+    let (line_tx, lines) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)) {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (lines, reader)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary.
 
@@ -420,6 +436,34 @@ fn show_and_watch_planned_children() {
     assert!(after.contains("Status: Skipped"), "{after}");
 }
 
+#[test]
+fn show_a_retried_step_with_its_attempts() {
+    let f = Fixture::new();
+    let id = f.traced.run_retried("nightly sync").to_string();
+    let text = f.cli(&["show", &id]).ok().to_owned();
+    assert!(text.contains("Status: Completed (1/1 upload"), "{text}");
+    assert!(!text.contains("with failures"), "{text}");
+    assert!(text.contains("Attempt: 2 (after 1 failed)"), "{text}");
+    assert!(
+        text.contains("- Attempt 1: Failed in ") && text.contains("error: connection reset"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WARN slow link rtt_ms=900"),
+        "the failed attempt's events:\n{text}"
+    );
+    let summary = f.cli(&["show", &id, "--detail", "summary"]).ok().to_owned();
+    let line = summary
+        .lines()
+        .find(|l| l.contains("a.bin"))
+        .expect("the step");
+    assert!(line.ends_with(", attempt 2 (after 1 failed)"), "{summary}");
+    let v = f.cli(&["show", &id, "--json"]).json();
+    assert_eq!(v["root"]["children"][0]["attempts"]["number"], 2, "{v}");
+    let state: ProgressState = serde_json::from_value(v).expect("a ProgressState");
+    assert_eq!(state.root.children[0].attempt(), 2);
+}
+
 /// NaN and infinite metadata used to be written as `null`, which no longer parsed, and one such
 /// operation failed the whole `history`. They round-trip now, and the list shows them.
 #[test]
@@ -612,15 +656,7 @@ fn watch_plain_lines_until_the_operation_finishes() {
     let mut child = f.spawn_cli(&["watch", &id.to_string(), "--timeout", "20s"]);
     // Read lines as they come; finish the operation once the first one is out.
     let stdout = child.stdout.take().expect("piped stdout");
-    let (line_tx, lines) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (lines, reader) = lines_of(stdout);
     let first = lines
         .recv_timeout(TIMEOUT)
         .expect("a first line while it runs");
@@ -939,15 +975,7 @@ fn watch_ndjson_streams_node_changes_until_the_end() {
     let id = f.held_id();
     let mut child = f.spawn_cli(&["watch", &id.to_string(), "--ndjson", "--timeout", "20s"]);
     let stdout = child.stdout.take().expect("piped stdout");
-    let (line_tx, lines) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            let Ok(line) = line else { break };
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (lines, reader) = lines_of(stdout);
     let parse = |l: &str| -> Value {
         serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))
     };

@@ -70,9 +70,23 @@ fn setlist_example_shows_progress_failure_and_history() {
             "Action 3/4: SeparateStems → separate (ID: ",
             "Status: Skipped",
             "=== history ===",
-            "setlist_processing \"My Setlist\" completed (31 nodes, 3 failed)",
+            // The retried block: one node, its failed attempt's error and events kept; the
+            // failed attempt is a node seen but not a failure of the run.
+            "Block 1/2: SeparateStems1",
+            "Attempt: 2 (after 1 failed)",
+            "- Attempt 1: Failed in ",
+            "error: GPU out of memory (needed 2.1 GiB)",
+            " WARN GPU allocation failed bytes=2254857830",
+            "setlist_processing \"My Setlist\" completed (32 nodes, 3 failed, 1 retried)",
         ],
     );
+    // The song with the retried block completed, not "with failures".
+    let song1 = fin
+        .split("Song 1/3: audio1.wav")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default();
+    assert_eq!(song1.trim(), "Status: Completed", "{fin}");
     assert!(!running.is_empty(), "the run printed progress while it ran");
     assert!(
         stderr.contains("song failed, continuing"),
@@ -171,12 +185,24 @@ fn ndjson_fallback_is_one_json_object_per_line() {
             .iter()
             .all(|l| l["v"] == 1 && l["operation_type"] == "setlist_processing")
     );
+    // The block that failed for good (the retried one also has a failed line, attempt 1).
     let block = lines
         .iter()
-        .find(|l| l["status"] == "failed" && l["level"] == "block")
+        .find(|l| l["status"] == "failed" && l["level"] == "block" && l["path"][1] == "audio2.wav")
         .expect("the failed block");
     assert_eq!(block["error"], "onset detector diverged at frame 6144");
     assert_eq!(block["path"][1], "audio2.wav");
+    let retried: Vec<_> = lines
+        .iter()
+        .filter(|l| l["name"] == "SeparateStems1" && l["path"][1] == "audio1.wav")
+        .collect();
+    // The failed first attempt (a few ms here) may end between two snapshots and never get
+    // a line of its own; the retry's `attempt` says there was one.
+    let last = retried.last().expect("the retried block");
+    assert_eq!(
+        (&last["attempt"], &last["status"]),
+        (&2.into(), &"completed".into())
+    );
     let root = lines.iter().rev().find(|l| l["depth"] == 0).expect("root");
     assert_eq!(root["outcome"], "completed with failures");
     // The setlist plans its songs: the later ones are written pending, with their position,

@@ -114,6 +114,16 @@ impl Fixture {
         resp.json()
     }
 
+    /// The operation ids a history listing at `path` returns, in its order.
+    fn history_ids(&self, path: &str) -> Vec<u64> {
+        self.get_json(path)["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_u64().unwrap())
+            .collect()
+    }
+
     /// The event stream at `path` of the server.
     fn sse(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
         SseClient::connect(self.addr(), path, headers)
@@ -481,14 +491,7 @@ fn history_filters_and_jsonl() {
     );
     assert_eq!(h["truncated"], false);
 
-    let ids_of = |path: &str| -> Vec<u64> {
-        fx.get_json(path)["operations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["id"].as_u64().unwrap())
-            .collect()
-    };
+    let ids_of = |path: &str| fx.history_ids(path);
     assert_eq!(ids_of("/api/history?status=failed"), [failed.as_u64()]);
     assert_eq!(ids_of("/api/history?status=FAILED"), [failed.as_u64()]);
     assert_eq!(ids_of("/api/history?type=export"), [export.as_u64()]);
@@ -668,6 +671,51 @@ fn one_operation_as_json_and_text() {
         let e = fx.get(path).error(400);
         assert!(e.contains("operation id"), "{path}: {e}");
     }
+}
+
+#[test]
+fn a_retried_step_shows_its_attempts_in_json_and_text() {
+    let fx = Fixture::new();
+    let id = fx.traced.run_retried("nightly sync");
+    let done = fx.get_json(&format!("/api/operations/{id}"));
+    assert_eq!(done["status"], "completed");
+    assert!(done.get("with_failures").is_none(), "{done}");
+    assert!(done["root"].get("failures_below").is_none(), "{done}");
+    assert_eq!(done["root"]["current"], 1);
+    assert_eq!(done["metrics"]["retried"], 1);
+    assert_eq!(done["metrics"]["nodes_failed"], 0);
+    let steps = done["root"]["children"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "one node for the retried step: {done}");
+    let a = &steps[0]["attempts"];
+    assert_eq!(a["number"], 2, "{done}");
+    let first = &a["earlier"][0];
+    assert_eq!(
+        (&first["number"], &first["status"]),
+        (&1.into(), &"failed".into())
+    );
+    assert_eq!(first["error"]["message"], "connection reset");
+    assert_eq!(first["error"]["recent_events"][0]["message"], "slow link");
+    assert!(first["duration_us"].as_u64().is_some());
+    // The history answer is the same snapshot.
+    let listed = fx.get_json("/api/history?name=nightly%20sync");
+    assert!(listed.to_string().contains("\"attempts\""), "{listed}");
+
+    let text = fx.get(&format!("/api/operations/{id}/text"));
+    assert!(
+        text.body.contains("Attempt: 2 (after 1 failed)"),
+        "{}",
+        text.body
+    );
+    assert!(
+        text.body.contains("- Attempt 1: Failed in "),
+        "{}",
+        text.body
+    );
+    assert!(
+        text.body.contains("WARN slow link rtt_ms=900"),
+        "{}",
+        text.body
+    );
 }
 
 #[test]
@@ -1250,14 +1298,7 @@ fn metadata_filters_on_active_and_history() {
     let running = fx.start("sync", "still running");
     running.inc(1);
 
-    let ids_of = |path: &str| -> Vec<u64> {
-        fx.get_json(path)["operations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["id"].as_u64().unwrap())
-            .collect()
-    };
+    let ids_of = |path: &str| fx.history_ids(path);
     assert_eq!(
         ids_of("/api/history?meta=block_id=block-002"),
         [sized.as_u64()]

@@ -14,14 +14,15 @@
 #![cfg(feature = "otel")]
 
 mod support;
+use support::browser::{KillOnDrop, chromium, drain, required, run_driver};
 use support::examples::{example_binary, target_dir};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// GET over plain HTTP/1.0 (loopback only): status line and body.
 fn get(base: &str, path: &str) -> Result<(String, String), String> {
@@ -49,7 +50,7 @@ struct Setup {
 }
 
 /// What the test needs from outside Cargo, or why it can't run.
-fn prerequisites(browser_dir: &Path) -> Result<Setup, String> {
+fn prerequisites() -> Result<Setup, String> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (Some(query), Some(grpc)) = (env("JAEGER_QUERY_URL"), env("JAEGER_OTLP_GRPC")) else {
         return Err(
@@ -68,28 +69,7 @@ fn prerequisites(browser_dir: &Path) -> Result<Setup, String> {
              JAEGER_UI_ASSETS_PATH=$(bash ci/jaeger/ui.sh | tail -n 1) (ci/jaeger/run.sh does)"
         ));
     }
-    let chromium = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if !chromium.exists() {
-        return Err(format!(
-            "no Chromium at {} (apt-get install chromium, or set CHROMIUM)",
-            chromium.display()
-        ));
-    }
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        _ => return Err("no `node` on PATH".into()),
-    }
-    if !browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .exists()
-    {
-        return Err(format!(
-            "playwright-core is not installed: run `npm ci` in {}",
-            browser_dir.display()
-        ));
-    }
+    let chromium = chromium()?;
     Ok(Setup {
         query,
         grpc,
@@ -97,41 +77,10 @@ fn prerequisites(browser_dir: &Path) -> Result<Setup, String> {
     })
 }
 
-/// Kills the child on drop, so a failing assertion leaves nothing running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads a pipe to the end on a thread, appending to a shared buffer.
-fn drain(pipe: impl Read + Send + 'static, buf: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            let mut b = buf.lock().unwrap();
-            b.push_str(&line);
-            b.push('\n');
-        }
-    });
-}
-
 #[test]
 fn a_run_in_the_real_jaeger_ui_while_running_and_after() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = manifest.join("tests/browser");
-    let setup = match prerequisites(&browser_dir) {
-        Ok(setup) => setup,
-        Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("the Jaeger UI test cannot run on CI: {why}")
-        }
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
+    let Some(setup) = required(prerequisites(), "the Jaeger UI test") else {
+        return;
     };
     let shots = target_dir().join("jaeger-ui");
     let stamp = std::time::SystemTime::now()
@@ -155,38 +104,16 @@ fn a_run_in_the_real_jaeger_ui_while_running_and_after() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the jaeger example");
-    drain(example.stderr.take().unwrap(), example_err.clone());
+    drain(example.stderr.take().unwrap(), example_err.clone(), None);
     let mut example = KillOnDrop(example);
 
-    let mut node = Command::new("node")
-        .arg(browser_dir.join("jaeger.test.mjs"))
-        .arg(&setup.query)
-        .arg(&service)
-        .arg(&shots)
-        .env("CHROMIUM", &setup.chromium)
-        .current_dir(&browser_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start node");
-    let report = Arc::new(Mutex::new(String::new()));
-    drain(node.stdout.take().unwrap(), report.clone());
-    drain(node.stderr.take().unwrap(), report.clone());
-    let mut node = KillOnDrop(node);
     // The script bounds itself at 150 s; this is the backstop.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = node.0.try_wait().expect("wait for node") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let report = report.lock().unwrap().clone();
+    let (status, report) = run_driver(
+        &setup.chromium,
+        "jaeger.test.mjs",
+        &[&setup.query, &service, &shots],
+        Duration::from_secs(180),
+    );
     println!("{report}");
     let example_status = example.0.try_wait().ok().flatten();
     assert!(

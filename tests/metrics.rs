@@ -17,6 +17,8 @@ use tracing_progress::http::Server;
 use tracing_progress::metrics::{MetricsExport, OTHER};
 
 use support::Traced;
+use support::cpu::thread_cpu;
+use support::otlp_sink::otlp_sink;
 
 /// GET `path` on the store's routes, in-process: (status, content type, body).
 fn get(store: &tracing_progress::Store, path: &str) -> (u16, String, String) {
@@ -81,43 +83,43 @@ fn metrics_endpoint_shows_finished_failures_durations_and_running_operations() {
             .copied()
             .unwrap_or_else(|| panic!("no {k} in {m:#?}"))
     };
-    assert_eq!(
-        v(
-            r#"tracing_progress_operations_finished_total{operation_type="import",outcome="completed"}"#
+    for (series, want) in [
+        (
+            r#"tracing_progress_operations_finished_total{operation_type="import",outcome="completed"}"#,
+            2.0,
         ),
-        2.0
-    );
-    assert_eq!(
-        v(
-            r#"tracing_progress_operations_finished_total{operation_type="import",outcome="failed"}"#
+        (
+            r#"tracing_progress_operations_finished_total{operation_type="import",outcome="failed"}"#,
+            1.0,
         ),
-        1.0
-    );
-    // "disk full" failed step-1; the operation's own error came after it: one root cause.
-    assert_eq!(
-        v(r#"tracing_progress_node_failures_total{level_type="step"}"#),
-        1.0
-    );
-    assert_eq!(
-        v(r#"tracing_progress_node_failures_total{level_type="import"}"#),
-        0.0
-    );
-    assert_eq!(
-        v(r#"tracing_progress_node_duration_seconds_count{level_type="step"}"#),
-        6.0
-    );
-    assert_eq!(
-        v(r#"tracing_progress_node_duration_seconds_bucket{level_type="step",le="+Inf"}"#),
-        6.0
-    );
-    assert_eq!(
-        v(r#"tracing_progress_operations_active{operation_type="render"}"#),
-        1.0
-    );
-    assert_eq!(
-        v(r#"tracing_progress_operations_active{operation_type="import"}"#),
-        0.0
-    );
+        // "disk full" failed step-1; the operation's own error came after it: one root cause.
+        (
+            r#"tracing_progress_node_failures_total{level_type="step"}"#,
+            1.0,
+        ),
+        (
+            r#"tracing_progress_node_failures_total{level_type="import"}"#,
+            0.0,
+        ),
+        (
+            r#"tracing_progress_node_duration_seconds_count{level_type="step"}"#,
+            6.0,
+        ),
+        (
+            r#"tracing_progress_node_duration_seconds_bucket{level_type="step",le="+Inf"}"#,
+            6.0,
+        ),
+        (
+            r#"tracing_progress_operations_active{operation_type="render"}"#,
+            1.0,
+        ),
+        (
+            r#"tracing_progress_operations_active{operation_type="import"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(v(series), want, "{series}");
+    }
     let ratio = format!(
         r#"tracing_progress_operation_progress_ratio{{operation_type="render",operation_id="{}",operation_name="r"}}"#,
         held.id
@@ -228,18 +230,6 @@ fn black_hole() -> u16 {
     port
 }
 
-/// The calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID): what the host thread itself spent,
-/// not what other threads (the exporter's, other tests, other load) took from the machine.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid pointer to a timespec owned by this frame.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Wall and thread-CPU time of 1,000 operations.
 fn workload(t: &Traced) -> (Duration, Duration) {
     let (start, cpu) = (Instant::now(), thread_cpu());
@@ -261,7 +251,7 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
     let hole = push(black_hole());
     // The baseline pushes too, to a collector that answers: pushing itself records into the
     // SDK's instruments on the host thread, and that cost is not what this test is about.
-    let (healthy, _posts) = sink();
+    let (healthy, _posts) = otlp_sink();
     let configs = [
         ("healthy collector", push(healthy)),
         ("collector down", down.clone()),
@@ -321,54 +311,10 @@ fn a_collector_down_or_black_holed_does_not_slow_the_host_and_shutdown_is_bounde
     }
 }
 
-/// An OTLP/HTTP sink: answers every request with an empty 200 and counts the `/v1/metrics`
-/// posts.
-fn sink() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let posts = std::sync::Arc::new(AtomicUsize::new(0));
-    let counted = posts.clone();
-    std::thread::spawn(move || {
-        for mut c in l.incoming().flatten() {
-            let counted = counted.clone();
-            std::thread::spawn(move || {
-                let mut have = Vec::new();
-                let mut buf = [0u8; 8192];
-                loop {
-                    let Ok(n) = c.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    have.extend_from_slice(&buf[..n]);
-                    while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&have[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if have.len() < end + 4 + len {
-                            break;
-                        }
-                        if head.starts_with("post /v1/metrics") {
-                            counted.fetch_add(1, Ordering::SeqCst);
-                        }
-                        have.drain(..end + 4 + len);
-                        let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-                    }
-                }
-            });
-        }
-    });
-    (port, posts)
-}
-
 #[test]
 fn the_push_runs_without_a_kept_handle_and_stops_with_the_layer() {
     use std::sync::atomic::Ordering;
-    let (port, posts) = sink();
+    let (port, posts) = otlp_sink();
     // Built inline, as a stranger would: no clone of the export is kept.
     let t = Traced::new(
         Builder::new().metrics(

@@ -884,6 +884,46 @@ fn a_handled_error_marks_only_the_child_that_failed() {
     assert_eq!(int_attr(root, attr::FAILURES_BELOW), 1);
 }
 
+#[tracing::instrument(err, fields(progress.level = "upload", progress.name = file))]
+fn upload(file: &str, attempt: u32) -> Result<(), String> {
+    if attempt == 1 {
+        Err("connection reset".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_retried_unit_exports_one_span_per_attempt_and_the_last_carries_its_number() {
+    let otel = Otel::new();
+    otel.run(OtelExport::new(), |_| {
+        let root = info_span!("job", progress.level = "job");
+        let _g = root.enter();
+        for attempt in 1..=3 {
+            if upload("a.bin", attempt).is_ok() {
+                break;
+            }
+        }
+    });
+    let spans = otel.spans();
+    let tries: Vec<_> = spans.iter().filter(|s| s.name == "upload").collect();
+    assert_eq!(tries.len(), 2, "each attempt is its own span");
+    let (failed, ok): (Vec<_>, Vec<_>) = tries
+        .iter()
+        .partition(|s| str_attr(s, attr::STATUS) == "failed");
+    assert_eq!((failed.len(), ok.len()), (1, 1));
+    assert_error_status(failed[0], "connection reset");
+    assert_no_attr(failed[0], attr::ATTEMPT);
+    assert_eq!(int_attr(ok[0], attr::ATTEMPT), 2);
+    assert_eq!(int_attr(ok[0], attr::ATTEMPTS_FAILED_BEFORE), 1);
+    assert_eq!(ok[0].status, OtelStatus::Unset);
+    // The unit recovered: the parent has no failure below it any more.
+    let root = by_name(&spans, "job");
+    assert_eq!(str_attr(root, attr::STATUS), "completed");
+    assert_no_attr(root, attr::FAILURES_BELOW);
+    assert_no_attr(root, attr::WITH_FAILURES);
+}
+
 #[test]
 fn exception_events_can_be_left_out() {
     let otel = Otel::new();

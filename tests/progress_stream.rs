@@ -176,6 +176,7 @@ fn a_finished_operation_flushes_every_node_then_is_forgotten() {
         "eta_us",
         "message",
         "error",
+        "attempt",
     ] {
         assert!(
             lines.iter().all(|l| l.get(key).is_some()),
@@ -216,5 +217,34 @@ fn max_depth_and_retain() {
             1
         );
         assert!(format!("{stream:?}").contains("operations: 1"));
+    });
+}
+
+#[test]
+fn a_retried_node_is_a_new_line_with_its_attempt_number_on_the_same_path() {
+    let (dispatch, store, _clock) = store_with_clock();
+    let mut stream = ProgressStream::new();
+    tracing::dispatcher::with_default(&dispatch, || {
+        let job = info_span!("job", progress.level = "job", progress.name = "sync");
+        let id = job.operation_id().expect("tracked");
+        let _j = job.enter();
+        let first = info_span!("upload", progress.level = "upload", progress.name = "a.bin");
+        first.in_scope(|| first.fail("connection reset"));
+        drop(first);
+        let lines = stream.records(&store.get(id).unwrap(), store.now_us());
+        let failed = lines.iter().find(|r| &*r.name == "a.bin").unwrap();
+        assert_eq!((failed.status, failed.attempt), (Status::Failed, 1));
+        let second = info_span!("upload", progress.level = "upload", progress.name = "a.bin");
+        let _s = second.enter();
+        let lines = stream.records(&store.get(id).unwrap(), store.now_us());
+        let retry = lines
+            .iter()
+            .find(|r| &*r.name == "a.bin")
+            .expect("{lines:?}");
+        assert_eq!((retry.status, retry.attempt), (Status::Running, 2));
+        assert_eq!(retry.path, failed.path);
+        assert_ne!(retry.node_id, failed.node_id);
+        let json = serde_json::to_value(retry).unwrap();
+        assert_eq!(json["attempt"], 2);
     });
 }

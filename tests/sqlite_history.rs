@@ -157,6 +157,43 @@ fn history_survives_and_is_shared() {
     assert_eq!(file.get(alpha.state.id).unwrap().len(), 1);
 }
 
+#[test]
+fn attempts_round_trip_through_the_file() {
+    let dir = temp_dir("attempts");
+    let path = dir.join("history.db");
+    let (sub, store) = build(&path);
+    tracing::subscriber::with_default(sub, || {
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "retry");
+        let _g = root.enter();
+        for attempt in 1..=2 {
+            let step = tracing::info_span!("step", progress.level = "step", progress.name = "s");
+            let _s = step.enter();
+            tracing::warn!(attempt, "flaky");
+            if attempt == 1 {
+                step.fail("first try failed");
+            }
+        }
+    });
+    assert!(store.flush_history(Duration::from_secs(10)));
+    let in_memory = store.history(&HistoryQuery::new());
+    let file = HistoryFile::open(&path).unwrap();
+    let rows = file.query(&HistoryQuery::new()).unwrap();
+    assert_eq!(rows.len(), 1);
+    let stored = &rows[0].state;
+    assert_eq!(
+        stored.root, in_memory[0].root,
+        "the tree comes back as it was stored"
+    );
+    let step = &stored.root.children[0];
+    assert_eq!(stored.root.children.len(), 1);
+    let a = step.attempts().expect("attempts in the file");
+    assert_eq!(a.number, 2);
+    let err = a.earlier[0].error.as_deref().unwrap();
+    assert_eq!(&*err.message, "first try failed");
+    assert_eq!(err.recent_events[0].message.as_deref(), Some("flaky"));
+    assert_eq!(stored.metrics.retried, 1);
+}
+
 /// The child side of `killed_process_leaves_an_interrupted_row` (does nothing otherwise).
 #[test]
 fn child_writer() {

@@ -412,6 +412,70 @@ fn huge_run() -> ProgressState {
     state(root, json!({"error": first_err}))
 }
 
+/// A song whose second block failed once and succeeded on its second attempt.
+fn retried_block() -> ProgressState {
+    let path = ["Night Run", "audio5.wav", "SeparateStems1"];
+    let first_err = error(
+        203,
+        "GPU out of memory (needed 2.1 GiB)",
+        &path,
+        12_400,
+        json!({"recent_events": [
+            {"at_us": at(12_100), "level": "info", "target": "app::blocks",
+             "message": "loading model", "fields": {"model": "htdemucs"}},
+            {"at_us": at(12_400), "level": "warn", "target": "app::blocks",
+             "message": "allocation failed", "fields": {"bytes": 2_254_857_830u64}}
+        ]}),
+    );
+    let blocks = vec![
+        level(
+            202,
+            "block",
+            "DetectOnsets1",
+            "completed",
+            10_000,
+            Some(12_000),
+            json!({}),
+        ),
+        level(
+            204,
+            "block",
+            "SeparateStems1",
+            "completed",
+            12_500,
+            Some(14_500),
+            json!({
+                "current": 100, "total": 100, "unit": "events",
+                "recent_events": [{"at_us": at(12_600), "level": "info",
+                                   "target": "app::blocks", "message": "loading model"}],
+                "attempts": {"number": 2, "earlier": [{
+                    "number": 1, "status": "failed", "started_at_us": at(12_000),
+                    "duration_us": 400_000, "current": 30, "total": 100, "error": first_err
+                }]}
+            }),
+        ),
+    ];
+    let song = level(
+        201,
+        "song",
+        "audio5.wav",
+        "completed",
+        10_000,
+        Some(14_500),
+        json!({"current": 2, "total": 2, "children": blocks}),
+    );
+    let root = level(
+        200,
+        "setlist",
+        "Night Run",
+        "completed",
+        10_000,
+        Some(15_000),
+        json!({"current": 1, "total": 1, "children": [song]}),
+    );
+    state(root, json!({"metrics": {"retried": 1}}))
+}
+
 // === golden files ===
 
 /// Compares `actual` with `tests/golden/<name>`, or rewrites the file under `UPDATE_GOLDEN`.
@@ -559,6 +623,40 @@ Song 2/3: audio4.wav (ID: 102) - Completed in 7.0s, 2 failed below
     Block 3/3: block-38 (ID: 108) - Completed in 900ms
 Song 3/3: audio5.wav (ID: 109) - Skipped
 "
+    );
+}
+
+#[test]
+fn retried_block_verbose() {
+    let text = Verbose::new(Detail::Verbose).render(&retried_block());
+    assert_clean(&text);
+    golden("retried_verbose.txt", &text);
+}
+
+#[test]
+fn retried_block_summary_line_names_the_attempt() {
+    let text = Verbose::new(Detail::Summary).render(&retried_block());
+    let line = text.lines().find(|l| l.contains("SeparateStems1")).unwrap();
+    assert_eq!(
+        line,
+        "  Block 2/2: SeparateStems1 (ID: 204) - Completed in 2.0s, attempt 2 (after 1 failed)"
+    );
+    // The song it belongs to reads completed, not "with failures".
+    assert!(
+        text.contains("Song 1/1: audio5.wav (ID: 201) - Completed in 4.5s\n"),
+        "{text}"
+    );
+    let normal = Verbose::new(Detail::Normal).render(&retried_block());
+    assert!(
+        normal.contains(
+            "    Attempt: 2 (after 1 failed)\n    Earlier Attempts:\n      - Attempt 1: \
+             Failed in 400ms, started 2024-01-15 10:30:12, error: GPU out of memory (needed 2.1 GiB)\n"
+        ),
+        "{normal}"
+    );
+    assert!(
+        !normal.contains("allocation failed"),
+        "events are Verbose only"
     );
 }
 

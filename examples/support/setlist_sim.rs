@@ -1,11 +1,13 @@
 //! The setlist workload shared by the examples: `#[instrument]`ed functions for
 //! setlist → song → action → block → subprocess, with progress fields saying what each level
-//! is. One block (onset detection in the second song) fails. Include it with
+//! is. One block (onset detection in the second song) fails. With [`FLAKY_BLOCK`] set, one more
+//! block (stem separation in the first song) fails on its first attempt and is retried. Include it with
 //! `#[path = "support/setlist_sim.rs"] mod setlist_sim;`.
 
 #![allow(dead_code)] // each example uses a different part
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tracing::{info, instrument};
@@ -68,6 +70,18 @@ pub type SubprocessRunner = fn(&Song) -> Result<(), String>;
 
 /// Set once before running to move the subprocess level out of this process.
 pub static SUBPROCESS: OnceLock<SubprocessRunner> = OnceLock::new();
+
+/// Set before running: `SeparateStems1` of the first song fails on its first attempt (out of
+/// GPU memory) and succeeds when the action retries it.
+pub static FLAKY_BLOCK: AtomicBool = AtomicBool::new(false);
+
+/// Attempts per block; only transient errors are retried.
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Whether an error is worth another attempt (a deterministic one is not).
+fn is_transient(e: &str) -> bool {
+    e.contains("out of memory")
+}
 
 const ACTIONS: [(&str, &str, u64); 4] = [
     ("LoadAudio", "set_file_path", 1),
@@ -134,7 +148,16 @@ fn process_song(index: usize, of: usize, song: &Song) -> Result<(), String> {
 ))]
 fn execute_action(action: &str, method: &str, blocks: u64, song: &Song) -> Result<(), String> {
     for n in 1..=blocks {
-        run_block(&format!("{action}{n}"), &format!("block-{:03}", n), song)?;
+        let (name, id) = (format!("{action}{n}"), format!("block-{n:03}"));
+        for attempt in 1..=MAX_ATTEMPTS {
+            match run_block(&name, &id, song, attempt) {
+                Ok(()) => break,
+                Err(e) if is_transient(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::warn!(block = %name, attempt, error = %e, "block failed, retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
 }
@@ -146,10 +169,14 @@ fn execute_action(action: &str, method: &str, blocks: u64, song: &Song) -> Resul
     progress.unit = "events",
     block_id = id,
 ))]
-fn run_block(name: &str, id: &str, song: &Song) -> Result<(), String> {
+fn run_block(name: &str, id: &str, song: &Song, attempt: u32) -> Result<(), String> {
     let span = tracing::Span::current();
     let steps = 20u64;
     span.set_total(steps * 5);
+    let flaky = FLAKY_BLOCK.load(Ordering::Relaxed)
+        && attempt == 1
+        && name == "SeparateStems1"
+        && song.id == "song-001";
     for step in 1..=steps {
         if tracing_progress::is_cancelled() {
             // Stop promptly: this block and everything above it end as cancelled.
@@ -168,6 +195,13 @@ fn run_block(name: &str, id: &str, song: &Song) -> Result<(), String> {
                 frame = step * 512,
                 "onset energy unstable, widening the window"
             );
+        }
+        if flaky && step == 3 {
+            tracing::info!(model = "htdemucs", "loading separation model");
+        }
+        if flaky && step == 6 {
+            tracing::warn!(bytes = 2_254_857_830u64, "GPU allocation failed");
+            return Err("GPU out of memory (needed 2.1 GiB)".to_string());
         }
         if name == "DetectOnsets2" && song.id == "song-002" && step == 12 {
             return Err(format!("onset detector diverged at frame {}", step * 512));

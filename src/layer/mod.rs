@@ -161,6 +161,7 @@ where
             mut update, extra, ..
         } = visitor;
         let created_ns = store.clock.now_ns();
+        let keyed = update.name.is_some();
         let name = update
             .name
             .take()
@@ -174,6 +175,7 @@ where
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
             key: extra.key,
+            keyed,
         };
         let (node, attach) = 'found: {
             // The nearest span above that this layer tracks; the child is added with that
@@ -379,7 +381,7 @@ where
             if let Some(tracked) = self.mine(&ext) {
                 tracked
                     .node
-                    .record_event(visitor.finish(self.shared.store.clock.now_us()));
+                    .record(visitor.finish(self.shared.store.clock.now_us()));
             }
             return;
         }

@@ -13,8 +13,9 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::{Event, Level};
 
 use super::events::LogOrigin;
-use super::visitor::{LimitedWriter, sanitize_sized};
-use crate::model::{EventLevel, FieldValue, Metadata, RecentEvent};
+use super::visitor::{LimitedWriter, TextSink, is_clean, sanitize_sized};
+use crate::model::{EventLevel, FieldValue};
+use crate::store::{RecentRecord, RecordFields, Slot, TextBuf};
 
 thread_local! {
     /// Tracked spans (of any progress layer) entered on this thread and not exited yet.
@@ -50,20 +51,23 @@ pub(super) fn level_of(level: &Level) -> EventLevel {
     }
 }
 
-/// Collects an event's message and fields, text sanitized and cut to `max_text` bytes, at
-/// most `max_fields` fields.
-pub(super) struct RecentVisitor<'m> {
-    meta: &'m tracing_core::Metadata<'m>,
+/// Collects an event's message and fields into a [`RecentRecord`]: text sanitized and cut to
+/// `max_text` bytes, at most `max_fields` fields, names and target borrowed from the callsite.
+pub(super) struct RecentVisitor {
+    meta: &'static tracing_core::Metadata<'static>,
     max_text: usize,
     max_fields: usize,
-    message: Option<Arc<str>>,
-    fields: Metadata,
+    /// A `log` record through tracing-log: its `log.*` fields say where it came from.
+    from_log: bool,
+    message: Option<std::ops::Range<u32>>,
+    fields: RecordFields,
+    text: TextBuf,
     origin: LogOrigin,
 }
 
-impl<'m> RecentVisitor<'m> {
+impl RecentVisitor {
     pub(super) fn new(
-        meta: &'m tracing_core::Metadata<'m>,
+        meta: &'static tracing_core::Metadata<'static>,
         max_text: usize,
         max_fields: usize,
     ) -> Self {
@@ -71,76 +75,125 @@ impl<'m> RecentVisitor<'m> {
             meta,
             max_text,
             max_fields,
+            from_log: meta.target() == "log",
             message: None,
-            fields: Metadata::default(),
+            fields: RecordFields::new(),
+            text: TextBuf::default(),
             origin: LogOrigin::default(),
         }
     }
 
     /// The event, timestamped `at_us`.
-    pub(super) fn finish(self, at_us: u64) -> RecentEvent {
-        let target = match self.origin.target {
-            Some(t) => t,
-            None => Arc::from(self.meta.target()),
-        };
-        RecentEvent {
+    #[inline]
+    pub(super) fn finish(self, at_us: u64) -> RecentRecord {
+        RecentRecord {
             at_us,
             level: level_of(self.meta.level()),
-            target,
+            target: self.meta.target(),
+            log_target: self.origin.target,
             message: self.message,
             fields: self.fields,
+            text: self.text,
         }
     }
 
-    fn value(&mut self, field: &Field, value: FieldValue) {
-        if self.origin.take(self.meta, field.name(), &value) {
+    /// Whether `name` is one of a `log` record's origin fields (then kept as the origin).
+    fn origin(&mut self, name: &str, value: impl FnOnce() -> FieldValue) -> bool {
+        self.from_log && name.starts_with("log.") && self.origin.take(self.meta, name, &value())
+    }
+
+    fn value(&mut self, field: &Field, slot: Slot, value: impl FnOnce() -> FieldValue) {
+        if !self.origin(field.name(), value) && self.fields.len() < self.max_fields {
+            self.fields.push((field.name(), slot));
+        }
+    }
+
+    /// Appends `text`, a prefix of `full_len` bytes, sanitized and cut.
+    fn push_text(&mut self, text: &str, full_len: usize) -> std::ops::Range<u32> {
+        let start = self.text.len();
+        self.text
+            .push_str(&sanitize_sized(text, self.max_text, full_len));
+        start as u32..self.text.len() as u32
+    }
+
+    /// The text at `start..` of the buffer (written there by Debug formatting) was `full_len`
+    /// bytes before the cut: sanitize it in place.
+    fn settle_text(&mut self, start: usize, full_len: usize) -> std::ops::Range<u32> {
+        let written = self.text.get(start..self.text.len());
+        if written.len() == full_len && full_len <= self.max_text && is_clean(written) {
+            return start as u32..self.text.len() as u32;
+        }
+        let raw = self.text.split_off(start);
+        self.push_text(&raw, full_len)
+    }
+
+    fn text_field(&mut self, field: &Field, range: std::ops::Range<u32>) {
+        if field.name() == "message" {
+            self.message = Some(range);
             return;
         }
-        if self.fields.len() < self.max_fields {
-            self.fields.insert(field.name(), value);
+        let from_log = self.from_log && field.name().starts_with("log.");
+        if from_log {
+            let text = self.text.get(range.start as usize..range.end as usize);
+            let value = FieldValue::Str(Arc::from(text));
+            if self.origin.take(self.meta, field.name(), &value) {
+                self.text.truncate(range.start as usize);
+                return;
+            }
         }
-    }
-
-    fn text(&mut self, field: &Field, text: &str, full_len: usize) {
-        let clean: Arc<str> = Arc::from(sanitize_sized(text, self.max_text, full_len));
-        if field.name() == "message" {
-            self.message = Some(clean);
+        if self.fields.len() < self.max_fields {
+            self.fields.push((field.name(), Slot::Str(range)));
         } else {
-            self.value(field, FieldValue::Str(clean));
+            self.text.truncate(range.start as usize);
         }
     }
 }
 
-impl Visit for RecentVisitor<'_> {
+impl Visit for RecentVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.value(field, FieldValue::F64(value));
+        self.value(field, Slot::F64(value), || FieldValue::F64(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.value(field, FieldValue::I64(value));
+        self.value(field, Slot::I64(value), || FieldValue::I64(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.value(field, FieldValue::U64(value));
+        self.value(field, Slot::U64(value), || FieldValue::U64(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.value(field, FieldValue::Bool(value));
+        self.value(field, Slot::Bool(value), || FieldValue::Bool(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.text(field, value, value.len());
+        let range = self.push_text(value, value.len());
+        self.text_field(field, range);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut text = value.to_string();
+        let start = self.text.len();
+        let mut writer = LimitedWriter::new(&mut self.text, start + self.max_text + 1);
+        let _ = write!(writer, "{value}");
         let mut source = value.source();
         while let Some(s) = source {
-            let _ = write!(text, ": {s}");
+            let _ = write!(writer, ": {s}");
             source = s.source();
         }
-        self.text(field, &text, text.len());
+        let total = writer.total;
+        let range = self.settle_text(start, total);
+        self.text_field(field, range);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut text = String::new();
-        let mut writer = LimitedWriter::new(&mut text, self.max_text + 1);
+        let start = self.text.len();
+        let mut writer = LimitedWriter::new(&mut self.text, start + self.max_text + 1);
         let _ = write!(writer, "{value:?}");
         let total = writer.total;
-        self.text(field, &text, total);
+        let range = self.settle_text(start, total);
+        self.text_field(field, range);
+    }
+}
+
+impl TextSink for TextBuf {
+    fn len(&self) -> usize {
+        TextBuf::len(self)
+    }
+    fn push_str(&mut self, s: &str) {
+        TextBuf::push_str(self, s)
     }
 }

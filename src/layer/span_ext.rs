@@ -209,6 +209,10 @@ pub trait ProgressSpanExt: sealed::Sealed {
     /// method a no-op) when no progress layer tracks the span; with two progress layers it
     /// updates the first one's node.
     fn progress(&self) -> ProgressHandle;
+    /// Declares which attempt of its unit this node is (from 1). For `n > 1` the latest
+    /// failed or cancelled sibling with the same span name, level type and name becomes its
+    /// earlier attempt (see the crate docs, "Attempts"); same as `progress.attempt = n`.
+    fn set_attempt(&self, n: u32);
     /// Declares the children this node will run, before they start: each name becomes a
     /// pending child in this position ("Song 4/10: audio4.wav — Pending (planned)"), and the
     /// node's total counts them unless it sets a total of its own. A tracked child span
@@ -364,6 +368,15 @@ impl ProgressSpanExt for Span {
             };
             let _ = t.apply(NodeUpdate {
                 metadata: vec![(Arc::from(sanitize(name, 256)), value)],
+                ..NodeUpdate::default()
+            });
+        });
+    }
+
+    fn set_attempt(&self, n: u32) {
+        with_node(self, |t| {
+            let _ = t.apply(NodeUpdate {
+                attempt: Some(n.max(1)),
                 ..NodeUpdate::default()
             });
         });

@@ -77,6 +77,11 @@ impl<'a> FieldVisitor<'a> {
         }
     }
 
+    /// `progress.attempt`: attempts are numbered from 1 (0 reads as 1).
+    fn set_attempt(&mut self, value: u64) {
+        self.update.attempt = Some(value.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+
     fn bad_number(&mut self, field: &Field, shown: &dyn fmt::Display) {
         let mut msg = String::new();
         let _ = write!(
@@ -154,6 +159,10 @@ impl<'a> FieldVisitor<'a> {
                     .get_or_insert_with(Default::default)
                     .level = Some(level);
             }
+            Some("attempt") => match parse_count(value) {
+                Some(v) => self.set_attempt(v),
+                None => self.bad_number(field, &format_args!("{:?}", truncate_chars(value, 40))),
+            },
             Some(_) => self.unknown_progress_field(field, FieldValue::Str(self.text(value))),
             None if self.is_event && name == "message" => {
                 self.extra.event_message = Some(self.text(value))
@@ -218,6 +227,11 @@ impl<'a> FieldVisitor<'a> {
         match name.strip_prefix(PREFIX) {
             // `progress.track = true` only marks the span as tracked.
             Some("track") if matches!(value, FieldValue::Bool(_)) => {}
+            Some("attempt") => match value {
+                FieldValue::U64(v) => self.set_attempt(v),
+                FieldValue::I64(v) if v >= 0 => self.set_attempt(v as u64),
+                other => self.bad_number(field, &other),
+            },
             Some(
                 "level" | "name" | "operation" | "message" | "unit" | "key" | "planned"
                 | "planned_level",
@@ -285,16 +299,31 @@ impl Visit for FieldVisitor<'_> {
     }
 }
 
+/// Text a [`LimitedWriter`] can append to.
+pub(super) trait TextSink {
+    fn len(&self) -> usize;
+    fn push_str(&mut self, s: &str);
+}
+
+impl TextSink for String {
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s)
+    }
+}
+
 /// Stops collecting after `limit` bytes, so a huge Debug value cannot allocate without bound.
-pub(super) struct LimitedWriter<'a> {
-    out: &'a mut String,
+pub(super) struct LimitedWriter<'a, T: TextSink = String> {
+    out: &'a mut T,
     limit: usize,
     /// Bytes offered, kept or not.
     pub(super) total: usize,
 }
 
-impl<'a> LimitedWriter<'a> {
-    pub(super) fn new(out: &'a mut String, limit: usize) -> Self {
+impl<'a, T: TextSink> LimitedWriter<'a, T> {
+    pub(super) fn new(out: &'a mut T, limit: usize) -> Self {
         LimitedWriter {
             out,
             limit,
@@ -303,7 +332,7 @@ impl<'a> LimitedWriter<'a> {
     }
 }
 
-impl Write for LimitedWriter<'_> {
+impl<T: TextSink> Write for LimitedWriter<'_, T> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.total += s.len();
         let room = self.limit.saturating_sub(self.out.len());
@@ -382,6 +411,16 @@ fn truncate_chars(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Whether `s` has no control characters but newline and tab (what [`sanitize`] escapes).
+pub(super) fn is_clean(s: &str) -> bool {
+    // Printable ASCII, newline and tab: one pass without early exit, so the loop vectorizes
+    // (clean text is the case that matters). Anything else is looked at per character.
+    let printable = s.bytes().fold(true, |ok, b| {
+        ok & ((b.wrapping_sub(0x20) < 0x5f) | (b == b'\n') | (b == b'\t'))
+    });
+    printable || s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t')
+}
+
 /// Limits length and escapes control characters (except newline and tab).
 pub(crate) fn sanitize(s: &str, max: usize) -> Cow<'_, str> {
     sanitize_sized(s, max, s.len())
@@ -390,7 +429,7 @@ pub(crate) fn sanitize(s: &str, max: usize) -> Cow<'_, str> {
 /// [`sanitize`] for text that may already be a cut prefix of `full_len` bytes.
 pub(super) fn sanitize_sized(s: &str, max: usize, full_len: usize) -> Cow<'_, str> {
     let clean = |c: char| !c.is_control() || c == '\n' || c == '\t';
-    if s.len() <= max && full_len == s.len() && s.chars().all(clean) {
+    if s.len() <= max && full_len == s.len() && is_clean(s) {
         return Cow::Borrowed(s);
     }
     let kept = truncate_chars(s, max);

@@ -9,6 +9,7 @@
 //! * Times are microseconds: `*_at_us` are wall-clock times since the Unix epoch, `*_us`
 //!   without `_at` are durations.
 
+mod attempt;
 mod recent;
 mod render;
 mod value;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub use attempt::{Attempt, Attempts};
 pub use recent::{EventLevel, RecentEvent};
 pub use value::{FieldValue, Metadata};
 
@@ -563,6 +565,9 @@ pub struct ProgressLevel {
     /// counted in `total`, not kept as nodes, and not taken by a span yet.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub planned_hidden: u64,
+    /// Earlier attempts of a retried node: [`attempts`](Self::attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attempts: Option<Box<Attempts>>,
 }
 
 /// What an [`Estimate`] is based on.
@@ -624,6 +629,17 @@ impl ProgressLevel {
     /// ERROR events the node logged and recovered from (they did not fail it).
     pub fn handled_errors(&self) -> Option<&HandledErrors> {
         self.handled_errors.as_deref()
+    }
+
+    /// The attempt this node is and the earlier ones, when it was retried or declared an
+    /// attempt (`progress.attempt`, [`ProgressSpanExt::set_attempt`](crate::ProgressSpanExt::set_attempt)).
+    pub fn attempts(&self) -> Option<&Attempts> {
+        self.attempts.as_deref()
+    }
+
+    /// This node's attempt number: 1 unless it was retried or declared a later attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempts.as_deref().map_or(1, |a| a.number)
     }
 
     /// The status in words, "completed with failures" for a completed node with failures
@@ -695,6 +711,10 @@ pub struct OperationMetrics {
     /// still counted in their parent's total.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub planned_dropped: u64,
+    /// Earlier attempts set aside because their unit was retried (their nodes are not in
+    /// `nodes_failed`; see [`ProgressLevel::attempts`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retried: u64,
 }
 
 /// One operation: the outermost tracked span and its whole tree.

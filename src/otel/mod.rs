@@ -186,6 +186,12 @@ pub mod attributes {
     pub const ELAPSED_MS: &str = "tracing_progress.elapsed_ms";
     /// Number of this heartbeat within its operation, from 1 (int; on heartbeats).
     pub const HEARTBEAT_SEQ: &str = "tracing_progress.heartbeat_seq";
+    /// Which attempt of its unit the span was (int), on a retried node or one declared an
+    /// attempt (`progress.attempt`); each attempt is its own span, the earlier ones ended
+    /// with their own status.
+    pub const ATTEMPT: &str = "tracing_progress.attempt";
+    /// Earlier attempts of the unit that failed (int), on a retried node.
+    pub const ATTEMPTS_FAILED_BEFORE: &str = "tracing_progress.attempts_failed_before";
     /// The OpenTelemetry semantic-conventions attribute `error.type`, on failed and cancelled
     /// spans (values: see [the module docs](crate::otel#errors-and-semantic-conventions)).
     pub const ERROR_TYPE: &str = "error.type";
@@ -666,6 +672,16 @@ impl Exporter for OtelExporter {
         }
         if r.with_failures {
             attrs.push(KeyValue::new(attributes::WITH_FAILURES, true));
+        }
+        if let Some(a) = r.attempts() {
+            attrs.push(KeyValue::new(attributes::ATTEMPT, i64::from(a.number)));
+            let failed = a.failed_before();
+            if failed > 0 {
+                attrs.push(KeyValue::new(
+                    attributes::ATTEMPTS_FAILED_BEFORE,
+                    i64::from(failed),
+                ));
+            }
         }
         if closed.cancel_requested {
             attrs.push(KeyValue::new(attributes::CANCEL_REQUESTED, true));

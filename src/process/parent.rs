@@ -493,6 +493,7 @@ impl Graft for GraftCell {
             key: None,
             skipped: 0,
             planned_hidden: 0,
+            attempts: None,
         }
     }
 }

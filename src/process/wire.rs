@@ -278,6 +278,7 @@ impl Converter<'_> {
             key: None,
             skipped: 0,
             planned_hidden: 0,
+            attempts: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::model::{ErrorInfo, NodeId, OperationId, ProgressLevel, ProgressState};
 use crate::store::ProgressHandle;
+use crate::store::RecentRecord;
 use crate::store::counters::LiveCounters;
 use crate::store::operation::OperationCell;
 use crate::store::update::NodeUpdate;
@@ -39,6 +40,9 @@ pub(crate) struct NewNode {
     pub(crate) flattened: bool,
     /// `progress.key`: matches a planned slot by key (see `tree::planned`).
     pub(crate) key: Option<Arc<str>>,
+    /// Its name came from a field (`progress.name`, a rule's name field), not the span name:
+    /// the key the automatic attempt rule matches on.
+    pub(crate) keyed: bool,
 }
 
 /// Where a node lives in its operation's tree. Opaque outside the store: a stale key (its
@@ -154,6 +158,12 @@ impl NodeHandle {
     /// Adds an event to the node's recent events.
     pub(crate) fn record_event(&self, event: crate::model::RecentEvent) {
         self.op.with_tree(|t| t.record_event(self.key, event));
+    }
+
+    /// Keeps an ordinary event in the node's recent events.
+    #[inline]
+    pub(crate) fn record(&self, record: RecentRecord) {
+        self.op.with_tree(|t| t.record(self.key, record));
     }
 
     /// Records an ERROR event the node did not fail from.

@@ -18,6 +18,8 @@ pub(crate) struct NodeUpdate {
     pub(crate) input_errors: Vec<Arc<str>>,
     /// Children declared before they start (see `tree::planned`).
     pub(crate) planned: Option<Box<crate::store::tree::PlanUpdate>>,
+    /// An explicit attempt number (`progress.attempt`, `set_attempt`).
+    pub(crate) attempt: Option<u32>,
 }
 
 impl NodeUpdate {
@@ -38,5 +40,6 @@ impl NodeUpdate {
             && self.metadata.is_empty()
             && self.input_errors.is_empty()
             && self.planned.is_none()
+            && self.attempt.is_none()
     }
 }

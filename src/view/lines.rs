@@ -103,6 +103,9 @@ pub(super) fn summary_status(l: &ProgressLevel) -> String {
     if let Some(below) = l.failures_below() {
         let _ = write!(s, ", {} failed below", count(below.count));
     }
+    if let Some(note) = super::attempts::attempt_note(l) {
+        let _ = write!(s, ", {note}");
+    }
     if l.stalled {
         s.push_str(", STALLED");
     }

@@ -27,6 +27,7 @@
 //! ```
 
 mod active;
+mod attempts;
 mod fit;
 mod lines;
 mod stream;

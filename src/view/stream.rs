@@ -23,7 +23,7 @@ pub const STREAM_VERSION: u32 = 1;
 ///  "node_id":12,"depth":2,"path":["My Setlist","audio3.wav","SeparateStems"],
 ///  "level":"action","name":"SeparateStems","status":"running","outcome":"running",
 ///  "current":2,"total":4,"unit":null,"percentage":50.0,"eta_us":1200000,
-///  "message":"stem 2 of 4","error":null,"planned":false,"position":3,"of":5}
+///  "message":"stem 2 of 4","error":null,"attempt":1,"planned":false,"position":3,"of":5}
 /// ```
 ///
 /// (one line in the stream; wrapped here.)
@@ -74,6 +74,16 @@ pub struct StreamRecord {
     pub position: Option<u64>,
     /// What `position` is out of: the parent's total when it counts children, else `null`.
     pub of: Option<u64>,
+    /// Which attempt of its unit the node is: 1, or more for a retried unit (the same
+    /// `path`, a new `node_id`; see [`ProgressLevel::attempts`]). An earlier attempt that
+    /// began and ended between two snapshots has no line of its own: `attempt > 1` says it
+    /// existed, the snapshot's `attempts` has its outcome and error.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// What was last written for one node: a change is any difference here.
@@ -299,5 +309,6 @@ fn record(
         planned: level.planned,
         position: at.map(|(p, _)| p),
         of: at.and_then(|(_, of)| of),
+        attempt: level.attempt(),
     }
 }

@@ -519,6 +519,9 @@ impl<'a> Renderer<'a> {
         if let Some(e) = &l.error {
             self.error(e, indent);
         }
+        if let Some(note) = super::attempts::attempt_note(l) {
+            self.attempts(l, &note, indent);
+        }
         if let Some(h) = l.handled_errors() {
             let line = format!(
                 "Errors Handled: {}, last: {}{}",
@@ -558,14 +561,47 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// `Attempt: 2 (after 1 failed)` and a line per earlier attempt; in `Verbose`, each
+    /// failed attempt's recent events under it.
+    fn attempts(&mut self, l: &ProgressLevel, note: &str, indent: usize) {
+        let Some(a) = l.attempts() else { return };
+        let note = note.strip_prefix("attempt ").unwrap_or(note);
+        self.line(indent, &format!("Attempt: {note}"));
+        if a.earlier.is_empty() {
+            return;
+        }
+        self.line(indent, "Earlier Attempts:");
+        if a.omitted > 0 {
+            let line = format!(
+                "- … {} older attempts not kept",
+                count(u64::from(a.omitted))
+            );
+            self.line(indent + 2, &line);
+        }
+        for e in &a.earlier {
+            self.line(
+                indent + 2,
+                &format!("- {}", super::attempts::earlier_line(e)),
+            );
+            if let Some(err) = e.error.as_deref().filter(|_| self.verbose()) {
+                self.event_lines(&err.recent_events, e.started_at_us, indent + 4);
+            }
+        }
+    }
+
     /// The node's last events, timed from the node's start (or creation).
     fn recent_events(&mut self, l: &ProgressLevel, indent: usize) {
         let from = l.timing.started_at_us.unwrap_or(l.timing.created_at_us);
         self.line(indent, "Recent Events:");
-        for e in &l.recent_events {
+        self.event_lines(&l.recent_events, from, indent + 2);
+    }
+
+    /// Events timed from `from`, one line each.
+    fn event_lines(&mut self, events: &[crate::model::RecentEvent], from: u64, indent: usize) {
+        for e in events {
             let offset = e.at_us.saturating_sub(from) as f64 / 1e6;
             self.line(
-                indent + 2,
+                indent,
                 &format!("+{offset:.3}s {}", one_line(&e.to_string())),
             );
         }

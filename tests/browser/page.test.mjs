@@ -285,6 +285,51 @@ try {
   );
   await shot(page, "subprocess");
 
+  // ---- a retried block is one node, its earlier attempt in its details ----------------------
+  // Song 1's first stem-separation block runs out of GPU memory once; its action retries it.
+  const separate = card
+    .locator(`${T("node-row")}[data-node-id="${song1Id}"] ${T("node-row")}[data-level="action"]`)
+    .filter({ has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: "SeparateStems" }) });
+  const separateId = await separate.getAttribute("data-node-id");
+  await openNode(separateId);
+  const sepBlocks = card.locator(`${T("node-row")}[data-node-id="${separateId}"] ${T("node-row")}[data-level="block"]`);
+  await sepBlocks.nth(1).waitFor();
+  const sepNames = await sepBlocks.locator(`:scope > .row ${T("node-name")}`).allTextContents();
+  check(
+    JSON.stringify(sepNames) === JSON.stringify(["SeparateStems1", "SeparateStems2"]),
+    `one row per block, the retried one in its place: ${sepNames.join(", ")}`,
+  );
+  const retried = sepBlocks.filter({ has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: "SeparateStems1" }) });
+  const retriedId = await retried.getAttribute("data-node-id");
+  check((await retried.getAttribute("data-status")) === "completed", "the retried block reads completed");
+  const attemptTag = (await retried.locator(`:scope > .row ${T("attempt-tag")}`).textContent()) ?? "";
+  check(attemptTag === "attempt 2", `its row is tagged with its attempt: ${JSON.stringify(attemptTag)}`);
+  check(
+    (await song1.getAttribute("data-status")) === "completed" &&
+      (await song1.locator(":scope > .row .tag.bad").count()) === 0,
+    "its song completed with no failure below (the retry succeeded)",
+  );
+  await openNode(retriedId);
+  const attemptsBox = detailsOf(retriedId).locator(T("attempts"));
+  await attemptsBox.waitFor();
+  const attemptsText = (await attemptsBox.textContent()) ?? "";
+  check(
+    attemptsText.includes("Attempt 2 (after 1 failed)") && attemptsText.includes("#1 failed after"),
+    `the block's details list its attempts: ${JSON.stringify(attemptsText)}`,
+  );
+  const attemptError = (await attemptsBox.locator(T("attempt-error")).first().textContent()) ?? "";
+  check(attemptError.includes("GPU out of memory"), `the failed attempt's error: ${JSON.stringify(attemptError)}`);
+  const attemptEvents = (await attemptsBox.locator(T("attempt-events")).first().textContent()) ?? "";
+  check(
+    attemptEvents.includes("INFO loading separation model") && attemptEvents.includes("WARN GPU allocation failed"),
+    `the failed attempt's recent events: ${JSON.stringify(attemptEvents)}`,
+  );
+  // Just the node (a full-page shot takes seconds, and the run must still be going below).
+  await detailsOf(retriedId).screenshot({ path: join(shotDir, "attempts.png") }).catch(() => {});
+  // Close what was opened here: a smaller page re-renders faster for the checks below.
+  await toggleOf(retriedId).click().catch(() => {});
+  await toggleOf(separateId).click().catch(() => {});
+
   // ---- the failing block's error is shown ----------------------------------------------------
   // Song 2's onset detection fails part-way through its second block.
   const song2 = rowOf(`[data-level="song"][data-status="failed"]`).filter({

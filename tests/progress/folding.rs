@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::{Span, info_span};
 use tracing_progress::{Builder, ProgressSpanExt, Status};
 
+use crate::support::cpu::thread_cpu;
 use crate::support::with_layer;
 
 const N: usize = 100_000;
@@ -28,17 +29,6 @@ fn shuffled(n: usize) -> Vec<usize> {
 /// A watchdog, not a timing: a debug build does each test in about 4 s of CPU; the old code
 /// (a scan past every live sibling per close) took many minutes.
 const BUDGET: Duration = Duration::from_secs(40);
-
-/// CPU time of this thread: other load on the machine does not count.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 #[test]
 fn a_hundred_thousand_live_siblings_close_in_any_order_with_counts_right() {

@@ -4,6 +4,7 @@
 mod support;
 
 mod async_drops;
+mod attempts;
 mod bad_input;
 mod composition;
 mod concurrency;

@@ -310,3 +310,34 @@ fn a_future_dropped_before_its_first_poll_is_dropped_with_its_plan() {
         assert_eq!(c.cancel_reason, Some(CancelReason::Dropped), "{c:?}");
     }
 }
+
+#[test]
+fn a_retried_planned_child_stays_one_slot_of_the_total() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let job = info_span!("job", progress.level = "job");
+        let _g = job.enter();
+        job.plan(Some("song"), ["a.wav", "b.wav"]);
+        for attempt in 1..=2 {
+            let s = info_span!("song", progress.level = "song", progress.name = "a.wav");
+            s.in_scope(|| {
+                if attempt == 1 {
+                    s.fail("decoder crashed");
+                }
+            });
+        }
+    });
+    let op = only_finished(&store);
+    let rows: Vec<String> = op
+        .root
+        .children
+        .iter()
+        .map(|c| format!("{}:{}", c.name, c.outcome()))
+        .collect();
+    assert_eq!(rows, ["a.wav:completed", "b.wav:skipped"]);
+    assert_eq!(op.root.children[0].attempt(), 2);
+    assert_eq!(
+        (op.root.current, op.root.total, op.root.skipped),
+        (1, Some(2), 1)
+    );
+    assert!(!op.root.with_failures);
+}

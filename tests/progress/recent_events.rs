@@ -175,3 +175,80 @@ fn old_json_without_recent_events_still_reads_and_new_json_round_trips() {
     let old: tracing_progress::ProgressState = serde_json::from_value(v).unwrap();
     assert!(old.root.recent_events.is_empty());
 }
+
+#[derive(Debug)]
+struct Outer(std::io::Error);
+impl std::fmt::Display for Outer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("upload failed")
+    }
+}
+impl std::error::Error for Outer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Each kind of field value a recorded event can carry reads back as it was: `log` records
+/// with their own target and no `log.*` fields, control characters escaped, an error with its
+/// source chain, Debug values cut at the limit, and no more fields than the metadata cap.
+#[test]
+fn every_kind_of_field_reads_back_as_recorded() {
+    let (store, ()) = with_layer(
+        Builder::new().max_text_len(40).max_metadata_entries(3),
+        |_| {
+            let job = info_span!("job", progress.level = "job");
+            let _g = job.enter();
+            let record = log::Record::builder()
+                .level(log::Level::Info)
+                .target("legacy::sync")
+                .module_path(Some("legacy::sync"))
+                .file(Some("src/sync.rs"))
+                .line(Some(7))
+                .args(format_args!("synced 12 rows"))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+            let err = Outer(std::io::Error::other("connection reset"));
+            warn!(
+                error = &err as &dyn std::error::Error,
+                path = "a\u{7}b",
+                "giving up"
+            );
+            info!(frames = ?vec![0u8; 100], ratio = 0.25, ok = true, n = -3i64, "decoded");
+        },
+    );
+    let events = only_finished(&store).root.recent_events.clone();
+    assert_eq!(events.len(), 3, "{events:?}");
+
+    let log = &events[0];
+    assert_eq!(&*log.target, "legacy::sync");
+    assert_eq!(log.message.as_deref(), Some("synced 12 rows"));
+    assert!(
+        log.fields.iter().all(|(k, _)| !k.starts_with("log.")),
+        "{log:?}"
+    );
+
+    let warn = &events[1];
+    assert_eq!(warn.level, EventLevel::Warn);
+    assert_eq!(
+        warn.fields.get("error").and_then(|v| v.as_str()),
+        Some("upload failed: connection reset")
+    );
+    assert_eq!(
+        warn.fields.get("path").and_then(|v| v.as_str()),
+        Some("a\\u{7}b")
+    );
+
+    let info = &events[2];
+    assert_eq!(info.message.as_deref(), Some("decoded"));
+    let frames = info.fields.get("frames").and_then(|v| v.as_str()).unwrap();
+    assert!(
+        frames.starts_with("[0, 0") && frames.contains("…[truncated, 300 bytes]"),
+        "{frames}"
+    );
+    // Three fields at most: the fourth (`n`) is not kept.
+    assert_eq!(info.fields.len(), 3, "{info:?}");
+    assert_eq!(info.fields.get("ratio"), Some(&FieldValue::F64(0.25)));
+    assert_eq!(info.fields.get("ok"), Some(&FieldValue::Bool(true)));
+    assert_eq!(info.fields.get("n"), None);
+}

@@ -97,6 +97,43 @@ impl Traced {
         })
     }
 
+    /// Runs one operation whose step is retried once, like an app's retry loop:
+    ///
+    /// ```text
+    /// sync "name"
+    /// └ upload "a.bin"   attempt 1: warn "slow link", error "connection reset"; attempt 2 ok
+    /// ```
+    pub fn run_retried(&self, name: &str) -> OperationId {
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            let op = info_span!(
+                "op",
+                progress.level = "sync",
+                progress.operation = "sync",
+                progress.name = name,
+                progress.total = 1u64
+            );
+            let id = op.operation_id().expect("tracked");
+            op.in_scope(|| {
+                for attempt in 1..=3u32 {
+                    let ok =
+                        info_span!("upload", progress.level = "upload", progress.name = "a.bin")
+                            .in_scope(|| {
+                                if attempt == 1 {
+                                    tracing::warn!(rtt_ms = 900u64, "slow link");
+                                    tracing::error!("connection reset");
+                                    return false;
+                                }
+                                true
+                            });
+                    if ok {
+                        break;
+                    }
+                }
+            });
+            id
+        })
+    }
+
     /// Starts an operation of type `kind` that stays running on a helper thread until
     /// [`Held::finish`], drop, or a cancel:
     ///

@@ -5,13 +5,15 @@
 //! nodes are folded into per-parent summaries past the configured limits ([`fold`]), so an
 //! operation with a million blocks keeps a bounded number of nodes. [`snapshot`] builds the
 //! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
-//! store's tick. [`planned`] keeps the children a node declared before they start: pending
-//! slots that the real spans take, skipped when the node ends first.
+//! store's tick; [`attempts`] keeps a retried unit as one node, its earlier attempts listed;
+//! [`planned`] keeps the children a node declared before they start: pending slots that the
+//! real spans take, skipped when the node ends first.
 
+mod attempts;
 mod estimates;
 mod fold;
 mod planned;
-mod recent;
+pub(crate) mod recent;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -31,6 +33,7 @@ use crate::store::counters::LiveCounters;
 use crate::store::graft::{Graft, MAX_GRAFTS_PER_NODE};
 use crate::store::node::{Callsite, CloseInfo, NewNode, NodeKey};
 use crate::store::update::NodeUpdate;
+use recent::RecentRecord;
 
 /// At most this many input errors are kept per node (older ones are dropped first).
 const MAX_INPUT_ERRORS: usize = 8;
@@ -66,6 +69,8 @@ struct Cold {
     planned: bool,
     /// `progress.key` of the span, or the key of its plan entry.
     key: Option<Arc<str>>,
+    /// Earlier attempts of a retried node and its own number (see `attempts`).
+    attempts: Option<Box<crate::model::Attempts>>,
 }
 
 /// Running totals of resource samples; turned into a [`ResourceUsage`] by snapshots.
@@ -295,6 +300,8 @@ pub(crate) struct Tree {
     pending: VecDeque<FinishedNode>,
     /// Planned slots no span took yet, all parents together (bounded by the limits).
     planned_waiting: usize,
+    /// The last nodes that closed failed: where the automatic attempt rule looks.
+    recent_failures: attempts::RecentFailures,
 }
 
 /// Completed nodes buffered between ticks; past this many the oldest are dropped (the
@@ -314,6 +321,7 @@ impl Tree {
             priors: Arc::default(),
             pending: VecDeque::new(),
             planned_waiting: 0,
+            recent_failures: Default::default(),
         };
         tree.insert(root, None);
         tree
@@ -414,6 +422,7 @@ impl Tree {
         };
         let id = new.id;
         let key = new.key.clone();
+        let keyed = new.keyed;
         let slot = self.insert(new, Some(parent.slot));
         if key.is_some()
             && let Some(n) = self.slot_mut(slot)
@@ -421,7 +430,11 @@ impl Tree {
             n.cold().key = key;
         }
         self.link_child(parent.slot, slot);
-        Some(NodeKey { slot, id })
+        let key = NodeKey { slot, id };
+        if keyed {
+            self.auto_attempt(parent.slot, key);
+        }
+        Some(key)
     }
 
     /// Appends `child` to `parent`'s children.
@@ -564,6 +577,9 @@ impl Tree {
         if update.is_empty() {
             return true;
         }
+        if let Some(number) = update.attempt {
+            self.set_attempt(key, number);
+        }
         let max_meta = self.limits.max_metadata_entries;
         let Some(n) = self.node_mut(key) else {
             return false;
@@ -665,8 +681,17 @@ impl Tree {
         let Some(node) = self.node_mut(key) else {
             return false;
         };
-        node.cold().recent.push(event, n, bytes);
+        node.cold().recent.push_event(event, n, bytes);
         true
+    }
+
+    /// Keeps an ordinary event in the node's recent events.
+    #[inline]
+    pub(crate) fn record(&mut self, key: NodeKey, record: RecentRecord) {
+        let (n, bytes) = (self.limits.recent_events, self.limits.recent_event_bytes);
+        if let Some(node) = self.node_mut(key) {
+            node.cold().recent.push(record, n, bytes);
+        }
     }
 
     /// Records an ERROR event the node did not fail from (kept as context).
@@ -779,6 +804,9 @@ impl Tree {
         self.finished_retained += 1;
         self.finished.push_back(key);
         self.queue_for_fold(parent, key.slot, status == Status::Failed);
+        if status == Status::Failed {
+            self.recent_failures.push(key);
+        }
         let per_parent = self.limits.max_finished_children;
         let over = match self.slot_mut(parent) {
             Some(p) => {

@@ -161,6 +161,7 @@ impl Tree {
                 created_us: at_us,
                 flattened: false,
                 key: None,
+                keyed: false,
             };
             let slot = self.insert(new, Some(parent.slot));
             // Not a span: counted in `nodes_seen` when one takes the slot.
@@ -266,6 +267,18 @@ impl Tree {
         }
         if learned {
             self.adopt_level(parent, level);
+        }
+    }
+
+    /// A child of `parent` became a later attempt of a sibling (see `attempts`): a retry that
+    /// took no slot is no extra child for the plan's total.
+    pub(super) fn plan_child_retried(&mut self, parent: u32) {
+        if let Some(plan) = self
+            .slot_mut(parent)
+            .and_then(|p| p.cold.as_deref_mut())
+            .and_then(|c| c.plan.as_deref_mut())
+        {
+            plan.unmatched = plan.unmatched.saturating_sub(1);
         }
     }
 

@@ -153,6 +153,7 @@ impl Tree {
             key: plan.key,
             skipped: plan.skipped,
             planned_hidden: plan.hidden,
+            attempts: cold.and_then(|c| c.attempts.clone()),
         }
     }
 
@@ -194,6 +195,7 @@ impl Tree {
             key: None,
             skipped: 0,
             planned_hidden: 0,
+            attempts: None,
         }
     }
 

@@ -27,6 +27,7 @@ fn node_at(level: &str, name: &str, at: u64) -> NewNode {
         created_us: at,
         flattened: false,
         key: None,
+        keyed: false,
     }
 }
 fn new_node(name: &str) -> NewNode {
