@@ -110,26 +110,6 @@ try {
   );
   check(await page.locator(T("empty-state")).isHidden(), "the empty-state note is hidden");
 
-  // ---- planned songs are there, pending, in place, before they start ------------------------
-  const plannedIds = {};
-  for (const [file, pos] of [["audio2.wav", "2/3"], ["audio3.wav", "3/3"]]) {
-    const row = card.locator(`${T("node-row")}[data-level="song"]`).filter({
-      has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: file }),
-    }).first();
-    await row.waitFor();
-    const attrs = await row.evaluate((el) => ({
-      status: el.dataset.status, planned: el.dataset.planned, position: el.dataset.position,
-      tag: el.querySelector(':scope > .row [data-testid="planned"]')?.textContent,
-      label: el.querySelector(":scope > .row .lt")?.textContent,
-    }));
-    check(
-      attrs.status === "pending" && attrs.planned === "true" && attrs.position === pos &&
-        attrs.tag === "pending" && attrs.label === "song " + pos,
-      `planned song ${file} shows pending at ${pos} before it starts: ${JSON.stringify(attrs)}`,
-    );
-    plannedIds[file] = await row.getAttribute("data-node-id");
-  }
-
   // Background sampler of the running path, for the child process check below.
   const graftSeen = [];
   let graftDone = false;
@@ -161,9 +141,16 @@ try {
   }
   const values = samples.map((s) => s.value);
   const changes = values.filter((v, i) => i > 0 && v !== values[i - 1]).length;
+  // Never back, except once when a unit was retried meanwhile: its failed attempt's partial
+  // work is set aside (the example retries SeparateStems1 of the first song).
+  const drops = values.filter((v, i) => i > 0 && v < values[i - 1]).length;
+  const retriedSoFar = await page.evaluate(
+    async (id) => ((await (await fetch("api/operations/" + id)).json()).metrics || {}).retried || 0,
+    opId,
+  );
   check(
-    values.every((v, i) => i === 0 || v >= values[i - 1]) && changes >= 2,
-    `progress advanced live over ${samples.length} samples: ${samples.map((s) => s.text).join(" ")} (aria-valuenow ${values[0]} -> ${values[values.length - 1]})`,
+    (drops === 0 || (drops === 1 && retriedSoFar > 0)) && changes >= 2,
+    `progress advanced live over ${samples.length} samples: ${samples.map((s) => s.text).join(" ")} (aria-valuenow ${values.join(" ")})`,
   );
   check(
     await page.evaluate(() => window.__sameDocument === true),
@@ -172,6 +159,26 @@ try {
   const eta = (await card.locator(T("eta")).textContent()) ?? "";
   log(`root ETA shown: ${JSON.stringify(eta)}`);
   await shot(page, "running");
+
+  // ---- planned songs are there, pending, in place, before they start ------------------------
+  const plannedIds = {};
+  for (const [file, pos] of [["audio2.wav", "2/3"], ["audio3.wav", "3/3"]]) {
+    const row = card.locator(`${T("node-row")}[data-level="song"]`).filter({
+      has: page.locator(`:scope > .row ${T("node-name")}`, { hasText: file }),
+    }).first();
+    await row.waitFor();
+    const attrs = await row.evaluate((el) => ({
+      status: el.dataset.status, planned: el.dataset.planned, position: el.dataset.position,
+      tag: el.querySelector(':scope > .row [data-testid="planned"]')?.textContent,
+      label: el.querySelector(":scope > .row .lt")?.textContent,
+    }));
+    check(
+      attrs.status === "pending" && attrs.planned === "true" && attrs.position === pos &&
+        attrs.tag === "pending" && attrs.label === "song " + pos,
+      `planned song ${file} shows pending at ${pos} before it starts: ${JSON.stringify(attrs)}`,
+    );
+    plannedIds[file] = await row.getAttribute("data-node-id");
+  }
 
   // ---- pause freezes the live view; resume shows the latest ----------------------------------
   const pause = page.locator(T("pause-button"));
