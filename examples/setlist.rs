@@ -151,8 +151,9 @@ fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path, to
     }
 }
 
-/// Prints the setlist's first estimate, with how many songs were done by then: with an
-/// earlier run in the history file, it comes before the first song finishes.
+/// Prints the setlist's first estimate from earlier runs, with how many songs were done by
+/// then (with an earlier run in the history file, it comes before the first song finishes),
+/// or else the first one once a song is done.
 fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();

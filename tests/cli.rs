@@ -385,6 +385,58 @@ fn show_human_and_json() {
 }
 
 #[test]
+fn show_and_watch_planned_children() {
+    let f = Fixture::new();
+    let span = f.traced.planned("tour");
+    let id = tracing_progress::ProgressSpanExt::operation_id(&span)
+        .expect("tracked")
+        .to_string();
+    let text = f.cli(&["show", &id]).ok().to_owned();
+    assert!(
+        text.contains("Song 2/3: b.wav (ID: ") && text.contains("Status: Pending (planned)"),
+        "{text}"
+    );
+    let summary = f.cli(&["show", &id, "--detail", "summary"]).ok().to_owned();
+    assert!(summary.contains("Song 3/3: c.wav (ID: "), "{summary}");
+    assert!(summary.contains(" - Pending (planned)"), "{summary}");
+    let v = f.cli(&["show", &id, "--json"]).json();
+    assert_eq!(v["root"]["children"][1]["planned"], true);
+    // The ndjson stream writes the planned songs with their position, then their end.
+    let mut child = f.spawn_cli(&["watch", &id, "--ndjson", "--timeout", "20s"]);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut read = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut lines: Vec<Value> = Vec::new();
+    // Until the planned songs were written; then the setlist ends.
+    while lines.iter().filter(|l| l["planned"] == true).count() < 2 {
+        let line = read.next().expect("a line").expect("readable");
+        lines.push(serde_json::from_str(&line).expect("JSON line"));
+    }
+    drop(span);
+    for line in read {
+        lines.push(serde_json::from_str(&line.expect("readable")).expect("JSON line"));
+    }
+    assert_eq!(child.wait().expect("exit").code(), Some(0));
+    let b: Vec<&Value> = lines.iter().filter(|l| l["name"] == "b.wav").collect();
+    assert_eq!(
+        (
+            &b[0]["status"],
+            &b[0]["planned"],
+            &b[0]["position"],
+            &b[0]["of"]
+        ),
+        (&"pending".into(), &true.into(), &2.into(), &3.into()),
+        "{lines:?}"
+    );
+    let last = b.last().expect("b.wav");
+    assert_eq!(
+        (&last["status"], &last["outcome"]),
+        (&"cancelled".into(), &"skipped".into())
+    );
+    let after = f.cli(&["show", &id]).ok().to_owned();
+    assert!(after.contains("Status: Skipped"), "{after}");
+}
+
+#[test]
 fn show_a_retried_step_with_its_attempts() {
     let f = Fixture::new();
     let id = f.traced.run_retried("nightly sync").to_string();

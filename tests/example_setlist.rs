@@ -66,6 +66,9 @@ fn setlist_example_shows_progress_failure_and_history() {
             "Output: audio_data (44100 Hz, 2 channels, 180.5s)",
             "Progress: 100% (4/4 actions)",
             "Subprocess 1: ffmpeg",
+            // Song 2 planned four actions; the two after the failure never ran.
+            "Action 3/4: SeparateStems → separate (ID: ",
+            "Status: Skipped",
             "=== history ===",
             // The retried block: one node, its failed attempt's error and events kept; the
             // failed attempt is a node seen but not a failure of the run.
@@ -202,6 +205,29 @@ fn ndjson_fallback_is_one_json_object_per_line() {
     );
     let root = lines.iter().rev().find(|l| l["depth"] == 0).expect("root");
     assert_eq!(root["outcome"], "completed with failures");
+    // The setlist plans its songs: the later ones are written pending, with their position,
+    // before they start, and the song span that starts keeps the planned node's id.
+    for (i, file) in [(2, "audio2.wav"), (3, "audio3.wav")] {
+        let song = |l: &&serde_json::Value| l["depth"] == 1 && l["name"] == file;
+        let first = lines.iter().find(song).expect("a line for the song");
+        assert_eq!(
+            (
+                &first["status"],
+                &first["planned"],
+                &first["position"],
+                &first["of"]
+            ),
+            (&"pending".into(), &true.into(), &i.into(), &3.into()),
+            "{first}"
+        );
+        let ran = lines
+            .iter()
+            .filter(song)
+            .find(|l| l["status"] != "pending")
+            .expect("the song ran");
+        assert_eq!(ran["node_id"], first["node_id"], "{ran}");
+        assert_eq!(ran["planned"], false);
+    }
     // Some progress was seen while running, not only the end.
     assert!(
         lines

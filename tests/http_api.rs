@@ -557,6 +557,42 @@ fn history_filters_and_jsonl() {
 }
 
 #[test]
+fn planned_children_in_the_json_and_the_text() {
+    let fx = Fixture::new();
+    let span = fx.traced.planned("tour");
+    let id = tracing_progress::ProgressSpanExt::operation_id(&span).expect("tracked");
+    let live = fx.get_json(&format!("/api/operations/{id}"));
+    let songs = live["root"]["children"].as_array().expect("children");
+    let row = |s: &Value| format!("{} {} {}", s["name"], s["status"], s["planned"]);
+    assert_eq!(
+        songs.iter().map(row).collect::<Vec<_>>(),
+        [
+            "\"a.wav\" \"completed\" null",
+            "\"b.wav\" \"pending\" true",
+            "\"c.wav\" \"pending\" true"
+        ]
+    );
+    assert_eq!(live["root"]["total"], 3);
+    assert_eq!(live["root"]["current"], 1);
+    let text = fx.get(&format!("/api/operations/{id}/text")).body;
+    assert!(
+        text.contains("Song 2/3: b.wav (ID: ") && text.contains("Status: Pending (planned)"),
+        "{text}"
+    );
+    // The setlist ends with two songs never run: skipped, not failed.
+    drop(span);
+    let done = fx.get_json(&format!("/api/operations/{id}"));
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["root"]["skipped"], 2);
+    assert!(done["root"].get("with_failures").is_none(), "{done}");
+    assert_eq!(done["root"]["children"][2]["cancel_reason"], "skipped");
+    let text = fx.get(&format!("/api/operations/{id}/text")).body;
+    assert!(text.contains("Song 3/3: c.wav (ID: "), "{text}");
+    assert!(text.contains("Status: Skipped"), "{text}");
+    assert!(text.contains("(1/3 songs, 2 skipped"), "{text}");
+}
+
+#[test]
 fn one_operation_as_json_and_text() {
     let fx = Fixture::new();
     let failed = fx.run("import", "broken import", true);

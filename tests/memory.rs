@@ -127,6 +127,50 @@ fn memory_stays_flat() {
             events_after < events_warm + 4 * 1024,
             "RSS grew from {events_warm} to {events_after} KiB"
         );
+
+        // Phase 4: plans of 1,000,000 names keep 1,000 pending slots each (the default cap);
+        // parents that end skip theirs, which then fold like any finished child.
+        let names = || std::iter::repeat_n("planned-song.wav", 1_000_000);
+        let tour = info_span!("tour", progress.level = "tour");
+        let tour_op = tour.operation_id().unwrap();
+        let (plan_before, _) = rss_kib();
+        let setlists = |n: usize| {
+            tour.in_scope(|| {
+                for _ in 0..n {
+                    let s = info_span!("setlist", progress.level = "setlist");
+                    s.plan(Some("song"), names());
+                    s.in_scope(|| {});
+                }
+            })
+        };
+        let one = tour.in_scope(|| info_span!("setlist", progress.level = "setlist"));
+        one.plan(Some("song"), names());
+        let (one_plan, _) = rss_kib();
+        let live = store.get(tour_op).unwrap();
+        let planned = &live.root.children[0];
+        assert_eq!(planned.children.len(), 1_000);
+        assert_eq!(planned.total, Some(1_000_000));
+        assert_eq!(planned.planned_hidden, 999_000);
+        drop(one);
+        setlists(10);
+        let (plans_warm, _) = rss_kib();
+        setlists(90);
+        let (plans_after, _) = rss_kib();
+        let live = store.get(tour_op).unwrap();
+        assert_eq!(live.metrics.planned_dropped, 101 * 999_000);
+        assert!(live.metrics.nodes_retained <= 10_000 + 101 + 1);
+        println!(
+            "a plan of 1,000,000 names: 1,000 slots kept, RSS +{} KiB; 100 more plans: RSS after 10 {plans_warm} KiB, after 100 {plans_after} KiB",
+            one_plan.saturating_sub(plan_before)
+        );
+        assert!(
+            one_plan < plan_before + 4 * 1024,
+            "one plan grew RSS from {plan_before} to {one_plan} KiB"
+        );
+        assert!(
+            plans_after < plans_warm + 8 * 1024,
+            "RSS grew from {plans_warm} to {plans_after} KiB"
+        );
     });
 }
 

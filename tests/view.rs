@@ -161,10 +161,20 @@ fn running_setlist() -> ProgressState {
             "folded": [{"level_type": "song", "count": 3, "completed": 3, "failed": 0,
                         "cancelled": 0, "min_us": 110_000_000, "mean_us": 130_000_000,
                         "max_us": 160_000_000}],
-            "children": [song]
+            "children": [song, planned(21, "audio5.wav"), planned(22, "audio6.wav")]
         }),
     );
     state(root, json!({}))
+}
+
+/// A song the setlist planned (`span.plan`) that no span has taken yet.
+fn planned(id: u64, name: &str) -> Value {
+    json!({
+        "id": id, "level_type": "song", "name": name, "span_name": "",
+        "target": "app", "status": "pending", "current": 0, "planned": true,
+        "timing": {"created_at_us": at(0), "elapsed_us": 140_000_000, "busy_us": 0,
+                   "idle_us": 140_000_000}
+    })
 }
 
 /// A run where block-37 failed to decode; its action failed and the operation failed.
@@ -263,6 +273,13 @@ fn failed_block() -> ProgressState {
                 "failures_below": {"count": 2, "first": block_err, "last": action_err}
             }),
         ),
+        // Planned, never started: skipped when the setlist ended.
+        json!({
+            "id": 109, "level_type": "song", "name": "audio5.wav", "span_name": "",
+            "target": "app", "status": "cancelled", "cancel_reason": "skipped", "current": 0,
+            "timing": {"created_at_us": at(0), "completed_at_us": at(50_000),
+                       "elapsed_us": 50_000_000, "busy_us": 0, "idle_us": 50_000_000}
+        }),
     ];
     let root = level(
         100,
@@ -272,7 +289,7 @@ fn failed_block() -> ProgressState {
         0,
         Some(50_000),
         json!({
-            "current": 2, "total": 2, "percentage": null, "children": songs,
+            "current": 2, "total": 3, "skipped": 1, "percentage": null, "children": songs,
             "error": root_err,
             "failures_below": {"count": 2, "first": block_err, "last": action_err}
         }),
@@ -532,6 +549,8 @@ Song 4/10: audio4.wav (ID: 17) - Running 37% (1/5 actions), ETA 0:15:30
   Action 1/5: LoadAudio (ID: 18) - Completed in 3.2s
   Action 2/5: DetectOnsets (ID: 19) - Running 85% (127/150 events), ETA 0:00:18
   Action 3/5: Normalize (ID: 20) - Pending
+Song 5/10: audio5.wav (ID: 21) - Pending (planned)
+Song 6/10: audio6.wav (ID: 22) - Pending (planned)
 "
     );
 }
@@ -592,16 +611,17 @@ fn failed_block_summary_names_the_error() {
         "\
 Setlist: \"Night Run\" (ID: 100)
 Started: 2024-01-15 10:30:00
-Status: Failed (2/2 songs)
+Status: Failed (2/3 songs, 1 skipped)
 Error: 1 song failed (at Night Run)
 Failures Below: 2, first: Decoder failed: invalid header … (at Night Run › audio4.wav › Decode › block-37)
 
-Song 1/2: audio3.wav (ID: 101) - Completed in 40.0s
-Song 2/2: audio4.wav (ID: 102) - Completed in 7.0s, 2 failed below
+Song 1/3: audio3.wav (ID: 101) - Completed in 40.0s
+Song 2/3: audio4.wav (ID: 102) - Completed in 7.0s, 2 failed below
   Action 1/1: Decode (ID: 104) - Failed in 4.0s, error: 1 of 3 blocks failed, 1 failed below
     Block 1/3: block-36 (ID: 105) - Completed in 1.1s
     Block 2/3: block-37 (ID: 107) - Failed in 2.4s, error: Decoder failed: invalid header …
     Block 3/3: block-38 (ID: 108) - Completed in 900ms
+Song 3/3: audio5.wav (ID: 109) - Skipped
 "
     );
 }
@@ -711,12 +731,14 @@ Elapsed: 0:02:20, ETA 0:20:00
 … 3 songs folded: 3 completed; took 0:01:50 to 0:02:40, mean 0:02:10
 Song 4/10: audio4.wav (ID: 17) - Running 37% (1/5 actions), ETA 0:15:30
   … 3 levels hidden below (max depth 1): 3 actions
+Song 5/10: audio5.wav (ID: 21) - Pending (planned)
+Song 6/10: audio6.wav (ID: 22) - Pending (planned)
 "
     );
     // Depth 0: the header, then everything below counted, folded songs included.
     let text = Verbose::new(Detail::Normal).max_depth(0).render(&s);
     assert!(
-        text.ends_with("\n\n… 7 levels hidden below (max depth 0): 4 songs, 3 actions\n"),
+        text.ends_with("\n\n… 9 levels hidden below (max depth 0): 6 songs, 3 actions\n"),
         "{text}"
     );
     assert!(!text.contains("Song 4/10"));
@@ -1036,7 +1058,8 @@ fn slow_levels_show_their_rate_per_minute_or_hour() {
 /// marker says how much was left out.
 #[test]
 fn fitted_to_a_short_terminal_the_running_path_stays_visible() {
-    let s = running_setlist();
+    let mut s = running_setlist();
+    s.root.children.retain(|c| !c.planned);
     let full = Verbose::new(Detail::Summary).render(&s);
     assert_eq!(full.lines().count(), 10, "{full}");
     // Too short for a marker in place of each gap: the running path, one marker at the end.

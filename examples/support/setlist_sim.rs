@@ -90,14 +90,24 @@ const ACTIONS: [(&str, &str, u64); 4] = [
     ("ExportStems", "export", 1),
 ];
 
+/// The actions' display names (`{action} → {method}`), planned by each song up front.
+const ACTION_NAMES: [&str; 4] = [
+    "LoadAudio → set_file_path",
+    "DetectOnsets → detect_onsets",
+    "SeparateStems → separate",
+    "ExportStems → export",
+];
+
 #[instrument(skip_all, fields(
     progress.operation = "setlist_processing",
     progress.level = "setlist",
     progress.name = name,
-    progress.total = songs.len(),
     setlist_id = "abc123",
 ))]
 pub fn process_setlist(name: &str, songs: &[Song]) {
+    // Every song shows pending from the start, in order; each song span takes its slot by
+    // key (`progress.key = song.id`). The plan is the setlist's total.
+    tracing::Span::current().plan_keyed(Some("song"), songs.iter().map(|s| (s.id, s.file)));
     for (i, song) in songs.iter().enumerate() {
         if let Err(e) = process_song(i + 1, songs.len(), song) {
             // The song failed; the setlist carries on with the next one.
@@ -113,7 +123,10 @@ pub fn process_setlist(name: &str, songs: &[Song]) {
 #[instrument(err, skip_all, fields(
     progress.level = "song",
     progress.name = song.file,
-    progress.total = ACTIONS.len(),
+    progress.key = song.id,
+    // The same from a field: the four actions pending before the first starts.
+    progress.planned = ?ACTION_NAMES,
+    progress.planned_level = "action",
     song_id = song.id,
     length = %format!("{:.1}s", song.seconds),
 ))]

@@ -32,6 +32,7 @@ const DEFAULT_ESTIMATE_INTERVAL: Duration = Duration::from_millis(250);
 /// | [`max_metadata_entries`](Builder::max_metadata_entries) | 64 | metadata entries per node |
 /// | [`recent_events`](Builder::recent_events) | 16 events, 8 KiB | events kept per tracked node |
 /// | [`recent_events_level`](Builder::recent_events_level) | `INFO` | least severe level kept as a recent event |
+/// | [`max_planned_children`](Builder::max_planned_children) | 1,000 | planned children kept as pending nodes per parent |
 /// | [`capture_panics`](Builder::capture_panics) | on | chains a panic hook to keep panic messages |
 /// | [`fail_on`](Builder::fail_on) | returned errors | which ERROR events fail a node |
 /// | [`stall_factor`](Builder::stall_factor) | 5 | a node is `stalled` after this many usual update intervals without progress |
@@ -371,6 +372,21 @@ impl Builder {
     pub fn recent_events(mut self, n: usize, max_bytes: usize) -> Self {
         self.limits.recent_events = n;
         self.limits.recent_event_bytes = max_bytes;
+        self
+    }
+
+    /// Planned children kept as pending nodes per parent (default 1,000; see
+    /// [`ProgressSpanExt::plan`](crate::ProgressSpanExt::plan)). Names past it, or past
+    /// [`max_finished_nodes`](Self::max_finished_nodes) waiting slots in one operation, are
+    /// counted in the parent's total and `planned_hidden` but hold no memory; the cut is
+    /// noted in the parent's `input_errors` and the operation's `planned_dropped`.
+    ///
+    /// ```
+    /// use tracing_progress::Builder;
+    /// let builder = Builder::new().max_planned_children(100);
+    /// ```
+    pub fn max_planned_children(mut self, n: usize) -> Self {
+        self.limits.max_planned_children = n;
         self
     }
 

@@ -15,6 +15,7 @@ mod builder;
 pub(crate) mod classify;
 mod events;
 mod panic;
+mod planned;
 mod recent;
 pub(crate) mod span_ext;
 mod tracked;
@@ -170,6 +171,7 @@ where
             callsite: class.callsite.clone(),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
+            key: extra.key,
             keyed,
         };
         let (node, attach) = 'found: {

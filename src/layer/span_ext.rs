@@ -213,6 +213,72 @@ pub trait ProgressSpanExt: sealed::Sealed {
     /// failed or cancelled sibling with the same span name, level type and name becomes its
     /// earlier attempt (see the crate docs, "Attempts"); same as `progress.attempt = n`.
     fn set_attempt(&self, n: u32);
+    /// Declares the children this node will run, before they start: each name becomes a
+    /// pending child in this position ("Song 4/10: audio4.wav — Pending (planned)"), and the
+    /// node's total counts them unless it sets a total of its own. A tracked child span
+    /// whose name equals a planned name takes that slot (same id and position) when it is
+    /// created; a child that matches none is added after them as usual. Slots no span took
+    /// when the node ends read skipped ([`CancelReason::Skipped`](crate::CancelReason::Skipped)),
+    /// not failed. `level` is the children's level type (`"song"`); `None` takes the type
+    /// of the first child that starts. Each call adds to the plan; at most
+    /// [`Builder::max_planned_children`](crate::Builder::max_planned_children) names are kept
+    /// as nodes, the rest are counted in the total only.
+    ///
+    /// The same from `#[instrument]`: `fields(progress.planned = ?songs)` with a list, or
+    /// `progress.planned = "a.wav, b.wav"`, and optionally `progress.planned_level = "song"`.
+    ///
+    /// ```
+    /// use tracing_progress::{ProgressSpanExt, Status};
+    /// use tracing_subscriber::prelude::*;
+    /// let (layer, store) = tracing_progress::layer();
+    /// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+    ///     let setlist = tracing::info_span!("setlist", progress.level = "setlist");
+    ///     setlist.plan(Some("song"), ["a.wav", "b.wav", "c.wav"]);
+    ///     let _g = setlist.enter();
+    ///     let op = store.get(setlist.operation_id().unwrap()).unwrap();
+    ///     assert_eq!(op.root.total, Some(3));
+    ///     assert!(op.root.children.iter().all(|c| c.planned && c.status == Status::Pending));
+    ///     let song = tracing::info_span!("song", progress.name = "b.wav");
+    ///     let op = store.get(setlist.operation_id().unwrap()).unwrap();
+    ///     assert_eq!(op.root.children[1].id, song.progress_id().unwrap());
+    ///     assert!(!op.root.children[1].planned);
+    /// });
+    /// ```
+    fn plan<I>(&self, level: Option<&str>, names: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>;
+    /// [`plan`](Self::plan) with a key per child, `(key, name)`: a child span takes the slot
+    /// whose key equals its `progress.key` field (else one with its name), so two children of
+    /// the same name, or a name known only when the child starts, still find their slot.
+    fn plan_keyed<I, K, N>(&self, level: Option<&str>, entries: I)
+    where
+        I: IntoIterator<Item = (K, N)>,
+        K: AsRef<str>,
+        N: AsRef<str>;
+}
+
+/// Hands a plan to the nearest tracked node.
+fn plan_entries<K: AsRef<str>, N: AsRef<str>>(
+    span: &Span,
+    level: Option<&str>,
+    entries: impl IntoIterator<Item = (Option<K>, N)>,
+) {
+    let mut entries = Some(entries);
+    with_node(span, |t| {
+        // With two progress layers only the first gets the plan: the names are read once.
+        let Some(entries) = entries.take() else {
+            return;
+        };
+        let store = t.node.store();
+        let at_us = store.clock.ns_to_unix_us(store.clock.now_ns());
+        let cap = t.node.limits().max_planned_children;
+        let plan = super::planned::from_entries(entries, cap, level, at_us);
+        let _ = t.apply(NodeUpdate {
+            planned: Some(Box::new(plan)),
+            ..NodeUpdate::default()
+        });
+    });
 }
 
 fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
@@ -349,6 +415,23 @@ impl ProgressSpanExt for Span {
         let mut id = None;
         with_node(self, |t| id = id.or(Some(t.node.operation_id())));
         id
+    }
+
+    fn plan<I>(&self, level: Option<&str>, names: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        plan_entries(self, level, names.into_iter().map(|n| (None::<&str>, n)));
+    }
+
+    fn plan_keyed<I, K, N>(&self, level: Option<&str>, entries: I)
+    where
+        I: IntoIterator<Item = (K, N)>,
+        K: AsRef<str>,
+        N: AsRef<str>,
+    {
+        plan_entries(self, level, entries.into_iter().map(|(k, n)| (Some(k), n)));
     }
 
     fn progress(&self) -> ProgressHandle {

@@ -28,6 +28,8 @@ pub(crate) struct Extra {
     pub(crate) event_message: Option<Arc<str>>,
     /// The event's `error` field (events only), used as the failure text without a message.
     pub(crate) event_error: Option<Arc<str>>,
+    /// `progress.key`: matches a planned slot of the parent (spans only).
+    pub(crate) key: Option<Arc<str>>,
 }
 
 pub(crate) struct FieldVisitor<'a> {
@@ -152,6 +154,17 @@ impl<'a> FieldVisitor<'a> {
             Some("operation") => self.extra.operation = Some(self.text(value)),
             Some("message") => self.update.message = Some(self.text(value)),
             Some("unit") => self.update.unit = Some(self.text(value)),
+            Some("key") => self.extra.key = Some(self.text(unescape_debug(value).as_ref())),
+            Some("planned") => self.planned(value),
+            Some("planned_level") => {
+                let level = self
+                    .class
+                    .intern_level(&sanitize(&unescape_debug(value), 128));
+                self.update
+                    .planned
+                    .get_or_insert_with(Default::default)
+                    .level = Some(level);
+            }
             Some("attempt") => match parse_count(value) {
                 Some(v) => self.set_attempt(v),
                 None => self.bad_number(field, &format_args!("{:?}", truncate_chars(value, 40))),
@@ -172,6 +185,18 @@ impl<'a> FieldVisitor<'a> {
                 self.meta(field, v);
             }
         }
+    }
+
+    /// `progress.planned`: the list of children this node will run (see `layer::planned`).
+    fn planned(&mut self, value: &str) {
+        let cut = self.cut_len.is_some() || value.len() > self.max_text;
+        let value = truncate_chars(value, self.max_text);
+        // Bounded by the text length; the store keeps at most its cap of them.
+        let (plan, error) = super::planned::parse_field(value, cut, usize::MAX);
+        let slot = self.update.planned.get_or_insert_with(Default::default);
+        slot.entries.extend(plan.entries);
+        slot.more += plan.more;
+        self.update.input_errors.extend(error);
     }
 
     fn unknown_progress_field(&mut self, field: &Field, value: FieldValue) {
@@ -213,7 +238,10 @@ impl<'a> FieldVisitor<'a> {
                 FieldValue::I64(v) if v >= 0 => self.set_attempt(v as u64),
                 other => self.bad_number(field, &other),
             },
-            Some("level" | "name" | "operation" | "message" | "unit") => {
+            Some(
+                "level" | "name" | "operation" | "message" | "unit" | "key" | "planned"
+                | "planned_level",
+            ) => {
                 let text = value.to_string();
                 self.text_field(field, &text, false);
             }

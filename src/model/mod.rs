@@ -385,6 +385,10 @@ pub enum CancelReason {
     /// future that was never polled), or its callsite reports returns (`#[instrument(ret)]`)
     /// and this span closed without one (a future dropped by a timeout, `select!` or abort).
     Dropped,
+    /// A [planned](crate::ProgressSpanExt::plan) child that no span took before its parent
+    /// ended: the work was never started. Views say "skipped"; it is not a failure and does
+    /// not make the parent "completed with failures" (see [`ProgressLevel::skipped`]).
+    Skipped,
 }
 
 impl CancelReason {
@@ -393,6 +397,7 @@ impl CancelReason {
         match self {
             CancelReason::Requested => "requested",
             CancelReason::Dropped => "dropped",
+            CancelReason::Skipped => "skipped",
         }
     }
 }
@@ -542,6 +547,24 @@ pub struct ProgressLevel {
     /// Resource samples: [`resources`](Self::resources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) resources: Option<Box<ResourceUsage>>,
+    /// True for a child declared by its parent's [plan](crate::ProgressSpanExt::plan) that no
+    /// span has taken yet: it reads pending, in its planned position. When the real span
+    /// starts it takes this node (same id, same position) and `planned` turns false; when
+    /// the parent ends first it ends [`Cancelled`](Status::Cancelled) with
+    /// [`CancelReason::Skipped`] (or the parent's reason, if the parent was cancelled).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
+    /// The node's key: its span's `progress.key`, or the key its plan entry gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Arc<str>>,
+    /// Planned children that never started and ended with this node (skipped, or cancelled
+    /// with it); not counted in `current` or `failed`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+    /// Planned children past the cap ([`Builder::max_planned_children`](crate::Builder::max_planned_children)):
+    /// counted in `total`, not kept as nodes, and not taken by a span yet.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub planned_hidden: u64,
     /// Earlier attempts of a retried node: [`attempts`](Self::attempts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) attempts: Option<Box<Attempts>>,
@@ -624,6 +647,8 @@ impl ProgressLevel {
     pub fn outcome(&self) -> &'static str {
         if self.with_failures {
             "completed with failures"
+        } else if self.cancel_reason == Some(CancelReason::Skipped) {
+            "skipped"
         } else {
             self.status.as_str()
         }
@@ -681,6 +706,11 @@ pub struct OperationMetrics {
     pub updates: u64,
     /// Input errors (see [`ProgressLevel::input_errors`]).
     pub input_errors: u64,
+    /// Plan entries not kept as nodes because a cap was reached (see
+    /// [`Builder::max_planned_children`](crate::Builder::max_planned_children)); they are
+    /// still counted in their parent's total.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub planned_dropped: u64,
     /// Earlier attempts set aside because their unit was retried (their nodes are not in
     /// `nodes_failed`; see [`ProgressLevel::attempts`]).
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -35,11 +35,15 @@ impl fmt::Display for ProgressState {
 fn write_level(f: &mut fmt::Formatter<'_>, l: &ProgressLevel, depth: usize) -> fmt::Result {
     let indent = "  ".repeat(depth);
     let mut line = String::new();
-    let _ = write!(
-        line,
-        "{indent}{} {:?} [{}]",
-        l.level_type, &*l.name, l.status
-    );
+    // Planned children say so: waiting in line, or skipped (never run).
+    let status = if l.planned {
+        "pending, planned"
+    } else if l.cancel_reason == Some(super::CancelReason::Skipped) {
+        "skipped"
+    } else {
+        l.status.as_str()
+    };
+    let _ = write!(line, "{indent}{} {:?} [{status}]", l.level_type, &*l.name);
     match l.total {
         Some(total) => {
             let _ = write!(line, " {}/{}", l.current, total);

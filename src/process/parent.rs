@@ -489,6 +489,10 @@ impl Graft for GraftCell {
             folded: Vec::new(),
             stalled: false,
             resources: None,
+            planned: false,
+            key: None,
+            skipped: 0,
+            planned_hidden: 0,
             attempts: None,
         }
     }

@@ -274,6 +274,10 @@ impl Converter<'_> {
             estimate: estimate.filter(|_| status == Status::Running),
             stalled: false,
             resources: None,
+            planned: false,
+            key: None,
+            skipped: 0,
+            planned_hidden: 0,
             attempts: None,
         }
     }

@@ -47,6 +47,7 @@ pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};
 use operation::OperationCell;
 pub use subscribe::{Changes, Subscription};
 pub(crate) use ticker::spawn_ticker;
+pub(crate) use tree::PlanUpdate;
 use tree::Tree;
 pub(crate) use tree::recent::{RecentRecord, RecordFields, Slot, TextBuf};
 pub(crate) use update::NodeUpdate;
@@ -70,6 +71,8 @@ pub(crate) struct Limits {
     pub(crate) recent_events: usize,
     pub(crate) recent_event_bytes: usize,
     pub(crate) recent_event_level: tracing_core::Level,
+    /// Planned children kept as pending nodes per parent (more are counted only).
+    pub(crate) max_planned_children: usize,
 }
 
 impl Default for Limits {
@@ -87,9 +90,14 @@ impl Default for Limits {
             recent_events: DEFAULT_RECENT_EVENTS,
             recent_event_bytes: DEFAULT_RECENT_EVENT_BYTES,
             recent_event_level: tracing_core::Level::INFO,
+            max_planned_children: DEFAULT_MAX_PLANNED_CHILDREN,
         }
     }
 }
+
+/// Planned children kept as nodes per parent by default: a plan's nodes cost about as much
+/// as live spans, and a thousand pending rows is more than any view shows.
+pub(crate) const DEFAULT_MAX_PLANNED_CHILDREN: usize = 1_000;
 
 /// Recent events kept per node by default, and their byte cap (see `benches/recent_events.rs`).
 pub(crate) const DEFAULT_RECENT_EVENTS: usize = 16;

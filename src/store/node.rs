@@ -39,6 +39,8 @@ pub(crate) struct NewNode {
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,
+    /// `progress.key`: matches a planned slot by key (see `tree::planned`).
+    pub(crate) key: Option<Arc<str>>,
     /// Its name came from a field (`progress.name`, a rule's name field), not the span name:
     /// the key the automatic attempt rule matches on.
     pub(crate) keyed: bool,

@@ -16,6 +16,8 @@ pub(crate) struct NodeUpdate {
     pub(crate) unit: Option<Arc<str>>,
     pub(crate) metadata: Vec<(Arc<str>, FieldValue)>,
     pub(crate) input_errors: Vec<Arc<str>>,
+    /// Children declared before they start (see `tree::planned`).
+    pub(crate) planned: Option<Box<crate::store::tree::PlanUpdate>>,
     /// An explicit attempt number (`progress.attempt`, `set_attempt`).
     pub(crate) attempt: Option<u32>,
 }
@@ -37,6 +39,7 @@ impl NodeUpdate {
             && self.unit.is_none()
             && self.metadata.is_empty()
             && self.input_errors.is_empty()
+            && self.planned.is_none()
             && self.attempt.is_none()
     }
 }

@@ -79,6 +79,8 @@ pub(super) fn summary_status(l: &ProgressLevel) -> String {
     let mut s = status_text(l);
     match l.status {
         Status::Pending => {}
+        // A skipped planned child never ran: no duration.
+        _ if l.cancel_reason == Some(crate::CancelReason::Skipped) => {}
         Status::Running => {
             if let Some(p) = progress(l) {
                 let _ = write!(s, " {p}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::text::position;
 use crate::model::{NodeId, OperationId, ProgressLevel, ProgressState, Status};
 
 /// Version of the [`StreamRecord`] shape (its `v` field). Fields are only ever added in a
@@ -22,7 +23,7 @@ pub const STREAM_VERSION: u32 = 1;
 ///  "node_id":12,"depth":2,"path":["My Setlist","audio3.wav","SeparateStems"],
 ///  "level":"action","name":"SeparateStems","status":"running","outcome":"running",
 ///  "current":2,"total":4,"unit":null,"percentage":50.0,"eta_us":1200000,
-///  "message":"stem 2 of 4","error":null,"attempt":1}
+///  "message":"stem 2 of 4","error":null,"attempt":1,"planned":false,"position":3,"of":5}
 /// ```
 ///
 /// (one line in the stream; wrapped here.)
@@ -65,6 +66,14 @@ pub struct StreamRecord {
     pub message: Option<Arc<str>>,
     /// The node's own error message, when it failed.
     pub error: Option<Arc<str>>,
+    /// True for a planned child no span has taken yet (see
+    /// [`ProgressLevel::planned`]); its status is `pending`.
+    pub planned: bool,
+    /// Position among its siblings, from 1, folded ones counted first (`4` of "Song 4/10");
+    /// `null` for the root.
+    pub position: Option<u64>,
+    /// What `position` is out of: the parent's total when it counts children, else `null`.
+    pub of: Option<u64>,
     /// Which attempt of its unit the node is: 1, or more for a retried unit (the same
     /// `path`, a new `node_id`; see [`ProgressLevel::attempts`]). An earlier attempt that
     /// began and ended between two snapshots has no line of its own: `attempt > 1` says it
@@ -198,12 +207,14 @@ impl ProgressStream {
         let mut out = Vec::new();
         let mut path: Vec<Arc<str>> = Vec::new();
         // Depth-first with the path to each node: (node, depth).
-        let mut stack: Vec<(&ProgressLevel, usize)> = vec![(&state.root, 0)];
-        while let Some((level, depth)) = stack.pop() {
+        type At = (u64, Option<u64>);
+        let mut stack: Vec<(&ProgressLevel, usize, Option<At>)> = vec![(&state.root, 0, None)];
+        while let Some((level, depth, at)) = stack.pop() {
             path.truncate(depth);
             path.push(level.name.clone());
             if self.max_depth.is_none_or(|max| depth < max) {
-                stack.extend(level.children.iter().rev().map(|c| (c, depth + 1)));
+                let children = level.children.iter().enumerate().rev();
+                stack.extend(children.map(|(i, c)| (c, depth + 1, Some(position(level, i)))));
             }
             let seen = Seen::of(level);
             let due = match old.get(&level.id) {
@@ -216,7 +227,7 @@ impl ProgressStream {
                 }
             };
             if due {
-                out.push(record(state, level, depth, &path));
+                out.push(record(state, level, depth, &path, at));
                 kept.insert(
                     level.id,
                     Emitted {
@@ -271,6 +282,7 @@ fn record(
     level: &ProgressLevel,
     depth: usize,
     path: &[Arc<str>],
+    at: Option<(u64, Option<u64>)>,
 ) -> StreamRecord {
     StreamRecord {
         v: STREAM_VERSION,
@@ -294,6 +306,9 @@ fn record(
             .map(|e| e.remaining_us),
         message: level.message.clone(),
         error: level.error().map(|e| e.message.clone()),
+        planned: level.planned,
+        position: at.map(|(p, _)| p),
+        of: at.and_then(|(_, of)| of),
         attempt: level.attempt(),
     }
 }

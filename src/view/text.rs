@@ -209,6 +209,13 @@ pub(crate) fn units_of(level: &ProgressLevel, n: u64) -> Option<String> {
 /// The status in words with what sets it apart: `Completed with failures`,
 /// `Cancelled (dropped)`.
 pub(crate) fn status_text(level: &ProgressLevel) -> String {
+    // Planned children read as what they are for the user: waiting in line, or never run.
+    if level.planned {
+        return "Pending (planned)".to_owned();
+    }
+    if level.cancel_reason == Some(crate::CancelReason::Skipped) {
+        return "Skipped".to_owned();
+    }
     let mut s = status_word(level.status).to_owned();
     if level.with_failures {
         s.push_str(" with failures");
@@ -257,6 +264,9 @@ pub(crate) fn counts(level: &ProgressLevel) -> Option<String> {
     // Failed children are not done work: said apart, so `2/3 songs` never hides a failure.
     if level.failed > 0 {
         text.push_str(&format!(", {} failed", count(level.failed)));
+    }
+    if level.skipped > 0 {
+        text.push_str(&format!(", {} skipped", count(level.skipped)));
     }
     Some(text)
 }

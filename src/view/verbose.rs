@@ -428,6 +428,11 @@ impl<'a> Renderer<'a> {
             self.line(indent, &format!("Status: {status}"));
             match t.started_at_us {
                 Some(at) => self.line(indent, &format!("Started: {}", format_timestamp(at))),
+                // A planned child: when its parent declared it.
+                None if l.planned || skipped(l) => self.line(
+                    indent,
+                    &format!("Planned: {}", format_timestamp(t.created_at_us)),
+                ),
                 None => self.line(
                     indent,
                     &format!("Created: {}", format_timestamp(t.created_at_us)),
@@ -443,6 +448,8 @@ impl<'a> Renderer<'a> {
         }
         match l.status {
             Status::Pending => {}
+            // Never ran: no duration to speak of.
+            _ if skipped(l) => {}
             Status::Running => {
                 self.line(
                     indent,
@@ -455,7 +462,7 @@ impl<'a> Renderer<'a> {
             ),
         }
         // Only worth a line when the level waited: otherwise busy is the whole duration.
-        if self.verbose() && l.status != Status::Pending && t.idle_us > 0 {
+        if self.verbose() && l.status != Status::Pending && !skipped(l) && t.idle_us > 0 {
             let line = format!(
                 "Busy: {}, Idle: {}",
                 format_duration(t.busy_us),
@@ -495,6 +502,16 @@ impl<'a> Renderer<'a> {
             && let Some(p) = progress(l)
         {
             self.line(indent, &format!("Progress: {p}"));
+        }
+        if l.planned_hidden > 0 {
+            let kind = super::text::child_type(l).map_or("children".to_owned(), |t| {
+                super::text::plural(&one_line(t), l.planned_hidden)
+            });
+            let line = format!(
+                "Planned: {} more {kind} not shown (past the plan cap)",
+                count(l.planned_hidden)
+            );
+            self.line(indent, &line);
         }
         if self.verbose() {
             self.metrics(l, indent);
@@ -649,4 +666,9 @@ impl<'a> Renderer<'a> {
             }
         }
     }
+}
+
+/// A planned child that never ran (its parent ended first).
+fn skipped(l: &ProgressLevel) -> bool {
+    l.cancel_reason == Some(crate::CancelReason::Skipped)
 }

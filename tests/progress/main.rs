@@ -10,6 +10,7 @@ mod composition;
 mod concurrency;
 mod failures;
 mod folding;
+mod planned;
 mod properties;
 mod recent_events;
 mod rules;

@@ -71,6 +71,32 @@ impl Traced {
         })
     }
 
+    /// Starts a `setlist` operation that plans three songs and runs the first; the returned
+    /// span keeps it open (drop it to end the setlist: the two others then read skipped):
+    ///
+    /// ```text
+    /// setlist "name" (progress.planned = "a.wav, b.wav, c.wav")
+    /// ├ song "a.wav"   completed
+    /// ├ song "b.wav"   pending, planned
+    /// └ song "c.wav"   pending, planned
+    /// ```
+    pub fn planned(&self, name: &str) -> tracing::Span {
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            let op = info_span!(
+                "setlist",
+                progress.level = "setlist",
+                progress.operation = "setlist",
+                progress.name = name,
+                progress.planned = "a.wav, b.wav, c.wav",
+                progress.planned_level = "song"
+            );
+            op.in_scope(|| {
+                info_span!("song", progress.level = "song", progress.name = "a.wav").in_scope(|| {})
+            });
+            op
+        })
+    }
+
     /// Runs one operation whose step is retried once, like an app's retry loop:
     ///
     /// ```text

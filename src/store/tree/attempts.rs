@@ -260,6 +260,7 @@ impl Tree {
         self.metrics.nodes_retained = self.metrics.nodes_retained.saturating_sub(removed);
         self.metrics.nodes_failed = self.metrics.nodes_failed.saturating_sub(failed);
         self.metrics.retried += 1;
+        self.plan_child_retried(parent);
 
         attempts.number = number.unwrap_or(record.number.saturating_add(1));
         attempts.earlier.push(record);

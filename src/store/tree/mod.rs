@@ -5,16 +5,21 @@
 //! nodes are folded into per-parent summaries past the configured limits ([`fold`]), so an
 //! operation with a million blocks keeps a bounded number of nodes. [`snapshot`] builds the
 //! model from it (read-only); [`estimates`] advances the running nodes' estimators on the
-//! store's tick; [`attempts`] keeps a retried unit as one node, its earlier attempts listed.
+//! store's tick; [`attempts`] keeps a retried unit as one node, its earlier attempts listed;
+//! [`planned`] keeps the children a node declared before they start: pending slots that the
+//! real spans take, skipped when the node ends first.
 
 mod attempts;
 mod estimates;
 mod fold;
 mod pending;
+mod planned;
 pub(crate) mod recent;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use planned::PlanUpdate;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -59,6 +64,12 @@ struct Cold {
     grafts: Vec<Arc<dyn Graft>>,
     /// The last events logged inside the node (empty when recent events are off).
     recent: recent::Ring,
+    /// The children this node declared before they started (see [`planned`]).
+    plan: Option<Box<planned::Plan>>,
+    /// A planned slot no span has taken yet.
+    planned: bool,
+    /// `progress.key` of the span, or the key of its plan entry.
+    key: Option<Arc<str>>,
     /// Earlier attempts of a retried node and its own number (see `attempts`).
     attempts: Option<Box<crate::model::Attempts>>,
 }
@@ -189,7 +200,14 @@ impl Node {
     fn short_of_total(&self) -> bool {
         let current = self.live.current().unwrap_or(self.finished_children);
         let accounted = current.saturating_add(self.failed_children());
-        self.live.total().is_some_and(|t| accounted < t)
+        self.total().is_some_and(|t| accounted < t)
+    }
+
+    /// The total it set, else the one its plan implies.
+    fn total(&self) -> Option<u64> {
+        self.live
+            .total()
+            .or_else(|| self.cold.as_deref().and_then(|c| c.plan_total()))
     }
 
     /// Why this node ends cancelled, if it does (failed nodes stay failed; see
@@ -205,7 +223,7 @@ impl Node {
         // (A span used as a progress handle without being entered has updates or children.)
         let untouched = info.never_entered
             && self.live.updates() == 0
-            && self.children.len == 0
+            && self.children.len as usize == cold.map_or(0, |c| c.waiting())
             && self.finished_children == 0
             && cold.is_none_or(|c| c.failed_children == 0 && c.cancelled_children == 0);
         if info.missing_return || untouched {
@@ -222,7 +240,7 @@ impl Node {
     /// not 100 %.
     fn progress(&self, partial: f64) -> Progress {
         let current = self.live.current().unwrap_or(self.finished_children);
-        let total = self.live.total();
+        let total = self.total();
         let percentage = match (self.status, total) {
             (Status::Completed, _) if !self.failures_below() && !self.short_of_total() => {
                 Some(100.0)
@@ -295,6 +313,8 @@ pub(crate) struct Tree {
     /// operation, so closing a span never takes the shared lock.
     priors: Arc<Priors>,
     pending: pending::PendingPriors,
+    /// Planned slots no span took yet, all parents together (bounded by the limits).
+    planned_waiting: usize,
     /// The last nodes that closed failed: where the automatic attempt rule looks.
     recent_failures: attempts::RecentFailures,
 }
@@ -311,6 +331,7 @@ impl Tree {
             operation_type,
             priors: Arc::default(),
             pending: pending::PendingPriors::default(),
+            planned_waiting: 0,
             recent_failures: Default::default(),
         };
         tree.insert(root, None);
@@ -404,9 +425,19 @@ impl Tree {
     /// Adds a child under `parent`; `None` if the parent is gone.
     pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
         self.node(parent)?;
+        let new = match self.claim(parent.slot, new) {
+            Ok(key) => return Some(key),
+            Err(new) => new,
+        };
         let id = new.id;
+        let key = new.key.clone();
         let keyed = new.keyed;
         let slot = self.insert(new, Some(parent.slot));
+        if key.is_some()
+            && let Some(n) = self.slot_mut(slot)
+        {
+            n.cold().key = key;
+        }
         self.link_child(parent.slot, slot);
         let key = NodeKey { slot, id };
         if keyed {
@@ -566,6 +597,7 @@ impl Tree {
             return false;
         }
         let counted = n.live.apply(update.total, update.current, update.inc);
+        let plan = update.planned;
         if update.message.is_some() {
             n.message = update.message;
         }
@@ -606,6 +638,9 @@ impl Tree {
         if !counted {
             // Counter updates are counted by the node's own counters.
             self.metrics.updates += 1;
+        }
+        if let Some(plan) = plan {
+            self.plan(key, *plan);
         }
         true
     }
@@ -761,6 +796,7 @@ impl Tree {
         let completed = n.status == Status::Completed;
         let parent = n.parent;
         let status = n.status;
+        self.end_plan(key.slot, status, reason, info.at_us);
         // All children are finished at close, so no running fraction is left to add.
         let level = want_level
             .then(|| {

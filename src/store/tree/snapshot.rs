@@ -110,6 +110,7 @@ impl Tree {
             n.live.busy_us(now_us)
         };
         let cold = n.cold.as_deref();
+        let plan = cold.map(|c| c.plan_view()).unwrap_or_default();
         ProgressLevel {
             id: n.id,
             level_type: n.level_type.clone(),
@@ -148,6 +149,10 @@ impl Tree {
             resources: cold
                 .and_then(|c| c.resources.as_ref())
                 .map(|r| Box::new(r.usage())),
+            planned: plan.planned,
+            key: plan.key,
+            skipped: plan.skipped,
+            planned_hidden: plan.hidden,
             attempts: cold.and_then(|c| c.attempts.clone()),
         }
     }
@@ -186,6 +191,10 @@ impl Tree {
             estimate: None,
             stalled: false,
             resources: None,
+            planned: false,
+            key: None,
+            skipped: 0,
+            planned_hidden: 0,
             attempts: None,
         }
     }

@@ -26,6 +26,7 @@ fn node_at(level: &str, name: &str, at: u64) -> NewNode {
         callsite: Arc::new(Callsite::new("test", "test")),
         created_us: at,
         flattened: false,
+        key: None,
         keyed: false,
     }
 }
