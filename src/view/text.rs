@@ -87,8 +87,14 @@ pub(crate) fn bytes(n: u64) -> String {
 
 /// `word` for one, `words` otherwise.
 pub(crate) fn plural(word: &str, n: u64) -> String {
-    if n == 1 {
+    if n == 1 || word.is_empty() {
         word.to_owned()
+    } else if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|end| word.ends_with(end))
+    {
+        // "subprocesses", "boxes", "batches": not "subprocesss".
+        format!("{word}es")
     } else {
         format!("{word}s")
     }
@@ -302,5 +308,7 @@ mod tests {
         assert_eq!(one_line("a\nb\u{1b}"), "a\\nb\\u{1b}");
         assert_eq!(plural("song", 1), "song");
         assert_eq!(plural("song", 0), "songs");
+        assert_eq!(plural("subprocess", 4), "subprocesses");
+        assert_eq!(plural("batch", 2), "batches");
     }
 }
