@@ -12,21 +12,14 @@
 //!
 //! Run: `cargo bench --bench attempts` (`ATTEMPTS_QUICK=1` for fewer rounds).
 
+#[path = "../tests/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
 use std::hint::black_box;
 
 use tracing::{Dispatch, dispatcher, info_span};
 use tracing_progress::{Builder, ProgressSpanExt, Store};
 use tracing_subscriber::layer::SubscriberExt;
-
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 const SPANS: usize = 4_000;
 
@@ -53,7 +46,7 @@ fn batch(d: &Dispatch, names: &[String], shape: Shape) -> f64 {
                 s.fail("boom");
             }
         }
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         match shape {
             Shape::Unkeyed => {
                 for _ in 0..SPANS {
@@ -98,7 +91,7 @@ fn batch(d: &Dispatch, names: &[String], shape: Shape) -> f64 {
             Shape::RetryPair | Shape::FailPair => SPANS / 2,
             _ => SPANS,
         };
-        (cpu_ns() - t) as f64 / n as f64
+        (thread_cpu_ns() - t) as f64 / n as f64
     })
 }
 

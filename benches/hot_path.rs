@@ -20,6 +20,9 @@
 //! `HOT_PATH_ONLY=setlist,span,...` for some sections, `HOT_PATH_MILLION=1` adds 1M children).
 //! `HOT_PATH_ONLY=tracked` loops tracked spans alone, for `perf record`.
 
+#[path = "../tests/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,17 +36,6 @@ use tracing_progress::{ProgressHandle, ProgressSpanExt, Store};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
-
-/// CPU time of the calling thread, ns.
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Runs every case once per round, interleaved, and keeps each one's best (lowest) figure.
 fn best_of<const N: usize>(rounds: usize, mut cases: [&mut dyn FnMut() -> f64; N]) -> [f64; N] {
@@ -120,11 +112,11 @@ fn calibrate() -> u32 {
     let mut iters = 1;
     loop {
         let n = 200_000;
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         for _ in 0..n {
             black_box(work(iters));
         }
-        let per = (cpu_ns() - t) as f64 / n as f64;
+        let per = (thread_cpu_ns() - t) as f64 / n as f64;
         if per >= WORK_NS || iters > 10_000 {
             return iters;
         }
@@ -141,7 +133,7 @@ enum Update {
 
 /// The setlist workload; returns thread CPU ns for the whole run.
 fn setlist(iters: u32, update: Update) -> f64 {
-    let t = cpu_ns();
+    let t = thread_cpu_ns();
     let setlist = info_span!("setlist", progress.level = "setlist", progress.total = 10);
     let _s = setlist.enter();
     for song in 0..10 {
@@ -179,7 +171,7 @@ fn setlist(iters: u32, update: Update) -> f64 {
             }
         }
     }
-    (cpu_ns() - t) as f64
+    (thread_cpu_ns() - t) as f64
 }
 
 fn section_setlist(rounds: usize) {
@@ -225,7 +217,7 @@ fn spans(d: &Dispatch, n: u64, tracked: bool) -> f64 {
     dispatcher::with_default(d, || {
         let parent = info_span!("op", progress.level = "op");
         let _g = parent.enter();
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         if tracked {
             for _ in 0..n {
                 info_span!("block", progress.level = "block").in_scope(|| ());
@@ -235,7 +227,7 @@ fn spans(d: &Dispatch, n: u64, tracked: bool) -> f64 {
                 info_span!("block").in_scope(|| ());
             }
         }
-        (cpu_ns() - t) as f64 / n as f64
+        (thread_cpu_ns() - t) as f64 / n as f64
     })
 }
 
@@ -280,29 +272,29 @@ fn section_update(rounds: usize) {
     let span_inc = |s: &Span| {
         dispatcher::with_default(&d, || {
             let _g = s.enter();
-            let t = cpu_ns();
+            let t = thread_cpu_ns();
             for _ in 0..n {
                 black_box(s).inc(1);
             }
-            (cpu_ns() - t) as f64 / n as f64
+            (thread_cpu_ns() - t) as f64 / n as f64
         })
     };
     let handle_inc = |h: &ProgressHandle| {
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         for _ in 0..n {
             black_box(h).inc(1);
         }
-        (cpu_ns() - t) as f64 / n as f64
+        (thread_cpu_ns() - t) as f64 / n as f64
     };
     let [fa, h, s] = best_of(
         rounds,
         [
             &mut || {
-                let t = cpu_ns();
+                let t = thread_cpu_ns();
                 for _ in 0..n {
                     black_box(&counter).fetch_add(1, Ordering::SeqCst);
                 }
-                (cpu_ns() - t) as f64 / n as f64
+                (thread_cpu_ns() - t) as f64 / n as f64
             },
             &mut || handle_inc(&handle),
             &mut || span_inc(&span),
@@ -330,11 +322,11 @@ fn children(live: usize, finished: usize, n: u64) -> f64 {
         let open: Vec<_> = (0..live)
             .map(|_| info_span!("child", progress.level = "child"))
             .collect();
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         for _ in 0..n {
             info_span!("child", progress.level = "child").in_scope(|| ());
         }
-        let per = (cpu_ns() - t) as f64 / n as f64;
+        let per = (thread_cpu_ns() - t) as f64 / n as f64;
         drop(open);
         per
     })
@@ -356,11 +348,11 @@ fn close_order(live: usize, newest_first: bool) -> f64 {
         if !newest_first {
             open.reverse();
         }
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         while let Some(c) = open.pop() {
             drop(c);
         }
-        (cpu_ns() - t) as f64 / live as f64
+        (thread_cpu_ns() - t) as f64 / live as f64
     })
 }
 
@@ -436,11 +428,11 @@ fn section_snapshot(rounds: usize) {
             let [snap] = best_of(
                 rounds,
                 [&mut || {
-                    let t = cpu_ns();
+                    let t = thread_cpu_ns();
                     for _ in 0..reps {
                         black_box(store.get(id));
                     }
-                    (cpu_ns() - t) as f64 / reps as f64
+                    (thread_cpu_ns() - t) as f64 / reps as f64
                 }],
             );
             let target = if nodes > 10_000 { 10.0 } else { 0.5 };

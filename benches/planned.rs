@@ -13,21 +13,14 @@
 //! The parent's `plan` call itself is timed apart (`plan call`, per planned name).
 //! Run: `cargo bench --bench planned` (`PLANNED_QUICK=1` for fewer rounds).
 
+#[path = "../tests/support/cpu.rs"]
+mod cpu;
+use cpu::thread_cpu_ns;
 use std::hint::black_box;
 
 use tracing::{Dispatch, dispatcher, info_span};
 use tracing_progress::{Builder, ProgressSpanExt, Store};
 use tracing_subscriber::layer::SubscriberExt;
-
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Children per parent: the default cap, so every child has a slot.
 const CHILDREN: usize = 1_000;
@@ -45,19 +38,19 @@ fn batch(d: &Dispatch, names: &[String], mode: Mode) -> (f64, f64) {
     dispatcher::with_default(d, || {
         let parent = info_span!("setlist", progress.level = "setlist");
         let _g = parent.enter();
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         match mode {
             Mode::NoPlan => {}
             Mode::ByKey => parent.plan_keyed(Some("song"), names.iter().map(|n| (n, n))),
             _ => parent.plan(Some("song"), names),
         }
-        let plan_ns = (cpu_ns() - t) as f64 / names.len() as f64;
+        let plan_ns = (thread_cpu_ns() - t) as f64 / names.len() as f64;
         let order: Box<dyn Iterator<Item = &String>> = if mode == Mode::Reverse {
             Box::new(names.iter().rev())
         } else {
             Box::new(names.iter())
         };
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         for n in order {
             let child = if mode == Mode::ByKey {
                 info_span!(
@@ -71,7 +64,7 @@ fn batch(d: &Dispatch, names: &[String], mode: Mode) -> (f64, f64) {
             };
             child.in_scope(|| black_box(()));
         }
-        let child_ns = (cpu_ns() - t) as f64 / names.len() as f64;
+        let child_ns = (thread_cpu_ns() - t) as f64 / names.len() as f64;
         (child_ns, if mode == Mode::NoPlan { 0.0 } else { plan_ns })
     })
 }
