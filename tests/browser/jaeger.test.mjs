@@ -20,10 +20,8 @@
 // Exit code 0 when every check passed, 1 otherwise. Chromium comes from the system
 // (`CHROMIUM` or /usr/bin/chromium), never downloaded.
 
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { check, log, openBrowser, sleep } from "./driver.mjs";
 
 const [base, service, shotDir] = process.argv.slice(2);
 if (!base || !service || !shotDir) {
@@ -31,18 +29,7 @@ if (!base || !service || !shotDir) {
   process.exit(2);
 }
 const url = base.replace(/\/$/, "");
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const OVERALL_MS = 150_000;
-
-const started = Date.now();
-function log(msg) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
-}
-function check(cond, msg) {
-  if (!cond) throw new Error(`check failed: ${msg}`);
-  log(`ok: ${msg}`);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function shot(page, name) {
   const path = join(shotDir, `${name}.png`);
@@ -50,32 +37,14 @@ async function shot(page, name) {
   log(`screenshot ${path}`);
 }
 
-const watchdog = setTimeout(() => {
-  console.error(`FAIL: timed out after ${OVERALL_MS / 1000} s`);
-  process.exit(1);
-}, OVERALL_MS);
-
-const profile = mkdtempSync(join(tmpdir(), "tracing-progress-chromium-"));
-mkdirSync(shotDir, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
+const { context, finish } = await openBrowser({
+  overallMs: OVERALL_MS,
+  shotDir,
   viewport: { width: 1280, height: 860 },
-  colorScheme: "light",
 });
 
 const jsErrors = [];
-let failed = false;
+let error = null;
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("pageerror", (e) => jsErrors.push(`pageerror: ${e.message}`));
@@ -302,22 +271,6 @@ try {
   // ---- 5. no JavaScript errors ------------------------------------------------------------------
   check(jsErrors.length === 0, `no page JavaScript errors${jsErrors.length ? ": " + jsErrors.join("; ") : ""}`);
 } catch (e) {
-  failed = true;
-  console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
-  if (jsErrors.length) console.error(`page errors: ${jsErrors.join("; ")}`);
-  try {
-    const page = context.pages()[0];
-    if (page) {
-      await page.screenshot({ path: join(shotDir, "failure.png"), fullPage: true });
-      console.error(`screenshot ${join(shotDir, "failure.png")}`);
-    }
-  } catch {
-    // best effort
-  }
-} finally {
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(watchdog);
+  error = e;
 }
-console.log(failed ? "Jaeger UI test: FAILED" : "Jaeger UI test: all checks passed");
-process.exit(failed ? 1 : 0);
+await finish("Jaeger UI test", error, jsErrors);

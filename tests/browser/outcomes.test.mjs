@@ -7,37 +7,21 @@
 // table and on its card: badge "completed with failures", the bar in the partial colour and
 // short of 100 %, the counts saying what failed. Screenshot: <screenshot-dir>/outcomes.png.
 
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { check, log, openBrowser, sleep } from "./driver.mjs";
 
 const [url, cleanId, partialId, shotDir] = process.argv.slice(2);
 if (!url || !cleanId || !partialId || !shotDir) {
   console.error("usage: node outcomes.test.mjs <url> <completed-id> <with-failures-id> <screenshot-dir>");
   process.exit(2);
 }
-const started = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
-function check(cond, msg) {
-  if (!cond) throw new Error(`check failed: ${msg}`);
-  log(`ok: ${msg}`);
-}
-const watchdog = setTimeout(() => {
-  console.error("FAIL: timed out after 60 s");
-  process.exit(1);
-}, 60_000);
-
-const profile = mkdtempSync(join(tmpdir(), "tracing-progress-chromium-"));
-mkdirSync(shotDir, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+const { context, finish } = await openBrowser({
+  overallMs: 60_000,
+  shotDir,
   viewport: { width: 1280, height: 900 },
 });
 const jsErrors = [];
-let failed = false;
+let error = null;
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("pageerror", (e) => jsErrors.push(e.message));
@@ -94,17 +78,6 @@ try {
   await page.screenshot({ path: join(shotDir, "outcomes.png"), fullPage: true });
   check(jsErrors.length === 0, `no page JavaScript errors${jsErrors.length ? ": " + jsErrors.join("; ") : ""}`);
 } catch (e) {
-  failed = true;
-  console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
-  try {
-    await context.pages()[0]?.screenshot({ path: join(shotDir, "outcomes-failure.png"), fullPage: true });
-  } catch {
-    // best effort
-  }
-} finally {
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(watchdog);
+  error = e;
 }
-console.log(failed ? "outcomes test: FAILED" : "outcomes test: all checks passed");
-process.exit(failed ? 1 : 0);
+await finish("outcomes test", error, jsErrors);

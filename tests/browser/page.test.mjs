@@ -19,28 +19,15 @@
 // Exit code 0 when every check passed, 1 otherwise. Chromium comes from the system
 // (`CHROMIUM` or /usr/bin/chromium), never downloaded: playwright-core has no browser of its own.
 
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { check, log, openBrowser, sleep } from "./driver.mjs";
 
 const [url, token, shotDir] = process.argv.slice(2);
 if (!url || !token || !shotDir) {
   console.error("usage: node page.test.mjs <url> <token> <screenshot-dir>");
   process.exit(2);
 }
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const OVERALL_MS = 120_000;
-
-const started = Date.now();
-function log(msg) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
-}
-function check(cond, msg) {
-  if (!cond) throw new Error(`check failed: ${msg}`);
-  log(`ok: ${msg}`);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // A full-page screenshot from the top (the header is sticky: scrolled, it would land mid-page).
 async function shot(page, name) {
@@ -50,36 +37,15 @@ async function shot(page, name) {
   log(`screenshot ${path}`);
 }
 
-// Never hang: the whole run is bounded.
-const watchdog = setTimeout(() => {
-  console.error(`FAIL: timed out after ${OVERALL_MS / 1000} s`);
-  process.exit(1);
-}, OVERALL_MS);
-
-const profile = mkdtempSync(join(tmpdir(), "tracing-progress-chromium-"));
-mkdirSync(shotDir, { recursive: true });
-
-// A fresh profile, and nothing that reaches for the network (this machine has none).
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath,
-  headless: true,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
+const { context, finish } = await openBrowser({
+  overallMs: OVERALL_MS,
+  shotDir,
   viewport: { width: 1280, height: 900 },
-  colorScheme: "light",
 });
 
 const jsErrors = [];
 let expected400 = 0;
-let failed = false;
+let error = null;
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   page.on("pageerror", (e) => jsErrors.push(`pageerror: ${e.message}`));
@@ -482,22 +448,6 @@ try {
   // ---- no JavaScript errors -----------------------------------------------------------------
   check(jsErrors.length === 0, `no page JavaScript errors${jsErrors.length ? ": " + jsErrors.join("; ") : ""}`);
 } catch (e) {
-  failed = true;
-  console.error(`FAIL: ${e && e.stack ? e.stack : e}`);
-  if (jsErrors.length) console.error(`page errors: ${jsErrors.join("; ")}`);
-  try {
-    const page = context.pages()[0];
-    if (page) {
-      await page.screenshot({ path: join(shotDir, "failure.png"), fullPage: true });
-      console.error(`screenshot ${join(shotDir, "failure.png")}`);
-    }
-  } catch {
-    // best effort
-  }
-} finally {
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(watchdog);
+  error = e;
 }
-console.log(failed ? "browser test: FAILED" : "browser test: all checks passed");
-process.exit(failed ? 1 : 0);
+await finish("browser test", error, jsErrors);
