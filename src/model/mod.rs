@@ -616,6 +616,54 @@ pub struct ResourceUsage {
 }
 
 impl ProgressLevel {
+    /// A node with these names and status and nothing else: no counts, timing, errors,
+    /// children or annotations. What a level built from outside the tree (a child process's
+    /// report, a placeholder) starts from, so a field added to the model has its "none" value
+    /// in one place.
+    pub(crate) fn blank(
+        id: NodeId,
+        level_type: Arc<str>,
+        name: Arc<str>,
+        span_name: Arc<str>,
+        target: Arc<str>,
+        status: Status,
+    ) -> Self {
+        ProgressLevel {
+            id,
+            level_type,
+            name,
+            span_name,
+            target,
+            status,
+            current: 0,
+            failed: 0,
+            total: None,
+            percentage: None,
+            unit: None,
+            message: None,
+            timing: Timing::default(),
+            error: None,
+            failures_below: None,
+            with_failures: false,
+            cancel_reason: None,
+            handled_errors: None,
+            metadata: Metadata::default(),
+            input_errors: Vec::new(),
+            recent_events: Vec::new(),
+            flattened: false,
+            children: Vec::new(),
+            folded: Vec::new(),
+            estimate: None,
+            stalled: false,
+            resources: None,
+            planned: false,
+            key: None,
+            skipped: 0,
+            planned_hidden: 0,
+            attempts: None,
+        }
+    }
+
     /// This node's own failure, if it failed.
     pub fn error(&self) -> Option<&ErrorInfo> {
         self.error.as_deref()

@@ -453,14 +453,7 @@ impl Graft for GraftCell {
             _ => single.and_then(|c| c.percentage),
         };
         ProgressLevel {
-            id: s.node_id,
-            level_type: span_name(),
-            name: s.name.clone(),
-            span_name: span_name(),
-            target: target(),
-            status,
             current: single.map_or(0, |c| c.current),
-            failed: 0,
             total: single.and_then(|c| c.total),
             percentage,
             unit: single.and_then(|c| c.unit.clone()),
@@ -477,23 +470,20 @@ impl Graft for GraftCell {
             with_failures: status == Status::Completed && failures_below.is_some(),
             failures_below,
             cancel_reason: (status == Status::Cancelled).then_some(CancelReason::Requested),
-            handled_errors: None,
             metadata,
-            input_errors: Vec::new(),
-            recent_events: Vec::new(),
-            flattened: false,
             estimate: single
                 .filter(|_| status == Status::Running)
                 .and_then(|c| c.estimate.clone()),
+            // After everything read from `single`, which borrows it.
             children,
-            folded: Vec::new(),
-            stalled: false,
-            resources: None,
-            planned: false,
-            key: None,
-            skipped: 0,
-            planned_hidden: 0,
-            attempts: None,
+            ..ProgressLevel::blank(
+                s.node_id,
+                span_name(),
+                s.name.clone(),
+                span_name(),
+                target(),
+                status,
+            )
         }
     }
 }

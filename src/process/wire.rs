@@ -236,18 +236,12 @@ impl Converter<'_> {
         }
         path.pop();
         let elapsed = end - start;
+        let level_type = node
+            .level
+            .as_deref()
+            .map_or_else(|| name.clone(), |l| clip(l, 256));
         ProgressLevel {
-            id,
-            level_type: node
-                .level
-                .as_deref()
-                .map_or_else(|| name.clone(), |l| clip(l, 256)),
-            name,
-            span_name: self.span_name.clone(),
-            target: self.target.clone(),
-            status,
             current: node.current.unwrap_or(0),
-            failed: 0,
             total,
             percentage,
             unit: node.unit.as_deref().map(|u| clip(u, 256)),
@@ -261,24 +255,19 @@ impl Converter<'_> {
                 idle_us: 0,
             },
             error: error.map(Box::new),
-            failures_below: None,
-            with_failures: false,
             cancel_reason: (status == Status::Cancelled).then_some(CancelReason::Requested),
-            handled_errors: None,
             metadata,
             input_errors,
-            recent_events: Vec::new(),
-            flattened: false,
             children,
-            folded: Vec::new(),
             estimate: estimate.filter(|_| status == Status::Running),
-            stalled: false,
-            resources: None,
-            planned: false,
-            key: None,
-            skipped: 0,
-            planned_hidden: 0,
-            attempts: None,
+            ..ProgressLevel::blank(
+                id,
+                level_type,
+                name,
+                self.span_name.clone(),
+                self.target.clone(),
+                status,
+            )
         }
     }
 }

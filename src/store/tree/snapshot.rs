@@ -5,8 +5,7 @@ use std::sync::Arc;
 use super::{Node, Progress, ROOT_SLOT, Tree};
 use crate::estimate::PriorDurations;
 use crate::model::{
-    Metadata, NodeId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status,
-    Timing,
+    NodeId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status, Timing,
 };
 
 impl Tree {
@@ -161,41 +160,18 @@ impl Tree {
     fn placeholder_root(&self, id: NodeId, now_us: u64) -> ProgressLevel {
         let empty: Arc<str> = Arc::from("");
         ProgressLevel {
-            id,
-            level_type: self.operation_type.clone(),
-            name: empty.clone(),
-            span_name: empty.clone(),
-            target: empty.clone(),
-            status: Status::Completed,
-            current: 0,
-            failed: 0,
-            total: None,
-            percentage: None,
-            unit: None,
-            message: None,
             timing: Timing {
                 created_at_us: now_us,
                 ..Timing::default()
             },
-            error: None,
-            failures_below: None,
-            with_failures: false,
-            cancel_reason: None,
-            handled_errors: None,
-            metadata: Metadata::default(),
-            input_errors: Vec::new(),
-            recent_events: Vec::new(),
-            flattened: false,
-            children: Vec::new(),
-            folded: Vec::new(),
-            estimate: None,
-            stalled: false,
-            resources: None,
-            planned: false,
-            key: None,
-            skipped: 0,
-            planned_hidden: 0,
-            attempts: None,
+            ..ProgressLevel::blank(
+                id,
+                self.operation_type.clone(),
+                empty.clone(),
+                empty.clone(),
+                empty,
+                Status::Completed,
+            )
         }
     }
 
