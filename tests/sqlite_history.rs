@@ -39,6 +39,15 @@ fn build(path: &Path) -> (Sub, Store) {
 }
 
 /// One operation `name` with `children` child nodes; failed when `fail`.
+/// The history file's write warning among the store's warnings (the test fails without one).
+fn write_warning(stats: &tracing_progress::StoreStats) -> &tracing_progress::SetupWarning {
+    stats
+        .warnings
+        .iter()
+        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
+        .expect("a warning")
+}
+
 fn operation(name: &str, children: usize, fail: bool) {
     let root = tracing::info_span!("job", progress.level = "job", progress.name = name);
     let _g = root.enter();
@@ -1167,11 +1176,7 @@ fn a_file_locked_too_long_is_reported_and_survived() {
     assert!(store.flush_history(Duration::from_secs(30)));
     let stats = store.stats();
     assert!(stats.history_file_errors >= 1, "{stats:?}");
-    let warning = stats
-        .warnings
-        .iter()
-        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
-        .expect("a warning");
+    let warning = write_warning(&stats);
     assert!(warning.message().contains("busy timeout"), "{warning:?}");
     assert_eq!(store.history(&HistoryQuery::new()).len(), 1);
     locker.execute_batch("COMMIT;").unwrap();
@@ -1208,11 +1213,7 @@ fn a_full_disk_is_reported_and_survived() {
     let stats = store.stats();
     assert!(stats.history_file_errors >= 1, "{stats:?}");
     assert!(stats.history_file_written >= 1, "{stats:?}");
-    let warning = stats
-        .warnings
-        .iter()
-        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
-        .expect("a warning");
+    let warning = write_warning(&stats);
     assert!(warning.message().contains("disk is full"), "{warning:?}");
     assert_eq!(
         stats.warnings.len(),
@@ -1251,11 +1252,7 @@ fn a_deleted_file_is_reported_and_survived() {
     assert!(store.flush_history(Duration::from_secs(10)));
     let stats = store.stats();
     assert!(stats.history_file_errors >= 2, "{stats:?}");
-    let warning = stats
-        .warnings
-        .iter()
-        .find(|w| w.code() == tracing_progress::sqlite::WRITE_WARNING)
-        .expect("a warning");
+    let warning = write_warning(&stats);
     assert!(warning.message().contains("deleted"), "{warning:?}");
     let names: Vec<String> = store
         .history(&HistoryQuery::new())
