@@ -4,9 +4,10 @@
 //! span's extensions: a [`NodeHandle`] to its node in the store, plus entered time in atomics.
 //! Untracked spans cost a field-name scan at creation (cached per callsite) and one relaxed
 //! load on enter/exit/close: a counting filter of tracked span ids ([`TrackedIds`]) says
-//! "certainly not tracked" without the registry lookup and extensions lock. The layer never emits `tracing` events, never holds an extensions guard
-//! while calling out, and only ever locks the one operation a span belongs to. What happens is
-//! told to optional exporters through one seam (`crate::export`).
+//! "certainly not tracked" without the registry lookup and extensions lock. The layer never
+//! emits `tracing` events, never holds an extensions guard while calling out, and only ever
+//! locks the one operation a span belongs to. What happens is told to optional exporters
+//! through one seam (`crate::export`).
 //!
 //! Two progress layers in one subscriber (a library's and its application's) each keep their
 //! own `Tracked`, chained in the one extension slot the type gets, told apart by layer id.

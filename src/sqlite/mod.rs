@@ -36,8 +36,9 @@
 //!   the file), [`Store::get_ref`](crate::Store::get_ref) any run's.
 //! * **Crashes**: each root that runs 50 ms or more is written as `running` (through the same
 //!   queue: the start is noted when the root is first entered, its snapshot taken 50 ms
-//!   later), and replaced by its final state; shorter operations only get their final row. A row still `running` whose process is gone
-//!   (same host, no such pid: checked through `/proc`, so on Linux) reads as *interrupted*
+//!   later), and replaced by its final state; shorter operations only get their final row.
+//!   A row still `running` whose process is gone (same host, no such pid: checked through
+//!   `/proc`, so on Linux) reads as *interrupted*
 //!   ([`StoredOperation::interrupted`]); the next store that opens the file for writing also
 //!   sets an explicit `interrupted` flag on such rows, so other hosts see it too. An
 //!   interrupted operation keeps status `running` and has no completion time: its state is
