@@ -691,14 +691,12 @@ impl Tree {
         }
     }
 
-    /// Adds an event to the node's ring of recent events; `false` if the node is gone.
-    pub(crate) fn record_event(&mut self, key: NodeKey, event: RecentEvent) -> bool {
+    /// Keeps an event already in model form (an error event's copy) in the node's recent events.
+    pub(crate) fn record_event(&mut self, key: NodeKey, event: RecentEvent) {
         let (n, bytes) = (self.limits.recent_events, self.limits.recent_event_bytes);
-        let Some(node) = self.node_mut(key) else {
-            return false;
-        };
-        node.cold().recent.push_event(event, n, bytes);
-        true
+        if let Some(node) = self.node_mut(key) {
+            node.cold().recent.push_event(event, n, bytes);
+        }
     }
 
     /// Keeps an ordinary event in the node's recent events.

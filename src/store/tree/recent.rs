@@ -139,13 +139,12 @@ enum Entry {
 impl Entry {
     /// The event, converting the record (once) if it still is one.
     fn read(&mut self) -> RecentEvent {
-        if let Entry::Recorded(r) = self {
-            *self = Entry::Converted(r.to_event());
-        }
-        match self {
-            Entry::Converted(e) => e.clone(),
+        let event = match self {
+            Entry::Converted(e) => return e.clone(),
             Entry::Recorded(r) => r.to_event(),
-        }
+        };
+        *self = Entry::Converted(event.clone());
+        event
     }
 }
 
