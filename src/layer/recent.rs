@@ -13,9 +13,9 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::{Event, Level};
 
 use super::events::LogOrigin;
-use super::visitor::{LimitedWriter, TextSink, is_clean, sanitize_sized};
+use super::visitor::{ErrorChain, LimitedWriter, TextSink, sanitize_sized};
 use crate::model::{EventLevel, FieldValue};
-use crate::store::{RecentRecord, RecordFields, Slot, TextBuf};
+use crate::store::{RecentRecord, Slot, TextBuf};
 
 thread_local! {
     /// Tracked spans (of any progress layer) entered on this thread and not exited yet.
@@ -59,9 +59,8 @@ pub(super) struct RecentVisitor {
     max_fields: usize,
     /// A `log` record through tracing-log: its `log.*` fields say where it came from.
     from_log: bool,
-    message: Option<std::ops::Range<u32>>,
-    fields: RecordFields,
-    text: TextBuf,
+    /// Filled in place and handed to the ring by reference, which copies only its bytes.
+    record: RecentRecord,
     origin: LogOrigin,
 }
 
@@ -71,30 +70,25 @@ impl RecentVisitor {
         max_text: usize,
         max_fields: usize,
     ) -> Self {
+        let mut record = RecentRecord::empty();
+        record.level = level_of(meta.level());
+        record.target = meta.target();
         RecentVisitor {
             meta,
             max_text,
             max_fields,
             from_log: meta.target() == "log",
-            message: None,
-            fields: RecordFields::new(),
-            text: TextBuf::default(),
+            record,
             origin: LogOrigin::default(),
         }
     }
 
     /// The event, timestamped `at_us`.
     #[inline]
-    pub(super) fn finish(self, at_us: u64) -> RecentRecord {
-        RecentRecord {
-            at_us,
-            level: level_of(self.meta.level()),
-            target: self.meta.target(),
-            log_target: self.origin.target,
-            message: self.message,
-            fields: self.fields,
-            text: self.text,
-        }
+    pub(super) fn finish(&mut self, at_us: u64) -> &RecentRecord {
+        self.record.at_us = at_us;
+        self.record.log_target = self.origin.target.take();
+        &self.record
     }
 
     /// Whether `name` is one of a `log` record's origin fields (then kept as the origin).
@@ -103,48 +97,60 @@ impl RecentVisitor {
     }
 
     fn value(&mut self, field: &Field, slot: Slot, value: impl FnOnce() -> FieldValue) {
-        if !self.origin(field.name(), value) && self.fields.len() < self.max_fields {
-            self.fields.push((field.name(), slot));
+        if !self.origin(field.name(), value) && self.record.fields.len() < self.max_fields {
+            self.record.fields.push((field.name(), slot));
         }
     }
 
     /// Appends `text`, a prefix of `full_len` bytes, sanitized and cut.
     fn push_text(&mut self, text: &str, full_len: usize) -> std::ops::Range<u32> {
-        let start = self.text.len();
-        self.text
-            .push_str(&sanitize_sized(text, self.max_text, full_len));
-        start as u32..self.text.len() as u32
+        let text_buf = &mut self.record.text;
+        let start = text_buf.len();
+        text_buf.push_str(&sanitize_sized(text, self.max_text, full_len));
+        start as u32..text_buf.len() as u32
     }
 
     /// The text at `start..` of the buffer (written there by Debug formatting) was `full_len`
-    /// bytes before the cut: sanitize it in place.
-    fn settle_text(&mut self, start: usize, full_len: usize) -> std::ops::Range<u32> {
-        let written = self.text.get(start..self.text.len());
-        if written.len() == full_len && full_len <= self.max_text && is_clean(written) {
-            return start as u32..self.text.len() as u32;
+    /// bytes before the cut, and `clean` if every piece written had no control characters:
+    /// sanitize it in place unless it is already.
+    fn settle_text(&mut self, start: usize, full_len: usize, clean: bool) -> std::ops::Range<u32> {
+        let end = self.record.text.len();
+        if clean && end - start == full_len && full_len <= self.max_text {
+            return start as u32..end as u32;
         }
-        let raw = self.text.split_off(start);
+        let raw = self.record.text.split_off(start);
         self.push_text(&raw, full_len)
+    }
+
+    /// Writes `value` at the end of the text buffer, cut past `max_text`, and settles it.
+    fn write_text(&mut self, value: fmt::Arguments<'_>) -> std::ops::Range<u32> {
+        let start = self.record.text.len();
+        let mut writer = LimitedWriter::new(&mut self.record.text, start + self.max_text + 1);
+        let _ = writer.write_fmt(value);
+        let (total, clean) = (writer.total, writer.clean);
+        self.settle_text(start, total, clean)
     }
 
     fn text_field(&mut self, field: &Field, range: std::ops::Range<u32>) {
         if field.name() == "message" {
-            self.message = Some(range);
+            self.record.message = Some(range);
             return;
         }
+        let text = &mut self.record.text;
         let from_log = self.from_log && field.name().starts_with("log.");
         if from_log {
-            let text = self.text.get(range.start as usize..range.end as usize);
-            let value = FieldValue::Str(Arc::from(text));
+            let value = FieldValue::Str(Arc::from(
+                text.get(range.start as usize..range.end as usize),
+            ));
             if self.origin.take(self.meta, field.name(), &value) {
-                self.text.truncate(range.start as usize);
+                text.truncate(range.start as usize);
                 return;
             }
         }
-        if self.fields.len() < self.max_fields {
-            self.fields.push((field.name(), Slot::Str(range)));
+        if self.record.fields.len() < self.max_fields {
+            self.record.fields.push((field.name(), Slot::Str(range)));
         } else {
-            self.text.truncate(range.start as usize);
+            text.truncate(range.start as usize);
         }
     }
 }
@@ -167,24 +173,11 @@ impl Visit for RecentVisitor {
         self.text_field(field, range);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let start = self.text.len();
-        let mut writer = LimitedWriter::new(&mut self.text, start + self.max_text + 1);
-        let _ = write!(writer, "{value}");
-        let mut source = value.source();
-        while let Some(s) = source {
-            let _ = write!(writer, ": {s}");
-            source = s.source();
-        }
-        let total = writer.total;
-        let range = self.settle_text(start, total);
+        let range = self.write_text(format_args!("{}", ErrorChain(value)));
         self.text_field(field, range);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let start = self.text.len();
-        let mut writer = LimitedWriter::new(&mut self.text, start + self.max_text + 1);
-        let _ = write!(writer, "{value:?}");
-        let total = writer.total;
-        let range = self.settle_text(start, total);
+        let range = self.write_text(format_args!("{value:?}"));
         self.text_field(field, range);
     }
 }

@@ -286,13 +286,13 @@ impl Visit for FieldVisitor<'_> {
         self.text_field(field, value, false);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(s) = source {
-            let _ = write!(text, ": {s}");
-            source = s.source();
-        }
+        let mut text = String::new();
+        let mut writer = LimitedWriter::new(&mut text, self.max_text + 1);
+        let _ = write!(writer, "{}", ErrorChain(value));
+        let total = writer.total;
+        self.cut_len = (total > text.len()).then_some(total);
         self.text_field(field, &text, false);
+        self.cut_len = None;
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut text = String::new();
@@ -302,6 +302,21 @@ impl Visit for FieldVisitor<'_> {
         self.cut_len = (total > text.len()).then_some(total);
         self.text_field(field, &text, true);
         self.cut_len = None;
+    }
+}
+
+/// An error and its sources, `: `-separated.
+pub(super) struct ErrorChain<'a>(pub(super) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
     }
 }
 
@@ -326,6 +341,8 @@ pub(super) struct LimitedWriter<'a, T: TextSink = String> {
     limit: usize,
     /// Bytes offered, kept or not.
     pub(super) total: usize,
+    /// No piece kept so far had a control character (see [`is_clean`]).
+    pub(super) clean: bool,
 }
 
 impl<'a, T: TextSink> LimitedWriter<'a, T> {
@@ -334,6 +351,7 @@ impl<'a, T: TextSink> LimitedWriter<'a, T> {
             out,
             limit,
             total: 0,
+            clean: true,
         }
     }
 }
@@ -345,7 +363,9 @@ impl<T: TextSink> Write for LimitedWriter<'_, T> {
         if room == 0 {
             return Ok(());
         }
-        self.out.push_str(truncate_chars(s, room));
+        let kept = truncate_chars(s, room);
+        self.clean &= is_clean(kept);
+        self.out.push_str(kept);
         Ok(())
     }
 }

@@ -49,7 +49,7 @@ pub use subscribe::{Changes, Subscription};
 pub(crate) use ticker::spawn_ticker;
 pub(crate) use tree::PlanUpdate;
 use tree::Tree;
-pub(crate) use tree::recent::{RecentRecord, RecordFields, Slot, TextBuf};
+pub(crate) use tree::recent::{RecentRecord, Slot, TextBuf};
 pub(crate) use update::NodeUpdate;
 
 /// Bounds that keep memory flat; set through the [`Builder`](crate::Builder).

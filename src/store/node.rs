@@ -164,7 +164,7 @@ impl NodeHandle {
 
     /// Keeps an ordinary event in the node's recent events.
     #[inline]
-    pub(crate) fn record(&self, record: RecentRecord) {
+    pub(crate) fn record(&self, record: &RecentRecord) {
         self.op.with_tree(|t| t.record(self.key, record));
     }
 

@@ -701,7 +701,7 @@ impl Tree {
 
     /// Keeps an ordinary event in the node's recent events.
     #[inline]
-    pub(crate) fn record(&mut self, key: NodeKey, record: RecentRecord) {
+    pub(crate) fn record(&mut self, key: NodeKey, record: &RecentRecord) {
         let (n, bytes) = (self.limits.recent_events, self.limits.recent_event_bytes);
         if let Some(node) = self.node_mut(key) {
             node.cold().recent.push(record, n, bytes);

@@ -7,7 +7,6 @@
 //! before anyone looks.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -44,6 +43,32 @@ pub(crate) struct RecentRecord {
 }
 
 impl RecentRecord {
+    /// A record with nothing in it, for the visitor to fill.
+    pub(crate) fn empty() -> Self {
+        RecentRecord {
+            at_us: 0,
+            level: EventLevel::Info,
+            target: "",
+            log_target: None,
+            message: None,
+            fields: RecordFields::new(),
+            text: TextBuf::default(),
+        }
+    }
+
+    /// An owned copy (`Clone` would suggest it is cheap to call on the hot path; it is not).
+    fn copy(&self) -> Self {
+        RecentRecord {
+            at_us: self.at_us,
+            level: self.level,
+            target: self.target,
+            log_target: self.log_target.clone(),
+            message: self.message.clone(),
+            fields: self.fields.clone(),
+            text: TextBuf(self.text.0.clone()),
+        }
+    }
+
     /// Heap and inline bytes the record holds: what the ring's byte cap counts.
     fn weight(&self) -> usize {
         std::mem::size_of::<Self>()
@@ -146,15 +171,54 @@ impl Entry {
         *self = Entry::Converted(event.clone());
         event
     }
+
+    /// Becomes a copy of `record`, reusing this slot's buffers when they hold nothing on the
+    /// heap (so a reused slot never keeps more memory than its weight says).
+    #[inline]
+    fn refill(&mut self, record: &RecentRecord) {
+        match self {
+            Entry::Recorded(r) if !r.text.0.spilled() && !r.fields.spilled() => {
+                r.at_us = record.at_us;
+                r.level = record.level;
+                r.target = record.target;
+                r.log_target.clone_from(&record.log_target);
+                r.message.clone_from(&record.message);
+                r.fields.clear();
+                r.fields.extend(record.fields.iter().cloned());
+                r.text.0.clear();
+                r.text.0.extend_from_slice(&record.text.0);
+            }
+            _ => *self = Entry::Recorded(record.copy()),
+        }
+    }
+
+    /// A slot no longer counted: let go of what it holds on the heap.
+    fn retire(&mut self) {
+        let heavy = match self {
+            Entry::Recorded(r) => {
+                r.text.0.spilled() || r.fields.spilled() || r.log_target.is_some()
+            }
+            Entry::Converted(_) => true,
+        };
+        if heavy {
+            *self = Entry::Recorded(RecentRecord::empty());
+        }
+    }
 }
 
 /// Bounded by count and by the summed weights counted at push; the oldest go first. A single
 /// event heavier than the byte cap is still kept alone (text is already cut to `max_text_len`).
+///
+/// A circular buffer of slots that are overwritten in place: recording an event copies its
+/// bytes into the oldest slot, instead of moving a whole record in and out of a queue.
 #[derive(Default)]
 pub(super) struct Ring {
-    /// `(entry, weight counted at push)`. A `RefCell` so a snapshot, which reads the tree
-    /// through `&`, can keep the records it converted.
-    events: RefCell<VecDeque<(Entry, usize)>>,
+    /// `(entry, weight counted at push)`; the live ones are `len` slots from `head` on,
+    /// wrapping; the others are spares kept for reuse. A `RefCell` so a snapshot, which reads
+    /// the tree through `&`, can keep the records it converted.
+    slots: RefCell<Vec<(Entry, usize)>>,
+    head: usize,
+    len: usize,
     bytes: usize,
     /// Events pushed out (by count or bytes) since the node started.
     dropped: u64,
@@ -162,33 +226,58 @@ pub(super) struct Ring {
 
 impl Ring {
     #[inline]
-    pub(super) fn push(&mut self, record: RecentRecord, max_events: usize, max_bytes: usize) {
+    pub(super) fn push(&mut self, record: &RecentRecord, max_events: usize, max_bytes: usize) {
         let w = record.weight();
-        self.push_entry(Entry::Recorded(record), w, max_events, max_bytes);
+        self.make_room(w, max_events, max_bytes).0.refill(record);
     }
 
     /// An event already in model form (an error event's copy of its failure).
     pub(super) fn push_event(&mut self, event: RecentEvent, max_events: usize, max_bytes: usize) {
         let w = event.weight();
-        self.push_entry(Entry::Converted(event), w, max_events, max_bytes);
+        self.make_room(w, max_events, max_bytes).0 = Entry::Converted(event);
     }
 
+    /// Pushes out the oldest until an entry of weight `w` fits, then counts it in the next
+    /// slot, which the caller fills.
     #[inline]
-    fn push_entry(&mut self, entry: Entry, w: usize, max_events: usize, max_bytes: usize) {
-        let events = self.events.get_mut();
-        while !events.is_empty() && (events.len() >= max_events || self.bytes + w > max_bytes) {
-            if let Some((_, old)) = events.pop_front() {
-                self.bytes -= old;
-                self.dropped += 1;
-            }
+    fn make_room(&mut self, w: usize, max_events: usize, max_bytes: usize) -> &mut (Entry, usize) {
+        let slots = self.slots.get_mut();
+        while self.len > 0 && (self.len >= max_events || self.bytes + w > max_bytes) {
+            let oldest = &mut slots[self.head];
+            self.bytes -= oldest.1;
+            oldest.0.retire();
+            self.head = (self.head + 1) % slots.len();
+            self.len -= 1;
+            self.dropped += 1;
         }
+        let at = if self.len < slots.len() {
+            (self.head + self.len) % slots.len()
+        } else {
+            // Every slot is live and there is room for one more: grow at the end of the
+            // circle (just before the oldest), which keeps the order.
+            slots.insert(self.head, (Entry::Recorded(RecentRecord::empty()), 0));
+            let at = self.head;
+            self.head += 1;
+            if self.len == 0 {
+                self.head = 0;
+            }
+            at
+        };
+        self.len += 1;
         self.bytes += w;
-        events.push_back((entry, w));
+        let slot = &mut slots[at];
+        slot.1 = w;
+        slot
     }
 
     pub(super) fn to_vec(&self) -> Vec<RecentEvent> {
-        match self.events.try_borrow_mut() {
-            Ok(mut events) => events.iter_mut().map(|(e, _)| e.read()).collect(),
+        match self.slots.try_borrow_mut() {
+            Ok(mut slots) => {
+                let n = slots.len();
+                (0..self.len)
+                    .map(|i| slots[(self.head + i) % n].0.read())
+                    .collect()
+            }
             // Not reachable: the tree is read behind its operation's lock, one reader at a time.
             Err(_) => Vec::new(),
         }
@@ -232,7 +321,7 @@ mod tests {
     fn ring_keeps_the_newest_within_count_and_bytes() {
         let mut r = Ring::default();
         for i in 0..1000 {
-            r.push(record(i, 10), 16, 1 << 20);
+            r.push(&record(i, 10), 16, 1 << 20);
         }
         let kept: Vec<u64> = r.to_vec().iter().map(|e| e.at_us).collect();
         assert_eq!(kept, (984..1000).collect::<Vec<_>>());
@@ -240,20 +329,56 @@ mod tests {
         let mut r = Ring::default();
         let w = record(0, 500).weight();
         for i in 0..100 {
-            r.push(record(i, 500), 1000, 4 * w);
+            r.push(&record(i, 500), 1000, 4 * w);
             assert!(r.bytes() <= 4 * w);
         }
         assert_eq!(r.to_vec().len(), 4);
         // One event over the cap alone is still kept (its text was cut already).
-        r.push(record(100, 10 * w), 1000, 4 * w);
+        r.push(&record(100, 10 * w), 1000, 4 * w);
         assert_eq!(r.to_vec().len(), 1);
         assert_eq!(r.bytes(), record(0, 10 * w).weight());
+    }
+
+    /// The circle of reused slots keeps arrival order through growth, count and byte
+    /// evictions, reads (which convert slots) and heavy events, against a plain queue.
+    #[test]
+    fn reused_slots_keep_the_order_of_a_plain_queue() {
+        use std::collections::VecDeque;
+        let mut r = Ring::default();
+        let mut model: VecDeque<(u64, usize)> = VecDeque::new();
+        let (max_events, max_bytes) = (5, 3 * record(0, 200).weight());
+        let mut bytes = 0;
+        for i in 0..=400u64 {
+            // Mostly small events, every 7th heavy (spilled text), every 11th read back.
+            let rec = record(i, if i % 7 == 0 { 200 } else { 5 });
+            let w = rec.weight();
+            while !model.is_empty() && (model.len() >= max_events || bytes + w > max_bytes) {
+                bytes -= model.pop_front().unwrap().1;
+            }
+            model.push_back((i, w));
+            bytes += w;
+            r.push(&rec, max_events, max_bytes);
+            assert_eq!(r.bytes(), bytes, "after {i}");
+            if i % 11 == 0 {
+                let got: Vec<u64> = r.to_vec().iter().map(|e| e.at_us).collect();
+                let want: Vec<u64> = model.iter().map(|(i, _)| *i).collect();
+                assert_eq!(got, want, "after {i}");
+            }
+        }
+        let events = r.to_vec();
+        let want: Vec<u64> = model.iter().map(|(i, _)| *i).collect();
+        assert_eq!(events.iter().map(|e| e.at_us).collect::<Vec<_>>(), want);
+        // A reused slot holds this event's text, not a longer earlier one's.
+        let last = events.last().unwrap();
+        assert_eq!(last.message.as_deref(), Some("xxxxx"));
+        assert_eq!(last.fields.get("i"), Some(&FieldValue::U64(400)));
+        assert!(r.slots.borrow().len() <= max_events);
     }
 
     #[test]
     fn a_record_reads_back_as_the_event_it_was_and_stays_converted() {
         let mut r = Ring::default();
-        r.push(record(7, 3), 16, 1 << 20);
+        r.push(&record(7, 3), 16, 1 << 20);
         let first = r.to_vec();
         let e = &first[0];
         assert_eq!(e.message.as_deref(), Some("xxx"));
