@@ -11,7 +11,8 @@
 //! * `on, ring N`: the tracked case with other ring sizes (to choose the default).
 //!
 //! Target: `on, in tracked` ≤ 2 × `off, in tracked` + `copy floor`; untracked unchanged.
-//! Run: `cargo bench --bench recent_events` (`RECENT_QUICK=1` for fewer rounds).
+//! Run: `cargo bench --bench recent_events` (`RECENT_QUICK=1` for fewer rounds;
+//! `RECENT_ONLY=on` runs only the cases whose name contains `on`, to profile one with `perf`).
 
 #[path = "../tests/support/cpu.rs"]
 mod cpu;
@@ -109,6 +110,15 @@ fn main() {
         ("on, ring 4", Box::new(|| per_event(&ring4, true))),
         ("on, ring 64", Box::new(|| per_event(&ring64, true))),
     ];
+    if let Ok(only) = std::env::var("RECENT_ONLY") {
+        cases.retain(|(name, _)| name.starts_with(only.as_str()));
+        for _ in 0..rounds {
+            for (_, case) in cases.iter_mut() {
+                black_box(case());
+            }
+        }
+        return;
+    }
     let mut best = vec![f64::MAX; cases.len()];
     for _ in 0..rounds {
         for (b, (_, case)) in best.iter_mut().zip(cases.iter_mut()) {

@@ -148,7 +148,9 @@ impl RecentVisitor {
             }
         }
         if self.record.fields.len() < self.max_fields {
-            self.record.fields.push((field.name(), Slot::Str(range)));
+            self.record
+                .fields
+                .push((field.name(), Slot::Str(range.start, range.end)));
         } else {
             text.truncate(range.start as usize);
         }

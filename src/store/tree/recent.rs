@@ -17,14 +17,15 @@ use crate::model::{EventLevel, FieldValue, Metadata, RecentEvent};
 /// Fields a record holds without a heap block of their own.
 pub(crate) type RecordFields = SmallVec<[(&'static str, Slot); 3]>;
 
-/// A field value of a [`RecentRecord`]; text is a range of the record's buffer.
-#[derive(Clone, Debug, PartialEq)]
+/// A field value of a [`RecentRecord`]; text is `start..end` of the record's buffer (`Copy`,
+/// so a record's fields copy as one block).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Slot {
     Bool(bool),
     U64(u64),
     I64(i64),
     F64(f64),
-    Str(Range<u32>),
+    Str(u32, u32),
 }
 
 /// An event as the layer records it (see the module docs).
@@ -91,7 +92,7 @@ impl RecentRecord {
                 Slot::U64(n) => FieldValue::U64(*n),
                 Slot::I64(n) => FieldValue::I64(*n),
                 Slot::F64(n) => FieldValue::F64(*n),
-                Slot::Str(r) => FieldValue::Str(text(r)),
+                Slot::Str(start, end) => FieldValue::Str(text(&(*start..*end))),
             };
             fields.insert(*name, value);
         }
@@ -184,7 +185,7 @@ impl Entry {
                 r.log_target.clone_from(&record.log_target);
                 r.message.clone_from(&record.message);
                 r.fields.clear();
-                r.fields.extend(record.fields.iter().cloned());
+                r.fields.extend_from_slice(&record.fields);
                 r.text.0.clear();
                 r.text.0.extend_from_slice(&record.text.0);
             }
@@ -246,12 +247,12 @@ impl Ring {
             let oldest = &mut slots[self.head];
             self.bytes -= oldest.1;
             oldest.0.retire();
-            self.head = (self.head + 1) % slots.len();
+            self.head = wrap(self.head + 1, slots.len());
             self.len -= 1;
             self.dropped += 1;
         }
         let at = if self.len < slots.len() {
-            (self.head + self.len) % slots.len()
+            wrap(self.head + self.len, slots.len())
         } else {
             // Every slot is live and there is room for one more: grow at the end of the
             // circle (just before the oldest), which keeps the order.
@@ -275,7 +276,7 @@ impl Ring {
             Ok(mut slots) => {
                 let n = slots.len();
                 (0..self.len)
-                    .map(|i| slots[(self.head + i) % n].0.read())
+                    .map(|i| slots[wrap(self.head + i, n)].0.read())
                     .collect()
             }
             // Not reachable: the tree is read behind its operation's lock, one reader at a time.
@@ -292,6 +293,12 @@ impl Ring {
     pub(super) fn dropped(&self) -> u64 {
         self.dropped
     }
+}
+
+/// `i % n` for `i < 2 * n` (a slot index one turn past the end), without a division.
+#[inline]
+fn wrap(i: usize, n: usize) -> usize {
+    if i >= n { i - n } else { i }
 }
 
 #[cfg(test)]
@@ -311,7 +318,7 @@ mod tests {
             message: Some(0..text as u32),
             fields: smallvec::smallvec![
                 ("i", Slot::U64(i)),
-                ("path", Slot::Str(text as u32..buf.len() as u32)),
+                ("path", Slot::Str(text as u32, buf.len() as u32)),
             ],
             text: buf,
         }
