@@ -6,8 +6,8 @@
 //!   one check for a plan);
 //! * `plan, in order`: the parent planned every child's name first; children start in plan
 //!   order, so each takes the first waiting slot;
-//! * `plan, reverse`: children start in reverse order: each scans the waiting slots (the worst
-//!   case, O(waiting) per child);
+//! * `plan, reverse`: children start in reverse order: each finds its slot through the
+//!   plan's name index (was a scan of the waiting slots, O(waiting) per child, until 2026-12-02);
 //! * `plan, by key`: keyed plan, children carry `progress.key`, in order.
 //!
 //! The parent's `plan` call itself is timed apart (`plan call`, per planned name).

@@ -341,3 +341,83 @@ fn a_retried_planned_child_stays_one_slot_of_the_total() {
     );
     assert!(!op.root.with_failures);
 }
+
+/// Claims in any order, with duplicate names, keys and a second plan made after earlier
+/// slots were claimed, finished and folded (so arena slots are reused), against a model: each
+/// child takes the first waiting slot with its key, else with its name.
+#[test]
+fn claims_match_a_first_waiting_slot_model_in_any_order() {
+    let builder = Builder::new().max_finished_children(8);
+    let (store, left) = with_layer(builder, |store| {
+        let job = info_span!("job", progress.level = "job");
+        let _g = job.enter();
+        // (key, name, node id) of every slot still waiting, in plan order.
+        let mut model: Vec<(Option<String>, String, u64)> = Vec::new();
+        let plan = |model: &mut Vec<_>, round: usize| {
+            let entries: Vec<(String, String)> = (0..150)
+                .map(|i| (format!("k{round}-{i}"), format!("n{}", i % 7)))
+                .collect();
+            let keyed = round % 2 == 1;
+            if keyed {
+                job.plan_keyed(Some("item"), entries.iter().map(|(k, n)| (k, n)));
+            } else {
+                job.plan(Some("item"), entries.iter().map(|(_, n)| n));
+            }
+            let op = store.get(job.operation_id().unwrap()).unwrap();
+            let planned: Vec<_> = op.root.children.iter().filter(|c| c.planned).collect();
+            let fresh = &planned[planned.len() - entries.len()..];
+            for ((k, n), c) in entries.iter().zip(fresh) {
+                assert_eq!(&*c.name, n);
+                model.push((keyed.then(|| k.clone()), n.clone(), c.id.as_u64()));
+            }
+        };
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..4 {
+            plan(&mut model, round);
+            for _ in 0..120 {
+                // A child names a waiting slot's key, or its name, or nothing planned.
+                let pick = &model[next(model.len())];
+                let (key, name) = match next(3) {
+                    0 if pick.0.is_some() => (pick.0.clone(), "unrelated".to_owned()),
+                    2 => (None, "stranger".to_owned()),
+                    _ => (None, pick.1.clone()),
+                };
+                let want = key
+                    .as_ref()
+                    .and_then(|k| model.iter().position(|m| m.0.as_ref() == Some(k)))
+                    .or_else(|| model.iter().position(|m| m.1 == name));
+                let span = match &key {
+                    Some(k) => {
+                        info_span!("item", progress.level = "item", progress.key = %k, progress.name = %name)
+                    }
+                    None => info_span!("item", progress.level = "item", progress.name = %name),
+                };
+                let got = span.progress_id().unwrap().as_u64();
+                match want {
+                    Some(at) => assert_eq!(got, model.remove(at).2, "{key:?} {name}"),
+                    None => assert!(model.iter().all(|m| m.2 != got)),
+                }
+                drop(span);
+            }
+        }
+        let op = store.get(job.operation_id().unwrap()).unwrap();
+        let waiting: Vec<u64> = op
+            .root
+            .children
+            .iter()
+            .filter(|c| c.planned)
+            .map(|c| c.id.as_u64())
+            .collect();
+        assert_eq!(waiting, model.iter().map(|m| m.2).collect::<Vec<_>>());
+        model.len()
+    });
+    let op = only_finished(&store);
+    assert!(left > 0);
+    assert_eq!(op.root.skipped as usize, left);
+}

@@ -8,7 +8,8 @@
 //! * **Claim.** A tracked child created under the parent takes the first waiting slot whose
 //!   key equals the child's `progress.key`, else the first whose name equals the child's
 //!   name. It gets the child's name, level type and callsite and keeps the slot's id and
-//!   position. A child that matches no slot is added at the end as usual.
+//!   position. A child that matches no slot is added at the end as usual. Slots are indexed
+//!   by key and by name (queues in plan order), so a claim costs the same in any order.
 //! * **Total.** With no total of its own (`progress.total`, `set_total`), the parent's total
 //!   is its children before the plan, plus the entries declared, plus children that matched
 //!   no slot beyond the entries past the cap. A total the parent sets wins (it may count
@@ -21,7 +22,7 @@
 //!   counted (the parent's `planned_hidden`, the operation's `planned_dropped`, one input
 //!   error per cut plan) and still count towards the total, but hold no memory.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::{Cold, Tree};
@@ -44,11 +45,22 @@ pub(crate) struct PlanUpdate {
     pub(crate) at_us: u64,
 }
 
+/// A waiting slot: its arena index and its node's id (an index alone could be a later
+/// node's once the slot's node was claimed, finished and folded).
+type SlotRef = (u32, NodeId);
+
 /// A parent's plan: its waiting slots and the counts its total and views use.
 #[derive(Default)]
 pub(super) struct Plan {
-    /// Slots no span took yet, in plan order.
-    waiting: VecDeque<u32>,
+    /// Slots in plan order, waiting or claimed since (claimed ones are skipped, and dropped
+    /// when they are half of the list).
+    slots: Vec<SlotRef>,
+    /// Slots no span took yet.
+    waiting: usize,
+    /// Slots by plan key, then by name, each in plan order; entries of claimed slots are
+    /// skipped when met.
+    by_key: HashMap<Arc<str>, VecDeque<SlotRef>>,
+    by_name: HashMap<Arc<str>, VecDeque<SlotRef>>,
     /// Entries declared, kept or not.
     declared: u64,
     /// Entries past a cap (never nodes).
@@ -88,7 +100,7 @@ impl Cold {
 
     /// Planned slots no span took yet (children that are no sign of work done).
     pub(super) fn waiting(&self) -> usize {
-        self.plan.as_deref().map_or(0, |p| p.waiting.len())
+        self.plan.as_deref().map_or(0, |p| p.waiting)
     }
 
     pub(super) fn plan_view(&self) -> PlanView {
@@ -137,7 +149,7 @@ impl Tree {
             plan.level = update.level;
         }
         let level = plan.level.clone();
-        let room = per_parent.saturating_sub(plan.waiting.len()).min(room_op);
+        let room = per_parent.saturating_sub(plan.waiting).min(room_op);
         let declared = update.entries.len() as u64 + update.more;
         let kept = update.entries.len().min(room);
         let cut = declared - kept as u64;
@@ -153,10 +165,11 @@ impl Tree {
             .unwrap_or_else(|| Arc::from(UNKNOWN_LEVEL));
         let mut slots = Vec::with_capacity(kept);
         for (key, name) in update.entries.into_iter().take(kept) {
+            let id = NodeId::next();
             let new = NewNode {
-                id: NodeId::next(),
+                id,
                 level_type: level.clone(),
-                name: Some(name),
+                name: Some(name.clone()),
                 callsite: callsite.clone(),
                 created_us: at_us,
                 flattened: false,
@@ -169,10 +182,10 @@ impl Tree {
             if let Some(n) = self.slot_mut(slot) {
                 let cold = n.cold();
                 cold.planned = true;
-                cold.key = key;
+                cold.key = key.clone();
             }
             self.link_child(parent.slot, slot);
-            slots.push(slot);
+            slots.push(((slot, id), key, name));
         }
         self.planned_waiting += slots.len();
         self.metrics.planned_dropped += cut;
@@ -181,7 +194,14 @@ impl Tree {
         };
         let cold = p.cold();
         if let Some(plan) = cold.plan.as_deref_mut() {
-            plan.waiting.extend(slots);
+            plan.waiting += slots.len();
+            for (slot, key, name) in slots {
+                plan.slots.push(slot);
+                if let Some(key) = key {
+                    plan.by_key.entry(key).or_default().push_back(slot);
+                }
+                plan.by_name.entry(name).or_default().push_back(slot);
+            }
         }
         if cut > 0 {
             let msg = format!(
@@ -208,32 +228,43 @@ impl Tree {
         else {
             return Err(new);
         };
-        let slot_of = |i: usize| plan.waiting.get(i).and_then(|&s| self.slot(s));
-        let key_of = |n: &super::Node| n.cold.as_deref().and_then(|c| c.key.clone());
-        // Children usually start in plan order: the head is checked first, so matching is
-        // O(1) then and O(waiting) at worst.
-        let by_key = new.key.as_ref().and_then(|k| {
-            (0..plan.waiting.len()).find(|&i| slot_of(i).and_then(key_of).as_deref() == Some(&**k))
-        });
-        let found = by_key.or_else(|| {
-            // The child's display name: its recorded one, else its span's.
-            let name = new.name.as_ref().unwrap_or(&new.callsite.span_name);
-            (0..plan.waiting.len()).find(|&i| slot_of(i).is_some_and(|n| n.name() == name))
-        });
+        let is_waiting = |s: &SlotRef| self.is_waiting(*s);
+        // The first waiting slot with the child's key, else with its display name (its
+        // recorded name, else its span's).
+        let first = |queue: Option<&VecDeque<SlotRef>>| {
+            queue.and_then(|q| q.iter().position(is_waiting).map(|at| (q[at], at)))
+        };
+        let name = new.name.as_ref().unwrap_or(&new.callsite.span_name).clone();
+        let by_key = new.key.as_ref().and_then(|k| first(plan.by_key.get(k)));
+        let found = match by_key {
+            Some(hit) => Some((hit, true)),
+            None => first(plan.by_name.get(&name)).map(|hit| (hit, false)),
+        };
         let level = new.level_type.clone();
-        let Some(i) = found else {
+        let Some((((slot, _), skip), keyed)) = found else {
             self.unmatched_child(parent, level);
             return Err(new);
         };
-        let mut learned = false;
-        let p = self.slot_mut(parent).map(|p| p.cold());
-        let Some(slot) = p.and_then(|c| c.plan.as_deref_mut()).and_then(|plan| {
-            learned = plan.level.is_none();
-            plan.level.get_or_insert_with(|| level.clone());
-            plan.waiting.remove(i)
-        }) else {
+        let Some(plan) = self
+            .slot_mut(parent)
+            .and_then(|p| p.cold.as_deref_mut())
+            .and_then(|c| c.plan.as_deref_mut())
+        else {
             return Err(new);
         };
+        let learned = plan.level.is_none();
+        plan.level.get_or_insert_with(|| level.clone());
+        // Entries met before the hit were claimed slots: gone for good.
+        let index = if keyed {
+            new.key.as_ref().and_then(|k| plan.by_key.get_mut(k))
+        } else {
+            plan.by_name.get_mut(&name)
+        };
+        if let Some(q) = index {
+            q.drain(..=skip);
+        }
+        plan.waiting = plan.waiting.saturating_sub(1);
+        let compact = plan.slots.len() > 64 && plan.slots.len() > 2 * plan.waiting;
         self.planned_waiting = self.planned_waiting.saturating_sub(1);
         self.metrics.nodes_seen += 1;
         let Some(n) = self.slot_mut(slot) else {
@@ -252,7 +283,38 @@ impl Tree {
         if learned {
             self.adopt_level(parent, level);
         }
+        if compact {
+            self.compact_plan(parent);
+        }
         Ok(key)
+    }
+
+    /// Whether `slot` still waits for a span.
+    fn is_waiting(&self, (slot, id): SlotRef) -> bool {
+        self.slot(slot)
+            .is_some_and(|n| n.id == id && n.cold.as_deref().is_some_and(|c| c.planned))
+    }
+
+    /// Drops the claimed slots from `parent`'s plan order and indexes, so they hold no memory
+    /// past twice the waiting ones.
+    fn compact_plan(&mut self, parent: u32) {
+        let Some(mut plan) = self
+            .slot_mut(parent)
+            .and_then(|p| p.cold.as_deref_mut())
+            .and_then(|c| c.plan.take())
+        else {
+            return;
+        };
+        plan.slots.retain(|&s| self.is_waiting(s));
+        for index in [&mut plan.by_key, &mut plan.by_name] {
+            index.retain(|_, q| {
+                q.retain(|&s| self.is_waiting(s));
+                !q.is_empty()
+            });
+        }
+        if let Some(cold) = self.slot_mut(parent).and_then(|p| p.cold.as_deref_mut()) {
+            cold.plan = Some(plan);
+        }
     }
 
     /// A child of a planning parent that took no slot: counted for the total.
@@ -287,16 +349,19 @@ impl Tree {
     /// Waiting slots whose plan named no level take the first child's type (once per plan:
     /// it walks every waiting slot).
     fn adopt_level(&mut self, parent: u32, level: Arc<str>) {
-        let waiting: Vec<u32> = match self
+        let slots: Vec<SlotRef> = match self
             .slot(parent)
             .and_then(|p| p.cold.as_deref())
             .and_then(|c| c.plan.as_deref())
         {
-            Some(plan) => plan.waiting.iter().copied().collect(),
+            Some(plan) => plan.slots.clone(),
             None => return,
         };
-        for s in waiting {
-            if let Some(n) = self.slot_mut(s)
+        for slot in slots {
+            if !self.is_waiting(slot) {
+                continue;
+            }
+            if let Some(n) = self.slot_mut(slot.0)
                 && &*n.level_type == UNKNOWN_LEVEL
             {
                 n.level_type = level.clone();
@@ -313,14 +378,24 @@ impl Tree {
         reason: Option<CancelReason>,
         at_us: u64,
     ) {
-        let Some(waiting) = self
+        let Some(slots) = self
             .slot_mut(parent)
             .and_then(|p| p.cold.as_deref_mut())
             .and_then(|c| c.plan.as_deref_mut())
-            .map(|plan| std::mem::take(&mut plan.waiting))
+            .map(|plan| {
+                plan.waiting = 0;
+                plan.by_key = HashMap::new();
+                plan.by_name = HashMap::new();
+                std::mem::take(&mut plan.slots)
+            })
         else {
             return;
         };
+        let waiting: Vec<u32> = slots
+            .into_iter()
+            .filter(|&s| self.is_waiting(s))
+            .map(|(s, _)| s)
+            .collect();
         if waiting.is_empty() {
             return;
         }
