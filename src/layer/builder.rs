@@ -363,7 +363,9 @@ impl Builder {
     /// [`recent_events`](crate::ProgressLevel::recent_events), and a failure carries the
     /// node's events up to it ([`ErrorInfo::recent_events`](crate::ErrorInfo::recent_events)).
     /// `progress.*` events and `#[instrument(ret)]` returns are not kept; folded children
-    /// keep none.
+    /// keep none. An event's text (message and values together) is cut to a quarter of
+    /// `max_bytes` (and each value to [`max_text_len`](Self::max_text_len)), so one event
+    /// with a huge value cannot push out the lines before it.
     ///
     /// ```
     /// use tracing_progress::Builder;

@@ -375,8 +375,13 @@ where
             return;
         };
         if kind == EventKind::Other && !is_error {
-            let mut visitor =
-                RecentVisitor::new(meta, limits.max_text_len, limits.max_metadata_entries);
+            // An event's text takes at most a quarter of the ring's bytes.
+            let mut visitor = RecentVisitor::new(
+                meta,
+                limits.max_text_len,
+                limits.recent_event_bytes / 4,
+                limits.max_metadata_entries,
+            );
             event.record(&mut visitor);
             let ext = span.extensions();
             if let Some(tracked) = self.mine(&ext) {

@@ -52,10 +52,13 @@ pub(super) fn level_of(level: &Level) -> EventLevel {
 }
 
 /// Collects an event's message and fields into a [`RecentRecord`]: text sanitized and cut to
-/// `max_text` bytes, at most `max_fields` fields, names and target borrowed from the callsite.
+/// `max_text` bytes and all of them together to `text_budget` (so one event with a huge value
+/// cannot push every other event out of the ring's byte cap), at most `max_fields` fields,
+/// names and target borrowed from the callsite.
 pub(super) struct RecentVisitor {
     meta: &'static tracing_core::Metadata<'static>,
     max_text: usize,
+    text_budget: usize,
     max_fields: usize,
     /// A `log` record through tracing-log: its `log.*` fields say where it came from.
     from_log: bool,
@@ -68,6 +71,7 @@ impl RecentVisitor {
     pub(super) fn new(
         meta: &'static tracing_core::Metadata<'static>,
         max_text: usize,
+        text_budget: usize,
         max_fields: usize,
     ) -> Self {
         let mut record = RecentRecord::empty();
@@ -76,6 +80,7 @@ impl RecentVisitor {
         RecentVisitor {
             meta,
             max_text,
+            text_budget,
             max_fields,
             from_log: meta.target() == "log",
             record,
@@ -102,11 +107,25 @@ impl RecentVisitor {
         }
     }
 
+    /// Bytes the next text value may keep.
+    fn limit(&self) -> usize {
+        self.limit_at(self.record.text.len())
+    }
+
+    /// Bytes a text value starting at `start` of the buffer may keep (at least 16, room for
+    /// the start of it and the cut marker).
+    fn limit_at(&self, start: usize) -> usize {
+        self.max_text
+            .min(self.text_budget.saturating_sub(start))
+            .max(16)
+    }
+
     /// Appends `text`, a prefix of `full_len` bytes, sanitized and cut.
     fn push_text(&mut self, text: &str, full_len: usize) -> std::ops::Range<u32> {
+        let limit = self.limit();
         let text_buf = &mut self.record.text;
         let start = text_buf.len();
-        text_buf.push_str(&sanitize_sized(text, self.max_text, full_len));
+        text_buf.push_str(&sanitize_sized(text, limit, full_len));
         start as u32..text_buf.len() as u32
     }
 
@@ -115,7 +134,7 @@ impl RecentVisitor {
     /// sanitize it in place unless it is already.
     fn settle_text(&mut self, start: usize, full_len: usize, clean: bool) -> std::ops::Range<u32> {
         let end = self.record.text.len();
-        if clean && end - start == full_len && full_len <= self.max_text {
+        if clean && end - start == full_len && full_len <= self.limit_at(start) {
             return start as u32..end as u32;
         }
         let raw = self.record.text.split_off(start);
@@ -125,7 +144,8 @@ impl RecentVisitor {
     /// Writes `value` at the end of the text buffer, cut past `max_text`, and settles it.
     fn write_text(&mut self, value: fmt::Arguments<'_>) -> std::ops::Range<u32> {
         let start = self.record.text.len();
-        let mut writer = LimitedWriter::new(&mut self.record.text, start + self.max_text + 1);
+        let limit = self.limit();
+        let mut writer = LimitedWriter::new(&mut self.record.text, start + limit + 1);
         let _ = writer.write_fmt(value);
         let (total, clean) = (writer.total, writer.clean);
         self.settle_text(start, total, clean)

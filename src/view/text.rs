@@ -143,6 +143,18 @@ pub(crate) fn one_line(s: &str) -> Cow<'_, str> {
 }
 
 /// The first line of user text, made safe: for one-line summaries of long messages.
+/// `s` cut to about `max` bytes (on a character boundary) with a note of its full length.
+pub(crate) fn clipped(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes in all)", &s[..end], s.len()))
+}
+
 pub(crate) fn first_line(s: &str) -> Cow<'_, str> {
     match s.split_once('\n') {
         Some((first, _)) => Cow::Owned(format!("{} …", one_line(first))),
@@ -291,6 +303,15 @@ pub(crate) fn progress(level: &ProgressLevel) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipped_cuts_on_a_char_boundary_and_says_how_long() {
+        assert_eq!(clipped("short", 10), "short");
+        let s = "é".repeat(200); // 400 bytes
+        let c = clipped(&s, 301);
+        assert!(c.starts_with(&"é".repeat(150)), "{c}");
+        assert!(c.ends_with("… (400 bytes in all)"), "{c}");
+    }
 
     #[test]
     fn small_pieces() {

@@ -8,13 +8,16 @@ use super::lines::{
     push_indent, root_progress, summary_status, with_peak,
 };
 use super::text::{
-    bytes, count, counts, first_line, format_percent, index_of, one_line, position, progress,
-    rate_per, status_text, title_words, units_of,
+    bytes, clipped, count, counts, first_line, format_percent, index_of, one_line, position,
+    progress, rate_per, status_text, title_words, units_of,
 };
 use crate::model::{
     ErrorInfo, ErrorOrigin, FieldValue, FoldedChildren, ProgressLevel, ProgressState, Status,
 };
 use crate::time::{DurationStyle, duration, format_duration, format_timestamp};
+
+/// Longest recent-event line the view prints (bytes, before the note of the full length).
+const EVENT_LINE_BYTES: usize = 300;
 
 /// How much the [`Verbose`] renderer writes per level.
 ///
@@ -596,13 +599,17 @@ impl<'a> Renderer<'a> {
         self.event_lines(&l.recent_events, from, indent + 2);
     }
 
-    /// Events timed from `from`, one line each.
+    /// Events timed from `from`, one line each, long ones clipped.
     fn event_lines(&mut self, events: &[crate::model::RecentEvent], from: u64, indent: usize) {
         for e in events {
             let offset = e.at_us.saturating_sub(from) as f64 / 1e6;
             self.line(
                 indent,
-                &format!("+{offset:.3}s {}", one_line(&e.to_string())),
+                // A line, not a dump: the JSON and the page have every byte.
+                &format!(
+                    "+{offset:.3}s {}",
+                    clipped(&one_line(&e.to_string()), EVENT_LINE_BYTES)
+                ),
             );
         }
     }

@@ -133,6 +133,41 @@ fn byte_cap_bounds_the_ring_and_long_text_is_cut() {
     assert!(blob.len() < 200 && blob.contains("truncated"), "{blob}");
 }
 
+/// With the default text limit (64 KiB, far above the ring's 8 KiB), one event carrying a big
+/// value is cut to a quarter of the ring's bytes instead of pushing out every event before it.
+#[test]
+fn one_huge_value_does_not_empty_the_ring() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let job = info_span!("job", progress.level = "job");
+        let _g = job.enter();
+        for chunk in 0..20 {
+            info!(chunk, "read a chunk");
+        }
+        info!(body = %"x".repeat(50_000), "response");
+        info!("after the response");
+    });
+    let kept = only_finished(&store).root.recent_events.clone();
+    let msgs: Vec<_> = kept
+        .iter()
+        .map(|e| e.message.as_deref().unwrap_or("-"))
+        .collect();
+    assert!(kept.len() >= 8, "kept {msgs:?}");
+    assert_eq!(msgs.last(), Some(&"after the response"));
+    let big = kept
+        .iter()
+        .find(|e| e.message.as_deref() == Some("response"))
+        .unwrap();
+    let FieldValue::Str(body) = big.fields.get("body").unwrap() else {
+        panic!("body is text")
+    };
+    assert!(body.len() <= 8 * 1024 / 4 + 64, "{} bytes", body.len());
+    assert!(
+        body.contains("truncated, 50000 bytes"),
+        "{}",
+        &body[body.len() - 40..]
+    );
+}
+
 #[test]
 fn events_outside_tracked_spans_and_progress_events_are_not_kept() {
     let (store, ()) = with_layer(Builder::new(), |_| {

@@ -15,7 +15,10 @@ use smallvec::SmallVec;
 use crate::model::{EventLevel, FieldValue, Metadata, RecentEvent};
 
 /// Fields a record holds without a heap block of their own.
-pub(crate) type RecordFields = SmallVec<[(&'static str, Slot); 3]>;
+pub(crate) type RecordFields = SmallVec<[(&'static str, Slot); FIELDS_INLINE]>;
+const FIELDS_INLINE: usize = 3;
+/// Text bytes a record holds without a heap block.
+const TEXT_INLINE: usize = 96;
 
 /// A field value of a [`RecentRecord`]; text is `start..end` of the record's buffer (`Copy`,
 /// so a record's fields copy as one block).
@@ -65,20 +68,29 @@ impl RecentRecord {
             target: self.target,
             log_target: self.log_target.clone(),
             message: self.message.clone(),
-            fields: self.fields.clone(),
-            text: TextBuf(self.text.0.clone()),
+            fields: SmallVec::from_slice(&self.fields),
+            text: TextBuf(SmallVec::from_slice(&self.text.0)),
         }
     }
 
-    /// Heap and inline bytes the record holds: what the ring's byte cap counts.
+    /// Heap and inline bytes the record holds once copied into a ring slot: what the ring's
+    /// byte cap counts. A copy grows its buffers the way `SmallVec` does, to a power of two.
     fn weight(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.text.heap_bytes()
-            + if self.fields.spilled() {
-                self.fields.capacity() * std::mem::size_of::<(&str, Slot)>()
+        let heap = |len: usize, inline: usize, item: usize| {
+            if len > inline {
+                len.next_power_of_two() * item
             } else {
                 0
             }
+        };
+        std::mem::size_of::<Self>()
+            + heap(self.text.len(), TEXT_INLINE, 1)
+            + heap(
+                self.fields.len(),
+                FIELDS_INLINE,
+                std::mem::size_of::<(&str, Slot)>(),
+            )
+            + self.log_target.as_ref().map_or(0, |t| t.len() + 16)
     }
 
     fn to_event(&self) -> RecentEvent {
@@ -113,7 +125,7 @@ impl RecentRecord {
 /// whole `&str`s are appended and it is only cut where an append started, so it is always
 /// UTF-8 (checked where read, never assumed).
 #[derive(Debug, Default)]
-pub(crate) struct TextBuf(SmallVec<[u8; 96]>);
+pub(crate) struct TextBuf(SmallVec<[u8; TEXT_INLINE]>);
 
 impl TextBuf {
     pub(crate) fn len(&self) -> usize {
@@ -143,14 +155,6 @@ impl TextBuf {
         let tail = self.get(at..self.len()).to_owned();
         self.truncate(at.min(self.len()));
         tail
-    }
-
-    fn heap_bytes(&self) -> usize {
-        if self.0.spilled() {
-            self.0.capacity()
-        } else {
-            0
-        }
     }
 }
 
