@@ -11,7 +11,10 @@
 //!    thread's CPU (`CLOCK_THREAD_CPUTIME_ID`) and the wall time of the instrumented work —
 //!    what the target is about, the user's program slowing down — and the whole process's
 //!    CPU (`getrusage`) until the round's records are written, the background writer included
-//!    (reported apart). Best and median of the rounds, and the median of the rounds' paired
+//!    (reported apart), and the writer thread's own CPU over the whole run (Linux:
+//!    `/proc/self/task/*/schedstat`; it counts what the writer does after a round's flush,
+//!    which lands in a later round's process CPU). Best and median of the rounds, and the
+//!    median of the rounds' paired
 //!    ratios to "off". Target: "on" ≤ 2% slower in thread CPU and wall time. Run twice: with
 //!    no simulated work (the worst case, all instrumentation) and with CPU work in each block
 //!    ([`BLOCK_WORK`], about 30 µs; the examples' blocks take milliseconds).
