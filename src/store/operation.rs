@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::model::{OperationId, ProgressState};
 use crate::store::StoreInner;
@@ -151,15 +151,16 @@ impl OperationCell {
             let tree = self.tree.lock();
             let now = self.store().clock.now_us();
             tree.refresh(state, self.id, self.is_cancelled(), now);
-            drop(tree);
+            // Handed to a waiting writer: a reader looping snapshots would otherwise take
+            // the lock straight back, again and again, and starve the writers.
+            MutexGuard::unlock_fair(tree);
             return last;
         }
         // (A last snapshot still held by a reader is only let go of here.)
-        let state = {
-            let tree = self.tree.lock();
-            let now = self.store().clock.now_us();
-            tree.snapshot(self.id, self.is_cancelled(), now)
-        };
+        let tree = self.tree.lock();
+        let now = self.store().clock.now_us();
+        let state = tree.snapshot(self.id, self.is_cancelled(), now);
+        MutexGuard::unlock_fair(tree);
         Arc::new(state)
     }
 
