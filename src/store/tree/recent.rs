@@ -137,6 +137,19 @@ enum Entry {
 }
 
 impl Entry {
+    /// Whether the event is `other`, converting the record (once) if it still is one.
+    fn matches(&mut self, other: &RecentEvent) -> bool {
+        match self {
+            Entry::Converted(e) => e == other,
+            Entry::Recorded(r) => {
+                let event = r.to_event();
+                let same = event == *other;
+                *self = Entry::Converted(event);
+                same
+            }
+        }
+    }
+
     /// The event, converting the record (once) if it still is one.
     fn read(&mut self) -> RecentEvent {
         let event = match self {
@@ -184,6 +197,24 @@ impl Ring {
         }
         self.bytes += w;
         events.push_back((entry, w));
+    }
+
+    /// Makes `out` the ring's events, leaving it alone (no allocation) when it already is:
+    /// what a refreshed snapshot needs (see `tree::snapshot`).
+    pub(super) fn refresh_into(&self, out: &mut Vec<RecentEvent>) {
+        let Ok(mut events) = self.events.try_borrow_mut() else {
+            // Not reachable, as in `to_vec`.
+            out.clear();
+            return;
+        };
+        let same = out.len() == events.len()
+            && events
+                .iter_mut()
+                .zip(out.iter())
+                .all(|((e, _), o)| e.matches(o));
+        if !same {
+            *out = events.iter_mut().map(|(e, _)| e.read()).collect();
+        }
     }
 
     pub(super) fn to_vec(&self) -> Vec<RecentEvent> {

@@ -312,7 +312,7 @@ impl Tree {
         *cancel_reason = c.cancel_reason;
         *handled_errors = c.handled.clone().map(Box::new);
         set_eq(input_errors, &c.input_errors);
-        *recent_events = c.recent.to_vec();
+        c.recent.refresh_into(recent_events);
         set_eq(folded, &c.folded);
         *resources = c.resources.as_ref().map(|r| Box::new(r.usage()));
         *attempts = c.attempts.clone();

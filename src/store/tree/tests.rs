@@ -344,7 +344,12 @@ fn a_node_started_through_its_counters_runs() {
 fn refreshed_snapshot_equals_a_new_one() {
     let root = new_node("root");
     let root_id = root.id;
-    let mut tree = Tree::new(root, Arc::from("op"), limits(3, 40));
+    // Two recent events per node: full rings change contents at the same length.
+    let limits = Limits {
+        recent_events: 2,
+        ..limits(3, 40)
+    };
+    let mut tree = Tree::new(root, Arc::from("op"), limits);
     let mut kept = tree.snapshot(root_id, false, 0);
     let mut live = vec![tree.root_key(root_id)];
     // A small deterministic generator: the same mix of changes on every run.
@@ -360,7 +365,7 @@ fn refreshed_snapshot_equals_a_new_one() {
         let now = step * 10;
         let at = next(live.len());
         let key = live[at];
-        match next(10) {
+        match next(11) {
             0..=3 if live.len() < 200 => {
                 let level = ["block", "item", "part"][next(3)];
                 if let Some(k) = tree.add_child(key, node_at(level, &format!("n{step}"), now)) {
@@ -403,6 +408,16 @@ fn refreshed_snapshot_equals_a_new_one() {
                     recent_events: vec![],
                 };
                 tree.fail(key, err);
+            }
+            9 => {
+                let event = crate::model::RecentEvent {
+                    at_us: now,
+                    level: crate::model::EventLevel::Info,
+                    target: Arc::from("t"),
+                    message: Some(Arc::from(format!("line {step}"))),
+                    fields: Metadata::default(),
+                };
+                tree.record_event(key, event);
             }
             6..=8 if at > 0 => {
                 // Children close before their parents (a parent with live children stays).
