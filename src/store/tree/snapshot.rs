@@ -287,9 +287,11 @@ impl Tree {
             None if metadata.is_empty() => {}
             None => *metadata = Metadata::default(),
         }
-        // Set by `shown_estimate` for running nodes.
-        *estimate = None;
-        *stalled = false;
+        // A node that is not running shows neither (`shown_estimate` sets them for the others).
+        if *status != Status::Running {
+            clear(estimate);
+            *stalled = false;
+        }
         *planned = plan.planned;
         *key = plan.key;
         *skipped = plan.skipped;
@@ -307,15 +309,16 @@ impl Tree {
             clear(attempts);
             return;
         };
-        *error = c.error.clone().map(Box::new);
-        *failures_below = c.failures_below.clone().map(Box::new);
+        // Compared first: a failed node's error, say, is not copied again every snapshot.
+        set_boxed(error, c.error.as_ref());
+        set_boxed(failures_below, c.failures_below.as_ref());
         *cancel_reason = c.cancel_reason;
-        *handled_errors = c.handled.clone().map(Box::new);
+        set_boxed(handled_errors, c.handled.as_ref());
         set_eq(input_errors, &c.input_errors);
         c.recent.refresh_into(recent_events);
         set_eq(folded, &c.folded);
-        *resources = c.resources.as_ref().map(|r| Box::new(r.usage()));
-        *attempts = c.attempts.clone();
+        set_boxed(resources, c.resources.as_ref().map(|r| r.usage()).as_ref());
+        set_eq(attempts, &c.attempts);
     }
 
     /// Only reachable if the root slot were lost; keeps snapshots total instead of panicking.
@@ -338,7 +341,7 @@ impl Tree {
     }
 
     /// The estimate and stall flag of a running node as of `now_us`, from the state the last
-    /// tick left (see `tree::estimates`).
+    /// tick left (see `tree::estimates`); other nodes were cleared by `fill_level`.
     fn shown_estimate(
         &self,
         n: &Node,
@@ -346,14 +349,17 @@ impl Tree {
         now_us: u64,
         priors: &PriorDurations,
     ) {
-        let Some(state) = n.est.as_deref() else {
-            return;
-        };
         if level.status != Status::Running {
             return;
         }
+        let Some(state) = n.est.as_deref() else {
+            clear(&mut level.estimate);
+            level.stalled = false;
+            return;
+        };
         let history = priors.lookup(&n.level_type, n.name());
-        level.estimate = state.shown_at(now_us).map(Box::new);
+        // Compared first: an estimate unchanged since the last tick is not boxed again.
+        set_boxed(&mut level.estimate, state.shown_at(now_us).as_ref());
         // Updates since the last tick are progress the tick has not seen yet: not stalled.
         let events = n.live.updates() + n.finished_children;
         level.stalled = !state.updated_since_tick(events)
@@ -376,6 +382,21 @@ fn blank_of(n: &Node) -> ProgressLevel {
         n.callsite.target.clone(),
         n.status(),
     )
+}
+
+/// A boxed copy of `src` in `dst`: nothing done when equal already, and an existing box is
+/// written over (no allocation either way).
+#[inline]
+fn set_boxed<T: Clone + PartialEq>(dst: &mut Option<Box<T>>, src: Option<&T>) {
+    match (dst.as_deref_mut(), src) {
+        (Some(d), Some(s)) => {
+            if d != s {
+                d.clone_from(s);
+            }
+        }
+        (None, None) => {}
+        _ => *dst = src.cloned().map(Box::new),
+    }
 }
 
 /// `*dst = src.clone()`, unless it already is `src` (no reference count touched).
