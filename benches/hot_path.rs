@@ -13,8 +13,12 @@
 //! * `update`: an uncontended `fetch_add`, `handle.inc(1)`, `span.inc(1)`.
 //! * `children`: cost of one more child (create, enter, close) under a parent with N live
 //!   children, and after N children finished (folded).
-//! * `snapshot`: `Store::get` of an operation with 10k and 100k live nodes; a writer's
-//!   latency (create + close a child of that operation) while another thread loops snapshots.
+//! * `snapshot`: `Store::get` of an operation with 10k and 100k live nodes, dropping the
+//!   result included: refreshed in place (the previous one dropped, as a watcher does) and
+//!   built anew (the previous one still held); a writer's latency (create + close a child of
+//!   that operation) while another thread loops snapshots, dropping or holding each.
+//!   `HOT_PATH_ONLY=snapshot_loop` (or `snapshot_loop_new`) loops refreshed (or new) 100k
+//!   snapshots, for `perf record`.
 //!
 //! Run: `cargo bench --bench hot_path` (about 2 minutes; `HOT_PATH_QUICK=1` for fewer rounds,
 //! `HOT_PATH_ONLY=setlist,span,...` for some sections, `HOT_PATH_MILLION=1` adds 1M children).
@@ -403,6 +407,53 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// `nodes` live spans under the current span, with a message each, in groups of 100 (a
+/// realistic shape).
+fn live_children(nodes: usize) -> Vec<Span> {
+    let mut open = Vec::with_capacity(nodes);
+    for g in 0..nodes / 100 {
+        let group = info_span!("group", progress.level = "group", progress.name = g);
+        let _gg = group.enter();
+        for _ in 0..99 {
+            let c = info_span!("item", progress.level = "item", progress.total = 10);
+            c.set_message("working");
+            open.push(c);
+        }
+        drop(_gg);
+        open.push(group);
+    }
+    open
+}
+
+/// For `perf record`: 100k-node snapshots only, refreshed (`new` false) or built anew.
+fn snapshot_loop(new: bool) {
+    let (d, store) = ours();
+    dispatcher::with_default(&d, || {
+        let parent = info_span!("op", progress.level = "op");
+        let id = parent.operation_id().unwrap();
+        let _g = parent.enter();
+        let _open = live_children(100_000);
+        let mut best = u64::MAX;
+        let mut held = store.get(id);
+        for _ in 0..100 {
+            let t = thread_cpu_ns();
+            let snap = black_box(store.get(id));
+            if new {
+                held = snap;
+            } else {
+                drop((held.take(), snap));
+            }
+            best = best.min(thread_cpu_ns() - t);
+        }
+        drop(held);
+        let how = if new { "built anew" } else { "refreshed" };
+        println!(
+            "\n## snapshot loop (for profiling): 100k nodes {how}, best {:.2} ms",
+            best as f64 / 1e6
+        );
+    });
+}
+
 fn section_snapshot(rounds: usize) {
     println!("\n## snapshot");
     for nodes in [10_000usize, 100_000] {
@@ -411,81 +462,102 @@ fn section_snapshot(rounds: usize) {
             let parent = info_span!("op", progress.level = "op");
             let id = parent.operation_id().unwrap();
             let _g = parent.enter();
-            // Live children with a message each, in groups of 100 (a realistic shape).
-            let mut open = Vec::with_capacity(nodes);
-            for g in 0..nodes / 100 {
-                let group = info_span!("group", progress.level = "group", progress.name = g);
-                let _gg = group.enter();
-                for _ in 0..99 {
-                    let c = info_span!("item", progress.level = "item", progress.total = 10);
-                    c.set_message("working");
-                    open.push(c);
-                }
-                drop(_gg);
-                open.push(group);
-            }
+            let open = live_children(nodes);
             let reps = if nodes > 10_000 { 5 } else { 50 };
-            let [snap] = best_of(
+            // End to end, dropping included. `reused`: each snapshot is dropped before the
+            // next, which then refreshes it in place (a watcher's loop); `held`: the previous
+            // one is still held, so each is built anew (and the previous dropped).
+            let held = std::cell::RefCell::new(store.get(id));
+            let [reused, fresh] = best_of(
                 rounds,
-                [&mut || {
-                    let t = thread_cpu_ns();
-                    for _ in 0..reps {
-                        black_box(store.get(id));
-                    }
-                    (thread_cpu_ns() - t) as f64 / reps as f64
-                }],
+                [
+                    &mut || {
+                        drop(held.take());
+                        let t = thread_cpu_ns();
+                        for _ in 0..reps {
+                            black_box(store.get(id));
+                        }
+                        (thread_cpu_ns() - t) as f64 / reps as f64
+                    },
+                    &mut || {
+                        *held.borrow_mut() = store.get(id);
+                        let t = thread_cpu_ns();
+                        for _ in 0..reps {
+                            // The new one is taken while the previous is held.
+                            let next = black_box(store.get(id));
+                            *held.borrow_mut() = next;
+                        }
+                        (thread_cpu_ns() - t) as f64 / reps as f64
+                    },
+                ],
             );
+            drop(held);
             let target = if nodes > 10_000 { 10.0 } else { 0.5 };
             println!(
-                "Store::get, {nodes} live nodes: {:.3} ms (target ≤ {target} ms)",
-                snap / 1e6
+                "Store::get, {nodes} live nodes: {:.3} ms refreshed (previous dropped), {:.3} ms \
+                 built anew (previous held) (target ≤ {target} ms)",
+                reused / 1e6,
+                fresh / 1e6
             );
-            // A writer in the same operation while a reader loops snapshots (wall time).
-            let stop = Arc::new(AtomicBool::new(false));
-            let reader = {
-                let store = store.clone();
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        black_box(store.get(id));
-                        n += 1;
-                    }
-                    n
-                })
-            };
-            let mut lat = Vec::with_capacity(20_000);
-            let started = Instant::now();
-            while started.elapsed().as_secs_f64() < 3.0 {
-                let t = Instant::now();
-                info_span!("late", progress.level = "late").in_scope(|| ());
-                lat.push(t.elapsed().as_nanos() as u64);
+            for keep in [false, true] {
+                writer_while_snapshots(&store, id, keep);
             }
-            stop.store(true, Ordering::Relaxed);
-            let snaps = reader.join().unwrap();
-            // Spans that waited past 50 µs were (nearly all) blocked behind a snapshot's
-            // lock or descheduled: their total per snapshot approximates the lock hold a
-            // writer sees, on a quiet machine.
-            let stalled: Vec<u64> = lat.iter().copied().filter(|&l| l > 50_000).collect();
-            let stalled_sum: u64 = stalled.iter().sum();
-            lat.sort_unstable();
-            println!(
-                "  writer waits > 50 µs: {} ({:.2} per snapshot), {:.3} ms waited per snapshot",
-                stalled.len(),
-                stalled.len() as f64 / snaps.max(1) as f64,
-                stalled_sum as f64 / 1e6 / snaps.max(1) as f64
-            );
-            println!(
-                "  writer while {snaps} snapshots looped: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs \
-                 over {} spans (target p99 ≤ 1 ms)",
-                percentile(&lat, 0.5) as f64 / 1e3,
-                percentile(&lat, 0.99) as f64 / 1e3,
-                lat.last().copied().unwrap_or(0) as f64 / 1e3,
-                lat.len()
-            );
             drop(open);
         });
     }
+}
+
+/// A writer in the same operation (create + close a child) while a reader loops snapshots,
+/// dropping each (`keep` false) or holding it until the next is taken (wall time).
+fn writer_while_snapshots(store: &Store, id: tracing_progress::OperationId, keep: bool) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let store = store.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut last = None;
+            while !stop.load(Ordering::Relaxed) {
+                let snap = black_box(store.get(id));
+                if keep {
+                    last = snap;
+                }
+                n += 1;
+            }
+            drop(last);
+            n
+        })
+    };
+    let mut lat = Vec::with_capacity(20_000);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < 3.0 {
+        let t = Instant::now();
+        info_span!("late", progress.level = "late").in_scope(|| ());
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let snaps = reader.join().unwrap();
+    // Spans that waited past 50 µs were (nearly all) blocked behind a snapshot's
+    // lock or descheduled: their total per snapshot approximates the lock hold a
+    // writer sees, on a quiet machine.
+    let stalled: Vec<u64> = lat.iter().copied().filter(|&l| l > 50_000).collect();
+    let stalled_sum: u64 = stalled.iter().sum();
+    lat.sort_unstable();
+    println!(
+        "  writer waits > 50 µs: {} ({:.2} per snapshot), {:.3} ms waited per snapshot",
+        stalled.len(),
+        stalled.len() as f64 / snaps.max(1) as f64,
+        stalled_sum as f64 / 1e6 / snaps.max(1) as f64
+    );
+    let how = if keep { "held" } else { "dropped" };
+    println!(
+        "  writer while {snaps} snapshots looped ({how}): p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs \
+         over {} spans (target p99 ≤ 1 ms)",
+        percentile(&lat, 0.5) as f64 / 1e3,
+        percentile(&lat, 0.99) as f64 / 1e3,
+        lat.last().copied().unwrap_or(0) as f64 / 1e3,
+        lat.len()
+    );
 }
 
 fn main() {
@@ -508,6 +580,9 @@ fn main() {
             .map(|_| spans(&d, 100_000, true))
             .fold(f64::MAX, f64::min);
         println!("\n## tracked spans only (for profiling): {best:.1} ns per span");
+    }
+    if let Some(how @ ("snapshot_loop" | "snapshot_loop_new")) = only.as_deref() {
+        snapshot_loop(how.ends_with("new"));
     }
     if want("setlist") {
         section_setlist(rounds);

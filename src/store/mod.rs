@@ -256,7 +256,7 @@ impl StoreInner {
     /// both takes them in that order), so a reader finds the operation in exactly one of them
     /// and a [`Subscription`] never sees it active after it saw it finished.
     pub(crate) fn finish_operation(&self, cell: &OperationCell) -> Arc<ProgressState> {
-        let state = Arc::new(cell.snapshot());
+        let state = cell.final_snapshot();
         let now = state.snapshot_at_us;
         // The tree walk happens before the locks: other operations start and finish meanwhile.
         let bytes = history::estimated_bytes(&state);
@@ -425,7 +425,7 @@ impl Store {
     pub(crate) fn get_in_memory(&self, id: OperationId) -> Option<Arc<ProgressState>> {
         let cell = self.inner.active.read().get(&id).cloned();
         match cell {
-            Some(cell) => Some(Arc::new(cell.snapshot())),
+            Some(cell) => Some(cell.snapshot()),
             None => self.inner.history.read().get(id),
         }
     }
@@ -434,7 +434,7 @@ impl Store {
     pub fn active(&self) -> Vec<Arc<ProgressState>> {
         let mut cells: Vec<_> = self.inner.active.read().values().cloned().collect();
         cells.sort_by_key(|c| c.id);
-        cells.into_iter().map(|c| Arc::new(c.snapshot())).collect()
+        cells.into_iter().map(|c| c.snapshot()).collect()
     }
 
     /// Running operations that pass `query`'s filters (type, status, name, metadata; times
@@ -458,7 +458,6 @@ impl Store {
             .map(|c| c.snapshot())
             .filter(|s| query.matches(s))
             .take(query.limit.unwrap_or(usize::MAX))
-            .map(Arc::new)
             .collect()
     }
 

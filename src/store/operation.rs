@@ -2,10 +2,10 @@
 //! change version) that progress handles share without keeping the tree alive.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::model::{OperationId, ProgressState};
 use crate::store::StoreInner;
@@ -51,12 +51,22 @@ impl OpSignal {
     }
 }
 
+/// Estimate ticks without a snapshot after which an operation lets go of its last snapshot.
+const KEEP_SNAPSHOT_TICKS: u32 = 8;
+
 /// One live operation, shared by the layer (through node handles) and the store.
 pub(crate) struct OperationCell {
     pub(crate) id: OperationId,
     tree: Mutex<Tree>,
     signal: Arc<OpSignal>,
     store: Arc<StoreInner>,
+    /// The last snapshot handed out: once every reader has dropped it, the next snapshot
+    /// refreshes it in place instead of building (and the reader dropping) a new tree. Its
+    /// own lock, never held while waiting for the tree's.
+    last: Mutex<Option<Arc<ProgressState>>>,
+    /// Estimate ticks since the last snapshot; past [`KEEP_SNAPSHOT_TICKS`] `last` is
+    /// dropped, so an operation nobody watches does not keep a copy of its tree.
+    idle_ticks: AtomicU32,
 }
 
 impl OperationCell {
@@ -71,6 +81,8 @@ impl OperationCell {
                 store: Arc::downgrade(&store),
             }),
             store,
+            last: Mutex::new(None),
+            idle_ticks: AtomicU32::new(0),
         }
     }
 
@@ -115,16 +127,46 @@ impl OperationCell {
         self.signal.version.load(Ordering::SeqCst)
     }
 
-    /// A snapshot. Read-only: looking never changes what the next look sees.
-    pub(crate) fn snapshot(&self) -> ProgressState {
+    /// A snapshot. Read-only: looking never changes what the next look sees. Refreshes the
+    /// last one in place when no reader holds it any more (see `tree::snapshot`).
+    pub(crate) fn snapshot(&self) -> Arc<ProgressState> {
+        let state = self.take_snapshot();
+        *self.last.lock() = Some(state.clone());
+        state
+    }
+
+    /// The snapshot of a closed operation, for history: nothing kept for a next one.
+    pub(crate) fn final_snapshot(&self) -> Arc<ProgressState> {
+        let state = self.take_snapshot();
+        *self.last.lock() = None;
+        state
+    }
+
+    fn take_snapshot(&self) -> Arc<ProgressState> {
+        self.idle_ticks.store(0, Ordering::Relaxed);
+        let last = self.last.lock().take();
+        if let Some(mut last) = last
+            && let Some(state) = Arc::get_mut(&mut last)
+        {
+            let tree = self.tree.lock();
+            let now = self.store().clock.now_us();
+            tree.refresh(state, self.id, self.is_cancelled(), now);
+            // Handed to a waiting writer: a reader looping snapshots would otherwise take
+            // the lock straight back, again and again, and starve the writers.
+            MutexGuard::unlock_fair(tree);
+            return last;
+        }
+        // (A last snapshot still held by a reader is only let go of here.)
         let tree = self.tree.lock();
         let now = self.store().clock.now_us();
-        tree.snapshot(self.id, self.is_cancelled(), now)
+        let state = tree.snapshot(self.id, self.is_cancelled(), now);
+        MutexGuard::unlock_fair(tree);
+        Arc::new(state)
     }
 
     /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
     /// that does not make it into this snapshot bumps the version again.
-    pub(crate) fn versioned_snapshot(&self) -> (u64, ProgressState) {
+    pub(crate) fn versioned_snapshot(&self) -> (u64, Arc<ProgressState>) {
         self.signal.dirty.store(false, Ordering::SeqCst);
         let version = self.version();
         (version, self.snapshot())
@@ -132,6 +174,10 @@ impl OperationCell {
 
     /// One estimate tick of every running node (see `store::ticker`).
     pub(crate) fn tick_estimates(&self) {
+        if self.idle_ticks.fetch_add(1, Ordering::Relaxed) >= KEEP_SNAPSHOT_TICKS {
+            // Dropped outside the tree's lock: writers never wait for it.
+            drop(self.last.lock().take());
+        }
         let now = self.store().clock.now_us();
         let changed = self.tree.lock().tick_estimates(now);
         if changed {

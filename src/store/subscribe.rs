@@ -106,7 +106,7 @@ impl Subscription {
             if self.seen.get(&cell.id) != Some(&version) {
                 let (version, state) = cell.versioned_snapshot();
                 self.seen.insert(cell.id, version);
-                update.changed.push(Arc::new(state));
+                update.changed.push(state);
             }
         }
         update.changed.sort_by_key(|s| s.id);

@@ -14,6 +14,7 @@ mod planned;
 mod properties;
 mod recent_events;
 mod rules;
+mod snapshot_reuse;
 mod snapshot_stress;
 mod store_api;
 mod tree_shape;

@@ -799,7 +799,7 @@ impl Tree {
         let level = want_level
             .then(|| {
                 self.node(key)
-                    .map(|n| Box::new(self.build_level(n, Vec::new(), 0.0, n.completed_us)))
+                    .map(|n| Box::new(self.lone_level(n, n.completed_us)))
             })
             .flatten();
         // (Fields borrowed apart: the node is read while the buffer is written.)

@@ -167,6 +167,19 @@ enum Entry {
 }
 
 impl Entry {
+    /// Whether the event is `other`, converting the record (once) if it still is one.
+    fn matches(&mut self, other: &RecentEvent) -> bool {
+        match self {
+            Entry::Converted(e) => e == other,
+            Entry::Recorded(r) => {
+                let event = r.to_event();
+                let same = event == *other;
+                *self = Entry::Converted(event);
+                same
+            }
+        }
+    }
+
     /// The event, converting the record (once) if it still is one.
     fn read(&mut self) -> RecentEvent {
         let event = match self {
@@ -273,6 +286,26 @@ impl Ring {
         let slot = &mut slots[at];
         slot.1 = w;
         slot
+    }
+
+    /// Makes `out` the ring's events, leaving it alone (no allocation) when it already is:
+    /// what a refreshed snapshot needs (see `tree::snapshot`).
+    pub(super) fn refresh_into(&self, out: &mut Vec<RecentEvent>) {
+        let Ok(mut slots) = self.slots.try_borrow_mut() else {
+            // Not reachable, as in `to_vec`.
+            out.clear();
+            return;
+        };
+        let n = slots.len();
+        let same = out.len() == self.len
+            && (0..self.len)
+                .zip(out.iter())
+                .all(|(i, o)| slots[wrap(self.head + i, n)].0.matches(o));
+        if !same {
+            *out = (0..self.len)
+                .map(|i| slots[wrap(self.head + i, n)].0.read())
+                .collect();
+        }
     }
 
     pub(super) fn to_vec(&self) -> Vec<RecentEvent> {

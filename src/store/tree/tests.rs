@@ -337,3 +337,109 @@ fn a_node_started_through_its_counters_runs() {
     let never = tree.snapshot(root_id, false, 500).root.children[1].clone();
     assert_eq!(never.timing.started_at_us, None);
 }
+
+/// A snapshot refreshed in place step after step equals one built anew at every step, while
+/// children come, change, fail, close and fold (from the middle of their parents' lists).
+#[test]
+fn refreshed_snapshot_equals_a_new_one() {
+    let root = new_node("root");
+    let root_id = root.id;
+    // Two recent events per node: full rings change contents at the same length.
+    let limits = Limits {
+        recent_events: 2,
+        ..limits(3, 40)
+    };
+    let mut tree = Tree::new(root, Arc::from("op"), limits);
+    let mut kept = tree.snapshot(root_id, false, 0);
+    let mut live = vec![tree.root_key(root_id)];
+    // A small deterministic generator: the same mix of changes on every run.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut compared = 0;
+    for step in 1..3_000u64 {
+        let now = step * 10;
+        let at = next(live.len());
+        let key = live[at];
+        match next(11) {
+            0..=3 if live.len() < 200 => {
+                let level = ["block", "item", "part"][next(3)];
+                if let Some(k) = tree.add_child(key, node_at(level, &format!("n{step}"), now)) {
+                    if next(2) == 0 {
+                        tree.start(k, now);
+                    }
+                    live.push(k);
+                }
+            }
+            4 => {
+                let update = NodeUpdate {
+                    inc: next(5) as u64,
+                    total: (next(3) == 0).then_some(10),
+                    message: (next(2) == 0).then(|| Arc::from(format!("m{}", next(3)))),
+                    name: (next(8) == 0).then(|| Arc::from(format!("renamed{step}"))),
+                    unit: (next(8) == 0).then(|| Arc::from("rows")),
+                    metadata: if next(3) == 0 {
+                        vec![(
+                            Arc::from("k"),
+                            crate::model::FieldValue::from(next(4) as u64),
+                        )]
+                    } else {
+                        Vec::new()
+                    },
+                    ..NodeUpdate::default()
+                };
+                tree.apply(key, update);
+            }
+            5 if at > 0 => {
+                let err = ErrorInfo {
+                    message: Arc::from("boom"),
+                    origin: crate::model::ErrorOrigin::Event,
+                    node_id: key.id,
+                    path: vec![],
+                    target: Arc::from("t"),
+                    location: None,
+                    fields: Metadata::default(),
+                    at_us: now,
+                    propagated: false,
+                    recent_events: vec![],
+                };
+                tree.fail(key, err);
+            }
+            9 => {
+                let event = crate::model::RecentEvent {
+                    at_us: now,
+                    level: crate::model::EventLevel::Info,
+                    target: Arc::from("t"),
+                    message: Some(Arc::from(format!("line {step}"))),
+                    fields: Metadata::default(),
+                };
+                tree.record_event(key, event);
+            }
+            6..=8 if at > 0 => {
+                // Children close before their parents (a parent with live children stays).
+                let parent_of = |k: NodeKey, tree: &Tree| tree.node(k).and_then(|n| n.parent);
+                if !live.iter().any(|&c| parent_of(c, &tree) == Some(key.slot)) {
+                    tree.close(key, done(now, (step % 7) * 1_000), false);
+                    live.swap_remove(at);
+                }
+            }
+            _ => {}
+        }
+        if step % 3 == 0 {
+            tree.tick_estimates(now);
+        }
+        let fresh = tree.snapshot(root_id, false, now);
+        tree.refresh(&mut kept, root_id, false, now);
+        assert_eq!(kept, fresh, "step {step}");
+        compared += fresh.root.walk().count();
+    }
+    assert!(
+        tree.metrics.nodes_folded > 100,
+        "children folded on the way"
+    );
+    assert!(compared > 100_000, "compared {compared} levels");
+}
