@@ -191,30 +191,26 @@ impl LiveView {
     fn stream(&self, stopped: &mpsc::Receiver<()>) {
         let mut stream = crate::view::ProgressStream::new().min_interval(self.plain_interval);
         let mut sub = self.store.subscribe();
-        let mut latest: std::collections::BTreeMap<_, Arc<ProgressState>> = Default::default();
         let mut out = io::stdout();
         loop {
             let stop = !matches!(
                 stopped.recv_timeout(self.refresh),
                 Err(RecvTimeoutError::Timeout)
             );
-            let changes = sub.poll();
-            for op in changes.changed {
-                latest.insert(op.id, op);
-            }
-            for op in &changes.finished {
-                latest.remove(&op.id);
-            }
-            let active = self.store.active_ids();
-            latest.retain(|id, _| active.contains(id));
+            // The subscription is for the final states; the running ones are read fresh each
+            // time and let go at once (a snapshot kept here would make every later snapshot
+            // of the operation a full build instead of a refresh in place).
+            let finished = sub.poll().finished;
             let now = self.store.now_us();
-            // The latest snapshot of every running operation each time (a held-back change
-            // is written once due), then the final states; a failed write (stdout closed) is
-            // not the host's problem.
-            for op in latest.values().chain(&changes.finished) {
+            // The latest state of every running operation each time (a held-back change is
+            // written once due), then the final states; a failed write (stdout closed) is not
+            // the host's problem.
+            let active = self.store.active();
+            for op in active.iter().chain(&finished) {
                 let _ = stream.write(op, now, &mut out);
             }
-            stream.retain(|id| latest.contains_key(&id));
+            stream.retain(|id| active.iter().any(|a| a.id == id));
+            drop(active);
             if stop {
                 return;
             }
