@@ -5,11 +5,11 @@
 //! its node in the store, plus entered time in atomics. A tracked span costs no registry
 //! lookup of its own on enter, exit or close, and finds its parent's entry by the parent's id.
 //! Untracked spans cost a field-name scan at creation (cached per callsite) and one relaxed
-//! load on enter/exit/close: a counting filter of tracked span ids ([`TrackedIds`]) says
-//! "certainly not tracked" without a lookup. The layer never emits `tracing` events, never
-//! calls out or takes an operation's lock while holding a table lock, and only ever locks the
-//! one operation a span belongs to. What happens is told to optional exporters through one
-//! seam (`crate::export`).
+//! load on enter/exit/close: the table's counting filter of tracked span ids says "certainly
+//! not tracked" without a lookup. The layer never emits `tracing` events, never calls out or
+//! takes an operation's lock while holding a table lock, and only ever locks the one
+//! operation a span belongs to. What happens is told to optional exporters through one seam
+//! (`crate::export`).
 //!
 //! Two progress layers in one subscriber (a library's and its application's) each keep their
 //! own table; the extension trait reaches both (see [`span_ext`]).
@@ -44,7 +44,7 @@ use classify::{Classifier, SpanClass};
 pub use events::FailOn;
 use events::{EventKind, LogOrigin};
 use recent::RecentVisitor;
-pub(crate) use spans::{SpanTable, TrackedIds};
+pub(crate) use spans::SpanTable;
 pub(crate) use tracked::{Attach, CounterReport, SpanEntry, SpanExport, Tracked};
 use visitor::FieldVisitor;
 pub(crate) use visitor::sanitize;
@@ -74,8 +74,6 @@ pub(crate) struct Shared {
     installed: AtomicBool,
     /// `None` when there are none, so spans carry no pointer to them.
     exporters: Option<Arc<Exporters>>,
-    /// Ids of the spans this layer tracks (approximately), so others skip the table.
-    tracked_ids: TrackedIds,
     /// This layer's per-span state, by span id (shared with the extension trait).
     spans: Arc<SpanTable>,
 }
@@ -139,7 +137,6 @@ where
                 fail_on,
                 installed: AtomicBool::new(false),
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
-                tracked_ids: TrackedIds::new(),
                 spans,
             }),
             _subscriber: PhantomData,
@@ -154,9 +151,6 @@ where
     /// keep `f` short; take copies out for work on the tree).
     #[inline]
     fn with_entry<R>(&self, id: &Id, f: impl FnOnce(&SpanEntry) -> R) -> Option<R> {
-        if !self.shared.tracked_ids.may_contain(id) {
-            return None;
-        }
         self.shared.spans.with(id, f)
     }
 
@@ -336,7 +330,6 @@ where
         };
         let node = entry.tracked.node_ref();
         self.shared.spans.insert(id, entry);
-        self.shared.tracked_ids.insert(id);
         for e in self.exporters() {
             e.node_created(id, node);
         }
@@ -512,14 +505,10 @@ where
     }
 
     fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
-        if !self.shared.tracked_ids.may_contain(&id) {
-            return;
-        }
         // Taken out first: the id may be reused as soon as this returns.
         let Some(entry) = self.shared.spans.remove(&id) else {
             return;
         };
-        self.shared.tracked_ids.remove(&id);
         let store = &self.shared.store;
         let now = store.clock.now_ns();
         let t = &entry.tracked;

@@ -3,24 +3,28 @@
 //!
 //! Extensions cost a registry lookup (slab reference count), a lock and a `TypeId` map per
 //! access, and the map itself is a heap block per span. The table is a fixed number of
-//! shards, each a small mutex around a hash map of [`SpanEntry`] values stored inline: one
-//! uncontended lock and a probe per access, no allocation per span beyond the map's slot.
-//! Each layer has its own table, so two progress layers in one subscriber never see each
-//! other's entries. Entries go at `on_close`, before the registry can reuse the id, and a
-//! shard's map shrinks when most of its spans closed: memory follows the live spans.
+//! shards, each a small lock around a hash map of [`SpanEntry`] values stored inline: one
+//! atomic and a probe per access, no allocation per span beyond the map's slot. Each layer
+//! has its own table, so two progress layers in one subscriber never see each other's
+//! entries. Entries go at `on_close`, before the registry can reuse the id, and a shard's map
+//! shrinks when most of its spans closed: memory follows the live spans.
 //!
 //! Only short work happens under a shard lock (atomics, a clock read, copying a few words
-//! out): never the operation's lock, which a snapshot may hold for milliseconds, and never a
-//! call out to exporters. Code that needs the tree takes a [`Tracked`] clone out first.
+//! out): never the operation's lock, which a snapshot may hold for milliseconds, never a call
+//! out to exporters, never a `tracing` call. Code that needs the tree takes a copy out first.
+//! So the lock is a spin lock (one atomic to take, a plain store to release; a waiter yields
+//! its thread after a few spins): holders never wait for anything.
 //!
-//! In front of the table sits [`TrackedIds`], a counting filter: enter/exit/close of a span
-//! the layer does not track cost one relaxed load and no lock.
+//! In front of the maps sits a counting filter of tracked ids: enter/exit/close of a span the
+//! layer does not track cost one relaxed load and no lock. Each filter bucket belongs to one
+//! shard and changes only under its lock, so keeping it costs no atomic read-modify-write.
 
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use parking_lot::Mutex;
 use tracing_core::span::Id;
 
 use super::tracked::SpanEntry;
@@ -28,20 +32,101 @@ use super::tracked::SpanEntry;
 /// 64 shards: threads working on different spans rarely share one.
 const SHARD_BITS: u32 = 6;
 
-/// Fibonacci hashing: registry ids are slab indices, dense in their low bits.
+/// 4,096 filter buckets (16 KiB per layer), 64 per shard: with a few dozen tracked spans
+/// open, about 1 % of untracked spans share a bucket with one.
+const BUCKET_BITS: u32 = 12;
+
+/// Fibonacci hashing: registry ids are slab indices, dense in their low bits. A bucket's
+/// shard is its top bits, so each bucket belongs to exactly one shard.
 #[inline]
 fn fib(id: u64, bits: u32) -> usize {
     (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
 }
 
+type Map = HashMap<u64, SpanEntry, BuildHasherDefault<IdHasher>>;
+
 /// The per-span state of one layer, by span id.
 pub(crate) struct SpanTable {
     shards: Box<[Shard]>,
+    /// Tracked spans per bucket of ids; 0 means "certainly not tracked". Written only under
+    /// the lock of the bucket's shard.
+    buckets: Box<[AtomicU32]>,
 }
 
 /// One shard on its own cache lines (no false sharing between neighbours).
 #[repr(align(128))]
-struct Shard(Mutex<HashMap<u64, SpanEntry, BuildHasherDefault<IdHasher>>>);
+struct Shard {
+    locked: AtomicBool,
+    map: UnsafeCell<Map>,
+}
+
+// SAFETY: `map` is only reached through a `Guard`, which exists only while `locked` is held
+// by its thread (see `Shard::lock`), so no two threads touch the map at once. The entries are
+// `Send + Sync` themselves.
+unsafe impl Sync for Shard {}
+
+/// The shard's map while its lock is held.
+struct Guard<'a>(&'a Shard);
+
+impl Shard {
+    #[inline]
+    fn lock(&self) -> Guard<'_> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_slow();
+        }
+        Guard(self)
+    }
+
+    #[cold]
+    fn lock_slow(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                // A holder preempted mid-section: let it run instead of burning the core.
+                if spins < 100 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl Deref for Guard<'_> {
+    type Target = Map;
+
+    fn deref(&self) -> &Map {
+        // SAFETY: the guard holds the shard's lock (see `unsafe impl Sync for Shard`).
+        unsafe { &*self.0.map.get() }
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Map {
+        // SAFETY: as above; `&mut self` makes this the only reference through the guard.
+        unsafe { &mut *self.0.map.get() }
+    }
+}
+
+impl Drop for Guard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.locked.store(false, Ordering::Release);
+    }
+}
 
 /// Hashes a span id for the map inside a shard. Unlike the shard choice (the top bits of a
 /// Fibonacci hash, the same for every id in a shard) its top bits vary, which the map's
@@ -75,32 +160,61 @@ impl SpanTable {
     pub(crate) fn new() -> Self {
         SpanTable {
             shards: (0..1usize << SHARD_BITS)
-                .map(|_| Shard(Mutex::new(HashMap::default())))
+                .map(|_| Shard {
+                    locked: AtomicBool::new(false),
+                    map: UnsafeCell::new(Map::default()),
+                })
+                .collect(),
+            buckets: (0..1usize << BUCKET_BITS)
+                .map(|_| AtomicU32::new(0))
                 .collect(),
         }
     }
 
+    /// The id's filter bucket and its shard. A zero bucket: span `id` certainly has no entry
+    /// (a span's creation happened before any use of its id on another thread, so a relaxed
+    /// read sees its insert).
     #[inline]
-    fn shard(&self, id: &Id) -> &Mutex<HashMap<u64, SpanEntry, BuildHasherDefault<IdHasher>>> {
-        &self.shards[fib(id.into_u64(), SHARD_BITS)].0
+    fn place(&self, id: &Id) -> (&AtomicU32, &Shard) {
+        let b = fib(id.into_u64(), BUCKET_BITS);
+        (
+            &self.buckets[b],
+            &self.shards[b >> (BUCKET_BITS - SHARD_BITS)],
+        )
     }
 
     /// Keeps `entry` as the state of span `id` (replacing a stale one, which cannot normally
     /// exist: entries go when their span closes).
     pub(crate) fn insert(&self, id: &Id, entry: SpanEntry) {
-        let old = self.shard(id).lock().insert(id.into_u64(), entry);
+        let (bucket, shard) = self.place(id);
+        let mut map = shard.lock();
+        let old = map.insert(id.into_u64(), entry);
+        if old.is_none() {
+            // Under the shard's lock: a plain store is enough.
+            let n = bucket.load(Ordering::Relaxed);
+            bucket.store(n.saturating_add(1), Ordering::Relaxed);
+        }
+        drop(map);
         // Dropped outside the lock: it releases node handles.
         drop(old);
     }
 
     /// Takes the state of span `id` out; the map shrinks once most of its slots are free.
     pub(crate) fn remove(&self, id: &Id) -> Option<SpanEntry> {
-        let mut map = self.shard(id).lock();
+        let (bucket, shard) = self.place(id);
+        if bucket.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut map = shard.lock();
         let entry = map.remove(&id.into_u64());
-        let (len, cap) = (map.len(), map.capacity());
-        // A quarter full: halve (amortized O(1): it takes many removes to get here again).
-        if cap > 64 && len < cap / 4 {
-            map.shrink_to(len * 2);
+        if entry.is_some() {
+            let n = bucket.load(Ordering::Relaxed);
+            bucket.store(n.saturating_sub(1), Ordering::Relaxed);
+            let (len, cap) = (map.len(), map.capacity());
+            // A quarter full: halve (amortized O(1): it takes many removes to get here again).
+            if cap > 64 && len < cap / 4 {
+                map.shrink_to(len * 2);
+            }
         }
         drop(map);
         entry
@@ -110,96 +224,61 @@ impl SpanTable {
     /// lock, no exporter, no `tracing` call).
     #[inline]
     pub(crate) fn with<R>(&self, id: &Id, f: impl FnOnce(&SpanEntry) -> R) -> Option<R> {
-        self.shard(id).lock().get(&id.into_u64()).map(f)
+        let (bucket, shard) = self.place(id);
+        if bucket.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        shard.lock().get(&id.into_u64()).map(f)
     }
 
     /// Whether span `id` has an entry.
     #[inline]
     pub(crate) fn contains(&self, id: &Id) -> bool {
-        self.shard(id).lock().contains_key(&id.into_u64())
+        self.with(id, |_| ()).is_some()
     }
 
-    /// Entries held now (tests).
+    /// Entries held now and slots allocated for them, all shards together (tests).
     #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().len()).sum()
-    }
-
-    /// Slots allocated now, all shards together (tests).
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().capacity()).sum()
-    }
-}
-
-/// Which span ids may be tracked: a counting filter over span ids, so enter/exit/close of a
-/// span the layer does not track costs one relaxed load instead of a table lookup. A zero
-/// bucket means "certainly not tracked"; a non-zero one is looked up (ids sharing a bucket
-/// with a tracked span only pay the lookup). Bounded: a fixed table whatever the number of
-/// spans.
-pub(crate) struct TrackedIds {
-    buckets: Box<[AtomicU32]>,
-}
-
-/// 4,096 buckets (16 KiB per layer): with a few dozen tracked spans open, about 1 % of
-/// untracked spans share a bucket with one.
-const BUCKET_BITS: u32 = 12;
-
-impl TrackedIds {
-    pub(crate) fn new() -> Self {
-        TrackedIds {
-            buckets: (0..1usize << BUCKET_BITS)
-                .map(|_| AtomicU32::new(0))
-                .collect(),
-        }
-    }
-
-    #[inline]
-    fn bucket(&self, id: &Id) -> &AtomicU32 {
-        &self.buckets[fib(id.into_u64(), BUCKET_BITS)]
-    }
-
-    /// A span with this id is tracked from now on, until [`remove`](Self::remove).
-    pub(crate) fn insert(&self, id: &Id) {
-        self.bucket(id).fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The tracked span with this id closed.
-    pub(crate) fn remove(&self, id: &Id) {
-        let b = self.bucket(id);
-        // Never below zero, even if called without a matching insert.
-        let _ = b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-
-    /// False if no span with this id is tracked; true if one may be. The span's creation
-    /// happened before any use of its id on another thread, so a relaxed read sees its insert.
-    #[inline]
-    pub(crate) fn may_contain(&self, id: &Id) -> bool {
-        self.bucket(id).load(Ordering::Relaxed) != 0
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, cap), s| {
+            let map = s.lock();
+            (n + map.len(), cap + map.capacity())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing_subscriber::prelude::*;
 
     #[test]
-    fn tracked_ids_never_forget_a_tracked_span() {
-        let ids = TrackedIds::new();
-        let all: Vec<Id> = (1..=20_000).map(Id::from_u64).collect();
-        for id in all.iter().step_by(3) {
-            ids.insert(id);
-        }
-        // No false negatives; and with 6,667 tracked in 4,096 buckets some are still free.
-        assert!(all.iter().step_by(3).all(|id| ids.may_contain(id)));
-        assert!(all.iter().any(|id| !ids.may_contain(id)));
-        for id in all.iter().step_by(3) {
-            ids.remove(id);
-        }
-        assert!(all.iter().all(|id| !ids.may_contain(id)));
-        // A remove without an insert does not wrap the bucket around.
-        ids.remove(&all[0]);
-        assert!(!ids.may_contain(&all[0]));
+    fn entries_go_when_spans_close_and_the_table_shrinks() {
+        let (layer, _store) = crate::layer::<tracing_subscriber::Registry>();
+        let table = layer.shared.spans.clone();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let root = tracing::info_span!("root", progress.level = "root");
+            let block = || tracing::info_span!("block", progress.level = "block");
+            let untracked: Vec<_> = (0..1_000).map(|_| tracing::info_span!("helper")).collect();
+            let live: Vec<_> = (0..20_000).map(|_| root.in_scope(block)).collect();
+            let (n, grown) = table.usage();
+            assert_eq!(
+                n, 20_001,
+                "one entry per tracked span, none for untracked ones"
+            );
+            drop(live);
+            let (n, shrunk) = table.usage();
+            assert_eq!(n, 1);
+            assert!(
+                shrunk * 4 < grown,
+                "{grown} slots, {shrunk} after the spans closed"
+            );
+            // Ids the registry reuses get fresh entries.
+            let again: Vec<_> = (0..100).map(|_| root.in_scope(block)).collect();
+            assert_eq!(table.usage().0, 101);
+            drop((again, untracked));
+        });
+        assert_eq!(table.usage().0, 0, "every entry went with its span");
     }
 
     #[test]
