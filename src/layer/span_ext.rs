@@ -62,6 +62,7 @@ impl WithContext {
     /// The layer became part of `dispatch`: makes its table reachable from the dispatcher's
     /// first `WithContext`, or through the registry when a wrapper hides it.
     pub(crate) fn register(&self, dispatch: &Dispatch) {
+        self.own.registered();
         match dispatch.downcast_ref::<WithContext>() {
             Some(first) if std::ptr::eq(first, self) => {}
             Some(first) => {
@@ -96,7 +97,8 @@ impl WithContext {
         }
     }
 
-    /// Every table of the dispatcher, this layer's first.
+    /// Every table of the dispatcher, in the order their layers joined it (for
+    /// `registry().with(a).with(b)`: `a`, then `b`).
     fn tables(&self) -> ([&SpanTable; MAX_LAYERS], usize) {
         let mut out = [&*self.own; MAX_LAYERS];
         let mut n = 1;
@@ -104,6 +106,7 @@ impl WithContext {
             out[n] = t;
             n += 1;
         }
+        out[..n].sort_unstable_by_key(|t| t.order());
         (out, n)
     }
 }
@@ -128,9 +131,9 @@ fn hidden_tables(registry: &Registry) -> Vec<Arc<SpanTable>> {
 fn own_handle(ctx: &WithContext, id: &Id) -> Option<ProgressHandle> {
     let handle = ctx.own.with(id, |e| e.tracked.node.progress())?;
     let (tables, n) = ctx.tables();
-    tables[1..n]
+    tables[..n]
         .iter()
-        .all(|t| !t.contains(id))
+        .all(|t| std::ptr::eq(*t, &*ctx.own) || !t.contains(id))
         .then_some(handle)
 }
 

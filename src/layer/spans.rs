@@ -23,7 +23,7 @@ use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use tracing_core::span::Id;
 
@@ -51,6 +51,9 @@ pub(crate) struct SpanTable {
     /// Tracked spans per bucket of ids; 0 means "certainly not tracked". Written only under
     /// the lock of the bucket's shard.
     buckets: Box<[AtomicU32]>,
+    /// When its layer joined a dispatcher, process-wide (0 until then): the extension trait
+    /// takes a dispatcher's layers in this order.
+    order: AtomicU64,
 }
 
 /// One shard on its own cache lines (no false sharing between neighbours).
@@ -168,6 +171,26 @@ impl SpanTable {
             buckets: (0..1usize << BUCKET_BITS)
                 .map(|_| AtomicU32::new(0))
                 .collect(),
+            order: AtomicU64::new(0),
+        }
+    }
+
+    /// Its layer joined a dispatcher: numbered once, in the order layers join.
+    pub(crate) fn registered(&self) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        if self.order.load(Ordering::Relaxed) == 0 {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let _ = self
+                .order
+                .compare_exchange(0, n, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// See [`registered`](Self::registered); `u64::MAX` before.
+    pub(crate) fn order(&self) -> u64 {
+        match self.order.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            n => n,
         }
     }
 
