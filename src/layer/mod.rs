@@ -470,10 +470,14 @@ where
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        if !self.shared.spans.may_hold(id) {
+            return;
+        }
+        // Read before the table's lock: a clock given to the builder is the user's code.
         let clock = &self.shared.store.clock;
+        let now = clock.now_ns();
+        let at = clock.ns_to_unix_us(now);
         let started = self.with_entry(id, |e| {
-            let now = clock.now_ns();
-            let at = clock.ns_to_unix_us(now);
             if e.entered.fetch_add(1, Ordering::AcqRel) == 0 {
                 e.entered_at_ns.store(now, Ordering::Release);
                 e.tracked.node.live().entered(at);
@@ -491,10 +495,12 @@ where
     }
 
     fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
-        let clock = &self.shared.store.clock;
+        if !self.shared.spans.may_hold(id) {
+            return;
+        }
+        let now = self.shared.store.clock.now_ns();
         let found = self.with_entry(id, |e| {
             if e.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
-                let now = clock.now_ns();
                 let since = e.entered_at_ns.load(Ordering::Acquire);
                 e.tracked.node.live().exited(now.saturating_sub(since));
             }

@@ -245,7 +245,8 @@ mod sealed {
 /// Each method acts on the nearest *tracked* span at or above this one, so
 /// `Span::current().inc(1)` works from inside an untracked helper span. When the layer is not
 /// installed (or the span is disabled), every method does nothing and the queries return
-/// `false`/`None`.
+/// `false`/`None`. With several progress layers in one subscriber, updates reach each of
+/// them (up to four); queries answer for the first one added.
 ///
 /// ```
 /// use tracing_progress::ProgressSpanExt;

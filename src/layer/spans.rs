@@ -9,11 +9,12 @@
 //! entries. Entries go at `on_close`, before the registry can reuse the id, and a shard's map
 //! shrinks when most of its spans closed: memory follows the live spans.
 //!
-//! Only short work happens under a shard lock (atomics, a clock read, copying a few words
-//! out): never the operation's lock, which a snapshot may hold for milliseconds, never a call
-//! out to exporters, never a `tracing` call. Code that needs the tree takes a copy out first.
-//! So the lock is a spin lock (one atomic to take, a plain store to release; a waiter yields
-//! its thread after a few spins): holders never wait for anything.
+//! Only short work happens under a shard lock (atomics, copying a few words out, with
+//! exporters their throttle check and its clock read): never the operation's lock, which a
+//! snapshot may hold for milliseconds, never a call out to exporters, never a `tracing` call.
+//! Code that needs the tree takes a copy out first. So the lock is a spin lock (one atomic to
+//! take, a plain store to release; a waiter yields its thread after a few spins): holders
+//! never wait for anything.
 //!
 //! In front of the maps sits a counting filter of tracked ids: enter/exit/close of a span the
 //! layer does not track cost one relaxed load and no lock. Each filter bucket belongs to one
@@ -44,6 +45,12 @@ fn fib(id: u64, bits: u32) -> usize {
 }
 
 type Map = HashMap<u64, SpanEntry, BuildHasherDefault<IdHasher>>;
+
+// Entries move between threads with the map (see `unsafe impl Sync for Shard`).
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Map>();
+};
 
 /// The per-span state of one layer, by span id.
 pub(crate) struct SpanTable {
@@ -204,6 +211,12 @@ impl SpanTable {
             &self.buckets[b],
             &self.shards[b >> (BUCKET_BITS - SHARD_BITS)],
         )
+    }
+
+    /// False if span `id` certainly has no entry (one relaxed load, no lock).
+    #[inline]
+    pub(crate) fn may_hold(&self, id: &Id) -> bool {
+        self.place(id).0.load(Ordering::Relaxed) != 0
     }
 
     /// Keeps `entry` as the state of span `id` (replacing a stale one, which cannot normally

@@ -243,14 +243,21 @@ fn extension_methods_reach_every_layer_and_the_first_is_the_first_added() {
     tracing::subscriber::with_default(subscriber, || {
         let job = info_span!("job", progress.level = "job", progress.total = 10);
         let id = job.operation_id().unwrap();
-        assert!(first_store.get(id).is_some(), "operation_id is the first layer's");
+        assert!(
+            first_store.get(id).is_some(),
+            "operation_id is the first layer's"
+        );
         let _j = job.enter();
         // An untracked helper span in between: the trait walks up to `job` in every table.
         info_span!("helper").in_scope(|| tracing::Span::current().inc(3));
         job.progress().inc(2);
         let current = |store: &tracing_progress::Store| store.active()[0].root.current;
         assert_eq!(current(&first_store), 5, "span.inc and the handle");
-        assert_eq!(current(&hidden_store), 3, "span.inc reaches the hidden layer");
+        assert_eq!(
+            current(&hidden_store),
+            3,
+            "span.inc reaches the hidden layer"
+        );
         assert_eq!(current(&last_store), 3, "and the filtered one");
         assert_eq!(job.progress().node_id(), job.progress_id());
     });
