@@ -336,13 +336,24 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        let Some(tracked) = self.with_entry(id, |e| e.tracked.clone()) else {
+        let Some(class) = self.with_entry(id, |e| e.tracked.class.clone()) else {
             return;
         };
+        // Fields outside the table's lock: their `Debug` impls are the user's code.
         let max_text = self.shared.store.limits.max_text_len;
-        let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
+        let mut visitor = FieldVisitor::new(&class, max_text, false);
         values.record(&mut visitor);
-        if let Some(report) = tracked.apply(visitor.update) {
+        let update = visitor.update;
+        let report = if update.is_counters_only() {
+            // `span.record("progress.current", n)`: atomics, done in the table.
+            let (total, current, inc) = (update.total, update.current, update.inc);
+            self.with_entry(id, |e| e.tracked.count(total, current, inc))
+                .flatten()
+        } else {
+            self.with_entry(id, |e| e.tracked.clone())
+                .and_then(|t| t.apply(update))
+        };
+        if let Some(report) = report {
             report.send(id);
         }
     }
@@ -407,65 +418,76 @@ where
             node.record(visitor.finish(self.shared.store.clock.now_us()));
             return;
         }
-        let Some((tracked, span_id)) = self.event_entry(event, &ctx, |e| e.tracked.clone()) else {
-            return;
-        };
+        // Fields first, outside any lock: their `Debug` impls are the user's code.
         let class = self.shared.classifier.event_class(meta);
         let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, true);
         event.record(&mut visitor);
         let FieldVisitor {
             mut update, extra, ..
         } = visitor;
-        if is_error {
-            let returned = kind == EventKind::ReturnedError;
-            let message = extra
-                .event_message
-                .or(extra.event_error)
-                .unwrap_or_else(|| Arc::from(format!("error event in {}", meta.name())));
-            let mut fields = Metadata::default();
-            let mut origin = LogOrigin::default();
-            for (k, v) in std::mem::take(&mut update.metadata) {
-                if !origin.take(meta, &k, &v) {
-                    fields.insert(k, v);
-                }
-            }
-            let location =
-                origin.file.as_deref().or(meta.file()).map(|f| {
-                    Arc::from(format!("{f}:{}", origin.line.or(meta.line()).unwrap_or(0)))
-                });
-            // A failing event's counters are recorded; the final values reach exporters at close.
-            let _ = tracked.apply(update);
-            if returned {
-                tracked.node.live().set_returned();
-            }
-            let target = origin
-                .target
-                .unwrap_or_else(|| class.callsite.target.clone());
-            let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
-            // Failing or not, the error is kept: as the node's failure or as one it handled.
-            let line = keep_recent.then(|| RecentEvent {
-                at_us: error.at_us,
-                level: EventLevel::Error,
-                target: error.target.clone(),
-                message: Some(error.message.clone()),
-                fields: error.fields.clone(),
-            });
-            if self.shared.fail_on.fails(returned) {
-                tracked.node.fail(error);
-            } else {
-                tracked.node.handled_error(error);
-            }
-            // After the failure, which carries the lines that led to it, not itself.
-            if let Some(line) = line {
-                tracked.node.record_event(line);
-            }
-        } else {
+        if !is_error {
             if update.message.is_none() {
                 update.message = extra.event_message;
             }
-            if let Some(report) = tracked.apply(update) {
-                report.send(&span_id);
+            let report = if update.is_counters_only() {
+                // `info!(progress.inc = 1)`: atomics, done in the table (no copy taken out).
+                let (total, current, inc) = (update.total, update.current, update.inc);
+                self.event_entry(event, &ctx, |e| e.tracked.count(total, current, inc))
+                    .and_then(|(report, id)| Some((report?, id)))
+            } else {
+                self.event_entry(event, &ctx, |e| e.tracked.clone())
+                    .and_then(|(tracked, id)| Some((tracked.apply(update)?, id)))
+            };
+            if let Some((report, id)) = report {
+                report.send(&id);
             }
+            return;
+        }
+        let Some((tracked, _)) = self.event_entry(event, &ctx, |e| e.tracked.clone()) else {
+            return;
+        };
+        let returned = kind == EventKind::ReturnedError;
+        let message = extra
+            .event_message
+            .or(extra.event_error)
+            .unwrap_or_else(|| Arc::from(format!("error event in {}", meta.name())));
+        let mut fields = Metadata::default();
+        let mut origin = LogOrigin::default();
+        for (k, v) in std::mem::take(&mut update.metadata) {
+            if !origin.take(meta, &k, &v) {
+                fields.insert(k, v);
+            }
+        }
+        let location = origin
+            .file
+            .as_deref()
+            .or(meta.file())
+            .map(|f| Arc::from(format!("{f}:{}", origin.line.or(meta.line()).unwrap_or(0))));
+        // A failing event's counters are recorded; the final values reach exporters at close.
+        let _ = tracked.apply(update);
+        if returned {
+            tracked.node.live().set_returned();
+        }
+        let target = origin
+            .target
+            .unwrap_or_else(|| class.callsite.target.clone());
+        let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
+        // Failing or not, the error is kept: as the node's failure or as one it handled.
+        let line = keep_recent.then(|| RecentEvent {
+            at_us: error.at_us,
+            level: EventLevel::Error,
+            target: error.target.clone(),
+            message: Some(error.message.clone()),
+            fields: error.fields.clone(),
+        });
+        if self.shared.fail_on.fails(returned) {
+            tracked.node.fail(error);
+        } else {
+            tracked.node.handled_error(error);
+        }
+        // After the failure, which carries the lines that led to it, not itself.
+        if let Some(line) = line {
+            tracked.node.record_event(line);
         }
     }
 
