@@ -53,11 +53,12 @@ const _: fn() = || {
 };
 
 /// The per-span state of one layer, by span id.
+/// Shards and filter inline (24 KiB), so the filter is one pointer away from the layer.
 pub(crate) struct SpanTable {
-    shards: Box<[Shard]>,
+    shards: [Shard; 1 << SHARD_BITS],
     /// Tracked spans per bucket of ids; 0 means "certainly not tracked". Written only under
     /// the lock of the bucket's shard.
-    buckets: Box<[AtomicU32]>,
+    buckets: [AtomicU32; 1 << BUCKET_BITS],
     /// When its layer joined a dispatcher, process-wide (0 until then): the extension trait
     /// takes a dispatcher's layers in this order.
     order: AtomicU64,
@@ -169,15 +170,11 @@ impl Hasher for IdHasher {
 impl SpanTable {
     pub(crate) fn new() -> Self {
         SpanTable {
-            shards: (0..1usize << SHARD_BITS)
-                .map(|_| Shard {
-                    locked: AtomicBool::new(false),
-                    map: UnsafeCell::new(Map::default()),
-                })
-                .collect(),
-            buckets: (0..1usize << BUCKET_BITS)
-                .map(|_| AtomicU32::new(0))
-                .collect(),
+            shards: std::array::from_fn(|_| Shard {
+                locked: AtomicBool::new(false),
+                map: UnsafeCell::new(Map::default()),
+            }),
+            buckets: std::array::from_fn(|_| AtomicU32::new(0)),
             order: AtomicU64::new(0),
         }
     }
