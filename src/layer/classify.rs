@@ -273,16 +273,60 @@ impl Hasher for AddressHasher {
 type ClassCache = HashMap<usize, Arc<SpanClass>, BuildHasherDefault<AddressHasher>>;
 
 pub(crate) struct Classifier {
+    /// Unique per classifier (never reused), the key of the per-thread cache.
+    id: u64,
     rules: Vec<TrackRule>,
     cache: RwLock<ClassCache>,
 }
 
+/// Entries of the per-thread class cache (direct-mapped by callsite address).
+const THREAD_CLASSES: usize = 16;
+
+/// A class once looked up per thread and callsite: `(classifier id, callsite address, class)`.
+type ThreadClass = Option<(u64, usize, Arc<SpanClass>)>;
+
+thread_local! {
+    /// The last classes this thread looked up, so a new span of a known callsite costs no
+    /// shared lock (whose cache line every thread creating spans would otherwise share).
+    /// Bounded: a few entries per thread, replaced on collision.
+    static CLASSES: std::cell::RefCell<[ThreadClass; THREAD_CLASSES]> =
+        const { std::cell::RefCell::new([const { None }; THREAD_CLASSES]) };
+}
+
 impl Classifier {
     pub(crate) fn new(rules: Vec<TrackRule>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Classifier {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             rules,
             cache: RwLock::new(ClassCache::default()),
         }
+    }
+
+    /// The class of a tracked callsite from the thread's cache, else the shared one.
+    #[inline]
+    fn cached(&self, key: usize) -> Option<Arc<SpanClass>> {
+        let slot = (key >> 4) % THREAD_CLASSES;
+        let hit = CLASSES
+            .try_with(|c| {
+                let c = c.try_borrow().ok()?;
+                match &c[slot] {
+                    Some((id, k, class)) if *id == self.id && *k == key => Some(class.clone()),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        if hit.is_some() {
+            return hit;
+        }
+        let class = self.cache.read().get(&key)?.clone();
+        let _ = CLASSES.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c[slot] = Some((self.id, key, class.clone()));
+            }
+        });
+        Some(class)
     }
 
     /// Whether a callsite declares any `progress.*` field.
@@ -298,8 +342,8 @@ impl Classifier {
             return None;
         }
         let key = meta as *const Metadata<'static> as usize;
-        if let Some(class) = self.cache.read().get(&key) {
-            return Some(class.clone());
+        if let Some(class) = self.cached(key) {
+            return Some(class);
         }
         let class = Arc::new(self.build(meta));
         self.cache.write().entry(key).or_insert(class.clone());
@@ -310,8 +354,8 @@ impl Classifier {
     /// field names are interned the same way).
     pub(crate) fn event_class(&self, meta: &'static Metadata<'static>) -> Arc<SpanClass> {
         let key = meta as *const Metadata<'static> as usize;
-        if let Some(class) = self.cache.read().get(&key) {
-            return class.clone();
+        if let Some(class) = self.cached(key) {
+            return class;
         }
         let class = Arc::new(self.build(meta));
         self.cache.write().entry(key).or_insert(class.clone());

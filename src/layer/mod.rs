@@ -1,16 +1,18 @@
 //! The recording side: a [`Layer`] that maps spans to progress nodes.
 //!
-//! This module is the hot path. Per tracked span it keeps one private [`Tracked`] value in the
-//! span's extensions: a [`NodeHandle`] to its node in the store, plus entered time in atomics.
+//! This module is the hot path. Per tracked span it keeps one [`SpanEntry`] in its own side
+//! table keyed by span id ([`spans`]), not in the registry's extensions: a [`NodeHandle`] to
+//! its node in the store, plus entered time in atomics. A tracked span costs no registry
+//! lookup of its own on enter, exit or close, and finds its parent's entry by the parent's id.
 //! Untracked spans cost a field-name scan at creation (cached per callsite) and one relaxed
-//! load on enter/exit/close: a counting filter of tracked span ids ([`TrackedIds`]) says
-//! "certainly not tracked" without the registry lookup and extensions lock. The layer never
-//! emits `tracing` events, never holds an extensions guard while calling out, and only ever
-//! locks the one operation a span belongs to. What happens is told to optional exporters
-//! through one seam (`crate::export`).
+//! load on enter/exit/close: the table's counting filter of tracked span ids says "certainly
+//! not tracked" without a lookup. The layer never emits `tracing` events, never calls out or
+//! takes an operation's lock while holding a table lock, and only ever locks the one
+//! operation a span belongs to. What happens is told to optional exporters through one seam
+//! (`crate::export`).
 //!
 //! Two progress layers in one subscriber (a library's and its application's) each keep their
-//! own `Tracked`, chained in the one extension slot the type gets, told apart by layer id.
+//! own table; the extension trait reaches both (see [`span_ext`]).
 
 mod builder;
 pub(crate) mod classify;
@@ -19,6 +21,7 @@ mod panic;
 mod planned;
 mod recent;
 pub(crate) mod span_ext;
+mod spans;
 mod tracked;
 mod visitor;
 
@@ -28,24 +31,27 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use tracing_subscriber::registry::SpanRef;
+
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::subscriber::Interest;
 use tracing_core::{Event, Level, LevelFilter, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::{Extensions, LookupSpan, SpanRef};
+use tracing_subscriber::registry::LookupSpan;
 
 pub use builder::{BuildError, Builder, layer};
 use classify::{Classifier, SpanClass};
 pub use events::FailOn;
 use events::{EventKind, LogOrigin};
 use recent::RecentVisitor;
-pub(crate) use tracked::{Attach, CounterReport, SpanExport, Tracked, TrackedIds};
+pub(crate) use spans::SpanTable;
+pub(crate) use tracked::{Attach, CounterReport, SpanEntry, SpanExport, Tracked};
 use visitor::FieldVisitor;
 pub(crate) use visitor::sanitize;
 
 use crate::export::{ClosedNode, Exporters, Throttle};
 use crate::model::{ErrorOrigin, EventLevel, Metadata, NodeId, RecentEvent};
-use crate::store::{CloseInfo, NewNode, StoreInner};
+use crate::store::{CloseInfo, NewNode, NodeAt, NodeKey, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
 ///
@@ -60,8 +66,6 @@ pub struct ProgressLayer<S> {
 }
 
 pub(crate) struct Shared {
-    /// Tells this layer's entries apart from another progress layer's on the same span.
-    id: u32,
     store: Arc<StoreInner>,
     classifier: Classifier,
     capture_panics: bool,
@@ -70,8 +74,8 @@ pub(crate) struct Shared {
     installed: AtomicBool,
     /// `None` when there are none, so spans carry no pointer to them.
     exporters: Option<Arc<Exporters>>,
-    /// Ids of the spans this layer tracks (approximately), so others skip the registry.
-    tracked_ids: TrackedIds,
+    /// This layer's per-span state, by span id (shared with the extension trait).
+    spans: Arc<SpanTable>,
 }
 
 impl<S> fmt::Debug for ProgressLayer<S> {
@@ -123,18 +127,18 @@ where
         let id = NEXT_LAYER.fetch_add(1, Ordering::Relaxed);
         // `inc` may skip the span lookup unless an exporter wants counter changes.
         let reports_counters = exporters.wants_counters();
+        let spans = Arc::new(SpanTable::new());
         ProgressLayer {
+            with_context: span_ext::WithContext::new::<S>(id, reports_counters, spans.clone()),
             shared: Arc::new(Shared {
-                id,
                 store,
                 classifier,
                 capture_panics,
                 fail_on,
                 installed: AtomicBool::new(false),
                 exporters: (!exporters.is_empty()).then(|| Arc::new(exporters)),
-                tracked_ids: TrackedIds::new(),
+                spans,
             }),
-            with_context: span_ext::WithContext::new::<S>(id, reports_counters),
             _subscriber: PhantomData,
         }
     }
@@ -143,21 +147,57 @@ where
         self.shared.exporters.iter().flat_map(|e| e.iter())
     }
 
-    /// This layer's entry in a span's extensions.
+    /// `f` of this layer's entry of span `id`, if it tracks the span (under the table's lock:
+    /// keep `f` short; take copies out for work on the tree).
     #[inline]
-    fn mine<'a>(&self, ext: &'a Extensions<'_>) -> Option<&'a Tracked> {
-        ext.get::<Tracked>()?.of(self.shared.id)
+    fn with_entry<R>(&self, id: &Id, f: impl FnOnce(&SpanEntry) -> R) -> Option<R> {
+        self.shared.spans.with(id, f)
     }
 
-    /// The nearest span at or above `span` that this layer tracks.
-    fn new_tracked(
+    /// Where the children of the nearest tracked span at or above `first` attach: that span's
+    /// operation, the attach point and its depth. `first` is a span id as the registry gives
+    /// it; `span` finds its ancestors when it is not tracked itself (through the layer's
+    /// filter, if it has one).
+    fn nearest_attach<'a>(
         &self,
-        class: &Arc<SpanClass>,
+        first: Option<&Id>,
+        span: impl FnOnce() -> Option<SpanRef<'a, S>>,
+    ) -> Option<(NodeAt, Attach, NodeKey)>
+    where
+        S: 'a,
+    {
+        let look = |id: &Id| {
+            self.with_entry(id, |e| {
+                (e.tracked.node.at(), e.attach(), e.tracked.node.key())
+            })
+        };
+        // Usually the parent itself: one table lookup, no registry lookup.
+        if let Some(found) = first.and_then(look) {
+            return Some(found);
+        }
+        // Walked with `parent()`, one registry lookup per ancestor (`scope()` would look the
+        // first one up twice).
+        let mut next = span()?.parent();
+        while let Some(s) = next.take() {
+            if let Some(found) = look(&s.id()) {
+                return Some(found);
+            }
+            next = s.parent();
+        }
+        None
+    }
+
+    /// The entry of a new tracked span: its node, under the nearest tracked span above it
+    /// (found by the parent's id), or a new operation.
+    fn new_entry(
+        &self,
+        class: Arc<SpanClass>,
         attrs: &Attributes<'_>,
-        span: &SpanRef<'_, S>,
-    ) -> Option<Tracked> {
+        id: &Id,
+        ctx: &Context<'_, S>,
+    ) -> Option<SpanEntry> {
         let store = &self.shared.store;
-        let mut visitor = FieldVisitor::new(class, store.limits.max_text_len, false);
+        let mut visitor = FieldVisitor::new(&class, store.limits.max_text_len, false);
         attrs.record(&mut visitor);
         let FieldVisitor {
             mut update, extra, ..
@@ -165,7 +205,7 @@ where
         let created_ns = store.clock.now_ns();
         let keyed = update.name.is_some();
         let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
-        let new = NewNode {
+        let mut new = NewNode {
             id: NodeId::next(),
             level_type,
             name: update.name.take(),
@@ -175,103 +215,105 @@ where
             key: extra.key,
             keyed,
         };
-        let (node, attach) = 'found: {
-            // The nearest span above that this layer tracks; the child is added with that
-            // span's extensions held (no handle is cloned: the child's own is the only new
-            // reference), and nothing is moved around unless it is used.
-            // Walked with `parent()`, one lookup per ancestor (`scope()` would look the
-            // first one up twice).
-            let mut next = span.parent();
-            while let Some(s) = next.take() {
-                {
-                    let ext = s.extensions();
-                    let Some(t) = self.mine(&ext) else {
-                        drop(ext);
-                        next = s.parent();
-                        continue;
-                    };
-                    let at = t.attach();
-                    let mut new = new;
-                    new.flattened = at.key != t.node.key();
-                    // The parent node is gone (cannot normally happen): not tracked.
-                    let node = t.node.add_child(at.key, new, update)?;
-                    let depth = at.depth.saturating_add(1);
-                    // At the depth limit, children go where this node went: beside it.
-                    let attach = if depth < store.limits.max_depth {
-                        Attach {
-                            key: node.key(),
-                            depth,
-                        }
-                    } else {
-                        at
-                    };
-                    break 'found (node, attach);
-                }
-            }
-            let operation_type = extra
-                .operation
-                .or_else(|| class.operation_type.clone())
-                .unwrap_or_else(|| new.level_type.clone());
-            let node = store.start_operation(new, operation_type, update)?;
-            let attach = Attach {
-                key: node.key(),
-                depth: 0,
-            };
-            (node, attach)
+        // The registry's parent: the current span unless the span says otherwise.
+        let found = if attrs.is_root() {
+            None
+        } else if attrs.is_contextual() {
+            let current = ctx.current_span();
+            self.nearest_attach(current.id(), || ctx.span(id))
+        } else {
+            self.nearest_attach(attrs.parent(), || ctx.span(id))
         };
-        Some(Tracked {
-            layer: self.shared.id,
-            class: class.clone(),
+        let (node, attach) = match found {
+            Some((parent, at, parent_key)) => {
+                new.flattened = at.key != parent_key;
+                // The parent node is gone (cannot normally happen): not tracked.
+                let node = parent.add_child(at.key, new, update)?;
+                let depth = at.depth.saturating_add(1);
+                // At the depth limit, children go where this node went: beside it.
+                let attach = if depth < store.limits.max_depth {
+                    Attach {
+                        key: node.key(),
+                        depth,
+                    }
+                } else {
+                    at
+                };
+                (node, attach)
+            }
+            None => {
+                let operation_type = extra
+                    .operation
+                    .or_else(|| class.operation_type.clone())
+                    .unwrap_or_else(|| new.level_type.clone());
+                let node = store.start_operation(new, operation_type, update)?;
+                let attach = Attach {
+                    key: node.key(),
+                    depth: 0,
+                };
+                (node, attach)
+            }
+        };
+        Some(SpanEntry {
             attach_elsewhere: (attach.key != node.key()).then(|| Box::new(attach.key)),
-            node,
             attach_depth: attach.depth,
-            returned: AtomicBool::new(false),
             entered: AtomicU32::new(0),
             entered_at_ns: AtomicU64::new(0),
-            // Only counter reports need it: exporters that want none (the history file) cost
-            // a span no allocation.
-            export: self
-                .shared
-                .exporters
-                .as_ref()
-                .filter(|e| e.wants_counters())
-                .map(|exporters| {
-                    Box::new(SpanExport {
-                        exporters: exporters.clone(),
-                        throttle: Throttle::new(created_ns),
-                    })
-                }),
-            next: None,
+            tracked: Tracked {
+                node,
+                class,
+                // Only counter reports need it: exporters that want none (the history file)
+                // cost a span no allocation.
+                export: self
+                    .shared
+                    .exporters
+                    .as_ref()
+                    .filter(|e| e.wants_counters())
+                    .map(|exporters| {
+                        Arc::new(SpanExport {
+                            exporters: exporters.clone(),
+                            throttle: Throttle::new(created_ns),
+                        })
+                    }),
+            },
         })
     }
 
-    /// Removes this layer's entry from a span's extensions (one lookup when it is the only
-    /// progress layer).
-    fn take_mine(
+    /// `f` of the nearest span at or above the event's (its explicit parent, else the current
+    /// span) that this layer tracks, with that span's id.
+    fn event_entry<R>(
         &self,
-        ext: &mut tracing_subscriber::registry::ExtensionsMut<'_>,
-    ) -> Option<Tracked> {
-        let mut head = ext.remove::<Tracked>()?;
-        if head.layer == self.shared.id {
-            if let Some(rest) = head.next.take() {
-                ext.insert(*rest);
-            }
-            return Some(head);
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+        f: impl Fn(&SpanEntry) -> R,
+    ) -> Option<(R, Id)> {
+        let current;
+        let first = if event.is_root() {
+            return None;
+        } else if event.is_contextual() {
+            current = ctx.current_span();
+            current.id()
+        } else {
+            event.parent()
+        };
+        // Usually the event's own span: one table lookup, no registry lookup.
+        if let Some(id) = first
+            && let Some(r) = self.with_entry(id, &f)
+        {
+            return Some((r, id.clone()));
         }
-        // Another layer's entry is first: unlink ours from the chain behind it.
-        let mut mine = None;
-        let mut cur = &mut head;
-        while let Some(next) = cur.next.take() {
-            if next.layer == self.shared.id {
-                let mut next = *next;
-                cur.next = next.next.take();
-                mine = Some(next);
-                break;
+        // Its ancestors, through the layer's filter if it has one.
+        let mut next = ctx.event_span(event);
+        while let Some(s) = next.take() {
+            let id = s.id();
+            if first != Some(&id)
+                && let Some(r) = self.with_entry(&id, &f)
+            {
+                return Some((r, id));
             }
-            cur = cur.next.insert(next);
+            next = s.parent();
         }
-        ext.insert(head);
-        mine
+        None
     }
 }
 
@@ -283,39 +325,34 @@ where
         let Some(class) = self.shared.classifier.classify(attrs.metadata()) else {
             return;
         };
-        let Some(span) = ctx.span(id) else { return };
-        let Some(tracked) = self.new_tracked(&class, attrs, &span) else {
+        let Some(entry) = self.new_entry(class, attrs, id, &ctx) else {
             return;
         };
-        let node = tracked.node_ref();
-        {
-            let mut ext = span.extensions_mut();
-            match ext.get_mut::<Tracked>() {
-                // Another progress layer tracks this span too: chain ours behind its entry.
-                Some(head) => head.push_back(tracked),
-                None => ext.insert(tracked),
-            }
-        }
-        self.shared.tracked_ids.insert(id);
+        let node = entry.tracked.node_ref();
+        self.shared.spans.insert(id, entry);
         for e in self.exporters() {
             e.node_created(id, node);
         }
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if !self.shared.tracked_ids.may_contain(id) {
-            return;
-        }
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        let Some(tracked) = self.mine(&ext) else {
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        let Some(class) = self.with_entry(id, |e| e.tracked.class.clone()) else {
             return;
         };
+        // Fields outside the table's lock: their `Debug` impls are the user's code.
         let max_text = self.shared.store.limits.max_text_len;
-        let mut visitor = FieldVisitor::new(&tracked.class, max_text, false);
+        let mut visitor = FieldVisitor::new(&class, max_text, false);
         values.record(&mut visitor);
-        let report = tracked.apply(visitor.update);
-        drop(ext);
+        let update = visitor.update;
+        let report = if update.is_counters_only() {
+            // `span.record("progress.current", n)`: atomics, done in the table.
+            let (total, current, inc) = (update.total, update.current, update.inc);
+            self.with_entry(id, |e| e.tracked.count(total, current, inc))
+                .flatten()
+        } else {
+            self.with_entry(id, |e| e.tracked.clone())
+                .and_then(|t| t.apply(update))
+        };
         if let Some(report) = report {
             report.send(id);
         }
@@ -323,6 +360,7 @@ where
 
     fn on_register_dispatch(&self, dispatch: &tracing_core::Dispatch) {
         self.shared.installed.store(true, Ordering::Relaxed);
+        self.with_context.register(dispatch);
         for e in self.exporters() {
             e.register_dispatch(dispatch);
         }
@@ -356,25 +394,24 @@ where
         }
         if kind == EventKind::Return {
             // `#[instrument(ret)]`: the function returned; its span is the event's own span.
-            if let Some(s) = ctx.event_span(event)
-                && let Some(t) = self.mine(&s.extensions())
-            {
-                t.returned.store(true, Ordering::Relaxed);
-                t.class.saw_return();
+            let own = if event.is_contextual() {
+                ctx.current_span().id().cloned()
+            } else {
+                event.parent().cloned()
+            };
+            if let Some(id) = own {
+                self.with_entry(&id, |e| {
+                    e.tracked.node.live().set_returned();
+                    e.tracked.class.saw_return();
+                });
             }
             return;
         }
-        let Some(scope) = ctx.event_scope(event) else {
-            return;
-        };
-        let tracked_ids = &self.shared.tracked_ids;
-        let Some(span) = scope
-            .into_iter()
-            .find(|s| tracked_ids.may_contain(&s.id()) && self.mine(&s.extensions()).is_some())
-        else {
-            return;
-        };
         if kind == EventKind::Other && !is_error {
+            // A recent event: only the node's operation and key leave the table.
+            let Some((node, _)) = self.event_entry(event, &ctx, |e| e.tracked.node.at()) else {
+                return;
+            };
             // An event's text takes at most a quarter of the ring's bytes.
             let mut visitor = RecentVisitor::new(
                 meta,
@@ -383,138 +420,134 @@ where
                 limits.max_metadata_entries,
             );
             event.record(&mut visitor);
-            let ext = span.extensions();
-            if let Some(tracked) = self.mine(&ext) {
-                tracked
-                    .node
-                    .record(visitor.finish(self.shared.store.clock.now_us()));
-            }
+            node.record(visitor.finish(self.shared.store.clock.now_us()));
             return;
         }
+        // Fields first, outside any lock: their `Debug` impls are the user's code.
         let class = self.shared.classifier.event_class(meta);
         let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, true);
         event.record(&mut visitor);
         let FieldVisitor {
             mut update, extra, ..
         } = visitor;
-        let ext = span.extensions();
-        let Some(tracked) = self.mine(&ext) else {
-            return;
-        };
-        if is_error {
-            let returned = kind == EventKind::ReturnedError;
-            let message = extra
-                .event_message
-                .or(extra.event_error)
-                .unwrap_or_else(|| Arc::from(format!("error event in {}", meta.name())));
-            let mut fields = Metadata::default();
-            let mut origin = LogOrigin::default();
-            for (k, v) in std::mem::take(&mut update.metadata) {
-                if !origin.take(meta, &k, &v) {
-                    fields.insert(k, v);
-                }
-            }
-            let location =
-                origin.file.as_deref().or(meta.file()).map(|f| {
-                    Arc::from(format!("{f}:{}", origin.line.or(meta.line()).unwrap_or(0)))
-                });
-            // A failing event's counters are recorded; the final values reach exporters at close.
-            let _ = tracked.apply(update);
-            if returned {
-                tracked.returned.store(true, Ordering::Relaxed);
-            }
-            let target = origin
-                .target
-                .unwrap_or_else(|| class.callsite.target.clone());
-            let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
-            // Failing or not, the error is kept: as the node's failure or as one it handled.
-            let line = keep_recent.then(|| RecentEvent {
-                at_us: error.at_us,
-                level: EventLevel::Error,
-                target: error.target.clone(),
-                message: Some(error.message.clone()),
-                fields: error.fields.clone(),
-            });
-            if self.shared.fail_on.fails(returned) {
-                tracked.node.fail(error);
-            } else {
-                tracked.node.handled_error(error);
-            }
-            // After the failure, which carries the lines that led to it, not itself.
-            if let Some(line) = line {
-                tracked.node.record_event(line);
-            }
-        } else {
+        if !is_error {
             if update.message.is_none() {
                 update.message = extra.event_message;
             }
-            let report = tracked.apply(update);
-            drop(ext);
-            if let Some(report) = report {
-                report.send(&span.id());
+            let report = if update.is_counters_only() {
+                // `info!(progress.inc = 1)`: atomics, done in the table (no copy taken out).
+                let (total, current, inc) = (update.total, update.current, update.inc);
+                self.event_entry(event, &ctx, |e| e.tracked.count(total, current, inc))
+                    .and_then(|(report, id)| Some((report?, id)))
+            } else {
+                self.event_entry(event, &ctx, |e| e.tracked.clone())
+                    .and_then(|(tracked, id)| Some((tracked.apply(update)?, id)))
+            };
+            if let Some((report, id)) = report {
+                report.send(&id);
             }
+            return;
+        }
+        let Some((tracked, _)) = self.event_entry(event, &ctx, |e| e.tracked.clone()) else {
+            return;
+        };
+        let returned = kind == EventKind::ReturnedError;
+        let message = extra
+            .event_message
+            .or(extra.event_error)
+            .unwrap_or_else(|| Arc::from(format!("error event in {}", meta.name())));
+        let mut fields = Metadata::default();
+        let mut origin = LogOrigin::default();
+        for (k, v) in std::mem::take(&mut update.metadata) {
+            if !origin.take(meta, &k, &v) {
+                fields.insert(k, v);
+            }
+        }
+        let location = origin
+            .file
+            .as_deref()
+            .or(meta.file())
+            .map(|f| Arc::from(format!("{f}:{}", origin.line.or(meta.line()).unwrap_or(0))));
+        // A failing event's counters are recorded; the final values reach exporters at close.
+        let _ = tracked.apply(update);
+        if returned {
+            tracked.node.live().set_returned();
+        }
+        let target = origin
+            .target
+            .unwrap_or_else(|| class.callsite.target.clone());
+        let error = tracked.error_info(message, ErrorOrigin::Event, target, location, fields);
+        // Failing or not, the error is kept: as the node's failure or as one it handled.
+        let line = keep_recent.then(|| RecentEvent {
+            at_us: error.at_us,
+            level: EventLevel::Error,
+            target: error.target.clone(),
+            message: Some(error.message.clone()),
+            fields: error.fields.clone(),
+        });
+        if self.shared.fail_on.fails(returned) {
+            tracked.node.fail(error);
+        } else {
+            tracked.node.handled_error(error);
+        }
+        // After the failure, which carries the lines that led to it, not itself.
+        if let Some(line) = line {
+            tracked.node.record_event(line);
         }
     }
 
-    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if !self.shared.tracked_ids.may_contain(id) {
+    fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        if !self.shared.spans.may_hold(id) {
             return;
         }
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        let Some(t) = self.mine(&ext) else {
-            return;
-        };
-        recent::entered();
+        // Read before the table's lock: a clock given to the builder is the user's code.
         let clock = &self.shared.store.clock;
         let now = clock.now_ns();
         let at = clock.ns_to_unix_us(now);
-        if t.entered.fetch_add(1, Ordering::AcqRel) == 0 {
-            t.entered_at_ns.store(now, Ordering::Release);
-            t.node.live().entered(at);
-        }
-        // The first enter starts the node (a load on later enters, no read-modify-write).
-        if t.node.start(at) {
-            let node = t.node_ref();
-            drop(ext);
+        let started = self.with_entry(id, |e| {
+            if e.entered.fetch_add(1, Ordering::AcqRel) == 0 {
+                e.entered_at_ns.store(now, Ordering::Release);
+                e.tracked.node.live().entered(at);
+            }
+            // The first enter starts the node (a load on later enters, no read-modify-write).
+            e.tracked.node.start(at).then(|| e.tracked.node_ref())
+        });
+        let Some(started) = started else { return };
+        recent::entered();
+        if let Some(node) = started {
             for e in self.exporters() {
                 e.node_started(id, node);
             }
         }
     }
 
-    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if !self.shared.tracked_ids.may_contain(id) {
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        if !self.shared.spans.may_hold(id) {
             return;
         }
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        let Some(t) = self.mine(&ext) else {
-            return;
-        };
-        recent::exited();
-        if t.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let now = self.shared.store.clock.now_ns();
-            let since = t.entered_at_ns.load(Ordering::Acquire);
-            t.node.live().exited(now.saturating_sub(since));
+        let now = self.shared.store.clock.now_ns();
+        let found = self.with_entry(id, |e| {
+            if e.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let since = e.entered_at_ns.load(Ordering::Acquire);
+                e.tracked.node.live().exited(now.saturating_sub(since));
+            }
+        });
+        if found.is_some() {
+            recent::exited();
         }
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if !self.shared.tracked_ids.may_contain(&id) {
-            return;
-        }
-        let Some(span) = ctx.span(&id) else { return };
-        // Take our data out and release the guard before doing anything else.
-        let Some(t) = self.take_mine(&mut span.extensions_mut()) else {
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        // Taken out first: the id may be reused as soon as this returns.
+        let Some(entry) = self.shared.spans.remove(&id) else {
             return;
         };
-        self.shared.tracked_ids.remove(&id);
         let store = &self.shared.store;
         let now = store.clock.now_ns();
+        let t = &entry.tracked;
         let mut busy = t.node.live().busy_ns();
-        if t.entered.load(Ordering::Acquire) > 0 {
-            busy += now.saturating_sub(t.entered_at_ns.load(Ordering::Acquire));
+        if entry.entered.load(Ordering::Acquire) > 0 {
+            busy += now.saturating_sub(entry.entered_at_ns.load(Ordering::Acquire));
         }
         if std::thread::panicking() {
             let (message, location) =
@@ -522,17 +555,19 @@ where
                     Some(p) => (p.message, p.location),
                     None => (Arc::from("panicked while the span was open"), None),
                 };
+            // The callsite's target is the span's.
+            let target = t.class.callsite.target.clone();
             t.fail(
                 message,
                 ErrorOrigin::Panic,
-                span.metadata().target().into(),
+                target,
                 location,
                 Metadata::default(),
             );
         }
         let cancel_requested = t.node.is_cancelled();
         // A callsite that reports returns whose span did not: a future dropped while pending.
-        let missing_return = t.class.returns() && !t.returned.load(Ordering::Acquire);
+        let missing_return = t.class.returns() && !t.node.live().returned();
         let want_level = self
             .shared
             .exporters

@@ -2,66 +2,143 @@
 //!
 //! Recording `progress.current` with `span.record` works, but `fmt` appends every re-recorded
 //! field to its output (tokio-rs/tracing#2334). These methods reach the layer directly: the
-//! span's dispatcher is downcast to a private [`WithContext`] (a function pointer the layer
-//! exposes through `downcast_raw`), which finds the node in the span's extensions. When a
-//! wrapper hides the layer from `downcast_raw` (`tracing_subscriber::reload`), the registry is
-//! still reachable and holds the same extensions. Without the layer installed every method is
-//! a silent no-op.
+//! span's dispatcher is downcast to a private [`WithContext`] (what the first progress layer
+//! exposes through `downcast_raw`), which holds the side table of every progress layer of
+//! that dispatcher (each layer adds its own when the dispatcher is made). The span itself is
+//! one table lookup; only an untracked span's ancestors need the registry. When a wrapper
+//! hides the layer from `downcast_raw` (`tracing_subscriber::reload`), the registry is still
+//! reachable: layers behind such a wrapper list their tables under the registry's address
+//! ([`HIDDEN`]). Without the layer installed every method is a silent no-op.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
+use parking_lot::Mutex;
 use tracing::Span;
 use tracing_core::{Dispatch, span::Id};
 use tracing_subscriber::Registry;
-use tracing_subscriber::registry::{LookupSpan, SpanRef};
+use tracing_subscriber::registry::LookupSpan;
 
 use super::visitor::sanitize;
-use super::{CounterReport, Tracked};
+use super::{CounterReport, SpanTable, Tracked};
 use crate::model::{ErrorOrigin, FieldValue, Metadata, NodeId, OperationId};
 use crate::store::{NodeUpdate, ProgressHandle};
 
-/// Runs a closure on each progress layer's entry of the nearest tracked span, sending the
-/// counter reports it returns once the span's extensions are released.
-type VisitTracked = fn(&Dispatch, &Id, &mut dyn FnMut(&Tracked) -> Option<CounterReport>);
+/// How many progress layers of one dispatcher the extension trait reaches (the first one's
+/// and three more; a fifth layer's nodes are updated through span fields only).
+const MAX_LAYERS: usize = 4;
 
-/// The handle of the span itself, if exactly one progress layer tracks it.
-type OwnHandle = fn(&Dispatch, &Id) -> Option<ProgressHandle>;
+/// Runs a closure on each progress layer's node of the nearest tracked span, sending the
+/// counter reports it returns once no lock is held. `in_table`: run it under the table's
+/// lock (atomics only), else on a copy taken out.
+type VisitTracked =
+    fn(&Dispatch, &Id, &[&SpanTable], bool, &mut dyn FnMut(&Tracked) -> Option<CounterReport>);
 
-/// What the layer hands out through `downcast_raw`: functions for its subscriber type, and
-/// whether `inc` may go through a thread's cached handle (no exporter wants counter changes).
+/// What the layer hands out through `downcast_raw`: a function for its subscriber type, the
+/// tables of the dispatcher's progress layers, and whether `inc` may go through a thread's
+/// cached handle (no exporter wants counter changes).
 pub(crate) struct WithContext {
     visit: VisitTracked,
-    own: OwnHandle,
     layer: u32,
     cacheable: bool,
+    own: Arc<SpanTable>,
+    /// The other progress layers' tables, added once each as the dispatcher is made.
+    more: [OnceLock<Arc<SpanTable>>; MAX_LAYERS - 1],
 }
 
 impl WithContext {
-    pub(crate) fn new<S>(layer: u32, reports_counters: bool) -> Self
+    pub(crate) fn new<S>(layer: u32, reports_counters: bool, own: Arc<SpanTable>) -> Self
     where
         S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
     {
         WithContext {
             visit: with_tracked::<S>,
-            own: own_handle::<S>,
             layer,
             cacheable: !reports_counters,
+            own,
+            more: Default::default(),
         }
+    }
+
+    /// The layer became part of `dispatch`: makes its table reachable from the dispatcher's
+    /// first `WithContext`, or through the registry when a wrapper hides it.
+    pub(crate) fn register(&self, dispatch: &Dispatch) {
+        self.own.registered();
+        match dispatch.downcast_ref::<WithContext>() {
+            Some(first) if std::ptr::eq(first, self) => {}
+            Some(first) => {
+                let mut table = Some(self.own.clone());
+                for slot in &first.more {
+                    if slot.get().is_some_and(|t| Arc::ptr_eq(t, &self.own)) {
+                        return;
+                    }
+                    if let Some(t) = table.take()
+                        && let Err(t) = slot.set(t)
+                    {
+                        table = Some(t);
+                    }
+                    if table.is_none() {
+                        return;
+                    }
+                }
+            }
+            None => {
+                if let Some(registry) = dispatch.downcast_ref::<Registry>() {
+                    let mut hidden = HIDDEN.lock();
+                    hidden.retain(|(_, t)| t.strong_count() > 0);
+                    let key = registry as *const Registry as usize;
+                    if !hidden
+                        .iter()
+                        .any(|(k, t)| *k == key && t.as_ptr() == Arc::as_ptr(&self.own))
+                    {
+                        hidden.push((key, Arc::downgrade(&self.own)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every table of the dispatcher, in the order their layers joined it (for
+    /// `registry().with(a).with(b)`: `a`, then `b`).
+    fn tables(&self) -> ([&SpanTable; MAX_LAYERS], usize) {
+        let mut out = [&*self.own; MAX_LAYERS];
+        let mut n = 1;
+        for t in self.more.iter().filter_map(OnceLock::get) {
+            out[n] = t;
+            n += 1;
+        }
+        out[..n].sort_unstable_by_key(|t| t.order());
+        (out, n)
     }
 }
 
-fn own_handle<S>(dispatch: &Dispatch, id: &Id) -> Option<ProgressHandle>
-where
-    S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
-{
-    let span = dispatch.downcast_ref::<S>()?.span(id)?;
-    let ext = span.extensions();
-    let t = ext.get::<Tracked>()?;
-    t.next.is_none().then(|| t.node.progress())
+/// Tables of progress layers hidden from `downcast_raw` by a wrapper, by the address of the
+/// registry they sit on; dead entries are dropped when a layer registers.
+static HIDDEN: Mutex<Vec<(usize, Weak<SpanTable>)>> = Mutex::new(Vec::new());
+
+/// The hidden tables of the registry at `registry`.
+fn hidden_tables(registry: &Registry) -> Vec<Arc<SpanTable>> {
+    let key = registry as *const Registry as usize;
+    HIDDEN
+        .lock()
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .filter_map(|(_, t)| t.upgrade())
+        .take(MAX_LAYERS)
+        .collect()
+}
+
+/// The handle of the span itself, if exactly one progress layer tracks it.
+fn own_handle(ctx: &WithContext, id: &Id) -> Option<ProgressHandle> {
+    let handle = ctx.own.with(id, |e| e.tracked.node.progress())?;
+    let (tables, n) = ctx.tables();
+    tables[..n]
+        .iter()
+        .all(|t| std::ptr::eq(*t, &*ctx.own) || !t.contains(id))
+        .then_some(handle)
 }
 
 /// The last span this thread called `inc` on, with its handle: a loop of `span.inc(1)` then
-/// costs a thread-local read and one atomic instead of a registry lookup. Only spans that are
+/// costs a thread-local read and one atomic instead of a table lookup. Only spans that are
 /// themselves tracked are cached: a span id is reused only after its span closed, and its
 /// node closed with it, so a stale entry is seen (`is_open` is false) and replaced.
 struct LastInc {
@@ -76,7 +153,7 @@ thread_local! {
 
 /// `inc` through the thread's cached handle; false if the cache does not apply.
 #[inline]
-fn cached_inc(ctx: &WithContext, dispatch: &Dispatch, id: &Id, delta: u64) -> bool {
+fn cached_inc(ctx: &WithContext, id: &Id, delta: u64) -> bool {
     LAST_INC
         .try_with(|last| {
             let Ok(mut last) = last.try_borrow_mut() else {
@@ -90,7 +167,7 @@ fn cached_inc(ctx: &WithContext, dispatch: &Dispatch, id: &Id, delta: u64) -> bo
                 l.handle.inc(delta);
                 return true;
             }
-            let Some(handle) = (ctx.own)(dispatch, id) else {
+            let Some(handle) = own_handle(ctx, id) else {
                 return false;
             };
             handle.inc(delta);
@@ -107,53 +184,55 @@ fn cached_inc(ctx: &WithContext, dispatch: &Dispatch, id: &Id, delta: u64) -> bo
 fn with_tracked<S>(
     dispatch: &Dispatch,
     id: &Id,
+    tables: &[&SpanTable],
+    in_table: bool,
     f: &mut dyn FnMut(&Tracked) -> Option<CounterReport>,
 ) where
     S: tracing_core::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let Some(subscriber) = dispatch.downcast_ref::<S>() else {
-        return;
-    };
-    let Some(span) = subscriber.span(id) else {
-        return;
-    };
-    // The span itself first: `scope()` would look it up a second time.
-    if visit_span(&span, f) {
+    // The span itself first: no registry lookup when it is tracked.
+    if visit_span(tables, id, in_table, f) {
         return;
     }
-    let Some(parent) = span.parent() else { return };
-    for s in parent.scope() {
-        if visit_span(&s, f) {
+    let Some(span) = dispatch.downcast_ref::<S>().and_then(|s| s.span(id)) else {
+        return;
+    };
+    let mut next = span.parent();
+    while let Some(s) = next.take() {
+        if visit_span(tables, &s.id(), in_table, f) {
             return;
         }
+        next = s.parent();
     }
 }
 
-/// Runs `f` on each progress layer's entry of `span`, if it has any; true if it had.
+/// Runs `f` on each progress layer's node of span `id`, if it has any; true if it had.
 #[inline]
-fn visit_span<'a, R: LookupSpan<'a>>(
-    span: &SpanRef<'a, R>,
+fn visit_span(
+    tables: &[&SpanTable],
+    id: &Id,
+    in_table: bool,
     f: &mut dyn FnMut(&Tracked) -> Option<CounterReport>,
 ) -> bool {
-    let ext = span.extensions();
-    let Some(head) = ext.get::<Tracked>() else {
-        return false;
-    };
-    // Usually one entry; two progress layers give two, and each gets the update.
-    let first = f(head);
-    let more: Option<Vec<CounterReport>> = head
-        .next
-        .as_deref()
-        .map(|next| next.chain().filter_map(&mut *f).collect());
-    // Exporters may lock the span's extensions: release ours first.
-    drop(ext);
-    if first.is_some() || more.is_some() {
-        let id = span.id();
-        for r in first.into_iter().chain(more.into_iter().flatten()) {
-            r.send(&id);
+    // Usually one table; two progress layers give two, and each gets the update.
+    let mut found = false;
+    let mut reports: [Option<CounterReport>; MAX_LAYERS] = Default::default();
+    for (table, report) in tables.iter().zip(reports.iter_mut()) {
+        let r = if in_table {
+            table.with(id, |e| f(&e.tracked))
+        } else {
+            table.with(id, |e| e.tracked.clone()).map(|t| f(&t))
+        };
+        if let Some(r) = r {
+            found = true;
+            *report = r;
         }
     }
-    true
+    // Exporters are called with no lock held.
+    for r in reports.into_iter().flatten() {
+        r.send(id);
+    }
+    found
 }
 
 mod sealed {
@@ -166,7 +245,8 @@ mod sealed {
 /// Each method acts on the nearest *tracked* span at or above this one, so
 /// `Span::current().inc(1)` works from inside an untracked helper span. When the layer is not
 /// installed (or the span is disabled), every method does nothing and the queries return
-/// `false`/`None`.
+/// `false`/`None`. With several progress layers in one subscriber, updates reach each of
+/// them (up to four); queries answer for the first one added.
 ///
 /// ```
 /// use tracing_progress::ProgressSpanExt;
@@ -281,8 +361,17 @@ fn plan_entries<K: AsRef<str>, N: AsRef<str>>(
     });
 }
 
+/// Runs `f` on a copy of the node, outside the table's lock (it may take the tree's).
 fn with_node(span: &Span, mut f: impl FnMut(&Tracked)) {
-    visit(span, |t| {
+    visit(span, false, |t| {
+        f(t);
+        None
+    });
+}
+
+/// Runs `f` on the node under the table's lock: for atomics and copies only.
+fn with_node_in_table(span: &Span, mut f: impl FnMut(&Tracked)) {
+    visit(span, true, |t| {
         f(t);
         None
     });
@@ -303,7 +392,7 @@ pub(crate) fn with_node_handle(span: &Span, mut f: impl FnMut(&crate::store::Nod
 
 /// Counter updates: lock-free, and may be due a report to exporters.
 fn count(span: &Span, total: Option<u64>, current: Option<u64>, inc: u64) {
-    visit(span, |t| t.count(total, current, inc));
+    visit(span, true, |t| t.count(total, current, inc));
 }
 
 /// `inc`: through the thread's cached handle when it applies, else like [`count`].
@@ -312,28 +401,42 @@ fn inc(span: &Span, delta: u64) {
         return;
     }
     span.with_subscriber(|(id, dispatch)| {
-        let mut f = |t: &Tracked| t.count(None, None, delta);
-        if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
-            if !(ctx.cacheable && cached_inc(ctx, dispatch, id, delta)) {
-                (ctx.visit)(dispatch, id, &mut f);
-            }
-        } else if dispatch.is::<Registry>() {
-            with_tracked::<Registry>(dispatch, id, &mut f);
+        if let Some(ctx) = dispatch.downcast_ref::<WithContext>()
+            && ctx.cacheable
+            && cached_inc(ctx, id, delta)
+        {
+            return;
         }
+        visit_in(dispatch, id, true, &mut |t: &Tracked| {
+            t.count(None, None, delta)
+        });
     });
 }
 
-fn visit(span: &Span, mut f: impl FnMut(&Tracked) -> Option<CounterReport>) {
-    span.with_subscriber(|(id, dispatch)| {
-        if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
-            (ctx.visit)(dispatch, id, &mut f);
-        } else if dispatch.is::<Registry>() {
-            // A wrapper that does not forward `downcast_raw` (`reload::Layer`, some
-            // third-party layers) hides the layer, not the registry behind it: our data is in
-            // the registry's extensions either way.
-            with_tracked::<Registry>(dispatch, id, &mut f);
+fn visit(span: &Span, in_table: bool, mut f: impl FnMut(&Tracked) -> Option<CounterReport>) {
+    span.with_subscriber(|(id, dispatch)| visit_in(dispatch, id, in_table, &mut f));
+}
+
+fn visit_in(
+    dispatch: &Dispatch,
+    id: &Id,
+    in_table: bool,
+    f: &mut dyn FnMut(&Tracked) -> Option<CounterReport>,
+) {
+    if let Some(ctx) = dispatch.downcast_ref::<WithContext>() {
+        let (tables, n) = ctx.tables();
+        (ctx.visit)(dispatch, id, &tables[..n], in_table, f);
+    } else if let Some(registry) = dispatch.downcast_ref::<Registry>() {
+        // A wrapper that does not forward `downcast_raw` (`reload::Layer`, some third-party
+        // layers) hides the layer, not the registry behind it: the layer listed its table
+        // under the registry's address.
+        let hidden = hidden_tables(registry);
+        if hidden.is_empty() {
+            return;
         }
-    });
+        let tables: Vec<&SpanTable> = hidden.iter().map(|t| &**t).collect();
+        with_tracked::<Registry>(dispatch, id, &tables, in_table, f);
+    }
 }
 
 impl ProgressSpanExt for Span {
@@ -401,19 +504,19 @@ impl ProgressSpanExt for Span {
 
     fn is_cancelled(&self) -> bool {
         let mut cancelled = false;
-        with_node(self, |t| cancelled |= t.node.observe_cancel());
+        with_node_in_table(self, |t| cancelled |= t.node.observe_cancel());
         cancelled
     }
 
     fn progress_id(&self) -> Option<NodeId> {
         let mut id = None;
-        with_node(self, |t| id = id.or(Some(t.node.id())));
+        with_node_in_table(self, |t| id = id.or(Some(t.node.id())));
         id
     }
 
     fn operation_id(&self) -> Option<OperationId> {
         let mut id = None;
-        with_node(self, |t| id = id.or(Some(t.node.operation_id())));
+        with_node_in_table(self, |t| id = id.or(Some(t.node.operation_id())));
         id
     }
 
@@ -436,7 +539,7 @@ impl ProgressSpanExt for Span {
 
     fn progress(&self) -> ProgressHandle {
         let mut handle = None;
-        with_node(self, |t| {
+        with_node_in_table(self, |t| {
             if handle.is_none() {
                 handle = Some(t.node.progress());
             }

@@ -25,7 +25,9 @@ pub(crate) struct Clock {
 enum Source {
     Quanta {
         clock: quanta::Clock,
-        epoch: quanta::Instant,
+        /// A raw reading at start: readings are scaled as deltas from it, one multiply (no
+        /// `Instant`/`Duration` round trip).
+        epoch_raw: u64,
     },
     Manual(TimeFn),
 }
@@ -48,7 +50,7 @@ impl Clock {
         let clock = quanta::Clock::new();
         Clock {
             source: Source::Quanta {
-                epoch: clock.now(),
+                epoch_raw: clock.raw(),
                 clock,
             },
             epoch_unix_us: super::system_time_to_us(SystemTime::now()),
@@ -68,9 +70,8 @@ impl Clock {
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
         match &self.source {
-            Source::Quanta { clock, epoch } => {
-                clock.now().saturating_duration_since(*epoch).as_nanos() as u64
-            }
+            // 0 for a reading before the epoch (another core's counter slightly behind).
+            Source::Quanta { clock, epoch_raw } => clock.delta_as_nanos(*epoch_raw, clock.raw()),
             Source::Manual(now) => now().as_nanos().min(u64::MAX as u128) as u64,
         }
     }

@@ -12,7 +12,7 @@ pub(crate) struct LiveCounters {
     current: AtomicU64,
     /// `NO_TOTAL` until set.
     total: AtomicU64,
-    /// `EXPLICIT`, `SAW_CANCEL`, `CLOSED`: one byte, read relaxed on the hot path.
+    /// `EXPLICIT`, `SAW_CANCEL`, `CLOSED`, `RETURNED`: one byte, read relaxed on the hot path.
     flags: AtomicU8,
     /// Updates applied so far. Bumped with a plain load and store, not a read-modify-write: it
     /// is a statistic (metrics, the estimator's gap between updates), and two threads updating
@@ -34,6 +34,8 @@ const EXPLICIT: u8 = 1;
 const SAW_CANCEL: u8 = 2;
 /// The node closed: progress handles stop changing it.
 const CLOSED: u8 = 4;
+/// The span's `#[instrument(ret)]` / `#[instrument(err)]` event came: it returned.
+const RETURNED: u8 = 8;
 
 impl LiveCounters {
     pub(crate) fn new() -> Self {
@@ -116,6 +118,18 @@ impl LiveCounters {
 
     pub(crate) fn saw_cancel(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & SAW_CANCEL != 0
+    }
+
+    /// The span returned (its return event came).
+    pub(crate) fn set_returned(&self) {
+        if self.flags.load(Ordering::Relaxed) & RETURNED == 0 {
+            self.flags.fetch_or(RETURNED, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the span's return event came.
+    pub(crate) fn returned(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & RETURNED != 0
     }
 
     /// The node closed; progress handles become no-ops.

@@ -1,7 +1,7 @@
 //! The store: live operations, bounded history, queries and change subscriptions.
 //!
-//! The layer (the write side) reaches its nodes through [`NodeHandle`]s kept in the spans'
-//! extensions and only ever locks the one operation a node belongs to. The global map of
+//! The layer (the write side) reaches its nodes through [`NodeHandle`]s kept in its per-span
+//! side table and only ever locks the one operation a node belongs to. The global map of
 //! active operations is written twice per operation (start and finish), never per span or
 //! update. Readers ([`Store`] handles, clones of one `Arc`) take read-only snapshots under the
 //! operation's lock and build plain [`ProgressState`] values that they own.
@@ -43,7 +43,7 @@ pub use filter::MetaFilter;
 pub use handle::ProgressHandle;
 use history::History;
 pub use history::HistoryQuery;
-pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeHandle, NodeKey};
+pub(crate) use node::{Callsite, CloseInfo, NewNode, NodeAt, NodeHandle, NodeKey};
 use operation::OperationCell;
 pub use subscribe::{Changes, Subscription};
 pub(crate) use ticker::spawn_ticker;

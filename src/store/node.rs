@@ -54,6 +54,36 @@ pub(crate) struct NodeKey {
     pub(crate) id: NodeId,
 }
 
+/// A node's operation and key (see [`NodeHandle::at`]).
+pub(crate) struct NodeAt {
+    op: Arc<OperationCell>,
+    key: NodeKey,
+}
+
+impl NodeAt {
+    /// Adds a child of the node at `under` (this node, or past the depth limit an ancestor) in
+    /// this node's operation and applies its first update. `None` if `under` is gone.
+    pub(crate) fn add_child(
+        self,
+        under: NodeKey,
+        new: NewNode,
+        update: NodeUpdate,
+    ) -> Option<NodeHandle> {
+        let (key, live) = self.op.with_tree(|t| {
+            let key = t.add_child(under, new)?;
+            t.apply(key, update);
+            Some((key, t.live(key)?))
+        })?;
+        Some(NodeHandle::new(self.op, key, live))
+    }
+
+    /// Keeps an ordinary event in the node's recent events.
+    #[inline]
+    pub(crate) fn record(&self, record: &RecentRecord) {
+        self.op.with_tree(|t| t.record(self.key, record));
+    }
+}
+
 /// What the layer knows when a node closes; the tree decides the status from it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CloseInfo {
@@ -78,6 +108,7 @@ pub(crate) struct Closed {
 }
 
 /// The layer's handle to one node.
+#[derive(Clone)]
 pub(crate) struct NodeHandle {
     op: Arc<OperationCell>,
     key: NodeKey,
@@ -162,12 +193,6 @@ impl NodeHandle {
         self.op.with_tree(|t| t.record_event(self.key, event));
     }
 
-    /// Keeps an ordinary event in the node's recent events.
-    #[inline]
-    pub(crate) fn record(&self, record: &RecentRecord) {
-        self.op.with_tree(|t| t.record(self.key, record));
-    }
-
     /// Records an ERROR event the node did not fail from.
     pub(crate) fn handled_error(&self, error: ErrorInfo) {
         self.op.with_tree(|t| t.handled_error(self.key, error));
@@ -195,20 +220,14 @@ impl NodeHandle {
         true
     }
 
-    /// Adds a child of the node at `under` (this node, or past the depth limit an ancestor) in
-    /// this node's operation and applies its first update. `None` if `under` is gone.
-    pub(crate) fn add_child(
-        &self,
-        under: NodeKey,
-        new: NewNode,
-        update: NodeUpdate,
-    ) -> Option<NodeHandle> {
-        let (key, live) = self.op.with_tree(|t| {
-            let key = t.add_child(under, new)?;
-            t.apply(key, update);
-            Some((key, t.live(key)?))
-        })?;
-        Some(NodeHandle::new(self.op.clone(), key, live))
+    /// The node's operation and key, without its counters: what the layer copies out of its
+    /// table to add a child or keep an event once the table's lock is released.
+    #[inline]
+    pub(crate) fn at(&self) -> NodeAt {
+        NodeAt {
+            op: self.op.clone(),
+            key: self.key,
+        }
     }
 
     /// Hangs a subtree kept elsewhere under this node (see `store::graft`); `None` if the

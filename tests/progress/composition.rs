@@ -227,6 +227,42 @@ fn extension_methods_work_through_a_reload_layer() {
     });
 }
 
+/// Three progress layers, one behind `reload`, one behind a per-layer filter: the extension
+/// trait reaches every layer's node, and the "first layer" of `progress()`, `operation_id()`
+/// is the first one added, whatever order the layers expose themselves in.
+#[test]
+fn extension_methods_reach_every_layer_and_the_first_is_the_first_added() {
+    let (first, first_store) = tracing_progress::layer();
+    let (hidden, hidden_store) = tracing_progress::layer();
+    let (hidden, _handle) = tracing_subscriber::reload::Layer::new(hidden);
+    let (last, last_store) = tracing_progress::layer();
+    let subscriber = tracing_subscriber::registry()
+        .with(first)
+        .with(hidden)
+        .with(last.with_filter(LevelFilter::INFO));
+    tracing::subscriber::with_default(subscriber, || {
+        let job = info_span!("job", progress.level = "job", progress.total = 10);
+        let id = job.operation_id().unwrap();
+        assert!(
+            first_store.get(id).is_some(),
+            "operation_id is the first layer's"
+        );
+        let _j = job.enter();
+        // An untracked helper span in between: the trait walks up to `job` in every table.
+        info_span!("helper").in_scope(|| tracing::Span::current().inc(3));
+        job.progress().inc(2);
+        let current = |store: &tracing_progress::Store| store.active()[0].root.current;
+        assert_eq!(current(&first_store), 5, "span.inc and the handle");
+        assert_eq!(
+            current(&hidden_store),
+            3,
+            "span.inc reaches the hidden layer"
+        );
+        assert_eq!(current(&last_store), 3, "and the filtered one");
+        assert_eq!(job.progress().node_id(), job.progress_id());
+    });
+}
+
 /// The most common setup, `fmt().with_env_filter(..)` with `RUST_LOG` unset, stops INFO spans
 /// before the layer sees them: said once and flagged, never silent.
 #[test]
