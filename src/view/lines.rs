@@ -13,13 +13,21 @@ pub(super) fn push_indent(out: &mut String, n: usize) {
     out.extend(std::iter::repeat_n(' ', n));
 }
 
-/// A u64 metadata field that reads as a counter (not an `id`, `*_id`, `pid` or exit code).
+/// A u64 metadata field that reads as a counter (not an `id`, `*_id`, `pid` or exit code,
+/// nor an ordinal such as `attempt` or `index`, whose "per second" would be nonsense).
 pub(super) fn is_counter(name: &str, value: &FieldValue) -> bool {
     // Identifiers and codes are numbers, not counts (`pid`, `exit_code`, `signal`: a child
-    // process's subprocess node).
+    // process's subprocess node); so are positions and attempt numbers (a retry loop's
+    // `#[instrument]`ed `attempt` argument).
+    const ORDINALS: [&str; 10] = [
+        "attempt", "retry", "try", "index", "idx", "position", "number", "port", "page", "depth",
+    ];
+    let ordinal = |n: &str| ORDINALS.contains(&n);
     matches!(value, FieldValue::U64(_))
         && !matches!(name, "id" | "pid" | "exit_code" | "signal")
         && !name.ends_with("_id")
+        && !ordinal(name)
+        && !name.rsplit_once('_').is_some_and(|(_, last)| ordinal(last))
 }
 
 pub(super) fn with_peak(label: &str, mean: String, peak: String) -> String {
@@ -199,5 +207,31 @@ pub(super) fn bump<'t>(by_type: &mut Vec<(&'t str, u64)>, t: &'t str, n: u64) {
     match by_type.iter_mut().find(|(k, _)| *k == t) {
         Some((_, total)) => *total += n,
         None => by_type.push((t, n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_counter;
+    use crate::model::FieldValue;
+
+    #[test]
+    fn counts_are_counters_ids_and_ordinals_are_not() {
+        let n = FieldValue::U64(3);
+        for name in ["bytes", "rows_written", "frames", "retries"] {
+            assert!(is_counter(name, &n), "{name}");
+        }
+        for name in [
+            "id",
+            "block_id",
+            "pid",
+            "attempt",
+            "retry_attempt",
+            "page",
+            "chunk_index",
+        ] {
+            assert!(!is_counter(name, &n), "{name}");
+        }
+        assert!(!is_counter("bytes", &FieldValue::I64(3)));
     }
 }
