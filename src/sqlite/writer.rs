@@ -502,19 +502,29 @@ impl Writer {
         }
         // With a bound on bytes, a batch goes in chunks of at most a quarter of it, room made
         // before each: the file does not grow by a big batch past the bound.
-        let chunk = match self.retention.max_bytes {
-            None => rows.len(),
-            Some(bound) => {
-                let per_row = match self.row_cost {
-                    Some(c) if c > 0.0 => c,
-                    _ => row_bytes(&self.conn).unwrap_or(1_000.0),
-                };
-                ((bound / 4) as f64 / per_row).clamp(1.0, rows.len() as f64) as usize
-            }
-        };
-        for part in rows.chunks(chunk.max(1)) {
+        let mut rest = &rows[..];
+        while !rest.is_empty() {
+            let (part, tail) = rest.split_at(self.chunk_len(rest.len()));
             self.write_chunk(part, store.as_ref());
+            rest = tail;
         }
+    }
+
+    /// Rows of the next chunk, out of `left`.
+    fn chunk_len(&self, left: usize) -> usize {
+        let Some(bound) = self.retention.max_bytes else {
+            return left;
+        };
+        let per_row = match self.row_cost {
+            Some(c) if c > 0.0 => c,
+            // Not measured yet: one row, whose commit measures what a row costs (a few, when
+            // small rows fit in pages already in use). A guess, or the rows in the file
+            // (maybe only small start records), could be a tenth of the real size, and the
+            // file, whose pages are reused but never given back, would keep a first batch's
+            // overshoot for good.
+            _ => return 1,
+        };
+        ((bound / 4) as f64 / per_row).clamp(1.0, left as f64) as usize
     }
 
     fn write_chunk(&mut self, rows: &[(bool, Arc<ProgressState>)], store: Option<&Store>) {
@@ -730,4 +740,93 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Weak};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::{Counters, Record, Writer};
+    use crate::sqlite::{Retention, RunInfo};
+
+    /// Finished 21-node operations from an in-memory store (~8 KB of JSON each).
+    fn finished(n: usize) -> Vec<Arc<crate::ProgressState>> {
+        let (layer, store) = crate::Builder::new()
+            .estimate_interval(None)
+            .build()
+            .unwrap();
+        let sub = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(sub, || {
+            for i in 0..n {
+                let op = tracing::info_span!("op", progress.level = "op", progress.name = %i);
+                let _g = op.enter();
+                for j in 0..20 {
+                    let _c = tracing::info_span!("step", progress.level = "step", n = j).entered();
+                }
+            }
+        });
+        store.history(&crate::HistoryQuery::new().limit(n))
+    }
+
+    /// A writer's first batch, before it measured a row of this file: a guess of a row's
+    /// size could be a tenth of the truth and commit far past the bound, and the file keeps
+    /// its pages. (A held-up writer, e.g. at nice 19 on a busy machine, gets such a batch.)
+    #[test]
+    fn a_big_first_batch_stays_within_the_byte_bound() {
+        const BOUND: u64 = 512 * 1024;
+        let dir = std::env::temp_dir().join(format!("tp-writer-first-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("history.db");
+        let _ = std::fs::remove_file(&path);
+        let conn = crate::sqlite::schema::open_read_write(&path, false, 4096).unwrap();
+        let retention = Retention {
+            max_rows: None,
+            max_age: None,
+            max_bytes: Some(BOUND),
+        };
+        let mut writer = Writer {
+            conn,
+            counters: Arc::new(Counters::default()),
+            identity: None,
+            run: RunInfo {
+                run_id: 1,
+                host: "test".into(),
+                pid: 1,
+                path: path.clone(),
+            },
+            store: Weak::new(),
+            retention,
+            pending: Default::default(),
+            waiting: Default::default(),
+            last_prune: std::time::Instant::now(),
+            since_prune: 0,
+            row_cost: Some(0.0),
+            json: Vec::new(),
+        };
+        let states = finished(250);
+        assert_eq!(states.len(), 250);
+        let mut batch: Vec<Record> = states.into_iter().map(Record::Finished).collect();
+        writer.write(&mut batch);
+        let pragma = |name: &str| -> i64 {
+            writer
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        let size = (pragma("page_count") * pragma("page_size")) as u64;
+        assert!(
+            size <= BOUND + BOUND / 4,
+            "{size} bytes against a bound of {BOUND}"
+        );
+        assert_eq!(
+            writer
+                .counters
+                .errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
