@@ -16,7 +16,6 @@
 #[path = "../tests/support/cpu.rs"]
 mod cpu;
 use cpu::thread_cpu_ns;
-use std::time::Duration;
 
 use tracing::info_span;
 use tracing_progress::view::ProgressStream;
@@ -128,7 +127,7 @@ fn main() {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("history.db");
         let writer = filled(Builder::new().history_file(&path));
-        assert!(writer.flush_history(Duration::from_secs(60)));
+        assert!(writer.flush_history(std::time::Duration::from_secs(60)));
         drop(writer);
         let file = tracing_progress::sqlite::HistoryFile::open(&path).expect("open");
         let size = by_size.clone();
