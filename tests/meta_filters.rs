@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use tracing::info_span;
 use tracing_progress::{Builder, HistoryQuery, MetaFilter, ProgressState, Status};
 
@@ -153,7 +151,7 @@ fn history_file_filters_after_reading_and_limits_after_filtering() {
             job(&format!("other-{i}"), "Lyon", &[("block-009", 1)]);
         }
     });
-    assert!(first.flush_history(Duration::from_secs(10)));
+    assert!(first.flush_history(std::time::Duration::from_secs(10)));
     drop(first);
 
     // A second store on the file: "a" comes from the file only.
