@@ -13,7 +13,7 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::{Event, Level};
 
 use super::events::LogOrigin;
-use super::visitor::{ErrorChain, LimitedWriter, TextSink, sanitize_sized};
+use super::visitor::{ErrorChain, LimitedWriter, TextSink, is_clean, sanitize_sized};
 use crate::model::{EventLevel, FieldValue};
 use crate::store::{RecentRecord, Slot, TextBuf};
 
@@ -145,9 +145,14 @@ impl RecentVisitor {
     fn write_text(&mut self, value: fmt::Arguments<'_>) -> std::ops::Range<u32> {
         let start = self.record.text.len();
         let limit = self.limit();
-        let mut writer = LimitedWriter::new(&mut self.record.text, start + limit + 1);
+        let mut out = CheckedText {
+            buf: &mut self.record.text,
+            clean: true,
+        };
+        let mut writer = LimitedWriter::new(&mut out, start + limit + 1);
         let _ = writer.write_fmt(value);
-        let (total, clean) = (writer.total, writer.clean);
+        let total = writer.total;
+        let clean = out.clean;
         self.settle_text(start, total, clean)
     }
 
@@ -204,11 +209,19 @@ impl Visit for RecentVisitor {
     }
 }
 
-impl TextSink for TextBuf {
+/// A record's text buffer that notes, as pieces are appended, whether any had a control
+/// character (then the value is sanitized after; else it is kept as written).
+struct CheckedText<'a> {
+    buf: &'a mut TextBuf,
+    clean: bool,
+}
+
+impl TextSink for CheckedText<'_> {
     fn len(&self) -> usize {
-        TextBuf::len(self)
+        self.buf.len()
     }
     fn push_str(&mut self, s: &str) {
-        TextBuf::push_str(self, s)
+        self.clean &= is_clean(s);
+        self.buf.push_str(s)
     }
 }

@@ -286,21 +286,22 @@ impl Visit for FieldVisitor<'_> {
         self.text_field(field, value, false);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut text = String::new();
-        let mut writer = LimitedWriter::new(&mut text, self.max_text + 1);
-        let _ = write!(writer, "{}", ErrorChain(value));
-        let total = writer.total;
-        self.cut_len = (total > text.len()).then_some(total);
-        self.text_field(field, &text, false);
-        self.cut_len = None;
+        self.formatted_field(field, format_args!("{}", ErrorChain(value)), false);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.formatted_field(field, format_args!("{value:?}"), true);
+    }
+}
+
+impl FieldVisitor<'_> {
+    /// A text field whose value is formatted, at most `max_text` bytes of it.
+    fn formatted_field(&mut self, field: &Field, value: fmt::Arguments<'_>, from_debug: bool) {
         let mut text = String::new();
         let mut writer = LimitedWriter::new(&mut text, self.max_text + 1);
-        let _ = write!(writer, "{value:?}");
+        let _ = writer.write_fmt(value);
         let total = writer.total;
         self.cut_len = (total > text.len()).then_some(total);
-        self.text_field(field, &text, true);
+        self.text_field(field, &text, from_debug);
         self.cut_len = None;
     }
 }
@@ -341,8 +342,6 @@ pub(super) struct LimitedWriter<'a, T: TextSink = String> {
     limit: usize,
     /// Bytes offered, kept or not.
     pub(super) total: usize,
-    /// No piece kept so far had a control character (see [`is_clean`]).
-    pub(super) clean: bool,
 }
 
 impl<'a, T: TextSink> LimitedWriter<'a, T> {
@@ -351,7 +350,6 @@ impl<'a, T: TextSink> LimitedWriter<'a, T> {
             out,
             limit,
             total: 0,
-            clean: true,
         }
     }
 }
@@ -363,9 +361,7 @@ impl<T: TextSink> Write for LimitedWriter<'_, T> {
         if room == 0 {
             return Ok(());
         }
-        let kept = truncate_chars(s, room);
-        self.clean &= is_clean(kept);
-        self.out.push_str(kept);
+        self.out.push_str(truncate_chars(s, room));
         Ok(())
     }
 }

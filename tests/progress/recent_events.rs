@@ -247,6 +247,7 @@ fn every_kind_of_field_reads_back_as_recorded() {
             warn!(
                 error = &err as &dyn std::error::Error,
                 path = "a\u{7}b",
+                shown = %"c\u{7}d",
                 "giving up"
             );
             info!(frames = ?vec![0u8; 100], ratio = 0.25, ok = true, n = -3i64, "decoded");
@@ -272,6 +273,11 @@ fn every_kind_of_field_reads_back_as_recorded() {
     assert_eq!(
         warn.fields.get("path").and_then(|v| v.as_str()),
         Some("a\\u{7}b")
+    );
+    // Formatted text (Display through `%`) is escaped as well.
+    assert_eq!(
+        warn.fields.get("shown").and_then(|v| v.as_str()),
+        Some("c\\u{7}d")
     );
 
     let info = &events[2];
