@@ -7,10 +7,39 @@
 
 use std::sync::Arc;
 
-use super::{NIL, Tree};
+use super::{NIL, Node, Tree};
 use crate::model::{FoldedChildren, Status};
+use crate::store::node::NodeKey;
 
 impl Tree {
+    /// A child of `parent` finished (`key`, failed or not): it is retained among the
+    /// operation's and its parent's finished nodes, `count` books it on the parent, and the
+    /// parent's oldest finished child folds when the per-parent limit is passed. (The
+    /// operation-wide limit is the caller's to enforce, once per change.)
+    pub(super) fn retain_finished(
+        &mut self,
+        parent: u32,
+        key: NodeKey,
+        failed: bool,
+        count: impl FnOnce(&mut Node),
+    ) {
+        self.finished_retained += 1;
+        self.finished.push_back(key);
+        self.queue_for_fold(parent, key.slot, failed);
+        let per_parent = self.limits.max_finished_children;
+        let over = match self.slot_mut(parent) {
+            Some(p) => {
+                count(p);
+                p.retained_finished_children += 1;
+                p.retained_finished_children as usize > per_parent
+            }
+            None => false,
+        };
+        if over {
+            self.fold_oldest_child(parent);
+        }
+    }
+
     /// Per-parent limit: fold the oldest finished child, sparing failed ones while possible.
     pub(super) fn fold_oldest_child(&mut self, parent: u32) {
         let Some(p) = self.slot(parent) else { return };

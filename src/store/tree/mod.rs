@@ -810,30 +810,16 @@ impl Tree {
             self.pending.record_into(&self.priors);
             return (true, level);
         };
-        self.finished_retained += 1;
-        self.finished.push_back(key);
-        self.queue_for_fold(parent, key.slot, status == Status::Failed);
         if status == Status::Failed {
             self.recent_failures.push(key);
         }
-        let per_parent = self.limits.max_finished_children;
-        let over = match self.slot_mut(parent) {
-            Some(p) => {
-                // Only completed children are done work; failed and cancelled ones are
-                // counted apart, so progress text can tell them from it.
-                match status {
-                    Status::Completed => p.finished_children += 1,
-                    Status::Failed => p.cold().failed_children += 1,
-                    _ => p.cold().cancelled_children += 1,
-                }
-                p.retained_finished_children += 1;
-                p.retained_finished_children as usize > per_parent
-            }
-            None => false,
-        };
-        if over {
-            self.fold_oldest_child(parent);
-        }
+        // Only completed children are done work; failed and cancelled ones are counted
+        // apart, so progress text can tell them from it.
+        self.retain_finished(parent, key, status == Status::Failed, |p| match status {
+            Status::Completed => p.finished_children += 1,
+            Status::Failed => p.cold().failed_children += 1,
+            _ => p.cold().cancelled_children += 1,
+        });
         self.enforce_operation_limit();
         (false, level)
     }

@@ -405,7 +405,6 @@ impl Tree {
             _ => CancelReason::Skipped,
         };
         self.planned_waiting = self.planned_waiting.saturating_sub(waiting.len());
-        let per_parent = self.limits.max_finished_children;
         for slot in waiting {
             let Some(n) = self.slot_mut(slot) else {
                 continue;
@@ -417,22 +416,11 @@ impl Tree {
             let cold = n.cold();
             cold.planned = false;
             cold.cancel_reason = Some(reason);
-            self.finished_retained += 1;
-            self.finished.push_back(key);
-            self.queue_for_fold(parent, slot, false);
-            let over = match self.slot_mut(parent) {
-                Some(p) => {
-                    if let Some(plan) = p.cold().plan.as_deref_mut() {
-                        plan.skipped += 1;
-                    }
-                    p.retained_finished_children += 1;
-                    p.retained_finished_children as usize > per_parent
+            self.retain_finished(parent, key, false, |p| {
+                if let Some(plan) = p.cold().plan.as_deref_mut() {
+                    plan.skipped += 1;
                 }
-                None => false,
-            };
-            if over {
-                self.fold_oldest_child(parent);
-            }
+            });
         }
         self.enforce_operation_limit();
     }
