@@ -221,11 +221,7 @@ impl Tree {
         if new.flattened {
             return Err(new);
         }
-        let Some(plan) = self
-            .slot(parent)
-            .and_then(|p| p.cold.as_deref())
-            .and_then(|c| c.plan.as_deref())
-        else {
+        let Some(plan) = self.plan_of(parent) else {
             return Err(new);
         };
         let is_waiting = |s: &SlotRef| self.is_waiting(*s);
@@ -245,11 +241,7 @@ impl Tree {
             self.unmatched_child(parent, level);
             return Err(new);
         };
-        let Some(plan) = self
-            .slot_mut(parent)
-            .and_then(|p| p.cold.as_deref_mut())
-            .and_then(|c| c.plan.as_deref_mut())
-        else {
+        let Some(plan) = self.plan_mut(parent) else {
             return Err(new);
         };
         let learned = plan.level.is_none();
@@ -289,6 +281,20 @@ impl Tree {
         Ok(key)
     }
 
+    /// The plan of the node at `parent`, if it made one.
+    fn plan_of(&self, parent: u32) -> Option<&Plan> {
+        self.slot(parent)?.cold.as_deref()?.plan.as_deref()
+    }
+
+    /// [`Self::plan_of`], to change it.
+    fn plan_mut(&mut self, parent: u32) -> Option<&mut Plan> {
+        self.slot_mut(parent)?
+            .cold
+            .as_deref_mut()?
+            .plan
+            .as_deref_mut()
+    }
+
     /// Whether `slot` still waits for a span.
     fn is_waiting(&self, (slot, id): SlotRef) -> bool {
         self.slot(slot)
@@ -320,11 +326,7 @@ impl Tree {
     /// A child of a planning parent that took no slot: counted for the total.
     fn unmatched_child(&mut self, parent: u32, level: Arc<str>) {
         let mut learned = false;
-        if let Some(plan) = self
-            .slot_mut(parent)
-            .and_then(|p| p.cold.as_deref_mut())
-            .and_then(|c| c.plan.as_deref_mut())
-        {
+        if let Some(plan) = self.plan_mut(parent) {
             plan.unmatched += 1;
             learned = plan.level.is_none();
             plan.level.get_or_insert(level.clone());
@@ -337,11 +339,7 @@ impl Tree {
     /// A child of `parent` became a later attempt of a sibling (see `attempts`): a retry that
     /// took no slot is no extra child for the plan's total.
     pub(super) fn plan_child_retried(&mut self, parent: u32) {
-        if let Some(plan) = self
-            .slot_mut(parent)
-            .and_then(|p| p.cold.as_deref_mut())
-            .and_then(|c| c.plan.as_deref_mut())
-        {
+        if let Some(plan) = self.plan_mut(parent) {
             plan.unmatched = plan.unmatched.saturating_sub(1);
         }
     }
@@ -349,11 +347,7 @@ impl Tree {
     /// Waiting slots whose plan named no level take the first child's type (once per plan:
     /// it walks every waiting slot).
     fn adopt_level(&mut self, parent: u32, level: Arc<str>) {
-        let slots: Vec<SlotRef> = match self
-            .slot(parent)
-            .and_then(|p| p.cold.as_deref())
-            .and_then(|c| c.plan.as_deref())
-        {
+        let slots: Vec<SlotRef> = match self.plan_of(parent) {
             Some(plan) => plan.slots.clone(),
             None => return,
         };
@@ -378,17 +372,12 @@ impl Tree {
         reason: Option<CancelReason>,
         at_us: u64,
     ) {
-        let Some(slots) = self
-            .slot_mut(parent)
-            .and_then(|p| p.cold.as_deref_mut())
-            .and_then(|c| c.plan.as_deref_mut())
-            .map(|plan| {
-                plan.waiting = 0;
-                plan.by_key = HashMap::new();
-                plan.by_name = HashMap::new();
-                std::mem::take(&mut plan.slots)
-            })
-        else {
+        let Some(slots) = self.plan_mut(parent).map(|plan| {
+            plan.waiting = 0;
+            plan.by_key = HashMap::new();
+            plan.by_name = HashMap::new();
+            std::mem::take(&mut plan.slots)
+        }) else {
             return;
         };
         let waiting: Vec<u32> = slots
