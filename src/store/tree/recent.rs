@@ -296,29 +296,32 @@ impl Ring {
             out.clear();
             return;
         };
-        let n = slots.len();
         let same = out.len() == self.len
-            && (0..self.len)
+            && self
+                .live(&mut slots)
                 .zip(out.iter())
-                .all(|(i, o)| slots[wrap(self.head + i, n)].0.matches(o));
+                .all(|(e, o)| e.matches(o));
         if !same {
-            *out = (0..self.len)
-                .map(|i| slots[wrap(self.head + i, n)].0.read())
-                .collect();
+            *out = self.live(&mut slots).map(Entry::read).collect();
         }
     }
 
     pub(super) fn to_vec(&self) -> Vec<RecentEvent> {
         match self.slots.try_borrow_mut() {
-            Ok(mut slots) => {
-                let n = slots.len();
-                (0..self.len)
-                    .map(|i| slots[wrap(self.head + i, n)].0.read())
-                    .collect()
-            }
+            Ok(mut slots) => self.live(&mut slots).map(Entry::read).collect(),
             // Not reachable: the tree is read behind its operation's lock, one reader at a time.
             Err(_) => Vec::new(),
         }
+    }
+
+    /// The live entries of `slots` (this ring's), oldest first.
+    fn live<'a>(&self, slots: &'a mut [(Entry, usize)]) -> impl Iterator<Item = &'a mut Entry> {
+        let (newer, older) = slots.split_at_mut(self.head);
+        older
+            .iter_mut()
+            .chain(newer.iter_mut())
+            .take(self.len)
+            .map(|(e, _)| e)
     }
 
     #[cfg(test)]
