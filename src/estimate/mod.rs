@@ -16,7 +16,7 @@ pub(crate) mod guard;
 pub(crate) mod prior;
 pub(crate) mod rate;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::model::{Estimate, EstimateBasis};
 pub(crate) use children::{ChildSample, Family, from_children};

@@ -4,7 +4,8 @@ use super::children::Family;
 use super::rate::*;
 use super::*;
 
-/// xorshift64*: deterministic randomness for simulated timelines.
+/// xorshift64*: deterministic randomness for simulated timelines (and the tree's randomized
+/// tests).
 pub(crate) struct Rng(u64);
 
 impl Rng {
@@ -18,6 +19,11 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.f64() * n as f64) as usize % n.max(1)
     }
 
     /// `mean`, give or take `jitter / 2` of it.

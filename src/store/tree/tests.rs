@@ -352,14 +352,9 @@ fn refreshed_snapshot_equals_a_new_one() {
     let mut tree = Tree::new(root, Arc::from("op"), limits);
     let mut kept = tree.snapshot(root_id, false, 0);
     let mut live = vec![tree.root_key(root_id)];
-    // A small deterministic generator: the same mix of changes on every run.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as usize
-    };
+    // Deterministic: the same mix of changes on every run.
+    let mut rng = crate::estimate::tests::Rng::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move |n: usize| rng.below(n);
     let mut compared = 0;
     for step in 1..3_000u64 {
         let now = step * 10;
