@@ -5,7 +5,8 @@
 //!
 //! Sections (figures printed as a table; targets from issue 11 beside them):
 //! * `setlist`: 1 setlist → 10 songs → 5 actions → 1 block → 1,000 units of ~22 ns work,
-//!   one update per unit, under: no subscriber, `fmt` (to a sink), ours with `span.inc(1)`,
+//!   one update per unit, under: no subscriber, `fmt` (to a sink), ours with no updates (the
+//!   spans' share), ours with `span.inc(1)`,
 //!   ours with a [`ProgressHandle`](tracing_progress::ProgressHandle), `tracing-opentelemetry`
 //!   (always-on SDK tracer, no exporter), ours + otel.
 //! * `span`: create + enter + exit + close of one child span: the floor (registry + a layer
@@ -189,11 +190,12 @@ fn section_setlist(rounds: usize) {
     let (otel2, p2) = otel_layer();
     let both = Dispatch::new(tracing_subscriber::registry().with(layer).with(otel2));
     let run = |d: &Dispatch, u: Update| dispatcher::with_default(d, || setlist(iters, u));
-    let [base, fmt_t, inc_t, handle_t, otel_t, both_t] = best_of(
+    let [base, fmt_t, spans_t, inc_t, handle_t, otel_t, both_t] = best_of(
         rounds,
         [
             &mut || run(&none, Update::None),
             &mut || run(&fmt, Update::None),
+            &mut || run(&ours_d, Update::None),
             &mut || run(&ours_d, Update::SpanInc),
             &mut || run(&ours_d, Update::Handle),
             &mut || run(&otel_d, Update::None),
@@ -207,6 +209,11 @@ fn section_setlist(rounds: usize) {
     for (name, t, target) in [
         ("no subscriber", base, ""),
         ("fmt layer only", fmt_t, ""),
+        (
+            "tracing-progress, spans only",
+            spans_t,
+            "(no updates: the spans' share)",
+        ),
         ("tracing-progress, span.inc", inc_t, ""),
         ("tracing-progress, handle.inc", handle_t, "target ≤ 1.15×"),
         ("tracing-opentelemetry only", otel_t, ""),

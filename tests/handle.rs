@@ -263,3 +263,50 @@ fn span_inc_reaches_the_right_node_when_span_ids_are_reused() {
         assert_eq!(store_b.get(idb).unwrap().root.current, 200 * i);
     }
 }
+
+#[test]
+fn the_counting_thread_and_others_sum_and_subscribers_see_the_last_update() {
+    let _serial = serial();
+    // Updates from the span's thread and from a worker sum; a subscriber that looked in
+    // between is told of the last update, with nothing changing after it.
+    let (layer, store) = tracing_progress::layer();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let mut sub = store.subscribe();
+    let (span, progress) = tracing::dispatcher::with_default(&dispatch, || {
+        let span = info_span!("copy", progress.level = "copy");
+        let p = span.progress();
+        (span, p)
+    });
+    let id = span.operation_id().unwrap();
+    let current = |sub: &mut tracing_progress::Subscription, want: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut last = None;
+        while std::time::Instant::now() < deadline {
+            let changes = sub.wait(std::time::Duration::from_millis(200));
+            if let Some(s) = changes.changed.iter().find(|s| s.id == id) {
+                last = Some(s.root.current);
+                if last == Some(want) {
+                    return last;
+                }
+            }
+        }
+        last
+    };
+    for round in 1..=20u64 {
+        for _ in 0..1_000 {
+            progress.inc(1);
+        }
+        let p = progress.clone();
+        std::thread::spawn(move || (0..500).for_each(|_| p.inc(1)))
+            .join()
+            .unwrap();
+        let want = round * 1_500;
+        assert_eq!(current(&mut sub, want), Some(want), "round {round}");
+    }
+    // A set from another thread; this one counts on from there.
+    let p = progress.clone();
+    std::thread::spawn(move || p.set_current(7)).join().unwrap();
+    progress.inc(3);
+    assert_eq!(current(&mut sub, 10), Some(10));
+    drop(span);
+}

@@ -200,3 +200,39 @@ impl LiveCounters {
         self.busy_ns.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_from_several_threads_sum_and_set_current_sets() {
+        let c = LiveCounters::new();
+        assert_eq!(c.current(), None, "nothing counted yet");
+        c.inc(3);
+        std::thread::scope(|s| {
+            s.spawn(|| (0..1_000).for_each(|_| c.inc(2)));
+        });
+        c.inc(4);
+        assert_eq!(c.current(), Some(2_007));
+        std::thread::scope(|s| {
+            s.spawn(|| c.apply(None, Some(10), 0));
+        });
+        assert_eq!(c.current(), Some(10));
+        c.inc(1);
+        assert_eq!(c.current(), Some(11));
+        assert_eq!(c.updates(), 1_004);
+    }
+
+    #[test]
+    fn counting_past_the_maximum_pins_it() {
+        let c = LiveCounters::new();
+        c.apply(None, Some(u64::MAX - 1), 0);
+        std::thread::scope(|s| {
+            s.spawn(|| c.inc(5));
+        });
+        assert_eq!(c.current(), Some(u64::MAX));
+        c.inc(5);
+        assert_eq!(c.current(), Some(u64::MAX));
+    }
+}
