@@ -23,7 +23,8 @@
 //!
 //! Run: `cargo bench --bench hot_path` (about 2 minutes; `HOT_PATH_QUICK=1` for fewer rounds,
 //! `HOT_PATH_ONLY=setlist,span,...` for some sections, `HOT_PATH_MILLION=1` adds 1M children).
-//! `HOT_PATH_ONLY=tracked` loops tracked spans alone, for `perf record`.
+//! `HOT_PATH_ONLY=tracked` loops tracked spans alone, `HOT_PATH_ONLY=setlist_loop` the setlist
+//! under ours with the handle (units of almost no work), for `perf record`.
 
 #[path = "../tests/support/cpu.rs"]
 mod cpu;
@@ -587,6 +588,20 @@ fn main() {
             .map(|_| spans(&d, 100_000, true))
             .fold(f64::MAX, f64::min);
         println!("\n## tracked spans only (for profiling): {best:.1} ns per span");
+    }
+    if only.as_deref() == Some("setlist_loop") {
+        // For `perf record`: the setlist under ours with the handle, units of almost no work,
+        // so the profile is the instrumentation's.
+        let (d, _s) = ours();
+        let best = dispatcher::with_default(&d, || {
+            (0..2_000)
+                .map(|_| setlist(1, Update::Handle))
+                .fold(f64::MAX, f64::min)
+        });
+        println!(
+            "\n## setlist with the handle only (for profiling): {:.1} µs",
+            best / 1e3
+        );
     }
     if let Some(how @ ("snapshot_loop" | "snapshot_loop_new")) = only.as_deref() {
         snapshot_loop(how.ends_with("new"));

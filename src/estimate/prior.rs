@@ -4,6 +4,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// Keyed by level type or name: a fast string hash (std's SipHash cost ~20 ns per lookup,
+/// six lookups per completed node). The maps are bounded (see [`PRIOR_NAME_KEYS`]), so a
+/// flood of colliding names cannot grow them.
+type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
 use parking_lot::{RwLock, RwLockReadGuard};
 
 use super::estimate;
@@ -81,8 +86,17 @@ impl Priors {
     /// per close.
     pub(crate) fn record(&self, batch: &mut VecDeque<FinishedNode>) {
         if !batch.is_empty() {
-            self.inner.write().record(batch);
+            let mut p = self.inner.write();
+            for f in batch.drain(..) {
+                p.record_run(&f.level_type, &f.name, std::iter::once(f.duration_us));
+            }
         }
+    }
+
+    /// Adds runs of completed nodes of one kind each, under one write lock (see
+    /// [`PriorDurations::record_run`]).
+    pub(crate) fn record_runs(&self, f: impl FnOnce(&mut PriorDurations)) {
+        f(&mut self.inner.write());
     }
 
     /// Read access for one snapshot.
@@ -94,9 +108,9 @@ impl Priors {
 /// The rings of [`Priors`].
 #[derive(Default)]
 pub(crate) struct PriorDurations {
-    by_type: HashMap<Arc<str>, Durations>,
+    by_type: Map<Durations>,
     /// Level type, then name.
-    by_name: HashMap<Arc<str>, HashMap<Arc<str>, Durations>>,
+    by_name: Map<Map<Durations>>,
     names: usize,
     tick: u64,
 }
@@ -105,33 +119,52 @@ pub(crate) struct PriorDurations {
 const MIN_NAME_DURATIONS: usize = 2;
 
 impl PriorDurations {
-    fn record(&mut self, batch: &mut VecDeque<FinishedNode>) {
-        for f in batch.drain(..) {
-            self.tick += 1;
-            let tick = self.tick;
-            if !self.by_type.contains_key(&*f.level_type) && self.by_type.len() >= PRIOR_TYPE_KEYS {
+    /// Adds `durations` (oldest first) of completed nodes of one level type and name: each
+    /// ring is looked up once per run, and a kind already known clones no `Arc`.
+    pub(crate) fn record_run(
+        &mut self,
+        level_type: &Arc<str>,
+        name: &Arc<str>,
+        durations: impl Iterator<Item = u64> + Clone,
+    ) {
+        let first_tick = self.tick;
+        if !self.by_type.contains_key(&**level_type) {
+            if self.by_type.len() >= PRIOR_TYPE_KEYS {
                 evict_oldest(&mut self.by_type);
             }
             self.by_type
-                .entry(f.level_type.clone())
-                .or_default()
-                .push(f.duration_us, tick);
-            let known = self
-                .by_name
-                .get(&*f.level_type)
-                .is_some_and(|m| m.contains_key(&*f.name));
-            if !known {
-                if self.names >= PRIOR_NAME_KEYS {
-                    self.evict_oldest_name();
-                }
-                self.names += 1;
+                .insert(level_type.clone(), Durations::default());
+        }
+        if let Some(ring) = self.by_type.get_mut(&**level_type) {
+            for d in durations.clone() {
+                self.tick += 1;
+                ring.push(d, self.tick);
             }
+        }
+        let known = self
+            .by_name
+            .get(&**level_type)
+            .is_some_and(|m| m.contains_key(&**name));
+        if !known {
+            if self.names >= PRIOR_NAME_KEYS {
+                self.evict_oldest_name();
+            }
+            self.names += 1;
             self.by_name
-                .entry(f.level_type)
+                .entry(level_type.clone())
                 .or_default()
-                .entry(f.name)
-                .or_default()
-                .push(f.duration_us, tick);
+                .insert(name.clone(), Durations::default());
+        }
+        if let Some(ring) = self
+            .by_name
+            .get_mut(&**level_type)
+            .and_then(|m| m.get_mut(&**name))
+        {
+            let mut tick = first_tick;
+            for d in durations {
+                tick += 1;
+                ring.push(d, tick);
+            }
         }
     }
 
@@ -183,7 +216,7 @@ impl PriorDurations {
     }
 }
 
-fn evict_oldest(map: &mut HashMap<Arc<str>, Durations>) {
+fn evict_oldest(map: &mut Map<Durations>) {
     let oldest = map
         .iter()
         .min_by_key(|(_, d)| d.fed_at)

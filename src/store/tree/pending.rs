@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::estimate::{FinishedNode, Priors};
+use crate::estimate::Priors;
 
 /// Completed nodes buffered between ticks; past this many the oldest are dropped (the
 /// priors keep the last 64 per kind anyway, and the buffer stays bounded).
@@ -62,23 +62,19 @@ impl PendingPriors {
         self.len -= 1;
     }
 
-    /// Hands everything buffered to the priors, oldest first.
+    /// Hands everything buffered to the priors, oldest first, a run of one kind at a time.
     pub(super) fn record_into(&mut self, priors: &Priors) {
         if self.len == 0 {
             return;
         }
-        let mut batch: VecDeque<FinishedNode> = VecDeque::with_capacity(self.len);
-        for g in self.groups.drain(..) {
-            for duration_us in std::iter::once(g.first).chain(g.more) {
-                batch.push_back(FinishedNode {
-                    level_type: g.level_type.clone(),
-                    name: g.name.clone(),
-                    duration_us,
-                });
+        let groups = &mut self.groups;
+        priors.record_runs(|p| {
+            for g in groups.drain(..) {
+                let durations = std::iter::once(g.first).chain(g.more.iter().copied());
+                p.record_run(&g.level_type, &g.name, durations);
             }
-        }
+        });
         self.len = 0;
-        priors.record(&mut batch);
     }
 
     /// Completions buffered (tests).
