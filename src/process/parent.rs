@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::STATS;
 use super::wire::{
@@ -37,6 +37,10 @@ const CONNECTION_STACK: usize = 1024 * 1024;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a connection thread looks for a cancel request while the child is quiet.
 const POLL: Duration = Duration::from_millis(20);
+/// Longest [`GraftCell::exited`] waits for the child's connection to be read to its end: a
+/// child's last report can still be in the socket when its exit is seen (the reading thread
+/// not scheduled yet on a loaded machine), and the subtree would end one report short.
+const DRAIN_WAIT: Duration = Duration::from_millis(500);
 
 pub(crate) fn now_us() -> u64 {
     crate::store::system_time_to_us(std::time::SystemTime::now())
@@ -144,9 +148,13 @@ pub(crate) struct GraftCell {
     connected: AtomicBool,
     link: OnceLock<GraftLink>,
     state: Mutex<GraftState>,
+    /// Signalled when the connection's thread stops reading (`GraftState::drained`).
+    drained_cv: Condvar,
 }
 
 struct GraftState {
+    /// The child's connection was read to its end (or given up on).
+    drained: bool,
     node_id: NodeId,
     name: Arc<str>,
     command: Arc<str>,
@@ -188,7 +196,9 @@ impl GraftCell {
             secret: random_u64(),
             connected: AtomicBool::new(false),
             link: OnceLock::new(),
+            drained_cv: Condvar::new(),
             state: Mutex::new(GraftState {
+                drained: false,
                 node_id: NodeId::next(),
                 name: Arc::from(name),
                 command: Arc::from(command),
@@ -258,6 +268,16 @@ impl GraftCell {
             let mut s = self.state.lock();
             if s.exit.is_some() {
                 return;
+            }
+            // Its last reports first: the child is gone, so its end of the socket is closed
+            // and the connection's thread reaches the end as soon as it runs.
+            if self.connected.load(Ordering::Acquire) {
+                let deadline = Instant::now() + DRAIN_WAIT;
+                while !s.drained {
+                    if self.drained_cv.wait_until(&mut s, deadline).timed_out() {
+                        break;
+                    }
+                }
             }
             s.exit = Some(match (status.code(), status.signal()) {
                 (Some(code), _) => Exit::Code(code),
@@ -620,6 +640,15 @@ fn serve(stream: UnixStream) {
             }
         }
     };
+    // However the loop ends, a waiting `exited` is told.
+    struct Drained<'a>(&'a GraftCell);
+    impl Drop for Drained<'_> {
+        fn drop(&mut self) {
+            self.0.state.lock().drained = true;
+            self.0.drained_cv.notify_all();
+        }
+    }
+    let _drained = Drained(&cell);
     loop {
         if cell.cancel_due() {
             send(
