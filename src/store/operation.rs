@@ -8,8 +8,9 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::model::{OperationId, ProgressState};
+use crate::store::Clock;
 use crate::store::StoreInner;
-use crate::store::tree::Tree;
+use crate::store::tree::{Tree, TreeRead};
 
 /// An operation's cancel flag and change signal: what a progress handle needs besides the
 /// node's counters. Separate from the tree so a handle that outlives the operation keeps only
@@ -89,7 +90,10 @@ impl OperationCell {
     /// Runs `f` on the tree under the operation's lock, then tells subscribers.
     #[inline]
     pub(crate) fn with_tree<R>(&self, f: impl FnOnce(&mut Tree) -> R) -> R {
-        let out = f(&mut self.tree.lock());
+        let mut tree = self.tree.lock();
+        let out = f(&mut tree);
+        tree.writes = tree.writes.wrapping_add(1);
+        drop(tree);
         self.mark_changed();
         out
     }
@@ -144,24 +148,30 @@ impl OperationCell {
 
     fn take_snapshot(&self) -> Arc<ProgressState> {
         self.idle_ticks.store(0, Ordering::Relaxed);
-        let last = self.last.lock().take();
-        if let Some(mut last) = last
-            && let Some(state) = Arc::get_mut(&mut last)
-        {
-            let tree = self.tree.lock();
-            let now = self.store().clock.now_us();
-            tree.refresh(state, self.id, self.is_cancelled(), now);
-            // Handed to a waiting writer: a reader looping snapshots would otherwise take
-            // the lock straight back, again and again, and starve the writers.
-            MutexGuard::unlock_fair(tree);
-            return last;
-        }
-        // (A last snapshot still held by a reader is only let go of here.)
-        let tree = self.tree.lock();
-        let now = self.store().clock.now_us();
-        let state = tree.snapshot(self.id, self.is_cancelled(), now);
-        MutexGuard::unlock_fair(tree);
-        Arc::new(state)
+        let mut last = self.last.lock().take();
+        let clock = &self.store().clock;
+        let mut read = Locked {
+            tree: self.tree.lock(),
+            clock,
+        };
+        let now = clock.now_us();
+        let cancelled = self.is_cancelled();
+        let refreshed = match last.as_mut().and_then(Arc::get_mut) {
+            Some(state) => {
+                Tree::refresh_from(&mut read, state, self.id, cancelled, now);
+                true
+            }
+            None => false,
+        };
+        let state = match last {
+            Some(last) if refreshed => last,
+            // (A last snapshot still held by a reader is only let go of here.)
+            _ => Arc::new(Tree::snapshot_from(&mut read, self.id, cancelled, now)),
+        };
+        // Handed to a waiting writer: a reader looping snapshots would otherwise take the
+        // lock straight back, again and again, and starve the writers.
+        MutexGuard::unlock_fair(read.tree);
+        state
     }
 
     /// A snapshot and the version it reflects at least. Clears `dirty` first, so any change
@@ -189,6 +199,26 @@ impl OperationCell {
     #[cfg(feature = "resources")]
     pub(crate) fn record_resources(&self, cpu_percent: f64, rss_bytes: u64) {
         self.with_tree(|t| t.record_resources(cpu_percent, rss_bytes));
+    }
+}
+
+/// A snapshot's view of the tree through the operation's lock: every `CHUNK` nodes it lets
+/// waiting writers in (`MutexGuard::bump`, which hands the lock over fairly and costs little
+/// when nobody waits).
+struct Locked<'a> {
+    tree: MutexGuard<'a, Tree>,
+    clock: &'a Clock,
+}
+
+impl TreeRead for Locked<'_> {
+    fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    fn pause(&mut self) -> Option<u64> {
+        let writes = self.tree.writes;
+        MutexGuard::bump(&mut self.tree);
+        (self.tree.writes != writes).then(|| self.clock.now_us())
     }
 }
 

@@ -20,6 +20,7 @@ mod snapshot;
 mod tests;
 
 pub(crate) use planned::PlanUpdate;
+pub(crate) use snapshot::TreeRead;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -317,6 +318,9 @@ pub(crate) struct Tree {
     planned_waiting: usize,
     /// The last nodes that closed failed: where the automatic attempt rule looks.
     recent_failures: attempts::RecentFailures,
+    /// Bumped by every writer (`OperationCell::with_tree`): a snapshot that let writers in
+    /// tells from it whether one came.
+    pub(crate) writes: u64,
 }
 
 impl Tree {
@@ -333,6 +337,7 @@ impl Tree {
             pending: pending::PendingPriors::default(),
             planned_waiting: 0,
             recent_failures: Default::default(),
+            writes: 0,
         };
         tree.insert(root, None);
         tree

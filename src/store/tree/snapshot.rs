@@ -11,12 +11,31 @@
 //! walk and little more: no allocation, no page faults, nothing dropped. The operation keeps
 //! its last snapshot for that (see `OperationCell::snapshot`).
 //!
+//! **Writers are let in while a big tree is walked.** The walk reads the tree through a
+//! [`TreeRead`]; the operation's lock guard lets waiting writers have the tree every
+//! [`CHUNK`] nodes (`MutexGuard::bump`), so a writer creating or closing a span waits for at
+//! most one chunk, not a whole 100k-node snapshot. The walk holds no reference into the
+//! tree across a pause, only (slot, id) keys it looks up again. What a pause may change is
+//! put right before the node is filled: a node whose subtree was walked across a pause
+//! checks its children against its node as it is then, under one hold (dropping the ones
+//! folded away, walking the ones added, walking again the ones whose status or counts
+//! moved). So each level agrees with its own children (a parent's finished count with its
+//! finished and folded children, as a single hold would show), every level is read after
+//! the previous snapshot's, and counts never go backwards. What a snapshot across pauses does
+//! not give is one instant for the whole tree: a level deep in a subtree walked before a
+//! pause may be older than its ancestors by the pauses since (microseconds), and
+//! `metrics.nodes_retained` (read last) may differ from the levels present by the nodes
+//! created or folded meanwhile.
+//!
 //! The walk recurses: the tree is at most `max_depth` (1 to 64) levels deep, plus planned
 //! children one below; grafted subtrees (a child process's report) are built by their graft.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Node, Progress, ROOT_SLOT, Tree};
+use parking_lot::RwLockReadGuard;
+
+use super::{NIL, Node, NodeKey, Progress, ROOT_SLOT, Tree};
 use crate::estimate::PriorDurations;
 use crate::model::{
     Metadata, NodeId, OperationMetrics, ProgressLevel, ProgressState, SCHEMA_VERSION, Status,
@@ -27,26 +46,257 @@ use crate::model::{
 /// building a new one: children only leave from the middle by folding, a few at a time.
 const LOOKAHEAD: usize = 8;
 
+/// Nodes a snapshot fills before it lets waiting writers in (see [`TreeRead::pause`]): at
+/// ~50 ns a node, a writer waits ~50 µs at most for a snapshot.
+pub(crate) const CHUNK: u32 = 1_024;
+
+/// How a snapshot reads its tree: through the operation's lock, which it gives up for a
+/// moment every [`CHUNK`] nodes, or by plain reference (nothing else can change it).
+pub(crate) trait TreeRead {
+    /// The tree as it is now.
+    fn tree(&self) -> &Tree;
+    /// Lets waiting writers have the tree for a moment: `Some(now_us)` if one changed it (the
+    /// snapshot then checks what it walked), `None` if nothing changed.
+    fn pause(&mut self) -> Option<u64>;
+    /// Nodes filled between two pauses.
+    fn chunk(&self) -> u32 {
+        CHUNK
+    }
+}
+
+/// A tree read in one go: nothing changes it while it is walked.
+impl TreeRead for &Tree {
+    fn tree(&self) -> &Tree {
+        self
+    }
+
+    fn pause(&mut self) -> Option<u64> {
+        None
+    }
+
+    fn chunk(&self) -> u32 {
+        u32::MAX
+    }
+}
+
+/// One snapshot's walk over a tree (see the module docs).
+struct Walk<'r, R: TreeRead> {
+    read: &'r mut R,
+    /// The priors, let go of while the walk pauses (a writer may be recording into them).
+    durations: RwLockReadGuard<'r, PriorDurations>,
+    now_us: u64,
+    /// Updates of live nodes, added to the operation's count of folded ones.
+    live_updates: u64,
+    /// Nodes filled since the last pause.
+    filled: u32,
+    /// Pauses in which a writer changed the tree: a node walked across one checks its
+    /// children again.
+    changes: u64,
+    /// Above 0 while a node checks its children: no pause until it is filled.
+    pinned: u32,
+}
+
+impl<'r, R: TreeRead> Walk<'r, R> {
+    fn tree(&self) -> &Tree {
+        self.read.tree()
+    }
+
+    /// After a node's level was filled: lets writers in once a chunk is done.
+    fn filled_one(&mut self) {
+        self.filled += 1;
+        if self.filled < self.read.chunk() || self.pinned > 0 {
+            return;
+        }
+        self.filled = 0;
+        let Walk {
+            read, durations, ..
+        } = self;
+        if let Some(now) = RwLockReadGuard::unlocked(durations, || read.pause()) {
+            self.changes += 1;
+            self.now_us = self.now_us.max(now);
+        }
+    }
+
+    /// Makes `level` (a blank one, or the node's level in an earlier snapshot) the level of
+    /// the node at `key`, subtree included. False if the node is gone (folded while the walk
+    /// paused): the caller drops the level.
+    fn level(&mut self, key: NodeKey, level: &mut ProgressLevel) -> bool {
+        let changes = self.changes;
+        let Some(n) = self.read.tree().node(key) else {
+            return false;
+        };
+        self.live_updates += n.live.updates();
+        let mut next = n.children.first;
+        let expected = n.children.len as usize;
+        let children = &mut level.children;
+        // Running children's fractions, rolled up into this node's percentage.
+        let mut partial = 0.0;
+        // In place while the old children line up with the node's; from the first that does
+        // not, the rest of the old ones are matched by id and moved (or dropped).
+        let mut i = 0;
+        let mut rest: Option<std::vec::IntoIter<ProgressLevel>> = None;
+        // Children walked already, once the walk lost its place (see below).
+        let mut walked: Option<HashSet<NodeId>> = None;
+        while next != NIL {
+            let Some(c) = self.tree().slot(next) else {
+                break;
+            };
+            let ckey = NodeKey {
+                slot: next,
+                id: c.id,
+            };
+            if walked.as_ref().is_some_and(|w| w.contains(&c.id)) {
+                next = c.next;
+                continue;
+            }
+            let in_place = rest.is_none() && children.get(i).is_some_and(|o| o.id == c.id);
+            if !in_place {
+                let r = rest.get_or_insert_with(|| {
+                    let r = children.split_off(i).into_iter();
+                    children.reserve(expected.saturating_sub(i));
+                    r
+                });
+                let found = r
+                    .as_slice()
+                    .iter()
+                    .take(LOOKAHEAD)
+                    .position(|o| o.id == c.id)
+                    .and_then(|at| r.nth(at));
+                // Filled where it lies: a level is 424 bytes, moving it costs.
+                children.push(found.unwrap_or_else(|| blank_of(c)));
+            }
+            if self.level(ckey, &mut children[i]) {
+                let child = &children[i];
+                if !child.status.is_finished() {
+                    partial += child.percentage.map_or(0.0, |p| p / 100.0);
+                }
+                i += 1;
+            } else {
+                if rest.is_none() {
+                    rest = Some(children.split_off(i + 1).into_iter());
+                }
+                children.truncate(i);
+            }
+            match self.tree().node(ckey) {
+                Some(c) => next = c.next,
+                None => {
+                    // Folded while the walk paused: its `next` is gone. On from the first
+                    // child, past the ones walked (rare; the check below puts them in order).
+                    let Some(n) = self.read.tree().node(key) else {
+                        return false;
+                    };
+                    walked = Some(children[..i].iter().map(|l| l.id).collect());
+                    next = n.children.first;
+                }
+            }
+        }
+        drop(rest);
+        // Old levels past the node's children: gone, or last snapshot's grafts.
+        children.truncate(i);
+        if self.changes != changes && !self.recheck(key, children, &mut partial) {
+            return false;
+        }
+        let tree = self.read.tree();
+        let Some(n) = tree.node(key) else {
+            return false;
+        };
+        let grafts = n.cold.as_deref().map_or(&[][..], |c| &c.grafts[..]);
+        children.extend(grafts.iter().map(|g| g.level(self.now_us)));
+        tree.fill_level(n, level, partial, self.now_us);
+        tree.shown_estimate(n, level, self.now_us, &self.durations);
+        self.filled_one();
+        true
+    }
+
+    /// Puts `children` (levels walked across a pause) right against the node at `key` as it
+    /// is now, in one hold: levels of children folded away are dropped, added children are
+    /// walked, and children whose status or counts moved are walked again. Sets `partial`
+    /// from the result. False if the node itself is gone.
+    fn recheck(
+        &mut self,
+        key: NodeKey,
+        children: &mut Vec<ProgressLevel>,
+        partial: &mut f64,
+    ) -> bool {
+        let Some(n) = self.read.tree().node(key) else {
+            return false;
+        };
+        self.pinned += 1;
+        let mut next = n.children.first;
+        let mut old =
+            std::mem::replace(children, Vec::with_capacity(n.children.len as usize)).into_iter();
+        *partial = 0.0;
+        while next != NIL {
+            let tree = self.read.tree();
+            let Some(c) = tree.slot(next) else {
+                break;
+            };
+            let ckey = NodeKey {
+                slot: next,
+                id: c.id,
+            };
+            next = c.next;
+            let found = old
+                .as_slice()
+                .iter()
+                .take(LOOKAHEAD)
+                .position(|o| o.id == c.id)
+                .and_then(|at| old.nth(at));
+            let child = match found {
+                Some(l) if tree.shows(c, &l) => l,
+                Some(mut l) => {
+                    // Its updates were counted when it was first walked.
+                    let counted = self.live_updates;
+                    self.level(ckey, &mut l);
+                    self.live_updates = counted;
+                    l
+                }
+                None => {
+                    let mut l = blank_of(c);
+                    self.level(ckey, &mut l);
+                    l
+                }
+            };
+            if !child.status.is_finished() {
+                *partial += child.percentage.map_or(0.0, |p| p / 100.0);
+            }
+            children.push(child);
+        }
+        self.pinned -= 1;
+        true
+    }
+}
+
 impl Tree {
     /// Builds the model tree at `now_us`. Read-only: estimates are the last tick's, counted
     /// down to `now_us`.
+    #[cfg(test)]
     pub(crate) fn snapshot(
         &self,
         id: NodeId,
         cancel_requested: bool,
         now_us: u64,
     ) -> ProgressState {
-        let priors = self.priors.read();
-        let mut live_updates = 0;
-        let root = match self.slot(ROOT_SLOT) {
-            Some(n) => self.build(n, now_us, &priors, &mut live_updates),
-            None => self.placeholder_root(id, now_us),
+        Tree::snapshot_from(&mut &*self, id, cancel_requested, now_us)
+    }
+
+    /// [`snapshot`](Self::snapshot) through `read`, which may let writers in on the way.
+    pub(crate) fn snapshot_from(
+        read: &mut impl TreeRead,
+        id: NodeId,
+        cancel_requested: bool,
+        now_us: u64,
+    ) -> ProgressState {
+        let tree = read.tree();
+        let root = match tree.slot(ROOT_SLOT) {
+            Some(n) => blank_of(n),
+            None => tree.placeholder_root(id, now_us),
         };
         let mut state = ProgressState {
             schema_version: SCHEMA_VERSION,
             id,
             run: None,
-            operation_type: self.operation_type.clone(),
+            operation_type: tree.operation_type.clone(),
             name: root.name.clone(),
             status: root.status,
             with_failures: false,
@@ -58,12 +308,13 @@ impl Tree {
             snapshot_at_us: now_us,
             root,
         };
-        self.fill_state(&mut state, id, cancel_requested, now_us, live_updates);
+        Tree::refresh_from(read, &mut state, id, cancel_requested, now_us);
         state
     }
 
     /// Brings `state`, an earlier snapshot of this tree, to what [`snapshot`](Self::snapshot)
     /// would return at `now_us`, reusing what it can (see the module docs).
+    #[cfg(test)]
     pub(crate) fn refresh(
         &self,
         state: &mut ProgressState,
@@ -71,16 +322,62 @@ impl Tree {
         cancel_requested: bool,
         now_us: u64,
     ) {
-        let priors = self.priors.read();
-        let mut live_updates = 0;
-        match self.slot(ROOT_SLOT) {
-            Some(n) if state.root.id == n.id => {
-                self.refresh_level(n, &mut state.root, now_us, &priors, &mut live_updates)
+        Tree::refresh_from(&mut &*self, state, id, cancel_requested, now_us)
+    }
+
+    /// [`refresh`](Self::refresh) through `read`, which may let writers in on the way.
+    pub(crate) fn refresh_from(
+        read: &mut impl TreeRead,
+        state: &mut ProgressState,
+        id: NodeId,
+        cancel_requested: bool,
+        now_us: u64,
+    ) {
+        // Its own handle on the priors: the walk lets go of them (and of the tree) in pauses.
+        let priors = read.tree().priors.clone();
+        let mut walk = Walk {
+            durations: priors.read(),
+            read,
+            now_us,
+            live_updates: 0,
+            filled: 0,
+            changes: 0,
+            pinned: 0,
+        };
+        let root = walk.tree().slot(ROOT_SLOT).map(|n| NodeKey {
+            slot: ROOT_SLOT,
+            id: n.id,
+        });
+        match root {
+            Some(key) => {
+                if state.root.id != key.id
+                    && let Some(n) = walk.tree().slot(ROOT_SLOT)
+                {
+                    state.root = blank_of(n);
+                }
+                if !walk.level(key, &mut state.root) {
+                    state.root = walk.tree().placeholder_root(id, walk.now_us);
+                }
             }
-            Some(n) => state.root = self.build(n, now_us, &priors, &mut live_updates),
-            None => state.root = self.placeholder_root(id, now_us),
+            None => state.root = walk.tree().placeholder_root(id, now_us),
         }
-        self.fill_state(state, id, cancel_requested, now_us, live_updates);
+        let (now_us, live_updates) = (walk.now_us, walk.live_updates);
+        walk.tree()
+            .fill_state(state, id, cancel_requested, now_us, live_updates);
+    }
+
+    /// Whether `level`, walked earlier, still shows `n`'s status and the counts its children
+    /// make up (so it agrees with `n`'s parent and with its own children).
+    fn shows(&self, n: &Node, level: &ProgressLevel) -> bool {
+        let grafts = n.cold.as_deref().map_or(0, |c| c.grafts.len());
+        level.status == n.status()
+            && level.children.len() == n.children.len as usize + grafts
+            && level.failed == n.failed_children()
+            && (n.live.current().is_some() || level.current == n.finished_children)
+            && level.folded.iter().map(|f| f.count).sum::<u64>()
+                == n.cold
+                    .as_deref()
+                    .map_or(0, |c| c.folded.iter().map(|f| f.count).sum())
     }
 
     /// The operation's own fields, from its root level.
@@ -113,81 +410,6 @@ impl Tree {
             ..self.metrics.clone()
         };
         s.snapshot_at_us = now_us;
-    }
-
-    /// A new level for `n` and its subtree.
-    fn build(
-        &self,
-        n: &Node,
-        now_us: u64,
-        priors: &PriorDurations,
-        live_updates: &mut u64,
-    ) -> ProgressLevel {
-        let mut level = blank_of(n);
-        self.refresh_level(n, &mut level, now_us, priors, live_updates);
-        level
-    }
-
-    /// Makes `level` (a blank one, or `n`'s level in an earlier snapshot) `n`'s level at
-    /// `now_us`, subtree included.
-    fn refresh_level(
-        &self,
-        n: &Node,
-        level: &mut ProgressLevel,
-        now_us: u64,
-        priors: &PriorDurations,
-        live_updates: &mut u64,
-    ) {
-        *live_updates += n.live.updates();
-        let grafts = n.cold.as_deref().map_or(&[][..], |c| &c.grafts[..]);
-        let children = &mut level.children;
-        // Running children's fractions, rolled up into this node's percentage.
-        let mut partial = 0.0;
-        let mut add = |child: &ProgressLevel| {
-            if !child.status.is_finished() {
-                partial += child.percentage.map_or(0.0, |p| p / 100.0);
-            }
-        };
-        // In place while the old children line up with the node's; from the first that does
-        // not, the rest of the old ones are matched by id and moved (or dropped).
-        let mut i = 0;
-        let mut rest: Option<std::vec::IntoIter<ProgressLevel>> = None;
-        for slot in self.children_of(n) {
-            let Some(c) = self.slot(slot) else { break };
-            if rest.is_none() {
-                if let Some(old) = children.get_mut(i)
-                    && old.id == c.id
-                {
-                    self.refresh_level(c, old, now_us, priors, live_updates);
-                    add(old);
-                    i += 1;
-                    continue;
-                }
-                rest = Some(children.split_off(i).into_iter());
-                children.reserve((n.children.len as usize).saturating_sub(i) + grafts.len());
-            }
-            let found = rest.as_mut().and_then(|r| {
-                let at = r
-                    .as_slice()
-                    .iter()
-                    .take(LOOKAHEAD)
-                    .position(|o| o.id == c.id)?;
-                r.nth(at)
-            });
-            // Filled where it lies: a level is 424 bytes, moving it costs.
-            children.push(found.unwrap_or_else(|| blank_of(c)));
-            if let Some(child) = children.last_mut() {
-                self.refresh_level(c, child, now_us, priors, live_updates);
-                add(child);
-            }
-            i += 1;
-        }
-        drop(rest);
-        // Old levels past the node's children: gone, or last snapshot's grafts.
-        children.truncate(i);
-        children.extend(grafts.iter().map(|g| g.level(now_us)));
-        self.fill_level(n, level, partial, now_us);
-        self.shown_estimate(n, level, now_us, priors);
     }
 
     /// `n`'s own level at `now_us`, without children or estimate (a node as it closes).

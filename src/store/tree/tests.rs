@@ -438,3 +438,201 @@ fn refreshed_snapshot_equals_a_new_one() {
     );
     assert!(compared > 100_000, "compared {compared} levels");
 }
+
+/// A snapshot's reader that lets `meddle` change the tree at every pause, as writers let in
+/// by a chunked snapshot would (see `snapshot::TreeRead`).
+struct Meddling<'t, F> {
+    tree: &'t mut Tree,
+    chunk: u32,
+    now: u64,
+    meddle: F,
+}
+
+impl<F: FnMut(&mut Tree, u64) -> bool> snapshot::TreeRead for Meddling<'_, F> {
+    fn tree(&self) -> &Tree {
+        self.tree
+    }
+
+    fn pause(&mut self) -> Option<u64> {
+        self.now += 1;
+        (self.meddle)(self.tree, self.now).then_some(self.now)
+    }
+
+    fn chunk(&self) -> u32 {
+        self.chunk
+    }
+}
+
+/// One random change of `tree`, the kind writers make: a child added (and maybe started), a
+/// message or total set, a node failed, or a node closed once its children are. No units
+/// are counted, so every node's `current` is its completed children, folded ones included.
+fn random_change(
+    tree: &mut Tree,
+    live: &mut Vec<NodeKey>,
+    next: &mut impl FnMut(usize) -> usize,
+    now: u64,
+) {
+    let at = next(live.len());
+    let key = live[at];
+    match next(8) {
+        0..=2 if live.len() < 300 => {
+            let level = ["block", "item"][next(2)];
+            if let Some(k) = tree.add_child(key, node_at(level, &format!("n{now}"), now)) {
+                if next(2) == 0 {
+                    tree.start(k, now);
+                }
+                live.push(k);
+            }
+        }
+        3 => {
+            let update = NodeUpdate {
+                total: (next(3) == 0).then_some(10),
+                message: Some(Arc::from(format!("m{}", next(3)))),
+                ..NodeUpdate::default()
+            };
+            tree.apply(key, update);
+        }
+        4 if at > 0 => {
+            let err = ErrorInfo {
+                message: Arc::from("boom"),
+                origin: crate::model::ErrorOrigin::Event,
+                node_id: key.id,
+                path: vec![],
+                target: Arc::from("t"),
+                location: None,
+                fields: Metadata::default(),
+                at_us: now,
+                propagated: false,
+                recent_events: vec![],
+            };
+            tree.fail(key, err);
+        }
+        5..=7 if at > 0 => {
+            let parent_of = |k: NodeKey, tree: &Tree| tree.node(k).and_then(|n| n.parent);
+            if !live.iter().any(|&c| parent_of(c, tree) == Some(key.slot)) {
+                tree.close(key, done(now, 1_000), false);
+                live.swap_remove(at);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What a snapshot walked across pauses must still be: every node once, and every level's
+/// finished count equal to its completed children, retained and folded (as one hold shows).
+fn assert_consistent(root: &ProgressLevel, context: &str) {
+    let mut ids = std::collections::HashSet::new();
+    for l in root.walk() {
+        assert!(ids.insert(l.id), "{context}: node {} twice", l.id);
+        let completed = l
+            .children
+            .iter()
+            .filter(|c| c.status == Status::Completed)
+            .count() as u64;
+        let folded: u64 = l.folded.iter().map(|f| f.completed).sum();
+        assert_eq!(
+            l.current,
+            completed + folded,
+            "{context}: {} counts {} completed, its children show {completed} + {folded} folded",
+            l.name,
+            l.current
+        );
+    }
+}
+
+/// Snapshots that let writers in every few nodes, while those writers add, fail, close and
+/// fold nodes: each is consistent, counts never go back from one to the next, and a later
+/// refresh in one hold equals a snapshot built anew (nothing left behind by the pauses).
+#[test]
+fn snapshots_letting_writers_in_stay_consistent() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(4, 60));
+    let mut live = vec![tree.root_key(root_id)];
+    let mut rng = crate::estimate::tests::Rng::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |n: usize| rng.below(n);
+    let mut kept = tree.snapshot(root_id, false, 0);
+    let mut seen: std::collections::HashMap<NodeId, u64> = Default::default();
+    let (mut pauses, mut meddled) = (0u64, 0u64);
+    for step in 1..2_000u64 {
+        let mut now = step * 1_000;
+        random_change(&mut tree, &mut live, &mut next, now);
+        if step % 2 == 0 {
+            continue;
+        }
+        let chunk = 1 + next(4) as u32;
+        let changes_per_pause = next(3);
+        let mut read = Meddling {
+            tree: &mut tree,
+            chunk,
+            now,
+            meddle: |t: &mut Tree, at: u64| {
+                pauses += 1;
+                for _ in 0..changes_per_pause {
+                    random_change(t, &mut live, &mut next, at);
+                }
+                meddled += changes_per_pause as u64;
+                changes_per_pause > 0
+            },
+        };
+        if step % 3 == 0 {
+            kept = Tree::snapshot_from(&mut read, root_id, false, now);
+        } else {
+            Tree::refresh_from(&mut read, &mut kept, root_id, false, now);
+        }
+        now = read.now;
+        let context = format!("step {step}, chunk {chunk}");
+        assert_consistent(&kept.root, &context);
+        for l in kept.root.walk() {
+            let last = seen.entry(l.id).or_insert(0);
+            assert!(l.current >= *last, "{context}: {} went back", l.name);
+            *last = l.current;
+        }
+        // The next refresh in one hold catches up exactly.
+        tree.refresh(&mut kept, root_id, false, now);
+        assert_eq!(kept, tree.snapshot(root_id, false, now), "{context}");
+    }
+    assert!(pauses > 1_000, "{pauses} pauses");
+    assert!(meddled > 1_000, "{meddled} changes in pauses");
+    assert!(
+        tree.metrics.nodes_folded > 100,
+        "children folded on the way"
+    );
+}
+
+/// Pausing without changes gives what one hold gives, whatever the chunk.
+#[test]
+fn chunked_snapshots_of_an_unchanged_tree_equal_one_hold() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(4, 60));
+    let mut live = vec![tree.root_key(root_id)];
+    let mut rng = crate::estimate::tests::Rng::new(7);
+    let mut next = move |n: usize| rng.below(n);
+    for step in 1..600u64 {
+        random_change(&mut tree, &mut live, &mut next, step * 100);
+    }
+    let now = 100_000;
+    let one_hold = tree.snapshot(root_id, false, now);
+    assert!(one_hold.root.walk().count() > 50);
+    for chunk in [1, 2, 7, 64] {
+        // `true`: every pause reports a change (so every node checks its children again).
+        for report in [false, true] {
+            let mut read = Meddling {
+                tree: &mut tree,
+                chunk,
+                now,
+                meddle: |_: &mut Tree, _: u64| report,
+            };
+            let mut chunked = Tree::snapshot_from(&mut read, root_id, false, now);
+            if report {
+                // The clock moved on in the pauses; compare at the same instant.
+                let end = read.now;
+                tree.refresh(&mut chunked, root_id, false, end);
+                assert_eq!(chunked, tree.snapshot(root_id, false, end), "chunk {chunk}");
+            } else {
+                assert_eq!(chunked, one_hold, "chunk {chunk}");
+            }
+        }
+    }
+}
