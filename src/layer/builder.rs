@@ -256,6 +256,36 @@ impl Builder {
         self
     }
 
+    /// With [`history_file`](Builder::history_file): how long dropping the layer, or a normal
+    /// process exit, waits at most for the operations still queued to be written
+    /// ([`sqlite::EXIT_FLUSH`](crate::sqlite::EXIT_FLUSH), 500 ms, by default). The wait ends
+    /// as soon as the queue is written; what is left at the bound is lost, as without it.
+    /// The writer thread runs at the lowest priority, so a program that exits with a long
+    /// queue on a machine whose cores are all busy may want more. Call after `history_file`.
+    ///
+    /// ```
+    /// # fn docs() -> Result<(), tracing_progress::BuildError> {
+    /// let (layer, store) = tracing_progress::Builder::new()
+    ///     .history_file(std::env::temp_dir().join("doc-exit-flush.db"))
+    ///     .history_file_exit_flush(std::time::Duration::from_secs(3))
+    ///     .build::<tracing_subscriber::Registry>()?;
+    /// # Ok(()) }
+    /// # docs().unwrap();
+    /// ```
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_exit_flush(mut self, wait: Duration) -> Self {
+        match &mut self.history_file {
+            Some(c) => c.exit_flush = Some(wait),
+            None => {
+                self.invalid = self.invalid.or(Some(
+                    "history_file_exit_flush needs history_file first".to_string(),
+                ));
+            }
+        }
+        self
+    }
+
     /// With [`history_file`](Builder::history_file): `synchronous=FULL` instead of `NORMAL`,
     /// so a power loss cannot lose committed operations either (each transaction waits for the
     /// disk). Call after `history_file`.

@@ -118,6 +118,9 @@ pub(crate) struct FileConfig {
     pub(crate) retention: Retention,
     /// Hard bound on the file's size (`PRAGMA max_page_count` of the writer).
     pub(crate) max_bytes: Option<u64>,
+    /// How long the layer's drop and the process's exit wait for the queue (`None`:
+    /// [`EXIT_FLUSH`]).
+    pub(crate) exit_flush: Option<std::time::Duration>,
 }
 
 /// How many finished operations the file keeps, for how long, and in how many bytes
@@ -220,6 +223,9 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
         store.seed_priors(&mut durations);
     }
     let counters = Arc::new(writer::Counters::default());
+    if let Some(wait) = config.exit_flush {
+        counters.set_exit_flush(wait);
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
     writer::spawn(
         conn,

@@ -57,6 +57,9 @@ const MAX_WAITING: usize = 65_536;
 /// that never calls [`Store::flush_history`](crate::Store::flush_history) lost the operations
 /// of its last batch interval (~20 ms). Bounded: a writer stuck on a lock or starved of CPU
 /// costs the exit this long at most, and the records it did not reach are lost as before.
+/// [`Builder::history_file_exit_flush`](crate::Builder::history_file_exit_flush) sets another
+/// bound (the writer runs at the lowest priority, so on a machine whose cores are all busy a
+/// big queue can take longer than this).
 pub const EXIT_FLUSH: Duration = Duration::from_millis(500);
 
 /// [`SetupWarning::code`](crate::SetupWarning::code) of a history file that could not be
@@ -94,9 +97,24 @@ pub(crate) struct Counters {
     queued_nodes: AtomicU64,
     /// The writer thread, to wake it before its interval is over.
     writer: std::sync::OnceLock<std::thread::Thread>,
+    /// How long dropping the layer or exiting waits for the queue, in ms (0: [`EXIT_FLUSH`]).
+    exit_flush_ms: AtomicU64,
 }
 
 impl Counters {
+    /// Sets how long the layer's drop and the process's exit wait for the queue.
+    pub(crate) fn set_exit_flush(&self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.exit_flush_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn exit_flush(&self) -> Duration {
+        match self.exit_flush_ms.load(Ordering::Relaxed) {
+            0 => EXIT_FLUSH,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
     pub(crate) fn stats(&self) -> SourceStats {
         SourceStats {
             written: self.written.load(Ordering::Relaxed),
@@ -179,7 +197,7 @@ impl Drop for SqliteExporter {
     fn drop(&mut self) {
         // The layer is going: what it queued is written first (bounded), so a program that
         // drops its subscriber loses nothing. The writer ends once the queue is drained.
-        self.counters.flush(EXIT_FLUSH);
+        self.counters.flush(self.counters.exit_flush());
     }
 }
 
@@ -213,7 +231,12 @@ extern "C" fn at_exit() {
         Some(l) => l.iter().filter_map(Weak::upgrade).collect(),
         None => return,
     };
-    let deadline = Instant::now() + EXIT_FLUSH;
+    let wait = live
+        .iter()
+        .map(|c| c.exit_flush())
+        .max()
+        .unwrap_or(EXIT_FLUSH);
+    let deadline = Instant::now() + wait;
     for counters in live {
         counters.flush(deadline.saturating_duration_since(Instant::now()));
     }
@@ -426,7 +449,6 @@ impl Writer {
 
     /// Counted as a write error and reported once.
     fn prune_failed(&self, e: &rusqlite::Error) {
-        self.counters.errors.fetch_add(1, Ordering::AcqRel);
         if let Some(store) = self.store.upgrade().map(Store::from_inner) {
             store.warn_once(
                 WRITE_WARNING,
@@ -436,6 +458,8 @@ impl Writer {
                 ),
             );
         }
+        // Counted after the warning: a flush that sees the count sees the warning too.
+        self.counters.errors.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Writes one batch in one transaction (and empties it).
@@ -486,7 +510,6 @@ impl Writer {
         let n = rows.len() as u64;
         if self.identity.is_some() && file_identity(&self.run.path) != self.identity {
             // Writing on would only fill a file no one can open any more.
-            self.counters.errors.fetch_add(n, Ordering::AcqRel);
             if let Some(store) = store {
                 store.warn_once(
                     WRITE_WARNING,
@@ -498,6 +521,7 @@ impl Writer {
                     ),
                 );
             }
+            self.counters.errors.fetch_add(n, Ordering::AcqRel);
             return;
         }
         // With a bound on bytes, a batch goes in chunks of at most a quarter of it, room made
@@ -577,7 +601,6 @@ impl Writer {
 
     /// `n` rows lost to `e`: counted, reported once.
     fn failed(&self, n: u64, e: &rusqlite::Error, store: Option<&Store>) {
-        self.counters.errors.fetch_add(n, Ordering::AcqRel);
         if let Some(store) = store {
             store.warn_once(
                 WRITE_WARNING,
@@ -589,6 +612,8 @@ impl Writer {
                 ),
             );
         }
+        // Counted after the warning: a flush that sees the count sees the warning too.
+        self.counters.errors.fetch_add(n, Ordering::AcqRel);
     }
 }
 
