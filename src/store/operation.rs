@@ -64,7 +64,7 @@ pub(crate) struct OperationCell {
     /// The last snapshot handed out: once every reader has dropped it, the next snapshot
     /// refreshes it in place instead of building (and the reader dropping) a new tree. Its
     /// own lock, never held while waiting for the tree's.
-    last: Mutex<Option<Arc<ProgressState>>>,
+    last: Mutex<Kept>,
     /// Estimate ticks since the last snapshot; past [`KEEP_SNAPSHOT_TICKS`] `last` is
     /// dropped, so an operation nobody watches does not keep a copy of its tree.
     idle_ticks: AtomicU32,
@@ -82,7 +82,7 @@ impl OperationCell {
                 store: Arc::downgrade(&store),
             }),
             store,
-            last: Mutex::new(None),
+            last: Mutex::new(Kept::default()),
             idle_ticks: AtomicU32::new(0),
         }
     }
@@ -135,20 +135,23 @@ impl OperationCell {
     /// last one in place when no reader holds it any more (see `tree::snapshot`).
     pub(crate) fn snapshot(&self) -> Arc<ProgressState> {
         let state = self.take_snapshot();
-        *self.last.lock() = Some(state.clone());
+        let replaced = self.last.lock().keep(state.clone());
+        // (A kept snapshot nobody else holds is dropped here, outside every lock.)
+        drop(replaced);
         state
     }
 
     /// The snapshot of a closed operation, for history: nothing kept for a next one.
     pub(crate) fn final_snapshot(&self) -> Arc<ProgressState> {
         let state = self.take_snapshot();
-        *self.last.lock() = None;
+        let kept = std::mem::take(&mut *self.last.lock());
+        drop(kept);
         state
     }
 
     fn take_snapshot(&self) -> Arc<ProgressState> {
         self.idle_ticks.store(0, Ordering::Relaxed);
-        let mut last = self.last.lock().take();
+        let mut last = self.last.lock().take_unshared();
         let clock = &self.store().clock;
         let mut read = Locked {
             tree: self.tree.lock(),
@@ -165,7 +168,6 @@ impl OperationCell {
         };
         let state = match last {
             Some(last) if refreshed => last,
-            // (A last snapshot still held by a reader is only let go of here.)
             _ => Arc::new(Tree::snapshot_from(&mut read, self.id, cancelled, now)),
         };
         // Handed to a waiting writer: a reader looping snapshots would otherwise take the
@@ -186,7 +188,8 @@ impl OperationCell {
     pub(crate) fn tick_estimates(&self) {
         if self.idle_ticks.fetch_add(1, Ordering::Relaxed) >= KEEP_SNAPSHOT_TICKS {
             // Dropped outside the tree's lock: writers never wait for it.
-            drop(self.last.lock().take());
+            let kept = std::mem::take(&mut *self.last.lock());
+            drop(kept);
         }
         let now = self.store().clock.now_us();
         let changed = self.tree.lock().tick_estimates(now);
@@ -199,6 +202,46 @@ impl OperationCell {
     #[cfg(feature = "resources")]
     pub(crate) fn record_resources(&self, cpu_percent: f64, rss_bytes: u64) {
         self.with_tree(|t| t.record_resources(cpu_percent, rss_bytes));
+    }
+}
+
+/// The last snapshots an operation handed out, to refresh in place the next time (see
+/// `tree::snapshot`). Two: a reader that holds one snapshot while it takes the next (a
+/// dashboard calling `Store::active` and then `Store::get`, or two watchers, say the HTTP
+/// stream and a terminal view) still finds one nobody holds. With one, every other
+/// snapshot of such a reader was built anew: ~3× the work under the operation's lock.
+#[derive(Default)]
+struct Kept([Option<Arc<ProgressState>>; 2]);
+
+impl Kept {
+    /// A kept snapshot no reader holds any more, taken out to be refreshed.
+    fn take_unshared(&mut self) -> Option<Arc<ProgressState>> {
+        let at = self
+            .0
+            .iter_mut()
+            .position(|s| s.as_mut().is_some_and(|a| Arc::get_mut(a).is_some()))?;
+        self.0[at].take()
+    }
+
+    /// Keeps `state` in place of an empty slot, else of one a reader still holds (ours is
+    /// only a reference then), else of the older one; returns what it replaced.
+    fn keep(&mut self, state: Arc<ProgressState>) -> Option<Arc<ProgressState>> {
+        let at = self
+            .0
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|a| Arc::strong_count(a) > 1))
+            })
+            .unwrap_or_else(|| {
+                let [a, b] = &self.0;
+                let at =
+                    |s: &Option<Arc<ProgressState>>| s.as_ref().map_or(0, |s| s.snapshot_at_us);
+                usize::from(at(b) < at(a))
+            });
+        self.0[at].replace(state)
     }
 }
 

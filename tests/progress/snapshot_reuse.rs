@@ -113,3 +113,36 @@ fn a_finished_operation_keeps_no_extra_snapshot() {
         "held by history and by this test only"
     );
 }
+
+/// A reader that holds one snapshot while it takes the next (a dashboard calling
+/// `Store::active`, then `Store::get`) still gets snapshots refreshed in place: the
+/// operation keeps its last two.
+#[test]
+fn a_reader_holding_one_snapshot_while_taking_the_next_gets_refreshed_ones() {
+    with_layer(Builder::new().estimate_interval(None), |store| {
+        let op = info_span!("job", progress.level = "job");
+        let id = op.operation_id().unwrap();
+        let _g = op.enter();
+        let _children: Vec<_> = (0..100)
+            .map(|i| info_span!("c", progress.name = i))
+            .collect();
+        let (a, b) = (store.get(id).unwrap(), store.get(id).unwrap());
+        assert_eq!(Arc::strong_count(&a), 2, "the older one kept too");
+        assert_eq!(Arc::strong_count(&b), 2);
+        // Both stay allocated (kept), so a new snapshot cannot land at their addresses.
+        let kept = [Arc::as_ptr(&a), Arc::as_ptr(&b)];
+        drop((a, b));
+        for round in 0..5 {
+            let held = store.get(id).unwrap();
+            op.inc(1);
+            let next = store.get(id).unwrap();
+            assert_eq!(next.root.current, held.root.current + 1);
+            for s in [&held, &next] {
+                assert!(
+                    kept.contains(&Arc::as_ptr(s)),
+                    "round {round}: a snapshot built anew instead of refreshed"
+                );
+            }
+        }
+    });
+}

@@ -30,7 +30,7 @@
 //! The walk recurses: the tree is at most `max_depth` (1 to 64) levels deep, plus planned
 //! children one below; grafted subtrees (a child process's report) are built by their graft.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLockReadGuard;
@@ -42,9 +42,93 @@ use crate::model::{
     Timing,
 };
 
-/// How far ahead among the old children a refresh looks for a node's earlier level before
-/// building a new one: children only leave from the middle by folding, a few at a time.
+/// How far ahead among the old children a refresh looks for a node's earlier level before it
+/// looks it up by id (see [`OldLevels`]).
 const LOOKAHEAD: usize = 8;
+
+/// A node's levels from an earlier snapshot not matched yet, in the order of its children
+/// then. Children keep their order (new ones are appended, gone ones leave from anywhere),
+/// so a child's old level is usually among the next few; when it is not (hundreds folded
+/// away from the front since the last look, say), an index by id built once finds it, and
+/// the levels before it, of children gone, are dropped. Without the index, a parent whose
+/// first 9 children went between two looks had every other child's level built anew.
+struct OldLevels {
+    rest: std::vec::IntoIter<ProgressLevel>,
+    /// Levels taken or dropped so far.
+    passed: usize,
+    /// Position of each level by id (counted from the first), once the lookahead missed.
+    index: Option<HashMap<NodeId, usize>>,
+}
+
+impl OldLevels {
+    fn new(levels: Vec<ProgressLevel>) -> Self {
+        OldLevels {
+            rest: levels.into_iter(),
+            passed: 0,
+            index: None,
+        }
+    }
+
+    /// The old level of node `id`, if it had one still ahead; the levels before it go.
+    fn take(&mut self, id: NodeId) -> Option<ProgressLevel> {
+        let ahead = self.rest.as_slice();
+        let at = match ahead.iter().take(LOOKAHEAD).position(|o| o.id == id) {
+            Some(at) => at,
+            None if ahead.len() <= LOOKAHEAD => return None,
+            None => {
+                let passed = self.passed;
+                let index = self.index.get_or_insert_with(|| {
+                    ahead
+                        .iter()
+                        .enumerate()
+                        .map(|(k, o)| (o.id, passed + k))
+                        .collect()
+                });
+                // Behind: the order changed (a retried node took an earlier one's place).
+                index.get(&id)?.checked_sub(passed)?
+            }
+        };
+        self.passed += at + 1;
+        self.rest.nth(at)
+    }
+}
+
+/// Drops from `children[from..]` the old levels of children no longer among the node's
+/// children listed from slot `next` on, moving each level left at most once (`retain`):
+/// children keep their order, so one pass over both finds them. A hint only: a level it
+/// drops that is still wanted (the order changed) is built anew; one it keeps whose node
+/// goes before the walk reaches it is dropped by the walk.
+fn drop_gone(tree: &Tree, mut next: u32, children: &mut Vec<ProgressLevel>, from: usize) {
+    let ahead = &children[from..];
+    let mut keep = vec![false; ahead.len()];
+    let mut at = 0;
+    while next != NIL && at < ahead.len() {
+        let Some(c) = tree.slot(next) else {
+            break;
+        };
+        next = c.next;
+        let rest = &ahead[at..];
+        let found = rest
+            .iter()
+            .take(LOOKAHEAD)
+            .position(|o| o.id == c.id)
+            .or_else(|| {
+                // Ids grow in the order children are added: a binary search, checked.
+                let k = rest.partition_point(|o| o.id < c.id);
+                rest.get(k).is_some_and(|o| o.id == c.id).then_some(k)
+            });
+        if let Some(k) = found {
+            keep[at + k] = true;
+            at += k + 1;
+        }
+    }
+    let mut k = 0;
+    children.retain(|_| {
+        let kept = k < from || keep[k - from];
+        k += 1;
+        kept
+    });
+}
 
 /// Nodes a snapshot fills before it lets waiting writers in (see [`TreeRead::pause`]): at
 /// ~50 ns a node, a writer waits ~50 µs at most for a snapshot.
@@ -134,7 +218,8 @@ impl<'r, R: TreeRead> Walk<'r, R> {
         // In place while the old children line up with the node's; from the first that does
         // not, the rest of the old ones are matched by id and moved (or dropped).
         let mut i = 0;
-        let mut rest: Option<std::vec::IntoIter<ProgressLevel>> = None;
+        let mut rest: Option<OldLevels> = None;
+        let mut compacted = false;
         // Children walked already, once the walk lost its place (see below).
         let mut walked: Option<HashSet<NodeId>> = None;
         while next != NIL {
@@ -149,19 +234,21 @@ impl<'r, R: TreeRead> Walk<'r, R> {
                 next = c.next;
                 continue;
             }
-            let in_place = rest.is_none() && children.get(i).is_some_and(|o| o.id == c.id);
+            let mut in_place = rest.is_none() && children.get(i).is_some_and(|o| o.id == c.id);
+            if !in_place && !compacted && rest.is_none() && children.len() > i {
+                // The first child out of line: drop the old levels of children gone, once,
+                // so the rest line up again without each being moved one by one.
+                compacted = true;
+                drop_gone(self.read.tree(), next, children, i);
+                in_place = children.get(i).is_some_and(|o| o.id == c.id);
+            }
             if !in_place {
                 let r = rest.get_or_insert_with(|| {
-                    let r = children.split_off(i).into_iter();
+                    let r = OldLevels::new(children.split_off(i));
                     children.reserve(expected.saturating_sub(i));
                     r
                 });
-                let found = r
-                    .as_slice()
-                    .iter()
-                    .take(LOOKAHEAD)
-                    .position(|o| o.id == c.id)
-                    .and_then(|at| r.nth(at));
+                let found = r.take(c.id);
                 // Filled where it lies: a level is 424 bytes, moving it costs.
                 children.push(found.unwrap_or_else(|| blank_of(c)));
             }
@@ -173,7 +260,7 @@ impl<'r, R: TreeRead> Walk<'r, R> {
                 i += 1;
             } else {
                 if rest.is_none() {
-                    rest = Some(children.split_off(i + 1).into_iter());
+                    rest = Some(OldLevels::new(children.split_off(i + 1)));
                 }
                 children.truncate(i);
             }
@@ -222,9 +309,13 @@ impl<'r, R: TreeRead> Walk<'r, R> {
             return false;
         };
         self.pinned += 1;
-        let mut next = n.children.first;
-        let mut old =
-            std::mem::replace(children, Vec::with_capacity(n.children.len as usize)).into_iter();
+        let first = n.children.first;
+        drop_gone(self.read.tree(), first, children, 0);
+        let mut next = first;
+        // In place while the levels line up (after `drop_gone`, nearly always); from the
+        // first that does not, the rest are matched by id.
+        let mut i = 0;
+        let mut rest: Option<OldLevels> = None;
         *partial = 0.0;
         while next != NIL {
             let tree = self.read.tree();
@@ -236,32 +327,34 @@ impl<'r, R: TreeRead> Walk<'r, R> {
                 id: c.id,
             };
             next = c.next;
-            let found = old
-                .as_slice()
-                .iter()
-                .take(LOOKAHEAD)
-                .position(|o| o.id == c.id)
-                .and_then(|at| old.nth(at));
-            let child = match found {
-                Some(l) if tree.shows(c, &l) => l,
-                Some(mut l) => {
-                    // Its updates were counted when it was first walked.
-                    let counted = self.live_updates;
-                    self.level(ckey, &mut l);
-                    self.live_updates = counted;
-                    l
-                }
-                None => {
-                    let mut l = blank_of(c);
-                    self.level(ckey, &mut l);
-                    l
+            if rest.is_none() && children.get(i).is_none_or(|o| o.id != c.id) {
+                rest = Some(OldLevels::new(children.split_off(i)));
+            }
+            let had_one = match rest.as_mut() {
+                None => true,
+                Some(r) => {
+                    let found = r.take(c.id);
+                    let had_one = found.is_some();
+                    children.push(found.unwrap_or_else(|| blank_of(c)));
+                    had_one
                 }
             };
+            let child = &mut children[i];
+            if !had_one {
+                self.level(ckey, child);
+            } else if !tree.shows(c, child) {
+                // Its updates were counted when it was first walked.
+                let counted = self.live_updates;
+                self.level(ckey, child);
+                self.live_updates = counted;
+            }
+            let child = &children[i];
             if !child.status.is_finished() {
                 *partial += child.percentage.map_or(0.0, |p| p / 100.0);
             }
-            children.push(child);
+            i += 1;
         }
+        children.truncate(i);
         self.pinned -= 1;
         true
     }

@@ -439,6 +439,47 @@ fn refreshed_snapshot_equals_a_new_one() {
     assert!(compared > 100_000, "compared {compared} levels");
 }
 
+/// Many children folded from the front between two looks: the refresh still finds the
+/// levels of the children left (by id once the lookahead misses) instead of building them
+/// anew. A reused level keeps its children's buffer.
+#[test]
+fn a_refresh_after_many_front_children_folded_reuses_the_rest() {
+    let root = new_node("root");
+    let root_id = root.id;
+    let mut tree = Tree::new(root, Arc::from("op"), limits(3, 1_000));
+    let root_key = tree.root_key(root_id);
+    let mut kids = Vec::new();
+    for i in 0..50u64 {
+        let child = tree
+            .add_child(root_key, node_at("song", &format!("s{i}"), i))
+            .unwrap();
+        tree.start(child, i);
+        let grandchild = tree.add_child(child, node_at("block", "b", i)).unwrap();
+        tree.start(grandchild, i);
+        kids.push((child, grandchild));
+    }
+    let mut kept = tree.snapshot(root_id, false, 100);
+    let buffers: Vec<_> = kept
+        .root
+        .children
+        .iter()
+        .map(|c| c.children.as_ptr())
+        .collect();
+    for &(child, grandchild) in &kids[..20] {
+        tree.close(grandchild, done(200, 1_000), false);
+        tree.close(child, done(200, 1_000), false);
+    }
+    tree.refresh(&mut kept, root_id, false, 300);
+    assert_eq!(kept, tree.snapshot(root_id, false, 300));
+    assert_eq!(kept.root.children.len(), 33, "3 finished kept, 30 live");
+    let reused = kept.root.children[3..]
+        .iter()
+        .zip(&buffers[20..])
+        .filter(|(level, before)| level.children.as_ptr() == **before)
+        .count();
+    assert_eq!(reused, 30, "every live child's level reused");
+}
+
 /// A snapshot's reader that lets `meddle` change the tree at every pause, as writers let in
 /// by a chunked snapshot would (see `snapshot::TreeRead`).
 struct Meddling<'t, F> {
