@@ -596,6 +596,29 @@ fn detail_levels_add_lines_in_order() {
     }
 }
 
+/// A span created long before it was entered (a queued task): its idle time, counted from
+/// creation, is longer than its duration, counted from its start; the line says why.
+#[test]
+fn idle_before_the_start_is_named() {
+    let mut root = level(1, "crawl", "crawl", "completed", 0, Some(2_000), json!({}));
+    let queued = level(
+        2,
+        "queued",
+        "queued",
+        "completed",
+        1_450,
+        Some(1_502),
+        json!({"timing": {"created_at_us": at(0), "busy_us": 2_000, "idle_us": 1_500_000}}),
+    );
+    root["children"] = json!([queued]);
+    let verbose = Verbose::new(Detail::Verbose).render(&state(root, json!({})));
+    assert!(verbose.contains("Duration: 52ms"), "{verbose}");
+    assert!(
+        verbose.contains("Busy: 2ms, Idle: 1.5s (1.4s before it started)"),
+        "{verbose}"
+    );
+}
+
 #[test]
 fn failed_block_shows_error_context_verbose() {
     let text = Verbose::new(Detail::Verbose).render(&failed_block());

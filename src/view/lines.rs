@@ -19,8 +19,10 @@ pub(super) fn is_counter(name: &str, value: &FieldValue) -> bool {
     // Identifiers and codes are numbers, not counts (`pid`, `exit_code`, `signal`: a child
     // process's subprocess node); so are positions and attempt numbers (a retry loop's
     // `#[instrument]`ed `attempt` argument).
-    const ORDINALS: [&str; 10] = [
+    // `n` and `i`: the loop variable of `(0..urls).map(|n| info_span!("item", n))`.
+    const ORDINALS: [&str; 13] = [
         "attempt", "retry", "try", "index", "idx", "position", "number", "port", "page", "depth",
+        "n", "i", "seq",
     ];
     let ordinal = |n: &str| ORDINALS.contains(&n);
     matches!(value, FieldValue::U64(_))
@@ -229,6 +231,9 @@ mod tests {
             "retry_attempt",
             "page",
             "chunk_index",
+            "n",
+            "i",
+            "item_seq",
         ] {
             assert!(!is_counter(name, &n), "{name}");
         }

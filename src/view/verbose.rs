@@ -466,11 +466,19 @@ impl<'a> Renderer<'a> {
         }
         // Only worth a line when the level waited: otherwise busy is the whole duration.
         if self.verbose() && l.status != Status::Pending && !skipped(l) && t.idle_us > 0 {
-            let line = format!(
+            let mut line = format!(
                 "Busy: {}, Idle: {}",
                 format_duration(t.busy_us),
                 format_duration(t.idle_us)
             );
+            // Idle counts from creation, the duration from the start: a span queued long
+            // before it ran reads "Duration: 52ms, Idle: 1.5s" without this.
+            let waited = t
+                .started_at_us
+                .map_or(0, |s| s.saturating_sub(t.created_at_us));
+            if waited >= 1_000 && waited <= t.idle_us {
+                let _ = write!(line, " ({} before it started)", format_duration(waited));
+            }
             self.line(indent, &line);
         }
         if let Some(e) = l.estimate() {
