@@ -69,11 +69,19 @@ impl NodeAt {
         new: NewNode,
         update: NodeUpdate,
     ) -> Option<NodeHandle> {
-        let (key, live) = self.op.with_tree(|t| {
-            let key = t.add_child(under, new)?;
-            t.apply(key, update);
-            Some((key, t.live(key)?))
-        })?;
+        // Most spans bring no update: then the closure does not carry its 150 bytes.
+        let (key, live) = if update.is_empty() {
+            self.op.with_tree(|t| {
+                let key = t.add_child(under, new)?;
+                Some((key, t.live(key)?))
+            })
+        } else {
+            self.op.with_tree(|t| {
+                let key = t.add_child(under, new)?;
+                t.apply(key, update);
+                Some((key, t.live(key)?))
+            })
+        }?;
         Some(NodeHandle::new(self.op, key, live))
     }
 

@@ -430,9 +430,15 @@ impl Tree {
     /// Adds a child under `parent`; `None` if the parent is gone.
     pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
         self.node(parent)?;
-        let new = match self.claim(parent.slot, new) {
-            Ok(key) => return Some(key),
-            Err(new) => new,
+        // Only a parent with planned children can have a slot for it (and the node is not
+        // moved in and out of `claim` otherwise).
+        let new = if self.has_plan(parent.slot) {
+            match self.claim(parent.slot, new) {
+                Ok(key) => return Some(key),
+                Err(new) => new,
+            }
+        } else {
+            new
         };
         let id = new.id;
         let key = new.key.clone();

@@ -282,6 +282,11 @@ impl Tree {
     }
 
     /// The plan of the node at `parent`, if it made one.
+    /// Whether `parent` declared children before they start.
+    pub(super) fn has_plan(&self, parent: u32) -> bool {
+        self.plan_of(parent).is_some()
+    }
+
     fn plan_of(&self, parent: u32) -> Option<&Plan> {
         self.slot(parent)?.cold.as_deref()?.plan.as_deref()
     }
