@@ -216,6 +216,8 @@ fn child_writer() {
         }
         let root = tracing::info_span!("job", progress.level = "job", progress.name = "long");
         let _g = root.enter();
+        let step = tracing::info_span!("step", progress.level = "step");
+        let _s = step.enter();
         assert!(store.flush_history(Duration::from_secs(10)));
         println!("READY {}", store.stats().history_file_written);
         loop {
@@ -265,7 +267,16 @@ fn killed_process_leaves_an_interrupted_row() {
     assert_eq!(rows.len(), 6, "{rows:?}");
     let long = rows.iter().find(|r| &*r.state.name == "long").unwrap();
     assert!(long.interrupted);
-    assert_eq!(long.state.status, Status::Running);
+    // Never running forever: it and its running step read cancelled, interrupted.
+    assert_eq!(long.state.status, Status::Cancelled);
+    let interrupted = |l: &tracing_progress::ProgressLevel| {
+        l.status == Status::Cancelled
+            && l.cancel_reason == Some(tracing_progress::CancelReason::Interrupted)
+            && l.estimate().is_none()
+    };
+    assert!(interrupted(&long.state.root), "{:?}", long.state.root);
+    assert_eq!(long.state.root.children.len(), 1, "{:?}", long.state.root);
+    assert!(interrupted(&long.state.root.children[0]));
     assert_eq!(long.pid, pid);
     let done = rows
         .iter()
@@ -297,13 +308,23 @@ fn killed_process_leaves_an_interrupted_row() {
             "--json",
             "history",
             "--status",
-            "running",
+            "cancelled",
             "--db",
             path.to_str().unwrap(),
         ]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["operations"][0]["interrupted"], true, "{out}");
         assert_eq!(v["operations"].as_array().unwrap().len(), 1);
+        let out = cli(&[
+            "--json",
+            "history",
+            "--status",
+            "running",
+            "--db",
+            path.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["operations"].as_array().unwrap().len(), 0, "{out}");
     }
 
     // The next writer flags it explicitly (for readers on other hosts).
@@ -317,9 +338,16 @@ fn killed_process_leaves_an_interrupted_row() {
         )
         .unwrap();
     assert_eq!(flagged, 1);
+    // The next process's history: cancelled (interrupted), not running.
     let running = store.history(&HistoryQuery::new().status(Status::Running));
-    assert_eq!(running.len(), 1);
-    assert_eq!(&*running[0].name, "long");
+    assert!(running.is_empty(), "{running:?}");
+    let cancelled = store.history(&HistoryQuery::new().status(Status::Cancelled));
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(&*cancelled[0].name, "long");
+    assert!(interrupted(&cancelled[0].root));
+    let text = tracing_progress::view::Verbose::new(tracing_progress::view::Detail::Normal)
+        .render(&cancelled[0]);
+    assert!(text.contains("Cancelled (interrupted)"), "{text}");
 }
 
 /// The child side of `killed_repeatedly_loses_nothing_acknowledged` (does nothing otherwise):
@@ -494,8 +522,8 @@ fn killed_repeatedly_loses_nothing_acknowledged() {
                 // Killed between its close and the acknowledgement: either is right.
                 "FINISHING" => {
                     let r = r.unwrap_or_else(|| panic!("round {round}: op{i}'s running row lost"));
-                    if r.state.status == Status::Running {
-                        assert!(r.interrupted, "round {round} op{i}");
+                    if r.interrupted {
+                        assert_eq!(r.state.status, Status::Cancelled, "round {round} op{i}");
                         interrupted_seen += 1;
                         running_rows += 1;
                     } else {
@@ -505,7 +533,7 @@ fn killed_repeatedly_loses_nothing_acknowledged() {
                 // Still running at the kill: its committed running row reads interrupted.
                 _ => {
                     let r = r.unwrap_or_else(|| panic!("round {round}: op{i}'s running row lost"));
-                    assert_eq!(r.state.status, Status::Running, "round {round} op{i}");
+                    assert_eq!(r.state.status, Status::Cancelled, "round {round} op{i}");
                     assert!(r.interrupted, "round {round} op{i}");
                     assert!(r.state.completed_at_us.is_none());
                     interrupted_seen += 1;
@@ -516,7 +544,7 @@ fn killed_repeatedly_loses_nothing_acknowledged() {
         // The operation started after the last line: absent, or a running row committed
         // just before the kill (never completed: it never closed).
         if let Some(r) = row(next) {
-            assert_eq!(r.state.status, Status::Running, "round {round} op{next}");
+            assert_eq!(r.state.status, Status::Cancelled, "round {round} op{next}");
             assert!(r.interrupted);
             running_rows += 1;
         }
@@ -1105,7 +1133,11 @@ fn a_previous_schema_file_is_migrated() {
     let history = store.history(&HistoryQuery::new());
     assert_eq!(history.len(), 6);
     let long = history.iter().find(|s| &*s.name == "long").unwrap();
-    assert_eq!(long.status, Status::Running);
+    assert_eq!(long.status, Status::Cancelled);
+    assert_eq!(
+        long.root.cancel_reason,
+        Some(tracing_progress::CancelReason::Interrupted)
+    );
     let rows = file.get(long.reference()).unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].interrupted);

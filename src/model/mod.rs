@@ -220,7 +220,8 @@ pub enum Status {
     Completed,
     /// An ERROR event happened inside it, it was marked failed, or it closed during a panic.
     Failed,
-    /// Closed after its operation was asked to cancel.
+    /// Closed after its operation was asked to cancel, or dropped unfinished; see
+    /// [`CancelReason`] (also: interrupted by the end of its process, read from a history file).
     Cancelled,
 }
 
@@ -389,6 +390,11 @@ pub enum CancelReason {
     /// ended: the work was never started. Views say "skipped"; it is not a failure and does
     /// not make the parent "completed with failures" (see [`ProgressLevel::skipped`]).
     Skipped,
+    /// The process that ran it ended (killed, crashed, or exited with the span open) while
+    /// it was running or waiting: it will never finish. Only on operations read back from a
+    /// history file ([`Builder::history_file`](crate::Builder::history_file)); what they show
+    /// is the state written at their start.
+    Interrupted,
 }
 
 impl CancelReason {
@@ -398,6 +404,7 @@ impl CancelReason {
             CancelReason::Requested => "requested",
             CancelReason::Dropped => "dropped",
             CancelReason::Skipped => "skipped",
+            CancelReason::Interrupted => "interrupted",
         }
     }
 }

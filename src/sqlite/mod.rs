@@ -46,8 +46,10 @@
 //!   `/proc`, so on Linux) reads as *interrupted*
 //!   ([`StoredOperation::interrupted`]); the next store that opens the file for writing also
 //!   sets an explicit `interrupted` flag on such rows, so other hosts see it too. An
-//!   interrupted operation keeps status `running` and has no completion time: its state is
-//!   the snapshot taken at its start.
+//!   interrupted operation reads cancelled, reason
+//!   [`CancelReason::Interrupted`](crate::CancelReason::Interrupted), it and every level of it
+//!   that had not finished (a status filter `cancelled` finds it, `running` does not); it has
+//!   no completion time, and its state is the snapshot taken at its start.
 //! * **Reading**: [`Store::history`](crate::Store::history) answers from memory and the file
 //!   (filters and limit applied in SQL, served by indexes), newest first, without duplicates
 //!   of this store's own operations; [`HistoryFile`] reads a file with no layer (the CLI's
@@ -250,7 +252,9 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
 #[non_exhaustive]
 pub struct StoredOperation {
     /// The operation as it was written: its final state, or for an interrupted one the
-    /// snapshot taken when its root started. Its [`run`](ProgressState::run) is set.
+    /// snapshot taken when its root started, its unfinished levels cancelled
+    /// ([`CancelReason::Interrupted`](crate::CancelReason::Interrupted)). Its
+    /// [`run`](ProgressState::run) is set.
     pub state: Arc<ProgressState>,
     /// The run (one store in one process) that wrote it; operation ids repeat across runs.
     pub run: RunId,

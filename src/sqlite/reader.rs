@@ -13,7 +13,7 @@ use rusqlite::types::Value;
 use super::writer::{Counters, to_i64};
 use super::{StoredOperation, host_name, process_alive};
 use crate::Store;
-use crate::model::{OperationRef, ProgressState, RunId, Status};
+use crate::model::{CancelReason, OperationRef, ProgressLevel, ProgressState, RunId, Status};
 use crate::store::{HistoryQuery, HistorySource, Page, PageKey, SourceStats, StoreInner};
 
 /// [`SetupWarning::code`](crate::SetupWarning::code) of a history file that could not be read
@@ -72,8 +72,12 @@ impl Filter {
         if let Some(t) = &q.operation_type {
             f.and("operation_type = ?", t.clone().into());
         }
-        if let Some(s) = q.status {
-            f.and("status = ?", s.as_str().to_string().into());
+        // Rows still `running` here are interrupted ones, handed out as cancelled.
+        match q.status {
+            None => {}
+            Some(Status::Running) => f.sql.push_str(" AND 0"),
+            Some(Status::Cancelled) => f.sql.push_str(" AND status IN ('cancelled', 'running')"),
+            Some(s) => f.and("status = ?", s.as_str().to_string().into()),
         }
         if let Some(n) = &q.name_contains {
             f.and("tp_name_contains(name, ?)", n.clone().into());
@@ -217,6 +221,9 @@ impl Row {
         state.run = Some(run);
         let interrupted =
             state.status == Status::Running && (self.flagged || dead.contains(&self.run_id));
+        if interrupted {
+            interrupt(&mut state);
+        }
         Some(StoredOperation {
             state: Arc::new(state),
             run,
@@ -225,6 +232,23 @@ impl Row {
             interrupted,
         })
     }
+}
+
+/// An operation whose process ended while it ran, as it is handed out: it and every level of
+/// it not finished read cancelled, reason [`CancelReason::Interrupted`], with no estimate (it
+/// will never finish, and must not read running forever).
+fn interrupt(state: &mut ProgressState) {
+    fn level(l: &mut ProgressLevel) {
+        if !l.status.is_finished() {
+            l.status = Status::Cancelled;
+            l.cancel_reason = Some(CancelReason::Interrupted);
+            l.estimate = None;
+            l.stalled = false;
+        }
+        l.children.iter_mut().for_each(level);
+    }
+    state.status = Status::Cancelled;
+    level(&mut state.root);
 }
 
 fn decode(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {

@@ -473,7 +473,8 @@ impl Store {
     /// With a [history file](crate::Builder::history_file) this also reads the file: other
     /// runs' operations (and this run's that memory no longer holds), filtered and limited in
     /// SQL, merged without duplicates; an operation interrupted by the end of its process
-    /// appears with status `running` (see [`sqlite`](crate::sqlite)).
+    /// appears cancelled, reason [`Interrupted`](crate::CancelReason::Interrupted), as do its
+    /// levels that were running (see [`sqlite`](crate::sqlite)).
     ///
     /// ```
     /// # fn docs(store: tracing_progress::Store) {

@@ -104,7 +104,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Filters {
-    /// Only this status: pending, running, completed, failed, cancelled
+    /// Only this status: pending, running, completed, failed, cancelled (history: operations
+    /// interrupted by the end of their process are cancelled)
     #[arg(long)]
     status: Option<String>,
 
