@@ -350,6 +350,90 @@ fn killed_process_leaves_an_interrupted_row() {
     assert!(text.contains("Cancelled (interrupted)"), "{text}");
 }
 
+/// The child side of `an_interrupted_operation_shows_its_last_checkpoint` (does nothing
+/// otherwise): 40 units of a root, then `READY` once rows taken after the last unit are
+/// committed, then it waits to be killed.
+#[test]
+fn child_checkpointing() {
+    let Ok(path) = std::env::var("TP_SQLITE_CHECKPOINT_DB") else {
+        return;
+    };
+    let (layer, store) = Builder::new()
+        .history_file(&path)
+        .history_file_checkpoint(Duration::from_millis(100))
+        .estimate_interval(None)
+        .build()
+        .unwrap();
+    let sub = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(sub, || {
+        let root = tracing::info_span!(
+            "job",
+            progress.level = "job",
+            progress.name = "checkpointed",
+            progress.total = 100u64
+        );
+        let _g = root.enter();
+        for _ in 0..40 {
+            root.inc(1);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Three more rows: the last taken after the last unit (a commit in flight when
+        // counting began may hold an older snapshot).
+        let before = store.stats().history_file_written;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.stats().history_file_written < before + 3 {
+            assert!(Instant::now() < deadline, "no checkpoints written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("READY");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+}
+
+/// A root killed while it runs reads interrupted with its progress at the last checkpoint,
+/// not only as it was 50 ms after it started.
+#[test]
+fn an_interrupted_operation_shows_its_last_checkpoint() {
+    let dir = temp_dir("checkpoint");
+    let path = dir.join("history.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_checkpointing",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TP_SQLITE_CHECKPOINT_DB", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("child ended early").unwrap();
+        if line.contains("READY") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rows = HistoryFile::open(&path)
+        .unwrap()
+        .query(&HistoryQuery::new())
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let op = &rows[0];
+    assert!(op.interrupted);
+    assert_eq!(op.state.status, Status::Cancelled);
+    assert_eq!(op.state.root.current, 40, "{:?}", op.state.root);
+    assert!(
+        op.state.root.timing.elapsed_us >= 200_000,
+        "elapsed at the checkpoint: {:?}",
+        op.state.root.timing
+    );
+}
+
 /// The child side of `killed_repeatedly_loses_nothing_acknowledged` (does nothing otherwise):
 /// operations in a loop, each reported on stdout as it goes. `RUNNING i` once its running
 /// row is committed, `FINISHING i` just before its root closes, `ACK i` once its final row is

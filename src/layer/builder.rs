@@ -286,6 +286,37 @@ impl Builder {
         self
     }
 
+    /// With [`history_file`](Builder::history_file): how often the row of a running root is
+    /// brought up to date ([`sqlite::CHECKPOINT`](crate::sqlite::CHECKPOINT), 10 s, by
+    /// default; at least 10 ms). An operation whose process is killed reads interrupted with
+    /// the state of its last checkpoint: its progress, elapsed time and failures then, not
+    /// only those of its start. Each checkpoint is a snapshot and its JSON, written by the
+    /// background writer; operations shorter than 50 ms get no running row at all. Call
+    /// after `history_file`.
+    ///
+    /// ```
+    /// # fn docs() -> Result<(), tracing_progress::BuildError> {
+    /// let (layer, store) = tracing_progress::Builder::new()
+    ///     .history_file(std::env::temp_dir().join("doc-checkpoint.db"))
+    ///     .history_file_checkpoint(std::time::Duration::from_secs(2))
+    ///     .build::<tracing_subscriber::Registry>()?;
+    /// # Ok(()) }
+    /// # docs().unwrap();
+    /// ```
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn history_file_checkpoint(mut self, every: Duration) -> Self {
+        match &mut self.history_file {
+            Some(c) => c.checkpoint = Some(every.max(Duration::from_millis(10))),
+            None => {
+                self.invalid = self.invalid.or(Some(
+                    "history_file_checkpoint needs history_file first".to_string(),
+                ));
+            }
+        }
+        self
+    }
+
     /// With [`history_file`](Builder::history_file): `synchronous=FULL` instead of `NORMAL`,
     /// so a power loss cannot lose committed operations either (each transaction waits for the
     /// disk). Call after `history_file`.

@@ -41,7 +41,9 @@
 //!   the file), [`Store::get_ref`](crate::Store::get_ref) any run's.
 //! * **Crashes**: each root that runs 50 ms or more is written as `running` (through the same
 //!   queue: the start is noted when the root is first entered, its snapshot taken 50 ms
-//!   later), and replaced by its final state; shorter operations only get their final row.
+//!   later), brought up to date every [`CHECKPOINT`] (10 s;
+//!   [`Builder::history_file_checkpoint`](crate::Builder::history_file_checkpoint)) while it
+//!   runs, and replaced by its final state; shorter operations only get their final row.
 //!   A row still `running` whose process is gone (same host, no such pid: checked through
 //!   `/proc`, so on Linux) reads as *interrupted*
 //!   ([`StoredOperation::interrupted`]); the next store that opens the file for writing also
@@ -49,7 +51,8 @@
 //!   interrupted operation reads cancelled, reason
 //!   [`CancelReason::Interrupted`](crate::CancelReason::Interrupted), it and every level of it
 //!   that had not finished (a status filter `cancelled` finds it, `running` does not); it has
-//!   no completion time, and its state is the snapshot taken at its start.
+//!   no completion time, and its state is its last checkpoint (or the snapshot taken at its
+//!   start).
 //! * **Reading**: [`Store::history`](crate::Store::history) answers from memory and the file
 //!   (filters and limit applied in SQL, served by indexes), newest first, without duplicates
 //!   of this store's own operations; [`HistoryFile`] reads a file with no layer (the CLI's
@@ -110,7 +113,7 @@ use crate::store::HistoryQuery;
 
 pub use reader::READ_WARNING;
 pub use schema::FILE_SCHEMA_VERSION;
-pub use writer::{EXIT_FLUSH, QUEUE_CAPACITY, QUEUE_MAX_NODES, WRITE_WARNING};
+pub use writer::{CHECKPOINT, EXIT_FLUSH, QUEUE_CAPACITY, QUEUE_MAX_NODES, WRITE_WARNING};
 
 /// Settings of [`Builder::history_file`](crate::Builder::history_file).
 #[derive(Clone, Debug, Default)]
@@ -123,6 +126,8 @@ pub(crate) struct FileConfig {
     /// How long the layer's drop and the process's exit wait for the queue (`None`:
     /// [`EXIT_FLUSH`]).
     pub(crate) exit_flush: Option<std::time::Duration>,
+    /// How often a running root's row is brought up to date (`None`: [`CHECKPOINT`]).
+    pub(crate) checkpoint: Option<std::time::Duration>,
 }
 
 /// How many finished operations the file keeps, for how long, and in how many bytes
@@ -236,6 +241,7 @@ pub(crate) fn install(config: &FileConfig, store: &Store) -> Result<Arc<dyn Expo
         run.clone(),
         store.downgrade(),
         config.retention,
+        config.checkpoint.unwrap_or(CHECKPOINT),
     )?;
     store.set_history_source(Arc::new(reader::FileSource {
         conn: Mutex::new(read),
