@@ -619,6 +619,29 @@ fn idle_before_the_start_is_named() {
     );
 }
 
+/// An operation read back after its process was killed: cancelled (interrupted), and its
+/// duration is a lower bound (the time to its last record), not how long it ran.
+#[test]
+fn an_interrupted_operation_says_its_duration_is_a_lower_bound() {
+    let root = level(
+        1,
+        "backup",
+        "photos",
+        "cancelled",
+        0,
+        None,
+        json!({"cancel_reason": "interrupted", "current": 37, "total": 60,
+               "timing": {"elapsed_us": 1_500_000}}),
+    );
+    let text = Verbose::new(Detail::Normal).render(&state(root, json!({})));
+    assert!(text.contains("Status: Cancelled (interrupted)"), "{text}");
+    assert!(
+        text.contains("Duration: at least 1.5s (to its last record)"),
+        "{text}"
+    );
+    assert!(!text.contains("Ended:"), "{text}");
+}
+
 #[test]
 fn failed_block_shows_error_context_verbose() {
     let text = Verbose::new(Detail::Verbose).render(&failed_block());

@@ -459,6 +459,14 @@ impl<'a> Renderer<'a> {
                     &format!("Elapsed: {}", duration(t.elapsed_us, DurationStyle::Clock)),
                 );
             }
+            // Read back after its process ended: the time up to its last record, no end.
+            _ if l.cancel_reason == Some(crate::CancelReason::Interrupted) => self.line(
+                indent,
+                &format!(
+                    "Duration: at least {} (to its last record)",
+                    format_duration(t.elapsed_us)
+                ),
+            ),
             _ => self.line(
                 indent,
                 &format!("Duration: {}", format_duration(t.elapsed_us)),
