@@ -634,7 +634,10 @@ fn an_interrupted_operation_says_its_duration_is_a_lower_bound() {
                "timing": {"elapsed_us": 1_500_000}}),
     );
     let text = Verbose::new(Detail::Normal).render(&state(root, json!({})));
-    assert!(text.contains("Status: Cancelled (interrupted)"), "{text}");
+    assert!(
+        text.contains("Status: Cancelled (interrupted), 37/60\n"),
+        "{text}"
+    );
     assert!(
         text.contains("Duration: at least 1.5s (to its last record)"),
         "{text}"

@@ -384,7 +384,12 @@ impl<'a> Renderer<'a> {
         }
         let mut status = status_text(root);
         if let Some(p) = root_progress(root, state.status) {
-            let _ = write!(status, " ({p})");
+            // "Cancelled (interrupted), 37/60 files, 62%": no second pair of parentheses.
+            if status.ends_with(')') {
+                let _ = write!(status, ", {p}");
+            } else {
+                let _ = write!(status, " ({p})");
+            }
         }
         if state.cancel_requested && !state.status.is_finished() {
             status.push_str(", cancel requested");
