@@ -36,6 +36,8 @@ const SAW_CANCEL: u8 = 2;
 const CLOSED: u8 = 4;
 /// The span's `#[instrument(ret)]` / `#[instrument(err)]` event came: it returned.
 const RETURNED: u8 = 8;
+/// `current` was set to a value (not only incremented): it may not have started from 0.
+const SET: u8 = 16;
 
 impl LiveCounters {
     pub(crate) fn new() -> Self {
@@ -61,6 +63,9 @@ impl LiveCounters {
         }
         if let Some(c) = current {
             self.current.swap(c, Ordering::SeqCst);
+            if self.flags.load(Ordering::Relaxed) & SET == 0 {
+                self.flags.fetch_or(SET, Ordering::SeqCst);
+            }
             self.mark_explicit();
             changed = true;
         }
@@ -109,6 +114,12 @@ impl LiveCounters {
     pub(crate) fn total(&self) -> Option<u64> {
         let t = self.total.load(Ordering::SeqCst);
         (t != NO_TOTAL).then_some(t)
+    }
+
+    /// Whether `current` only ever grew by increments, so it was 0 when the node started
+    /// (never set to a value, e.g. a resumed job's `progress.current = 50`).
+    pub(crate) fn counted_from_zero(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & SET == 0
     }
 
     /// The node saw its operation's cancel request.

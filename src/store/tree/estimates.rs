@@ -123,12 +123,23 @@ impl Tree {
         }
         let events = n.live.updates() + n.finished_children;
         let folded = n.cold.as_deref().map_or(&[][..], |c| &c.folded[..]);
+        // Progress counted up from nothing since the start (see below).
+        let from_start = (!explicit || n.live.counted_from_zero())
+            .then(|| n.started())
+            .flatten()
+            .filter(|&s| s < now_us);
         let state = n.est.get_or_insert_with(Box::default);
         let before = (
             state.shown_at(now_us).is_some(),
             state.stalled(now_us, stall_factor, history, elapsed_us),
         );
         if signal {
+            // A first look at a node whose progress counted up from nothing since its start:
+            // the start is an observation too (progress 0), so the rate is known one tick
+            // sooner. Not so when its current was set (it may have begun at 50 of 100).
+            if fresh && let Some(start) = from_start {
+                state.observe(start, 0.0, total, 0);
+            }
             state.observe(now_us, current as f64 + frame.partial, total, events);
         }
         let fallback = if state.has_rate() {

@@ -220,6 +220,49 @@ fn history_prior_before_the_first_unit_then_stall_past_p95() {
     assert!(!snap.find(other.id).unwrap().stalled);
 }
 
+/// A node whose progress only counted up since its start has a rate from its second tick:
+/// the start is its first observation (progress 0). One whose current was set (a resumed
+/// job at 60 of 100) may not have begun at 0, so it waits for two rate samples of its own.
+#[test]
+fn a_rate_counts_from_the_start_unless_current_was_set() {
+    let priors = Arc::new(Priors::default());
+    let mut op = Op::new(&priors, Limits::default(), 0);
+    let root = op.root;
+    let counted = op.child(root, "job", "counted", 0);
+    let resumed = op.child(root, "job", "resumed", 0);
+    op.counters(counted, Some(100), None);
+    op.counters(resumed, Some(100), Some(60));
+    let inc = |op: &mut Op, n| {
+        op.tree.apply(
+            n,
+            NodeUpdate {
+                inc: 10,
+                ..NodeUpdate::default()
+            },
+        );
+    };
+    inc(&mut op, counted);
+    inc(&mut op, resumed);
+    let snap = op.snap(S);
+    assert_eq!(snap.find(counted.id).unwrap().estimate, None, "one sample");
+    inc(&mut op, counted);
+    inc(&mut op, resumed);
+    let snap = op.snap(2 * S);
+    let e = snap.find(counted.id).unwrap().estimate.clone();
+    let e = e.expect("a rate from the start and one tick");
+    assert_eq!(e.basis, EstimateBasis::Rate);
+    // 10 units a second, 80 to go.
+    assert!(e.remaining_us.abs_diff(8 * S) < S, "{e:?}");
+    assert_eq!(snap.find(resumed.id).unwrap().estimate, None);
+    inc(&mut op, resumed);
+    let snap = op.snap(3 * S);
+    let e = snap.find(resumed.id).unwrap().estimate.clone();
+    assert_eq!(
+        e.expect("two samples of its own").basis,
+        EstimateBasis::Rate
+    );
+}
+
 #[test]
 fn parent_combines_running_children_and_unit_time() {
     let priors = Arc::new(Priors::default());
