@@ -176,8 +176,8 @@ fn in_module(target: &str, module: &str) -> bool {
 
 /// What the layer knows about one tracked callsite.
 pub(crate) struct SpanClass {
-    pub(crate) level_type: Arc<str>,
-    /// Span name (the default display name of nodes) and target, shared by its nodes.
+    /// Span name (the default display name of nodes), target and the level of a span that
+    /// names none (the rule's, else the span name), shared by its nodes.
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) operation_type: Option<Arc<str>>,
     /// Interned field names, by field index.
@@ -188,6 +188,10 @@ pub(crate) struct SpanClass {
     last_level: Mutex<Option<Arc<str>>>,
     /// The first `progress.level` value seen here (set once).
     first_level: OnceLock<Arc<str>>,
+    /// `callsite` at `first_level`, once a span was created at it.
+    first_callsite: OnceLock<Arc<Callsite>>,
+    /// `callsite` at the last other level a span was created at.
+    last_callsite: Mutex<Option<Arc<Callsite>>>,
     /// Set once a span of this callsite emitted a return event (`#[instrument(ret)]`): from
     /// then on a span closing without one was dropped before it returned.
     returns: AtomicBool,
@@ -224,6 +228,36 @@ impl SpanClass {
     #[inline]
     pub(crate) fn same_level(&self, value: &str) -> Option<Arc<str>> {
         self.first_level.get().filter(|f| ***f == *value).cloned()
+    }
+
+    /// The shared names of a span of this callsite at `level` (its `progress.level`, if it
+    /// has one): no lock and no allocation for a span at the class's level or its first one.
+    pub(crate) fn callsite_at(&self, level: Option<Arc<str>>) -> Arc<Callsite> {
+        let Some(level) = level else {
+            return self.callsite.clone();
+        };
+        if *level == *self.callsite.level_type {
+            return self.callsite.clone();
+        }
+        if self
+            .first_level
+            .get()
+            .is_some_and(|f| Arc::ptr_eq(f, &level))
+        {
+            return self
+                .first_callsite
+                .get_or_init(|| Arc::new(self.callsite.at_level(level)))
+                .clone();
+        }
+        let mut last = self.last_callsite.lock();
+        match &*last {
+            Some(c) if c.level_type == level => c.clone(),
+            _ => {
+                let c = Arc::new(self.callsite.at_level(level));
+                *last = Some(c.clone());
+                c
+            }
+        }
     }
 
     /// Interns a (sanitized) `progress.level` value.
@@ -364,13 +398,12 @@ impl Classifier {
 
     fn build(&self, meta: &'static Metadata<'static>) -> SpanClass {
         let rule = self.rules.iter().find(|r| r.matches(meta));
-        let callsite = Arc::new(Callsite::new(meta.name(), meta.target()));
+        let level = rule
+            .and_then(|r| r.level.as_deref())
+            .map(Arc::from)
+            .unwrap_or_else(|| Arc::from(meta.name()));
         SpanClass {
-            level_type: rule
-                .and_then(|r| r.level.as_deref())
-                .map(Arc::from)
-                .unwrap_or_else(|| callsite.span_name.clone()),
-            callsite,
+            callsite: Arc::new(Callsite::new(meta.name(), meta.target(), level)),
             operation_type: rule.and_then(|r| r.operation.as_deref()).map(Arc::from),
             field_names: meta.fields().iter().map(|f| Arc::from(f.name())).collect(),
             roles: meta
@@ -383,6 +416,8 @@ impl Classifier {
                 .collect(),
             last_level: Mutex::new(None),
             first_level: OnceLock::new(),
+            first_callsite: OnceLock::new(),
+            last_callsite: Mutex::new(None),
             returns: AtomicBool::new(false),
         }
     }

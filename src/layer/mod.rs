@@ -29,7 +29,7 @@ use std::any::TypeId;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tracing_subscriber::registry::SpanRef;
 
@@ -204,12 +204,10 @@ where
         } = visitor;
         let created_ns = store.clock.now_ns();
         let keyed = update.name.is_some();
-        let level_type = extra.level.unwrap_or_else(|| class.level_type.clone());
         let mut new = NewNode {
             id: NodeId::next(),
-            level_type,
             name: update.name.take(),
-            callsite: class.callsite.clone(),
+            callsite: class.callsite_at(extra.level),
             created_us: store.clock.ns_to_unix_us(created_ns),
             flattened: false,
             key: extra.key,
@@ -245,7 +243,7 @@ where
                 let operation_type = extra
                     .operation
                     .or_else(|| class.operation_type.clone())
-                    .unwrap_or_else(|| new.level_type.clone());
+                    .unwrap_or_else(|| new.callsite.level_type.clone());
                 let node = store.start_operation(new, operation_type, update)?;
                 let attach = Attach {
                     key: node.key(),
@@ -258,7 +256,6 @@ where
             attach_elsewhere: (attach.key != node.key()).then(|| Box::new(attach.key)),
             attach_depth: attach.depth,
             entered: AtomicU32::new(0),
-            entered_at_ns: AtomicU64::new(0),
             tracked: Tracked {
                 node,
                 class,
@@ -504,10 +501,10 @@ where
         let clock = &self.shared.store.clock;
         let now = clock.now_ns();
         let at = clock.ns_to_unix_us(now);
+        let at_ns = clock.ns_to_unix_ns(now);
         let started = self.with_entry(id, |e| {
             if e.entered.fetch_add(1, Ordering::AcqRel) == 0 {
-                e.entered_at_ns.store(now, Ordering::Release);
-                e.tracked.node.live().entered(at);
+                e.tracked.node.live().entered(at_ns);
             }
             // The first enter starts the node (a load on later enters, no read-modify-write).
             e.tracked.node.start(at).then(|| e.tracked.node_ref())
@@ -525,11 +522,11 @@ where
         if !self.shared.spans.may_hold(id) {
             return;
         }
-        let now = self.shared.store.clock.now_ns();
+        let clock = &self.shared.store.clock;
+        let at_ns = clock.ns_to_unix_ns(clock.now_ns());
         let found = self.with_entry(id, |e| {
             if e.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
-                let since = e.entered_at_ns.load(Ordering::Acquire);
-                e.tracked.node.live().exited(now.saturating_sub(since));
+                e.tracked.node.live().exited(at_ns);
             }
         });
         if found.is_some() {
@@ -545,10 +542,8 @@ where
         let store = &self.shared.store;
         let now = store.clock.now_ns();
         let t = &entry.tracked;
-        let mut busy = t.node.live().busy_ns();
-        if entry.entered.load(Ordering::Acquire) > 0 {
-            busy += now.saturating_sub(entry.entered_at_ns.load(Ordering::Acquire));
-        }
+        // A stretch still open (closed while entered: a panic's unwind) counts to now.
+        let busy = t.node.live().busy_ns_at(store.clock.ns_to_unix_ns(now));
         if std::thread::panicking() {
             let (message, location) =
                 match self.shared.capture_panics.then(panic::last_panic).flatten() {

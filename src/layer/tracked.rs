@@ -3,7 +3,7 @@
 //! its entered time; and the counter reports it hands to exporters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
 
 use tracing_core::span::Id;
 
@@ -34,7 +34,6 @@ pub(crate) struct SpanEntry {
     pub(super) attach_depth: u16,
     /// How many threads have the span entered right now (async spans can overlap).
     pub(super) entered: AtomicU32,
-    pub(super) entered_at_ns: AtomicU64,
 }
 
 impl SpanEntry {

@@ -82,6 +82,13 @@ impl Clock {
         self.epoch_unix_us + ns / 1_000
     }
 
+    /// Converts a [`Clock::now_ns`] reading to ns since the Unix epoch (the epoch's offset is
+    /// known to the µs, so this is [`Clock::ns_to_unix_us`] with the reading's ns added).
+    #[inline]
+    pub(crate) fn ns_to_unix_ns(&self, ns: u64) -> u64 {
+        self.epoch_unix_us.saturating_mul(1_000).saturating_add(ns)
+    }
+
     /// Microseconds since the Unix epoch.
     pub(crate) fn now_us(&self) -> u64 {
         self.ns_to_unix_us(self.now_ns())

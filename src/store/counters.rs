@@ -1,30 +1,35 @@
 //! A node's counters, shared by the tree, the span and progress handles, so progress updates
 //! take no lock.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// A node's counters and entered time.
 ///
 /// SeqCst on purpose: subscribers clear an operation's `dirty` flag and then snapshot; an
 /// update that saw `dirty` still set must be visible to that snapshot (see
 /// `OpSignal::mark_changed`). On x86 a SeqCst read-modify-write costs the same as a relaxed one.
+///
+/// 40 bytes, so with the `Arc`'s two counts the block is one 64-byte allocator chunk: a live
+/// node's memory is dominated by this block, the tree's node and the layer's table entry.
 pub(crate) struct LiveCounters {
     current: AtomicU64,
     /// `NO_TOTAL` until set.
     total: AtomicU64,
-    /// `EXPLICIT`, `SAW_CANCEL`, `CLOSED`, `RETURNED`: one byte, read relaxed on the hot path.
-    flags: AtomicU8,
-    /// Updates applied so far. Bumped with a plain load and store, not a read-modify-write: it
-    /// is a statistic (metrics, the estimator's gap between updates), and two threads updating
-    /// one node at the same instant may count one update instead of two. `current` is exact.
-    updates: AtomicU64,
-    /// Time entered so far (ns), for snapshots of running spans; the span adds to it on exit.
-    busy_ns: AtomicU64,
-    /// When the span was last entered (µs since the Unix epoch), 0 while not entered.
-    entered_at_us: AtomicU64,
+    /// Time entered (ns). While the span is entered it holds that time minus when it was
+    /// entered (ns since the Unix epoch), wrapping: a "negative" value, so readers tell an
+    /// open stretch from the value alone and one atomic add on enter and on exit keeps it.
+    busy: AtomicU64,
     /// When the span was first entered (µs since the Unix epoch), 0 until then: set without
     /// the operation's lock (the tree reads a pending node with a start as running).
     started_us: AtomicU64,
+    /// Updates applied so far, stopping at `u32::MAX`. Bumped with a plain load and store,
+    /// not a read-modify-write: it is a statistic (metrics, the estimator's gap between
+    /// updates), and two threads updating one node at the same instant may count one update
+    /// instead of two. `current` is exact.
+    updates: AtomicU32,
+    /// `EXPLICIT`, `SAW_CANCEL`, `CLOSED`, `RETURNED`, `SET`: one byte, read relaxed on the
+    /// hot path.
+    flags: AtomicU8,
 }
 
 const NO_TOTAL: u64 = u64::MAX;
@@ -44,11 +49,10 @@ impl LiveCounters {
         LiveCounters {
             current: AtomicU64::new(0),
             total: AtomicU64::new(NO_TOTAL),
-            flags: AtomicU8::new(0),
-            updates: AtomicU64::new(0),
-            busy_ns: AtomicU64::new(0),
-            entered_at_us: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
             started_us: AtomicU64::new(0),
+            updates: AtomicU32::new(0),
+            flags: AtomicU8::new(0),
         }
     }
 
@@ -103,7 +107,9 @@ impl LiveCounters {
     fn count_update(&self) {
         // Not a read-modify-write on purpose (see the field).
         let n = self.updates.load(Ordering::Relaxed);
-        self.updates.store(n.wrapping_add(1), Ordering::Relaxed);
+        if n != u32::MAX {
+            self.updates.store(n + 1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn current(&self) -> Option<u64> {
@@ -157,12 +163,14 @@ impl LiveCounters {
 
     /// Counter updates applied so far.
     pub(crate) fn updates(&self) -> u64 {
-        self.updates.load(Ordering::Relaxed)
+        u64::from(self.updates.load(Ordering::Relaxed))
     }
 
-    /// The span was entered at `at_us` (first of possibly overlapping enters).
-    pub(crate) fn entered(&self, at_us: u64) {
-        self.entered_at_us.store(at_us.max(1), Ordering::Relaxed);
+    /// The span was entered at `at_ns` (ns since the Unix epoch; the first of possibly
+    /// overlapping enters).
+    #[inline]
+    pub(crate) fn entered(&self, at_ns: u64) {
+        self.busy.fetch_sub(at_ns, Ordering::Relaxed);
     }
 
     /// First enter at `at_us`; later calls keep the first time. True if this one set it.
@@ -184,31 +192,39 @@ impl LiveCounters {
         (at != 0).then_some(at)
     }
 
-    /// The span was exited after being entered for `ns`.
-    pub(crate) fn exited(&self, ns: u64) {
-        self.busy_ns.fetch_add(ns, Ordering::Relaxed);
-        self.entered_at_us.store(0, Ordering::Relaxed);
+    /// The span was exited at `at_ns` (ns since the Unix epoch; the last of overlapping
+    /// enters).
+    #[inline]
+    pub(crate) fn exited(&self, at_ns: u64) {
+        self.busy.fetch_add(at_ns, Ordering::Relaxed);
     }
 
-    /// Time entered up to `now_us`, including the current stretch (µs).
-    pub(crate) fn busy_us(&self, now_us: u64) -> u64 {
-        let entered_at = self.entered_at_us.load(Ordering::Relaxed);
-        let current = if entered_at == 0 {
-            0
+    /// Time entered up to `now_ns` (ns since the Unix epoch), the open stretch included. A
+    /// reading taken before the stretch began (a `now_ns` read earlier than the enter) counts
+    /// nothing of it, and neither does one racing an exit and an enter on two threads (the
+    /// moment both stretches are subtracted): it reads 0 then, never a wrapped value.
+    pub(crate) fn busy_ns_at(&self, now_ns: u64) -> u64 {
+        let busy = self.busy.load(Ordering::Relaxed);
+        if (busy as i64) >= 0 {
+            busy
         } else {
-            now_us.saturating_sub(entered_at)
-        };
-        self.busy_ns.load(Ordering::Relaxed) / 1_000 + current
+            (busy.wrapping_add(now_ns) as i64).max(0) as u64
+        }
+    }
+
+    /// Time entered up to `now_us` (µs since the Unix epoch), the open stretch included.
+    pub(crate) fn busy_us(&self, now_us: u64) -> u64 {
+        self.busy_ns_at(now_us.saturating_mul(1_000)) / 1_000
     }
 
     /// The time entered in all, once the span closed (ns).
     pub(crate) fn set_busy_ns(&self, ns: u64) {
-        self.busy_ns.store(ns, Ordering::Relaxed);
+        self.busy.store(ns.min(i64::MAX as u64), Ordering::Relaxed);
     }
 
-    /// Time entered so far, not counting a stretch still open (ns).
+    /// Time entered so far, once no stretch is open (ns).
     pub(crate) fn busy_ns(&self) -> u64 {
-        self.busy_ns.load(Ordering::Relaxed)
+        self.busy_ns_at(0)
     }
 }
 
@@ -233,6 +249,44 @@ mod tests {
         c.inc(1);
         assert_eq!(c.current(), Some(11));
         assert_eq!(c.updates(), 1_004);
+    }
+
+    #[test]
+    fn busy_time_adds_stretches_and_reads_the_open_one() {
+        let c = LiveCounters::new();
+        let t0 = 1_780_000_000_000_000_000u64; // ns since the Unix epoch, late 2026
+        assert_eq!(c.busy_ns_at(t0), 0);
+        c.entered(t0);
+        assert_eq!(c.busy_ns_at(t0 + 250), 250, "the open stretch");
+        assert_eq!(
+            c.busy_ns_at(t0 - 5),
+            0,
+            "read before the enter: nothing, not a wrap"
+        );
+        c.exited(t0 + 1_000);
+        assert_eq!(c.busy_ns_at(t0 + 5_000), 1_000, "closed stretches only");
+        c.entered(t0 + 10_000);
+        assert_eq!(c.busy_ns_at(t0 + 10_500), 1_500);
+        assert_eq!(c.busy_us((t0 + 12_000) / 1_000), 3);
+        c.exited(t0 + 11_000);
+        assert_eq!(c.busy_ns(), 2_000);
+        c.set_busy_ns(7);
+        assert_eq!(c.busy_ns_at(t0), 7);
+    }
+
+    #[test]
+    fn updates_stop_at_their_maximum() {
+        let c = LiveCounters::new();
+        c.updates.store(u32::MAX - 1, Ordering::Relaxed);
+        (0..3).for_each(|_| c.inc(1));
+        assert_eq!(c.updates(), u64::from(u32::MAX));
+        assert_eq!(c.current(), Some(3));
+    }
+
+    #[test]
+    fn counters_fill_one_64_byte_block_with_the_arc() {
+        // The figure the RSS per live node is built from (tests/memory.rs measures it).
+        assert!(std::mem::size_of::<LiveCounters>() <= 40);
     }
 
     #[test]

@@ -15,17 +15,30 @@ use crate::store::operation::OperationCell;
 use crate::store::update::NodeUpdate;
 use crate::store::{Limits, StoreInner};
 
-/// Names shared by every node of one callsite (one pointer per node instead of two).
+/// Names shared by every node of one callsite at one level (one pointer per node instead of
+/// three): a callsite whose spans name another `progress.level` than its first has one of
+/// these per level (see `SpanClass::callsite_at`).
 pub(crate) struct Callsite {
     pub(crate) span_name: Arc<str>,
     pub(crate) target: Arc<str>,
+    pub(crate) level_type: Arc<str>,
 }
 
 impl Callsite {
-    pub(crate) fn new(span_name: &str, target: &str) -> Self {
+    pub(crate) fn new(span_name: &str, target: &str, level_type: Arc<str>) -> Self {
         Callsite {
             span_name: Arc::from(span_name),
             target: Arc::from(target),
+            level_type,
+        }
+    }
+
+    /// The same names at another level.
+    pub(crate) fn at_level(&self, level_type: Arc<str>) -> Self {
+        Callsite {
+            span_name: self.span_name.clone(),
+            target: self.target.clone(),
+            level_type,
         }
     }
 }
@@ -33,9 +46,9 @@ impl Callsite {
 /// The data a new node starts with.
 pub(crate) struct NewNode {
     pub(crate) id: NodeId,
-    pub(crate) level_type: Arc<str>,
     /// `None`: the span's name (the callsite's, shared).
     pub(crate) name: Option<Arc<str>>,
+    /// Span name, target and level.
     pub(crate) callsite: Arc<Callsite>,
     pub(crate) created_us: u64,
     pub(crate) flattened: bool,

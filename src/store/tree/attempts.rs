@@ -278,8 +278,8 @@ impl Tree {
 /// name (the caller checks the parent and `c`'s status).
 fn retries(c: &Node, new: &Node) -> bool {
     c.completed_us != 0
-        && c.name == new.name
-        && c.level_type == new.level_type
+        && c.own_name() == new.own_name()
+        && c.level_type() == new.level_type()
         && (Arc::ptr_eq(&c.callsite, &new.callsite)
             || c.callsite.span_name == new.callsite.span_name)
 }

@@ -83,7 +83,7 @@ impl Tree {
         let child_type = self
             .slot(frame.slot)
             .and_then(|n| self.slot(n.children.first))
-            .map(|c| c.level_type.clone());
+            .map(|c| c.level_type().clone());
         let Some(n) = self.slot_mut(frame.slot) else {
             let gone = ChildSample {
                 status: Status::Completed,
@@ -116,7 +116,7 @@ impl Tree {
         let explicit = n.live.current().is_some();
         let counts_children = !explicit && (n.children.len > 0 || n.finished_children > 0);
         let signal = explicit || total.is_some() || counts_children;
-        let history = priors.lookup(&n.level_type, n.name());
+        let history = priors.lookup(n.level_type(), n.name());
         let fresh = n.est.is_none();
         if fresh && !(signal || history.is_some()) {
             return (sample, fraction, false);

@@ -82,7 +82,7 @@ impl Tree {
         if !n.status.is_finished() {
             return;
         }
-        let (level_type, status, duration) = (n.level_type.clone(), n.status, n.duration_us());
+        let (level_type, status, duration) = (n.level_type().clone(), n.status, n.duration_us());
         self.unqueue_for_fold(parent, slot);
         self.unlink_child(parent, slot);
         // Remove the subtree; only finished nodes can be in it (a span outlives its children).

@@ -111,12 +111,12 @@ pub(crate) struct Node {
     id: NodeId,
     parent: Option<u32>,
     status: Status,
-    level_type: Arc<str>,
-    /// `None` while it is the span's name (shared through the callsite).
-    name: Option<Arc<str>>,
+    /// A recorded name and the message; `None` while it has neither (its name is the span's,
+    /// shared through the callsite).
+    texts: Option<Box<Texts>>,
+    /// Span name, target and level type.
     callsite: Arc<Callsite>,
     live: Arc<LiveCounters>,
-    message: Option<Arc<str>>,
     created_us: u64,
     /// 0 until closed.
     completed_us: u64,
@@ -145,14 +145,53 @@ pub(crate) struct Node {
     est: Option<Box<NodeEstimator>>,
 }
 
+/// A node's own name and message, boxed together: most nodes have neither (a unit of work
+/// is named by its span), and a node without them stays three words smaller. A message set
+/// again reuses the box.
+#[derive(Default)]
+struct Texts {
+    name: Option<Arc<str>>,
+    message: Option<Arc<str>>,
+}
+
 impl Node {
     fn cold(&mut self) -> &mut Cold {
         self.cold.get_or_insert_with(Default::default)
     }
 
+    fn texts(&mut self) -> &mut Texts {
+        self.texts.get_or_insert_with(Default::default)
+    }
+
+    /// A recorded name (`None`: the span's).
+    fn own_name(&self) -> Option<&Arc<str>> {
+        self.texts.as_ref()?.name.as_ref()
+    }
+
+    /// Records a name; `None` goes back to the span's.
+    fn set_name(&mut self, name: Option<Arc<str>>) {
+        match name {
+            Some(name) => self.texts().name = Some(name),
+            None => {
+                if let Some(t) = self.texts.as_deref_mut() {
+                    t.name = None;
+                }
+            }
+        }
+    }
+
+    fn message(&self) -> Option<&Arc<str>> {
+        self.texts.as_ref()?.message.as_ref()
+    }
+
+    /// The level type (the callsite's at this level).
+    pub(super) fn level_type(&self) -> &Arc<str> {
+        &self.callsite.level_type
+    }
+
     /// The display name: a recorded one, else the span's.
     pub(super) fn name(&self) -> &Arc<str> {
-        self.name.as_ref().unwrap_or(&self.callsite.span_name)
+        self.own_name().unwrap_or(&self.callsite.span_name)
     }
 
     /// When first entered; kept in the counters, so a span starts without the lock.
@@ -354,11 +393,14 @@ impl Tree {
             id: new.id,
             parent,
             status: Status::Pending,
-            level_type: new.level_type,
-            name: new.name,
+            texts: new.name.map(|name| {
+                Box::new(Texts {
+                    name: Some(name),
+                    message: None,
+                })
+            }),
             callsite: new.callsite,
             live: Arc::new(LiveCounters::new()),
-            message: None,
             created_us: new.created_us,
             completed_us: 0,
             children: Children::EMPTY,
@@ -609,11 +651,11 @@ impl Tree {
         }
         let counted = n.live.apply(update.total, update.current, update.inc);
         let plan = update.planned;
-        if update.message.is_some() {
-            n.message = update.message;
+        if let Some(message) = update.message {
+            n.texts().message = Some(message);
         }
         if let Some(name) = update.name {
-            n.name = Some(name);
+            n.set_name(Some(name));
         }
         if update.unit.is_some() {
             n.cold().unit = update.unit;
@@ -815,7 +857,7 @@ impl Tree {
             .flatten();
         // (Fields borrowed apart: the node is read while the buffer is written.)
         if completed && let Some(n) = self.nodes.get(key.slot as usize).and_then(Option::as_ref) {
-            self.pending.push(&n.level_type, n.name(), n.duration_us());
+            self.pending.push(n.level_type(), n.name(), n.duration_us());
         }
         let Some(parent) = parent else {
             self.pending.record_into(&self.priors);

@@ -127,10 +127,7 @@ impl Tree {
         if p.status.is_finished() {
             return false;
         }
-        let callsite = Arc::new(Callsite {
-            span_name: Arc::from(""),
-            target: p.callsite.target.clone(),
-        });
+        let target = p.callsite.target.clone();
         let at_us = if update.at_us == 0 {
             p.created_us
         } else {
@@ -160,15 +157,19 @@ impl Tree {
             .or_else(|| {
                 self.node(parent)
                     .and_then(|p| self.slot(p.children.first))
-                    .map(|c| c.level_type.clone())
+                    .map(|c| c.level_type().clone())
             })
             .unwrap_or_else(|| Arc::from(UNKNOWN_LEVEL));
+        let callsite = Arc::new(Callsite {
+            span_name: Arc::from(""),
+            target,
+            level_type: level,
+        });
         let mut slots = Vec::with_capacity(kept);
         for (key, name) in update.entries.into_iter().take(kept) {
             let id = NodeId::next();
             let new = NewNode {
                 id,
-                level_type: level.clone(),
                 name: Some(name.clone()),
                 callsite: callsite.clone(),
                 created_us: at_us,
@@ -236,7 +237,7 @@ impl Tree {
             Some(hit) => Some((hit, true)),
             None => first(plan.by_name.get(&name)).map(|hit| (hit, false)),
         };
-        let level = new.level_type.clone();
+        let level = new.callsite.level_type.clone();
         let Some((((slot, _), skip), keyed)) = found else {
             self.unmatched_child(parent, level);
             return Err(new);
@@ -262,8 +263,7 @@ impl Tree {
         let Some(n) = self.slot_mut(slot) else {
             return Err(new);
         };
-        n.name = new.name;
-        n.level_type = new.level_type;
+        n.set_name(new.name);
         n.callsite = new.callsite;
         n.created_us = new.created_us;
         let cold = n.cold();
@@ -356,14 +356,19 @@ impl Tree {
             Some(plan) => plan.slots.clone(),
             None => return,
         };
+        // The plan's slots share one callsite; they share the adopted one too.
+        let mut adopted: Option<Arc<Callsite>> = None;
         for slot in slots {
             if !self.is_waiting(slot) {
                 continue;
             }
             if let Some(n) = self.slot_mut(slot.0)
-                && &*n.level_type == UNKNOWN_LEVEL
+                && &**n.level_type() == UNKNOWN_LEVEL
             {
-                n.level_type = level.clone();
+                let at_level = adopted
+                    .get_or_insert_with(|| Arc::new(n.callsite.at_level(level.clone())))
+                    .clone();
+                n.callsite = at_level;
             }
         }
     }

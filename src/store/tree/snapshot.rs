@@ -575,7 +575,7 @@ impl Tree {
             attempts,
         } = level;
         *id = n.id;
-        set_arc(level_type, &n.level_type);
+        set_arc(level_type, n.level_type());
         set_arc(name, n.name());
         set_arc(span_name, &n.callsite.span_name);
         set_arc(target, &n.callsite.target);
@@ -585,7 +585,7 @@ impl Tree {
         *total = expected;
         *percentage = percent;
         set_opt_arc(unit, cold.and_then(|c| c.unit.as_ref()));
-        set_opt_arc(message, n.message.as_ref());
+        set_opt_arc(message, n.message());
         *timing = Timing {
             created_at_us: n.created_us,
             started_at_us: n.started(),
@@ -672,7 +672,7 @@ impl Tree {
             level.stalled = false;
             return;
         };
-        let history = priors.lookup(&n.level_type, n.name());
+        let history = priors.lookup(n.level_type(), n.name());
         // Compared first: an estimate unchanged since the last tick is not boxed again.
         set_boxed(&mut level.estimate, state.shown_at(now_us).as_ref());
         // Updates since the last tick are progress the tick has not seen yet: not stalled.
@@ -691,7 +691,7 @@ impl Tree {
 fn blank_of(n: &Node) -> ProgressLevel {
     ProgressLevel::blank(
         n.id,
-        n.level_type.clone(),
+        n.level_type().clone(),
         n.name().clone(),
         n.callsite.span_name.clone(),
         n.callsite.target.clone(),

@@ -21,9 +21,8 @@ fn done(at_us: u64, busy_ns: u64) -> CloseInfo {
 fn node_at(level: &str, name: &str, at: u64) -> NewNode {
     NewNode {
         id: NodeId::next(),
-        level_type: Arc::from(level),
         name: Some(Arc::from(name)),
-        callsite: Arc::new(Callsite::new("test", "test")),
+        callsite: Arc::new(Callsite::new("test", "test", Arc::from(level))),
         created_us: at,
         flattened: false,
         key: None,
@@ -719,4 +718,15 @@ fn chunked_snapshots_of_an_unchanged_tree_equal_one_hold() {
             }
         }
     }
+}
+
+#[test]
+fn a_node_stays_within_its_layout_budget() {
+    // Part of the RSS per live node (tests/memory.rs measures the whole): a field added to
+    // `Node` should be a deliberate choice, boxed if most nodes do without it.
+    assert!(
+        std::mem::size_of::<Node>() <= 136,
+        "Node is {} bytes",
+        std::mem::size_of::<Node>()
+    );
 }
