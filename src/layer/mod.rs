@@ -51,7 +51,7 @@ pub(crate) use visitor::sanitize;
 
 use crate::export::{ClosedNode, Exporters, Throttle};
 use crate::model::{ErrorOrigin, EventLevel, Metadata, NodeId, RecentEvent};
-use crate::store::{CloseInfo, NewNode, NodeAt, NodeKey, StoreInner};
+use crate::store::{CloseInfo, NewNode, NodeAt, StoreInner};
 
 /// A `tracing_subscriber` [`Layer`] that builds the progress tree.
 ///
@@ -162,15 +162,11 @@ where
         &self,
         first: Option<&Id>,
         span: impl FnOnce() -> Option<SpanRef<'a, S>>,
-    ) -> Option<(NodeAt, Attach, NodeKey)>
+    ) -> Option<(NodeAt, Attach)>
     where
         S: 'a,
     {
-        let look = |id: &Id| {
-            self.with_entry(id, |e| {
-                (e.tracked.node.at(), e.attach(), e.tracked.node.key())
-            })
-        };
+        let look = |id: &Id| self.with_entry(id, |e| (e.tracked.node.at(), e.attach()));
         // Usually the parent itself: one table lookup, no registry lookup.
         if let Some(found) = first.and_then(look) {
             return Some(found);
@@ -223,19 +219,24 @@ where
             self.nearest_attach(attrs.parent(), || ctx.span(id))
         };
         let (node, attach) = match found {
-            Some((parent, at, parent_key)) => {
-                new.flattened = at.key != parent_key;
+            Some((parent, at)) => {
+                new.flattened = at.beside;
                 // The parent node is gone (cannot normally happen): not tracked.
-                let node = parent.add_child(at.key, new, update)?;
+                let node = parent.add_child(at.key, at.beside, new, update)?;
                 let depth = at.depth.saturating_add(1);
                 // At the depth limit, children go where this node went: beside it.
                 let attach = if depth < store.limits.max_depth {
                     Attach {
                         key: node.key(),
+                        beside: false,
                         depth,
                     }
                 } else {
-                    at
+                    Attach {
+                        key: node.key(),
+                        beside: true,
+                        depth: at.depth,
+                    }
                 };
                 (node, attach)
             }
@@ -247,13 +248,14 @@ where
                 let node = store.start_operation(new, operation_type, update)?;
                 let attach = Attach {
                     key: node.key(),
+                    beside: false,
                     depth: 0,
                 };
                 (node, attach)
             }
         };
         Some(SpanEntry {
-            attach_elsewhere: (attach.key != node.key()).then(|| Box::new(attach.key)),
+            attach_beside: attach.beside,
             attach_depth: attach.depth,
             entered: AtomicU32::new(0),
             tracked: Tracked {

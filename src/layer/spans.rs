@@ -286,6 +286,14 @@ mod tests {
     use tracing_subscriber::prelude::*;
 
     #[test]
+    fn an_entry_stays_within_its_layout_budget() {
+        // With its key an entry fills 64 of a bucket's bytes: part of the RSS per live node
+        // (tests/memory.rs measures the whole).
+        let size = std::mem::size_of::<SpanEntry>();
+        assert!(size <= 56, "SpanEntry is {size} bytes");
+    }
+
+    #[test]
     fn entries_go_when_spans_close_and_the_table_shrinks() {
         let (layer, _store) = crate::layer::<tracing_subscriber::Registry>();
         let table = layer.shared.spans.clone();

@@ -27,10 +27,10 @@ pub(crate) struct Tracked {
 /// One tracked span's entry in the layer's side table.
 pub(crate) struct SpanEntry {
     pub(crate) tracked: Tracked,
-    /// Where tracked children attach: this node (`None`), or past the depth limit the same
-    /// place as this node's siblings (boxed: rare, and a live span stays one word smaller);
-    /// and the depth of that place.
-    pub(super) attach_elsewhere: Option<Box<NodeKey>>,
+    /// Where tracked children attach: this node, or past the depth limit beside it (under its
+    /// parent: the tree knows which, so the entry keeps no key for it); and the depth of that
+    /// place.
+    pub(super) attach_beside: bool,
     pub(super) attach_depth: u16,
     /// How many threads have the span entered right now (async spans can overlap).
     pub(super) entered: AtomicU32,
@@ -41,20 +41,19 @@ impl SpanEntry {
     #[inline]
     pub(super) fn attach(&self) -> Attach {
         Attach {
-            key: self
-                .attach_elsewhere
-                .as_deref()
-                .copied()
-                .unwrap_or(self.tracked.node.key()),
+            key: self.tracked.node.key(),
+            beside: self.attach_beside,
             depth: self.attach_depth,
         }
     }
 }
 
-/// A node that children attach to, with its depth.
+/// Where children attach: the node at `key`, or beside it (under its parent), and the depth
+/// of that place.
 #[derive(Clone, Copy)]
 pub(crate) struct Attach {
     pub(super) key: NodeKey,
+    pub(super) beside: bool,
     pub(super) depth: u16,
 }
 

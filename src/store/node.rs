@@ -79,18 +79,19 @@ impl NodeAt {
     pub(crate) fn add_child(
         self,
         under: NodeKey,
+        beside: bool,
         new: NewNode,
         update: NodeUpdate,
     ) -> Option<NodeHandle> {
         // Most spans bring no update: then the closure does not carry its 150 bytes.
         let (key, live) = if update.is_empty() {
             self.op.with_tree(|t| {
-                let key = t.add_child(under, new)?;
+                let key = t.add_child(t.attach_point(under, beside)?, new)?;
                 Some((key, t.live(key)?))
             })
         } else {
             self.op.with_tree(|t| {
-                let key = t.add_child(under, new)?;
+                let key = t.add_child(t.attach_point(under, beside)?, new)?;
                 t.apply(key, update);
                 Some((key, t.live(key)?))
             })

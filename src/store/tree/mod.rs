@@ -469,6 +469,19 @@ impl Tree {
         self.node(key).map(|n| n.live.clone())
     }
 
+    /// The node at `key`, or with `beside` its parent; `None` if gone (or `key` a root).
+    #[inline]
+    pub(crate) fn attach_point(&self, key: NodeKey, beside: bool) -> Option<NodeKey> {
+        if !beside {
+            return Some(key);
+        }
+        let slot = self.node(key)?.parent?;
+        Some(NodeKey {
+            slot,
+            id: self.slot(slot)?.id,
+        })
+    }
+
     /// Adds a child under `parent`; `None` if the parent is gone.
     pub(crate) fn add_child(&mut self, parent: NodeKey, new: NewNode) -> Option<NodeKey> {
         self.node(parent)?;
