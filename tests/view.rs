@@ -619,6 +619,39 @@ fn idle_before_the_start_is_named() {
     );
 }
 
+/// A parent whose children are of several types (a stranger's importer: a checksum, images,
+/// directories) counts something of its own: its units are not named after whichever child
+/// came first, and its children are not numbered out of its total.
+#[test]
+fn children_of_several_types_are_not_counted_in_the_parents_units() {
+    let mut root = level(
+        1,
+        "import",
+        "import",
+        "completed",
+        0,
+        Some(40),
+        json!({"current": 20, "total": 20}),
+    );
+    root["children"] = json!([
+        level(2, "checksum", "checksum", "completed", 1, Some(10), json!({})),
+        level(3, "image", "fetch", "completed", 1, Some(34), json!({})),
+        level(4, "dir", "dir", "completed", 2, Some(6), json!({})),
+    ]);
+    let text = Verbose::new(Detail::Normal).render(&state(root.clone(), json!({})));
+    assert!(text.contains("Status: Completed (20/20, 100%)"), "{text}");
+    assert!(text.contains("Image 2: fetch (ID: 3)"), "{text}");
+    assert!(!text.contains("/20:"), "{text}");
+    // Children of one type still are.
+    root["children"] = json!([
+        level(2, "image", "a", "completed", 1, Some(10), json!({})),
+        level(3, "image", "b", "completed", 1, Some(34), json!({})),
+    ]);
+    let text = Verbose::new(Detail::Normal).render(&state(root, json!({})));
+    assert!(text.contains("20/20 images"), "{text}");
+    assert!(text.contains("Image 2/20: b (ID: 3)"), "{text}");
+}
+
 /// An operation read back after its process was killed: cancelled (interrupted), and its
 /// duration is a lower bound (the time to its last record), not how long it ran.
 #[test]

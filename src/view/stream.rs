@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::text::position;
+use super::text::{children_out_of, position_in};
 use crate::model::{NodeId, OperationId, ProgressLevel, ProgressState, Status};
 
 /// Version of the [`StreamRecord`] shape (its `v` field). Fields are only ever added in a
@@ -213,8 +213,10 @@ impl ProgressStream {
             path.truncate(depth);
             path.push(level.name.clone());
             if self.max_depth.is_none_or(|max| depth < max) {
+                let of = children_out_of(level);
                 let children = level.children.iter().enumerate().rev();
-                stack.extend(children.map(|(i, c)| (c, depth + 1, Some(position(level, i)))));
+                stack
+                    .extend(children.map(|(i, c)| (c, depth + 1, Some(position_in(level, i, of)))));
             }
             let seen = Seen::of(level);
             let due = match old.get(&level.id) {

@@ -180,20 +180,34 @@ pub(crate) fn folded_total(level: &ProgressLevel) -> u64 {
     level.folded.iter().map(|f| f.count).sum()
 }
 
-/// Position of the retained child at `index` among its siblings, and what it is out of.
+/// Position of the retained child at `index` among its siblings, and what it is out of
+/// (see [`children_out_of`]; pass it in when numbering many children of one parent).
 ///
 /// Folded children are counted before the retained ones (they are the ones that finished
-/// first). The "out of" is the parent's total when that counts children (no unit), otherwise
-/// the number of siblings known.
+/// first).
 pub(crate) fn position(parent: &ProgressLevel, index: usize) -> (u64, Option<u64>) {
-    let folded = folded_total(parent);
-    // Out of the parent's total when it counts these children; unknown otherwise (the
-    // siblings seen so far are no total: "3/3" would read as "the last of all").
-    let of = match (parent.total, &parent.unit) {
-        (Some(total), None) => Some(total),
+    position_in(parent, index, children_out_of(parent))
+}
+
+/// [`position`] with the parent's [`children_out_of`] already known (checking it walks the
+/// children).
+pub(crate) fn position_in(
+    parent: &ProgressLevel,
+    index: usize,
+    of: Option<u64>,
+) -> (u64, Option<u64>) {
+    (folded_total(parent) + index as u64 + 1, of)
+}
+
+/// What a parent's children are numbered out of: its total when that counts them (no unit,
+/// and children of one level type: a total beside checksums, images and directories counts
+/// something else), otherwise unknown (the siblings seen so far are no total: "3/3" would
+/// read as "the last of all").
+pub(crate) fn children_out_of(parent: &ProgressLevel) -> Option<u64> {
+    match (parent.total, &parent.unit) {
+        (Some(total), None) if child_type(parent).is_some() => Some(total),
         _ => None,
-    };
-    (folded + index as u64 + 1, of)
+    }
 }
 
 /// `3/10`, or `3` when the total is unknown.
@@ -204,13 +218,18 @@ pub(crate) fn index_of(index: u64, of: Option<u64>) -> String {
     }
 }
 
-/// Level type of a level's children: the first retained child's, else the first folded one's.
+/// The level type a level's children share (retained and folded ones); `None` without
+/// children or when they are of several types (a unit named after one of them would be
+/// wrong for the rest).
 pub(crate) fn child_type(level: &ProgressLevel) -> Option<&str> {
-    level
+    let first = level
         .children
         .first()
         .map(|c| &*c.level_type)
-        .or_else(|| level.folded.first().map(|f| &*f.level_type))
+        .or_else(|| level.folded.first().map(|f| &*f.level_type))?;
+    let one_type = level.children.iter().all(|c| &*c.level_type == first)
+        && level.folded.iter().all(|f| &*f.level_type == first);
+    one_type.then_some(first)
 }
 
 /// What `current`/`total` count: the unit, else the children's level type (pluralized for

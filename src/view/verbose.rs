@@ -8,8 +8,8 @@ use super::lines::{
     push_indent, root_progress, summary_status, with_peak,
 };
 use super::text::{
-    bytes, clipped, count, counts, first_line, format_percent, index_of, one_line, position,
-    progress, rate_per, status_text, title_words, units_of,
+    bytes, children_out_of, clipped, count, counts, first_line, format_percent, index_of, one_line,
+    position_in, progress, rate_per, status_text, title_words, units_of,
 };
 use crate::model::{
     ErrorInfo, ErrorOrigin, FieldValue, FoldedChildren, ProgressLevel, ProgressState, Status,
@@ -52,8 +52,8 @@ pub enum Detail {
 /// * **Header**: `Setlist: "My Setlist" (ID: 42)`, `Started:` and
 ///   `Status: Running (3/10 songs completed, 30%)`.
 /// * **Levels**, indented two spaces per depth: a title `Song 4/10: audio4.wav (ID: 17)` (the
-///   position counts folded siblings first; "out of" is the parent's total, or the number of
-///   siblings when the parent counts something else), then lines by [`Detail`].
+///   position counts folded siblings first; "out of" is the parent's total when it counts
+///   these children: no unit, children of one level type), then lines by [`Detail`].
 /// * [`max_depth`](Verbose::max_depth) stops descending and says how many levels, of which
 ///   types, were hidden; [`max_children`](Verbose::max_children) shows the first and last few
 ///   children of a parent and collapses the middle into one line counted by status:
@@ -339,8 +339,9 @@ impl<'a> Renderer<'a> {
         } else {
             (n, 0)
         };
+        let out_of = children_out_of(parent);
         let level_item = |i: usize| {
-            let (index, of) = position(parent, i);
+            let (index, of) = position_in(parent, i, out_of);
             Item::Level {
                 level: &children[i],
                 depth,
