@@ -634,7 +634,15 @@ fn children_of_several_types_are_not_counted_in_the_parents_units() {
         json!({"current": 20, "total": 20}),
     );
     root["children"] = json!([
-        level(2, "checksum", "checksum", "completed", 1, Some(10), json!({})),
+        level(
+            2,
+            "checksum",
+            "checksum",
+            "completed",
+            1,
+            Some(10),
+            json!({})
+        ),
         level(3, "image", "fetch", "completed", 1, Some(34), json!({})),
         level(4, "dir", "dir", "completed", 2, Some(6), json!({})),
     ]);
