@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, RwLock};
 use tracing_core::Metadata;
 
+use super::visitor::sanitize;
 use crate::store::Callsite;
 
 /// Prefix of the reserved field namespace.
@@ -174,6 +175,14 @@ fn in_module(target: &str, module: &str) -> bool {
     }
 }
 
+/// A span's `progress.level`, as its fields said it.
+pub(crate) enum SpanLevel {
+    /// The first level a span of its callsite said.
+    First,
+    /// Another one, interned.
+    Other(Arc<str>),
+}
+
 /// What the layer knows about one tracked callsite.
 pub(crate) struct SpanClass {
     /// Span name (the default display name of nodes), target and the level of a span that
@@ -232,9 +241,11 @@ impl SpanClass {
 
     /// The shared names of a span of this callsite at `level` (its `progress.level`, if it
     /// has one): no lock and no allocation for a span at the class's level or its first one.
-    pub(crate) fn callsite_at(&self, level: Option<Arc<str>>) -> Arc<Callsite> {
-        let Some(level) = level else {
-            return self.callsite.clone();
+    pub(crate) fn callsite_at(&self, level: Option<SpanLevel>) -> Arc<Callsite> {
+        let level = match level {
+            None => return self.callsite.clone(),
+            Some(SpanLevel::First) => return self.first_callsite().clone(),
+            Some(SpanLevel::Other(level)) => level,
         };
         if *level == *self.callsite.level_type {
             return self.callsite.clone();
@@ -244,10 +255,7 @@ impl SpanClass {
             .get()
             .is_some_and(|f| Arc::ptr_eq(f, &level))
         {
-            return self
-                .first_callsite
-                .get_or_init(|| Arc::new(self.callsite.at_level(level)))
-                .clone();
+            return self.first_callsite().clone();
         }
         let mut last = self.last_callsite.lock();
         match &*last {
@@ -257,6 +265,28 @@ impl SpanClass {
                 *last = Some(c.clone());
                 c
             }
+        }
+    }
+
+    /// `callsite` at the first `progress.level` seen here (`callsite` itself when that is the
+    /// class's level, as for `info_span!("block", progress.level = "block")`).
+    fn first_callsite(&self) -> &Arc<Callsite> {
+        self.first_callsite
+            .get_or_init(|| match self.first_level.get() {
+                Some(first) if **first != *self.callsite.level_type => {
+                    Arc::new(self.callsite.at_level(first.clone()))
+                }
+                _ => self.callsite.clone(),
+            })
+    }
+
+    /// How a span's `progress.level` `value` reads here: the callsite's first level (no
+    /// string kept: most callsites always say the same), else the interned value.
+    pub(crate) fn span_level(&self, value: &str) -> SpanLevel {
+        if self.first_level.get().is_some_and(|f| **f == *value) {
+            SpanLevel::First
+        } else {
+            SpanLevel::Other(self.intern_level(&sanitize(value, 128)))
         }
     }
 

@@ -15,14 +15,14 @@ use std::sync::Arc;
 
 use tracing_core::field::{Field, Visit};
 
-use super::classify::{PREFIX, Role, SpanClass};
+use super::classify::{PREFIX, Role, SpanClass, SpanLevel};
 use crate::model::FieldValue;
 use crate::store::NodeUpdate;
 
 /// What the visitor collected beyond the update itself.
 #[derive(Default)]
 pub(crate) struct Extra {
-    pub(crate) level: Option<Arc<str>>,
+    pub(crate) level: Option<SpanLevel>,
     pub(crate) operation: Option<Arc<str>>,
     /// The event's `message` field (events only).
     pub(crate) event_message: Option<Arc<str>>,
@@ -144,11 +144,7 @@ impl<'a> FieldVisitor<'a> {
             Some("level") => {
                 // The callsite's usual level is taken as is: it was sanitized when first seen,
                 // and a value equal to it needs no cleaning.
-                self.extra.level = Some(
-                    self.class
-                        .same_level(value)
-                        .unwrap_or_else(|| self.class.intern_level(&sanitize(value, 128))),
-                )
+                self.extra.level = Some(self.class.span_level(value))
             }
             Some("name") => self.update.name = Some(self.text(value)),
             Some("operation") => self.extra.operation = Some(self.text(value)),

@@ -169,3 +169,42 @@ fn pending_until_entered_then_running() {
         );
     });
 }
+
+/// One callsite whose spans name their level at run time (`progress.level = kind`): each node
+/// has its own span's level, whatever the callsite's first one was and however they alternate.
+#[test]
+fn levels_named_at_run_time_stay_per_span() {
+    fn fetch(kind: &str, name: &str) {
+        info_span!("fetch", progress.level = kind, progress.name = name).in_scope(|| {});
+    }
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let root = info_span!("import", progress.level = "import");
+        let _r = root.enter();
+        for (i, kind) in ["image", "document", "document", "image", "video", "image"]
+            .into_iter()
+            .enumerate()
+        {
+            fetch(kind, &format!("{kind}{i}"));
+        }
+        // The span name as the level, then the first level again.
+        fetch("fetch", "as named");
+        fetch("image", "image again");
+        fetch("bad\u{7}level", "sanitized");
+    });
+    let op = only_finished(&store);
+    for (name, level) in [
+        ("image0", "image"),
+        ("document1", "document"),
+        ("document2", "document"),
+        ("image3", "image"),
+        ("video4", "video"),
+        ("image5", "image"),
+        ("as named", "fetch"),
+        ("image again", "image"),
+    ] {
+        assert_eq!(&*node(&op, name).level_type, level, "{name}");
+    }
+    let sanitized = node(&op, "sanitized");
+    assert_eq!(&*sanitized.level_type, "bad\\u{7}level");
+    assert_eq!(&*op.root.level_type, "import");
+}
