@@ -503,7 +503,7 @@ where
         let clock = &self.shared.store.clock;
         let now = clock.now_ns();
         let at = clock.ns_to_unix_us(now);
-        let at_ns = clock.ns_to_unix_ns(now);
+        let at_ns = clock.ns_to_busy_clock(now);
         let started = self.with_entry(id, |e| {
             if e.entered.fetch_add(1, Ordering::AcqRel) == 0 {
                 e.tracked.node.live().entered(at_ns);
@@ -525,7 +525,7 @@ where
             return;
         }
         let clock = &self.shared.store.clock;
-        let at_ns = clock.ns_to_unix_ns(clock.now_ns());
+        let at_ns = clock.ns_to_busy_clock(clock.now_ns());
         let found = self.with_entry(id, |e| {
             if e.entered.fetch_sub(1, Ordering::AcqRel) == 1 {
                 e.tracked.node.live().exited(at_ns);
@@ -545,7 +545,7 @@ where
         let now = store.clock.now_ns();
         let t = &entry.tracked;
         // A stretch still open (closed while entered: a panic's unwind) counts to now.
-        let busy = t.node.live().busy_ns_at(store.clock.ns_to_unix_ns(now));
+        let busy = t.node.live().busy_ns_at(store.clock.ns_to_busy_clock(now));
         if std::thread::panicking() {
             let (message, location) =
                 match self.shared.capture_panics.then(panic::last_panic).flatten() {

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::counters::BusyClock;
+
 /// A time source given to [`Builder::clock`](crate::Builder::clock): time elapsed since an
 /// arbitrary fixed start, never going backwards.
 pub(crate) type TimeFn = Arc<dyn Fn() -> Duration + Send + Sync>;
@@ -82,11 +84,12 @@ impl Clock {
         self.epoch_unix_us + ns / 1_000
     }
 
-    /// Converts a [`Clock::now_ns`] reading to ns since the Unix epoch (the epoch's offset is
-    /// known to the µs, so this is [`Clock::ns_to_unix_us`] with the reading's ns added).
+    /// Converts a [`Clock::now_ns`] reading to a [`BusyClock`] one: ns since the Unix epoch
+    /// (the epoch's offset is known to the µs, so this is [`Clock::ns_to_unix_us`] with the
+    /// reading's ns added) plus the busy clock's offset.
     #[inline]
-    pub(crate) fn ns_to_unix_ns(&self, ns: u64) -> u64 {
-        self.epoch_unix_us.saturating_mul(1_000).saturating_add(ns)
+    pub(crate) fn ns_to_busy_clock(&self, ns: u64) -> u64 {
+        BusyClock::at_unix_ns(self.epoch_unix_us.saturating_mul(1_000).saturating_add(ns))
     }
 
     /// Microseconds since the Unix epoch.

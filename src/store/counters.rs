@@ -16,8 +16,9 @@ pub(crate) struct LiveCounters {
     /// `NO_TOTAL` until set.
     total: AtomicU64,
     /// Time entered (ns). While the span is entered it holds that time minus when it was
-    /// entered (ns since the Unix epoch), wrapping: a "negative" value, so readers tell an
-    /// open stretch from the value alone and one atomic add on enter and on exit keeps it.
+    /// entered (a [`BusyClock`] reading), wrapping: a value below `-OPEN_BELOW`, so readers
+    /// tell an open stretch from the value alone and one atomic add on enter and on exit
+    /// keeps it.
     busy: AtomicU64,
     /// When the span was first entered (µs since the Unix epoch), 0 until then: set without
     /// the operation's lock (the tree reads a pending node with a start as running).
@@ -31,6 +32,25 @@ pub(crate) struct LiveCounters {
     /// hot path.
     flags: AtomicU8,
 }
+
+/// Timestamps for the busy time: ns since the Unix epoch plus `BUSY_CLOCK_OFFSET`, so a
+/// reading is at least 2^60 whatever the system clock says (a device booted at 1970 too),
+/// and an open stretch (the time so far minus a reading) is always below `-OPEN_BELOW`.
+pub(crate) struct BusyClock;
+
+impl BusyClock {
+    /// The reading at `unix_ns` (ns since the Unix epoch).
+    #[inline]
+    pub(crate) fn at_unix_ns(unix_ns: u64) -> u64 {
+        unix_ns.saturating_add(BUSY_CLOCK_OFFSET)
+    }
+}
+
+const BUSY_CLOCK_OFFSET: u64 = 1 << 60;
+/// A busy value between `-OPEN_BELOW` and 0 is no open stretch but an exit stamped a little
+/// before its enter (two threads' clocks a few ns apart): it reads as nothing, and the next
+/// stretches add to it as usual (so at most those few ns are lost).
+const OPEN_BELOW: i64 = 1 << 59;
 
 const NO_TOTAL: u64 = u64::MAX;
 /// `current` was set or incremented (otherwise snapshots count finished children).
@@ -166,7 +186,7 @@ impl LiveCounters {
         u64::from(self.updates.load(Ordering::Relaxed))
     }
 
-    /// The span was entered at `at_ns` (ns since the Unix epoch; the first of possibly
+    /// The span was entered at `at_ns` (a [`BusyClock`] reading; the first of possibly
     /// overlapping enters).
     #[inline]
     pub(crate) fn entered(&self, at_ns: u64) {
@@ -192,29 +212,30 @@ impl LiveCounters {
         (at != 0).then_some(at)
     }
 
-    /// The span was exited at `at_ns` (ns since the Unix epoch; the last of overlapping
+    /// The span was exited at `at_ns` (a [`BusyClock`] reading; the last of overlapping
     /// enters).
     #[inline]
     pub(crate) fn exited(&self, at_ns: u64) {
         self.busy.fetch_add(at_ns, Ordering::Relaxed);
     }
 
-    /// Time entered up to `now_ns` (ns since the Unix epoch), the open stretch included. A
+    /// Time entered up to `now_ns` (a [`BusyClock`] reading), the open stretch included. A
     /// reading taken before the stretch began (a `now_ns` read earlier than the enter) counts
     /// nothing of it, and neither does one racing an exit and an enter on two threads (the
-    /// moment both stretches are subtracted): it reads 0 then, never a wrapped value.
+    /// moment both stretches are subtracted), nor an exit stamped before its enter: 0 then,
+    /// never a wrapped value.
     pub(crate) fn busy_ns_at(&self, now_ns: u64) -> u64 {
         let busy = self.busy.load(Ordering::Relaxed);
-        if (busy as i64) >= 0 {
-            busy
-        } else {
-            (busy.wrapping_add(now_ns) as i64).max(0) as u64
+        match busy as i64 {
+            0.. => busy,
+            v if v > -OPEN_BELOW => 0,
+            _ => (busy.wrapping_add(now_ns) as i64).max(0) as u64,
         }
     }
 
     /// Time entered up to `now_us` (µs since the Unix epoch), the open stretch included.
     pub(crate) fn busy_us(&self, now_us: u64) -> u64 {
-        self.busy_ns_at(now_us.saturating_mul(1_000)) / 1_000
+        self.busy_ns_at(BusyClock::at_unix_ns(now_us.saturating_mul(1_000))) / 1_000
     }
 
     /// The time entered in all, once the span closed (ns).
@@ -254,7 +275,7 @@ mod tests {
     #[test]
     fn busy_time_adds_stretches_and_reads_the_open_one() {
         let c = LiveCounters::new();
-        let t0 = 1_780_000_000_000_000_000u64; // ns since the Unix epoch, late 2026
+        let t0 = BusyClock::at_unix_ns(1_780_000_000_000_000_000); // late 2026
         assert_eq!(c.busy_ns_at(t0), 0);
         c.entered(t0);
         assert_eq!(c.busy_ns_at(t0 + 250), 250, "the open stretch");
@@ -267,11 +288,51 @@ mod tests {
         assert_eq!(c.busy_ns_at(t0 + 5_000), 1_000, "closed stretches only");
         c.entered(t0 + 10_000);
         assert_eq!(c.busy_ns_at(t0 + 10_500), 1_500);
-        assert_eq!(c.busy_us((t0 + 12_000) / 1_000), 3);
+        assert_eq!(c.busy_us((1_780_000_000_000_000_000 + 12_000) / 1_000), 3);
         c.exited(t0 + 11_000);
         assert_eq!(c.busy_ns(), 2_000);
         c.set_busy_ns(7);
         assert_eq!(c.busy_ns_at(t0), 7);
+    }
+
+    #[test]
+    fn an_exit_stamped_before_its_enter_reads_nothing_not_years() {
+        // First enter and last exit on two threads whose clocks are a few ns apart; also
+        // with a system clock at 1970 (no epoch offset to hide behind).
+        for epoch in [0, 1_780_000_000_000_000_000u64] {
+            let c = LiveCounters::new();
+            let t0 = BusyClock::at_unix_ns(epoch + 1_000);
+            c.entered(t0);
+            c.exited(t0 - 5);
+            assert_eq!(c.busy_ns_at(t0 + 1_000_000), 0);
+            assert_eq!(c.busy_ns(), 0);
+            c.entered(t0 + 100);
+            assert_eq!(
+                c.busy_ns_at(t0 + 150),
+                45,
+                "the 5 ns are lost, nothing else"
+            );
+            c.exited(t0 + 200);
+            assert_eq!(c.busy_ns(), 95);
+        }
+    }
+
+    #[test]
+    fn an_enter_landing_before_an_exit_reads_nothing_until_it_lands() {
+        // Thread A's last exit and thread B's first enter race: B's subtraction lands first.
+        let c = LiveCounters::new();
+        let t0 = BusyClock::at_unix_ns(1_780_000_000_000_000_000);
+        c.entered(t0);
+        c.entered(t0 + 10);
+        assert_eq!(
+            c.busy_ns_at(t0 + 20),
+            0,
+            "both stretches subtracted: nothing, not a wrap"
+        );
+        c.exited(t0 + 15);
+        assert_eq!(c.busy_ns_at(t0 + 20), 25, "A's 15 ns and B's 10 so far");
+        c.exited(t0 + 30);
+        assert_eq!(c.busy_ns(), 35);
     }
 
     #[test]
