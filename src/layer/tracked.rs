@@ -1,6 +1,7 @@
 //! What the layer keeps per tracked span: a [`SpanEntry`] in its side table (`spans`): the
 //! span's [`Tracked`] node (handle, class, exporter throttle), where its children attach and
-//! its entered time; and the counter reports it hands to exporters.
+//! how many threads have it entered (the entered time is in the node's counters); and the
+//! counter reports it hands to exporters.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;

@@ -1,7 +1,7 @@
 //! A node's counters, shared by the tree, the span and progress handles, so progress updates
 //! take no lock.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A node's counters and entered time.
 ///
@@ -20,18 +20,22 @@ pub(crate) struct LiveCounters {
     /// tell an open stretch from the value alone and one atomic add on enter and on exit
     /// keeps it.
     busy: AtomicU64,
-    /// When the span was first entered (µs since the Unix epoch), 0 until then: set without
-    /// the operation's lock (the tree reads a pending node with a start as running).
-    started_us: AtomicU64,
-    /// Updates applied so far, stopping at `u32::MAX`. Bumped with a plain load and store,
-    /// not a read-modify-write: it is a statistic (metrics, the estimator's gap between
-    /// updates), and two threads updating one node at the same instant may count one update
-    /// instead of two. `current` is exact.
-    updates: AtomicU32,
-    /// `EXPLICIT`, `SAW_CANCEL`, `CLOSED`, `RETURNED`, `SET`: one byte, read relaxed on the
-    /// hot path.
-    flags: AtomicU8,
+    /// The flags (`EXPLICIT`, `SAW_CANCEL`, `CLOSED`, `RETURNED`, `SET`) in the top byte,
+    /// read relaxed on the hot path and set with `fetch_or`; below them (`STARTED`) when the
+    /// span was first entered (µs since the Unix epoch), 0 until then: set once, without the
+    /// operation's lock (the tree reads a pending node with a start as running).
+    started_and_flags: AtomicU64,
+    /// Updates applied so far. Bumped with a plain load and store, not a read-modify-write:
+    /// it is a statistic (metrics, the estimator's gap between updates), and two threads
+    /// updating one node at the same instant may count one update instead of two. `current`
+    /// is exact.
+    updates: AtomicU64,
 }
+
+/// The start time's bits of `started_and_flags` (2^56 µs: 2,284 years).
+const STARTED: u64 = (1 << 56) - 1;
+/// Where the flags byte sits in `started_and_flags`.
+const FLAGS_SHIFT: u32 = 56;
 
 /// Timestamps for the busy time: ns since the Unix epoch plus `BUSY_CLOCK_OFFSET`, so a
 /// reading is at least 2^60 whatever the system clock says (a device booted at 1970 too),
@@ -70,9 +74,8 @@ impl LiveCounters {
             current: AtomicU64::new(0),
             total: AtomicU64::new(NO_TOTAL),
             busy: AtomicU64::new(0),
-            started_us: AtomicU64::new(0),
-            updates: AtomicU32::new(0),
-            flags: AtomicU8::new(0),
+            started_and_flags: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
         }
     }
 
@@ -87,8 +90,8 @@ impl LiveCounters {
         }
         if let Some(c) = current {
             self.current.swap(c, Ordering::SeqCst);
-            if self.flags.load(Ordering::Relaxed) & SET == 0 {
-                self.flags.fetch_or(SET, Ordering::SeqCst);
+            if self.flags(Ordering::Relaxed) & SET == 0 {
+                self.set_flag(SET, Ordering::SeqCst);
             }
             self.mark_explicit();
             changed = true;
@@ -118,8 +121,8 @@ impl LiveCounters {
 
     #[inline]
     fn mark_explicit(&self) {
-        if self.flags.load(Ordering::Relaxed) & EXPLICIT == 0 {
-            self.flags.fetch_or(EXPLICIT, Ordering::SeqCst);
+        if self.flags(Ordering::Relaxed) & EXPLICIT == 0 {
+            self.set_flag(EXPLICIT, Ordering::SeqCst);
         }
     }
 
@@ -127,14 +130,11 @@ impl LiveCounters {
     fn count_update(&self) {
         // Not a read-modify-write on purpose (see the field).
         let n = self.updates.load(Ordering::Relaxed);
-        if n != u32::MAX {
-            self.updates.store(n + 1, Ordering::Relaxed);
-        }
+        self.updates.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn current(&self) -> Option<u64> {
-        (self.flags.load(Ordering::SeqCst) & EXPLICIT != 0)
-            .then(|| self.current.load(Ordering::SeqCst))
+        (self.flags(Ordering::SeqCst) & EXPLICIT != 0).then(|| self.current.load(Ordering::SeqCst))
     }
 
     pub(crate) fn total(&self) -> Option<u64> {
@@ -145,45 +145,56 @@ impl LiveCounters {
     /// Whether `current` only ever grew by increments, so it was 0 when the node started
     /// (never set to a value, e.g. a resumed job's `progress.current = 50`).
     pub(crate) fn counted_from_zero(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & SET == 0
+        self.flags(Ordering::Relaxed) & SET == 0
     }
 
     /// The node saw its operation's cancel request.
     pub(crate) fn saw_cancel_now(&self) {
-        self.flags.fetch_or(SAW_CANCEL, Ordering::Relaxed);
+        self.set_flag(SAW_CANCEL, Ordering::Relaxed);
     }
 
     pub(crate) fn saw_cancel(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & SAW_CANCEL != 0
+        self.flags(Ordering::Relaxed) & SAW_CANCEL != 0
     }
 
     /// The span returned (its return event came).
     pub(crate) fn set_returned(&self) {
-        if self.flags.load(Ordering::Relaxed) & RETURNED == 0 {
-            self.flags.fetch_or(RETURNED, Ordering::Relaxed);
+        if self.flags(Ordering::Relaxed) & RETURNED == 0 {
+            self.set_flag(RETURNED, Ordering::Relaxed);
         }
     }
 
     /// Whether the span's return event came.
     pub(crate) fn returned(&self) -> bool {
-        self.flags.load(Ordering::Acquire) & RETURNED != 0
+        self.flags(Ordering::Acquire) & RETURNED != 0
     }
 
     /// The node closed; progress handles become no-ops.
     pub(crate) fn close(&self) {
-        self.flags.fetch_or(CLOSED, Ordering::SeqCst);
+        self.set_flag(CLOSED, Ordering::SeqCst);
     }
 
     /// Whether the node closed (a relaxed read: a handle racing with close may land one more
     /// update, which the closed node's final state may or may not include).
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & CLOSED != 0
+        self.flags(Ordering::Relaxed) & CLOSED != 0
     }
 
     /// Counter updates applied so far.
     pub(crate) fn updates(&self) -> u64 {
-        u64::from(self.updates.load(Ordering::Relaxed))
+        self.updates.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn flags(&self, order: Ordering) -> u8 {
+        (self.started_and_flags.load(order) >> FLAGS_SHIFT) as u8
+    }
+
+    #[inline]
+    fn set_flag(&self, flag: u8, order: Ordering) {
+        self.started_and_flags
+            .fetch_or(u64::from(flag) << FLAGS_SHIFT, order);
     }
 
     /// The span was entered at `at_ns` (a [`BusyClock`] reading; the first of possibly
@@ -195,20 +206,32 @@ impl LiveCounters {
 
     /// First enter at `at_us`; later calls keep the first time. True if this one set it.
     pub(crate) fn start(&self, at_us: u64) -> bool {
-        self.started_us
-            .compare_exchange(0, at_us.max(1), Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
+        let at = at_us.clamp(1, STARTED);
+        let mut now = self.started_and_flags.load(Ordering::Relaxed);
+        // Flags set meanwhile change the word: try again, unless it started meanwhile.
+        while now & STARTED == 0 {
+            match self.started_and_flags.compare_exchange_weak(
+                now,
+                now | at,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => now = seen,
+            }
+        }
+        false
     }
 
     /// Whether the node was entered (a relaxed load).
     #[inline]
     pub(crate) fn is_started(&self) -> bool {
-        self.started_us.load(Ordering::Relaxed) != 0
+        self.started_and_flags.load(Ordering::Relaxed) & STARTED != 0
     }
 
     /// When the node was first entered (µs since the Unix epoch), if it was.
     pub(crate) fn started_us(&self) -> Option<u64> {
-        let at = self.started_us.load(Ordering::SeqCst);
+        let at = self.started_and_flags.load(Ordering::SeqCst) & STARTED;
         (at != 0).then_some(at)
     }
 
@@ -219,23 +242,36 @@ impl LiveCounters {
         self.busy.fetch_add(at_ns, Ordering::Relaxed);
     }
 
-    /// Time entered up to `now_ns` (a [`BusyClock`] reading), the open stretch included. A
-    /// reading taken before the stretch began (a `now_ns` read earlier than the enter) counts
-    /// nothing of it, and neither does one racing an exit and an enter on two threads (the
-    /// moment both stretches are subtracted), nor an exit stamped before its enter: 0 then,
-    /// never a wrapped value.
+    /// Time entered up to `now_ns` (a [`BusyClock`] reading), the open stretch included.
+    /// `now_ns` must be read after the stretch began (see [`LiveCounters::busy_us_with`]): an
+    /// earlier one takes the difference off the closed stretches (never below 0). An exit
+    /// stamped before its enter reads 0, never a wrapped value; so would a reading between a
+    /// second enter's subtraction and the first one's exit, which the layer rules out (both
+    /// happen under the span's table lock, with the count of enters).
     pub(crate) fn busy_ns_at(&self, now_ns: u64) -> u64 {
+        self.busy_ns_with(|| now_ns)
+    }
+
+    fn busy_ns_with(&self, now_ns: impl FnOnce() -> u64) -> u64 {
         let busy = self.busy.load(Ordering::Relaxed);
         match busy as i64 {
             0.. => busy,
             v if v > -OPEN_BELOW => 0,
-            _ => (busy.wrapping_add(now_ns) as i64).max(0) as u64,
+            _ => (busy.wrapping_add(now_ns()) as i64).max(0) as u64,
         }
     }
 
     /// Time entered up to `now_us` (µs since the Unix epoch), the open stretch included.
+    #[cfg(test)]
     pub(crate) fn busy_us(&self, now_us: u64) -> u64 {
-        self.busy_ns_at(BusyClock::at_unix_ns(now_us.saturating_mul(1_000))) / 1_000
+        self.busy_us_with(|| now_us)
+    }
+
+    /// [`LiveCounters::busy_us`] with the time read only for an open stretch, and after the
+    /// counter (so the stretch began before it): a snapshot's instant is taken once, and a
+    /// span entered while the walk runs would otherwise read its closed stretches short.
+    pub(crate) fn busy_us_with(&self, now_us: impl FnOnce() -> u64) -> u64 {
+        self.busy_ns_with(|| BusyClock::at_unix_ns(now_us().saturating_mul(1_000))) / 1_000
     }
 
     /// The time entered in all, once the span closed (ns).
@@ -318,8 +354,37 @@ mod tests {
     }
 
     #[test]
+    fn a_time_read_after_an_enter_keeps_the_closed_stretches() {
+        let c = LiveCounters::new();
+        let unix = 1_780_000_000_000_000_000u64;
+        c.entered(BusyClock::at_unix_ns(unix));
+        c.exited(BusyClock::at_unix_ns(unix + 3_000));
+        // A snapshot read its instant at +4 µs; the span was entered again at +9 µs.
+        c.entered(BusyClock::at_unix_ns(unix + 9_000));
+        let snapshot_us = (unix + 4_000) / 1_000;
+        assert_eq!(
+            c.busy_us(snapshot_us),
+            0,
+            "the stale instant takes 5 µs off"
+        );
+        let read_after = (unix + 10_000) / 1_000;
+        let mut read = false;
+        assert_eq!(
+            c.busy_us_with(|| {
+                read = true;
+                read_after
+            }),
+            4
+        );
+        assert!(read, "an open stretch reads the clock");
+        c.exited(BusyClock::at_unix_ns(unix + 10_000));
+        assert_eq!(c.busy_us_with(|| unreachable!("a closed one does not")), 4);
+    }
+
+    #[test]
     fn an_enter_landing_before_an_exit_reads_nothing_until_it_lands() {
-        // Thread A's last exit and thread B's first enter race: B's subtraction lands first.
+        // A reading between a second enter's subtraction and the first one's exit (the layer
+        // rules it out: both happen under the span's table lock, with the count of enters).
         let c = LiveCounters::new();
         let t0 = BusyClock::at_unix_ns(1_780_000_000_000_000_000);
         c.entered(t0);
@@ -336,12 +401,32 @@ mod tests {
     }
 
     #[test]
-    fn updates_stop_at_their_maximum() {
+    fn the_start_and_the_flags_share_a_word_without_losing_either() {
         let c = LiveCounters::new();
-        c.updates.store(u32::MAX - 1, Ordering::Relaxed);
-        (0..3).for_each(|_| c.inc(1));
-        assert_eq!(c.updates(), u64::from(u32::MAX));
-        assert_eq!(c.current(), Some(3));
+        c.saw_cancel_now();
+        assert!(!c.is_started());
+        assert!(c.start(1_780_000_000_000_000));
+        assert!(!c.start(1_780_000_000_000_999), "the first start stays");
+        c.close();
+        c.set_returned();
+        c.inc(2);
+        assert_eq!(c.started_us(), Some(1_780_000_000_000_000));
+        assert!(c.saw_cancel() && c.is_closed() && c.returned());
+        assert_eq!(c.current(), Some(2));
+        // Flags set from other threads while the start is being set.
+        let c = LiveCounters::new();
+        std::thread::scope(|s| {
+            s.spawn(|| (0..1_000).for_each(|_| c.inc(1)));
+            s.spawn(|| {
+                for _ in 0..1_000 {
+                    c.saw_cancel_now();
+                    c.set_returned();
+                }
+            });
+            assert!(c.start(42));
+        });
+        assert_eq!(c.started_us(), Some(42));
+        assert!(c.saw_cancel() && c.returned() && c.current() == Some(1_000));
     }
 
     #[test]

@@ -263,6 +263,10 @@ impl TreeRead for Locked<'_> {
         MutexGuard::bump(&mut self.tree);
         (self.tree.writes != writes).then(|| self.clock.now_us())
     }
+
+    fn now_us(&self) -> Option<u64> {
+        Some(self.clock.now_us())
+    }
 }
 
 impl fmt::Debug for OperationCell {

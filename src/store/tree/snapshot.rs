@@ -146,6 +146,11 @@ pub(crate) trait TreeRead {
     fn chunk(&self) -> u32 {
         CHUNK
     }
+    /// The time now (µs since the Unix epoch), for the busy time of a span entered now: the
+    /// walk's instant is older, and the span may have been entered since.
+    fn now_us(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A tree read in one go: nothing changes it while it is walked.
@@ -289,7 +294,9 @@ impl<'r, R: TreeRead> Walk<'r, R> {
         };
         let grafts = n.cold.as_deref().map_or(&[][..], |c| &c.grafts[..]);
         children.extend(grafts.iter().map(|g| g.level(self.now_us)));
-        tree.fill_level(n, level, partial, self.now_us);
+        let now_us = self.now_us;
+        let busy_now = || self.read.now_us().unwrap_or(now_us).max(now_us);
+        tree.fill_level(n, level, partial, now_us, busy_now);
         tree.shown_estimate(n, level, self.now_us, &self.durations);
         self.filled_one();
         true
@@ -508,7 +515,7 @@ impl Tree {
     /// `n`'s own level at `now_us`, without children or estimate (a node as it closes).
     pub(super) fn lone_level(&self, n: &Node, now_us: u64) -> ProgressLevel {
         let mut level = blank_of(n);
-        self.fill_level(n, &mut level, 0.0, now_us);
+        self.fill_level(n, &mut level, 0.0, now_us, || now_us);
         level
     }
 
@@ -522,6 +529,7 @@ impl Tree {
         level: &mut ProgressLevel,
         partial: f64,
         now_us: u64,
+        busy_now_us: impl FnOnce() -> u64,
     ) {
         let Progress {
             current: units,
@@ -534,8 +542,9 @@ impl Tree {
         let busy = if n.completed_us != 0 {
             n.live.busy_ns() / 1_000
         } else {
-            // Still open: what it has been entered so far, plus the current stretch.
-            n.live.busy_us(now_us)
+            // Still open: what it has been entered so far, plus the current stretch (to a
+            // time read after the counter: the span may have been entered since `now_us`).
+            n.live.busy_us_with(busy_now_us)
         };
         let cold = n.cold.as_deref();
         let plan = cold.map(|c| c.plan_view()).unwrap_or_default();
