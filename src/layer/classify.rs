@@ -235,8 +235,8 @@ impl SpanClass {
     /// The callsite's first `progress.level`, if `value` is the same (no lock: most callsites
     /// always say the same level).
     #[inline]
-    pub(crate) fn same_level(&self, value: &str) -> Option<Arc<str>> {
-        self.first_level.get().filter(|f| ***f == *value).cloned()
+    fn same_level(&self, value: &str) -> Option<&Arc<str>> {
+        self.first_level.get().filter(|f| ***f == *value)
     }
 
     /// The shared names of a span of this callsite at `level` (its `progress.level`, if it
@@ -283,7 +283,7 @@ impl SpanClass {
     /// How a span's `progress.level` `value` reads here: the callsite's first level (no
     /// string kept: most callsites always say the same), else the interned value.
     pub(crate) fn span_level(&self, value: &str) -> SpanLevel {
-        if self.first_level.get().is_some_and(|f| **f == *value) {
+        if self.same_level(value).is_some() {
             SpanLevel::First
         } else {
             SpanLevel::Other(self.intern_level(&sanitize(value, 128)))
@@ -293,7 +293,7 @@ impl SpanClass {
     /// Interns a (sanitized) `progress.level` value.
     pub(crate) fn intern_level(&self, value: &str) -> Arc<str> {
         if let Some(first) = self.same_level(value) {
-            return first;
+            return first.clone();
         }
         let mut last = self.last_level.lock();
         if self.first_level.get().is_none() {
