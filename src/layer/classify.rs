@@ -341,6 +341,8 @@ pub(crate) struct Classifier {
     id: u64,
     rules: Vec<TrackRule>,
     cache: RwLock<ClassCache>,
+    /// Some callsite's span reported its return (`SpanClass::returns` is worth a look).
+    any_returns: AtomicBool,
 }
 
 /// Entries of the per-thread class cache (direct-mapped by callsite address).
@@ -364,6 +366,7 @@ impl Classifier {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             rules,
             cache: RwLock::new(ClassCache::default()),
+            any_returns: AtomicBool::new(false),
         }
     }
 
@@ -399,24 +402,60 @@ impl Classifier {
         meta.fields().iter().any(|f| f.name().starts_with(PREFIX))
     }
 
-    /// The class of a span callsite, or `None` if its spans are not tracked.
+    /// Whether spans of a callsite are tracked (no lock, no allocation).
     #[inline]
-    pub(crate) fn classify(&self, meta: &'static Metadata<'static>) -> Option<Arc<SpanClass>> {
-        if !Self::declares_progress(meta) && !self.rules.iter().any(|r| r.matches(meta)) {
-            return None;
-        }
-        let key = meta as *const Metadata<'static> as usize;
-        if let Some(class) = self.cached(key) {
-            return Some(class);
-        }
-        let class = Arc::new(self.build(meta));
-        self.cache.write().entry(key).or_insert(class.clone());
-        Some(class)
+    pub(crate) fn tracks(&self, meta: &'static Metadata<'static>) -> bool {
+        Self::declares_progress(meta) || self.rules.iter().any(|r| r.matches(meta))
     }
 
-    /// Classifies an event callsite's fields (events are never tracked themselves, but their
-    /// field names are interned the same way).
-    pub(crate) fn event_class(&self, meta: &'static Metadata<'static>) -> Arc<SpanClass> {
+    /// `f` of a callsite's class, built on first use. The class is borrowed from the thread's
+    /// cache when it is there: a span that keeps no class of its own (`Tracked` keeps its
+    /// callsite) touches no reference count. `f` may run the user's `Debug` code, which may
+    /// create spans: the cache is only borrowed shared meanwhile, and a nested lookup that
+    /// cannot fill its slot reads the shared cache instead.
+    #[inline]
+    pub(crate) fn with_class<R>(
+        &self,
+        meta: &'static Metadata<'static>,
+        mut f: impl FnMut(&SpanClass) -> R,
+    ) -> R {
+        let key = meta as *const Metadata<'static> as usize;
+        let slot = (key >> 4) % THREAD_CLASSES;
+        let hit = CLASSES
+            .try_with(|c| {
+                let c = c.try_borrow().ok()?;
+                match &c[slot] {
+                    Some((id, k, class)) if *id == self.id && *k == key => Some(f(class)),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten();
+        match hit {
+            Some(r) => r,
+            None => f(&self.class_of(meta)),
+        }
+    }
+
+    /// Sets the flag that makes closing spans look for their callsite's return events: a
+    /// span of `class` reported its return.
+    pub(crate) fn saw_return(&self, class: &SpanClass) {
+        class.saw_return();
+        if !self.any_returns.load(Ordering::Relaxed) {
+            self.any_returns.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether spans of a callsite report their returns (one load while no callsite of this
+    /// classifier has reported one).
+    #[inline]
+    pub(crate) fn returns(&self, meta: &'static Metadata<'static>) -> bool {
+        self.any_returns.load(Ordering::Relaxed) && self.with_class(meta, |c| c.returns())
+    }
+
+    /// The class of a callsite, built on first use: a tracked span's, or an event's (events
+    /// are never tracked themselves, but their field names are interned the same way).
+    pub(crate) fn class_of(&self, meta: &'static Metadata<'static>) -> Arc<SpanClass> {
         let key = meta as *const Metadata<'static> as usize;
         if let Some(class) = self.cached(key) {
             return class;

@@ -187,13 +187,13 @@ where
     /// (found by the parent's id), or a new operation.
     fn new_entry(
         &self,
-        class: Arc<SpanClass>,
+        class: &SpanClass,
         attrs: &Attributes<'_>,
         id: &Id,
         ctx: &Context<'_, S>,
     ) -> Option<SpanEntry> {
         let store = &self.shared.store;
-        let mut visitor = FieldVisitor::new(&class, store.limits.max_text_len, false);
+        let mut visitor = FieldVisitor::new(class, store.limits.max_text_len, false);
         attrs.record(&mut visitor);
         let FieldVisitor {
             mut update, extra, ..
@@ -260,7 +260,7 @@ where
             entered: AtomicU32::new(0),
             tracked: Tracked {
                 node,
-                class,
+                meta: attrs.metadata(),
                 // Only counter reports need it: exporters that want none (the history file)
                 // cost a span no allocation.
                 export: self
@@ -321,28 +321,38 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(class) = self.shared.classifier.classify(attrs.metadata()) else {
+        let meta = attrs.metadata();
+        let classifier = &self.shared.classifier;
+        if !classifier.tracks(meta) {
+            return;
+        }
+        // The entry goes into the table where it is built: returned out of the class lookup,
+        // its copies through the `Option`s cost more than the lookup saved.
+        let made = classifier.with_class(meta, |class| {
+            let entry = self.new_entry(class, attrs, id, &ctx)?;
+            let node = entry.tracked.node_ref();
+            self.shared.spans.insert(id, entry);
+            Some(node)
+        });
+        let Some(node) = made else {
             return;
         };
-        let Some(entry) = self.new_entry(class, attrs, id, &ctx) else {
-            return;
-        };
-        let node = entry.tracked.node_ref();
-        self.shared.spans.insert(id, entry);
         for e in self.exporters() {
             e.node_created(id, node);
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        let Some(class) = self.with_entry(id, |e| e.tracked.class.clone()) else {
+        let Some(meta) = self.with_entry(id, |e| e.tracked.meta) else {
             return;
         };
         // Fields outside the table's lock: their `Debug` impls are the user's code.
         let max_text = self.shared.store.limits.max_text_len;
-        let mut visitor = FieldVisitor::new(&class, max_text, false);
-        values.record(&mut visitor);
-        let update = visitor.update;
+        let update = self.shared.classifier.with_class(meta, |class| {
+            let mut visitor = FieldVisitor::new(class, max_text, false);
+            values.record(&mut visitor);
+            visitor.update
+        });
         let report = if update.is_counters_only() {
             // `span.record("progress.current", n)`: atomics, done in the table.
             let (total, current, inc) = (update.total, update.current, update.inc);
@@ -398,11 +408,15 @@ where
             } else {
                 event.parent().cloned()
             };
-            if let Some(id) = own {
+            let span_meta = own.and_then(|id| {
                 self.with_entry(&id, |e| {
                     e.tracked.node.live().set_returned();
-                    e.tracked.class.saw_return();
-                });
+                    e.tracked.meta
+                })
+            });
+            if let Some(span_meta) = span_meta {
+                let classifier = &self.shared.classifier;
+                classifier.with_class(span_meta, |class| classifier.saw_return(class));
             }
             return;
         }
@@ -423,7 +437,7 @@ where
             return;
         }
         // Fields first, outside any lock: their `Debug` impls are the user's code.
-        let class = self.shared.classifier.event_class(meta);
+        let class = self.shared.classifier.class_of(meta);
         let mut visitor = FieldVisitor::new(&class, self.shared.store.limits.max_text_len, true);
         event.record(&mut visitor);
         let FieldVisitor {
@@ -553,7 +567,8 @@ where
                     None => (Arc::from("panicked while the span was open"), None),
                 };
             // The callsite's target is the span's.
-            let target = t.class.callsite.target.clone();
+            let classifier = &self.shared.classifier;
+            let target = classifier.with_class(t.meta, |c| c.callsite.target.clone());
             t.fail(
                 message,
                 ErrorOrigin::Panic,
@@ -564,7 +579,7 @@ where
         }
         let cancel_requested = t.node.is_cancelled();
         // A callsite that reports returns whose span did not: a future dropped while pending.
-        let missing_return = t.class.returns() && !t.node.live().returned();
+        let missing_return = !t.node.live().returned() && self.shared.classifier.returns(t.meta);
         let want_level = self
             .shared
             .exporters

@@ -6,20 +6,21 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
+use tracing_core::Metadata as CallsiteMetadata;
 use tracing_core::span::Id;
 
-use super::classify::SpanClass;
 use crate::export::{Exporters, NodeRef, Throttle};
 use crate::model::{ErrorInfo, ErrorOrigin, Metadata};
 use crate::store::{NodeHandle, NodeKey, NodeUpdate};
 
-/// A tracked span's node, what updates need: cheap to clone (three `Arc`s) for work that
+/// A tracked span's node, what updates need: cheap to clone (two `Arc`s) for work that
 /// must happen outside the table's lock.
 #[derive(Clone)]
 pub(crate) struct Tracked {
     pub(crate) node: NodeHandle,
-    /// The callsite's class, so `on_record` needs no cache lookup.
-    pub(super) class: Arc<SpanClass>,
+    /// The span's callsite: its class is the classifier's (`Classifier::with_class`, a
+    /// per-thread cache), so a span costs no reference count of it.
+    pub(super) meta: &'static CallsiteMetadata<'static>,
     /// The layer's exporters and this span's throttle of counter reports to them; `None`
     /// (one word) when no exporter of the layer wants counter changes.
     pub(super) export: Option<Arc<SpanExport>>,

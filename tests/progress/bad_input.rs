@@ -185,3 +185,53 @@ fn thousand_deep_nesting_is_kept_flattened_at_the_depth_limit() {
     let back: tracing_progress::ProgressState = serde_json::from_str(&op.to_json()).unwrap();
     assert_eq!(back, *op);
 }
+
+/// A field whose `Debug` opens tracked spans and logs: the user's code, run while the layer
+/// reads the fields of a new span (and of a recorded one).
+struct Chatty(&'static str);
+
+impl std::fmt::Debug for Chatty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Callsites seen for the first time here: their classes are built from inside the
+        // lookup of the outer span's class.
+        let probe = info_span!("probe", progress.level = "probe", progress.name = self.0);
+        probe.in_scope(|| {
+            info!(progress.inc = 1u64, "formatting");
+            info_span!("detail", progress.level = "detail").in_scope(|| {});
+        });
+        write!(f, "{}", self.0)
+    }
+}
+
+#[test]
+fn field_debug_code_that_opens_spans_and_logs_is_tracked_too() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let job = info_span!(
+            "job",
+            progress.level = "job",
+            made = ?Chatty("at-new"),
+            later = tracing::field::Empty
+        );
+        let _g = job.enter();
+        job.record("later", tracing::field::debug(Chatty("at-record")));
+        info_span!("step", progress.level = "step").in_scope(|| {});
+    });
+    // `tracing` itself hands calls made inside a dispatch of the same thread (the new span's
+    // fields) to no subscriber, so the probe made while `job` was created is seen by nobody;
+    // `record` goes straight to the span's subscriber, so the one made while a field was
+    // recorded is a child of the entered `job`, made while the layer reads that field.
+    let op = only_finished(&store);
+    let job = &op.root;
+    assert_eq!(
+        job.metadata.get("made").and_then(FieldValue::as_str),
+        Some("at-new")
+    );
+    assert_eq!(
+        job.metadata.get("later").and_then(FieldValue::as_str),
+        Some("at-record")
+    );
+    let children: Vec<&str> = job.children.iter().map(|c| &*c.name).collect();
+    assert_eq!(children, ["at-record", "step"], "{children:?}");
+    assert_eq!(job.children[0].current, 1);
+    assert_eq!(job.children[0].children.len(), 1);
+}

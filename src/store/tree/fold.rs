@@ -82,7 +82,21 @@ impl Tree {
         if !n.status.is_finished() {
             return;
         }
-        let (level_type, status, duration) = (n.level_type().clone(), n.status, n.duration_us());
+        let (status, duration) = (n.status, n.duration_us());
+        // The parent's summary of this level type, found while the node is there to borrow
+        // its type from: a fold of a known type clones and drops no `Arc`. Siblings of one
+        // callsite share the level's `Arc`: compared by address first.
+        let level_type = n.level_type();
+        let known = self.slot(parent).and_then(|p| {
+            let folded = p.cold.as_deref().map_or(&[][..], |c| &c.folded[..]);
+            folded
+                .iter()
+                .position(|f| Arc::ptr_eq(&f.level_type, level_type) || f.level_type == *level_type)
+        });
+        let summary = match known {
+            Some(i) => Summary::Known(i),
+            None => Summary::New(level_type.clone()),
+        };
         self.unqueue_for_fold(parent, slot);
         self.unlink_child(parent, slot);
         // Remove the subtree; only finished nodes can be in it (a span outlives its children).
@@ -113,13 +127,10 @@ impl Tree {
         };
         p.retained_finished_children = p.retained_finished_children.saturating_sub(1);
         let folded = &mut p.cold().folded;
-        // Siblings of one callsite share the level's `Arc`: compared by address first.
-        let entry = match folded
-            .iter()
-            .position(|f| Arc::ptr_eq(&f.level_type, &level_type) || f.level_type == level_type)
-        {
-            Some(i) => &mut folded[i],
-            None => {
+        let entry = match summary {
+            // The summaries did not change since the index was found.
+            Summary::Known(i) => &mut folded[i],
+            Summary::New(level_type) => {
                 folded.push(FoldedChildren {
                     level_type,
                     count: 0,
@@ -150,4 +161,12 @@ impl Tree {
             _ => entry.completed += 1,
         }
     }
+}
+
+/// Where a folded node is summed up under its parent.
+enum Summary {
+    /// The parent's summary at this index already counts the node's level type.
+    Known(usize),
+    /// The first folded child of its type: a new summary.
+    New(Arc<str>),
 }
