@@ -24,10 +24,38 @@ pub(super) fn is_counter(name: &str, value: &FieldValue) -> bool {
         "attempt", "retry", "try", "index", "idx", "position", "number", "port", "page", "depth",
         "n", "i", "seq",
     ];
-    let ordinal = |n: &str| ORDINALS.contains(&n);
+    // Settings are numbers, not counts either: a fetch's `delay_ms` or `timeout_secs`
+    // argument read "Delay Ms: 5 (804/sec)". Durations (by their unit), timeouts, limits.
+    const SETTINGS: [&str; 22] = [
+        "ms",
+        "us",
+        "ns",
+        "millis",
+        "micros",
+        "nanos",
+        "sec",
+        "secs",
+        "seconds",
+        "mins",
+        "minutes",
+        "hours",
+        "timeout",
+        "delay",
+        "interval",
+        "ttl",
+        "deadline",
+        "backoff",
+        "limit",
+        "capacity",
+        "threshold",
+        "level",
+    ];
+    let ordinal = |n: &str| ORDINALS.contains(&n) || SETTINGS.contains(&n);
     matches!(value, FieldValue::U64(_))
         && !matches!(name, "id" | "pid" | "exit_code" | "signal")
         && !name.ends_with("_id")
+        && !name.starts_with("max_")
+        && !name.starts_with("min_")
         && !ordinal(name)
         && !name.rsplit_once('_').is_some_and(|(_, last)| ordinal(last))
 }
@@ -220,7 +248,14 @@ mod tests {
     #[test]
     fn counts_are_counters_ids_and_ordinals_are_not() {
         let n = FieldValue::U64(3);
-        for name in ["bytes", "rows_written", "frames", "retries"] {
+        for name in [
+            "bytes",
+            "rows_written",
+            "frames",
+            "retries",
+            "items",
+            "timeouts_hit",
+        ] {
             assert!(is_counter(name, &n), "{name}");
         }
         for name in [
@@ -234,6 +269,14 @@ mod tests {
             "n",
             "i",
             "item_seq",
+            "delay_ms",
+            "timeout_secs",
+            "timeout",
+            "retry_backoff",
+            "max_retries",
+            "min_size",
+            "rate_limit",
+            "log_level",
         ] {
             assert!(!is_counter(name, &n), "{name}");
         }
