@@ -176,3 +176,41 @@ fn untracked_child_closed_on_another_thread() {
     assert!(store.active().is_empty(), "{:?}", store.active_ids());
     assert_eq!(store.history(&Default::default()).len(), 1);
 }
+
+/// One span entered by four threads at once, thousands of times: the count of threads inside
+/// stays exact, so the busy time ends with the last exit. A lost exit would leave a stretch
+/// open through the idle 60 ms after the threads are done, a lost enter would end it early.
+#[test]
+fn a_span_entered_by_several_threads_at_once_keeps_an_exact_count() {
+    let (store, ()) = with_layer(Builder::new(), |_| {
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+        let job = info_span!("job", progress.level = "job");
+        let barrier = Barrier::new(4);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let (job, barrier, dispatch) = (&job, &barrier, dispatch.clone());
+                s.spawn(move || {
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        barrier.wait();
+                        for _ in 0..5_000 {
+                            let _g = job.enter();
+                            std::hint::black_box(0);
+                        }
+                    })
+                });
+            }
+        });
+        // Idle: nobody has the span entered.
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        drop(job);
+    });
+    let op = only_finished(&store);
+    let t = &op.root.timing;
+    assert_eq!(op.root.status, Status::Completed);
+    assert!(t.elapsed_us >= 60_000, "{t:?}");
+    assert!(
+        t.busy_us + 50_000 < t.elapsed_us,
+        "the 60 ms after the last exit are idle: {t:?}"
+    );
+    assert!(t.busy_us > 0, "{t:?}");
+}
