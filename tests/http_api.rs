@@ -754,7 +754,7 @@ fn bad_parameters_are_400_naming_the_parameter() {
     // The messages say why, too.
     let e = fx.get("/api/operations?status=done").error(400);
     assert!(
-        e.contains("pending, running, completed, failed, cancelled"),
+        e.contains("pending, running, completed, completed_with_failures, failed, cancelled"),
         "{e}"
     );
     let e = fx.get("/api/operations?since=yesterday").error(400);

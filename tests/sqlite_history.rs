@@ -1603,3 +1603,71 @@ fn the_writer_thread_runs_at_a_lower_priority() {
     let now = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
     assert_eq!(now, Some(own));
 }
+
+/// "Completed with failures" is an outcome of its own in every reader: the store (memory and
+/// file), the file read-only, and the CLI offline, whose table says it in words.
+#[test]
+fn completed_with_failures_is_a_filter_and_a_status_in_words() {
+    let dir = temp_dir("outcome");
+    let path = dir.join("h.db");
+    let (sub, first) = build(&path);
+    tracing::subscriber::with_default(sub, || {
+        operation("clean", 2, false);
+        // A failed step under a root that completes: the root completed with failures.
+        let root = tracing::info_span!("job", progress.level = "job", progress.name = "partial");
+        root.in_scope(|| {
+            tracing::info_span!("step", progress.level = "step").in_scope(|| {
+                tracing::Span::current().fail("one file unreadable");
+            });
+            tracing::info_span!("step", progress.level = "step").in_scope(|| {});
+        });
+        operation("broken", 1, true);
+    });
+    assert!(first.flush_history(Duration::from_secs(30)));
+    let names = |store: &Store, q: &HistoryQuery| -> Vec<String> {
+        store
+            .history(q)
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
+    };
+    let partial = HistoryQuery::new()
+        .outcome("completed_with_failures")
+        .unwrap();
+    let clean = HistoryQuery::new()
+        .status(Status::Completed)
+        .with_failures(false);
+    let completed = HistoryQuery::new().outcome("Completed").unwrap();
+    assert_eq!(names(&first, &partial), ["partial"]);
+    assert_eq!(names(&first, &clean), ["clean"]);
+    assert_eq!(names(&first, &completed), ["partial", "clean"]);
+    // Another store on the file answers from SQL.
+    let (_sub2, second) = build(&path);
+    assert_eq!(names(&second, &partial), ["partial"]);
+    assert_eq!(names(&second, &clean), ["clean"]);
+    assert_eq!(names(&second, &completed), ["partial", "clean"]);
+    let file = HistoryFile::open(&path).unwrap();
+    let rows = file.query(&partial).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(&*rows[0].state.name, "partial");
+    // A bad outcome says what is expected.
+    let err = HistoryQuery::new()
+        .outcome("partial")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("completed_with_failures"), "{err}");
+
+    #[cfg(feature = "cli")]
+    {
+        let db = path.to_str().unwrap();
+        let out = cli(&["history", "--db", db]);
+        let row = out.lines().find(|l| l.contains("partial")).unwrap();
+        assert!(row.contains("completed with failures"), "{out}");
+        let clean_row = out.lines().find(|l| l.contains("clean")).unwrap();
+        assert!(!clean_row.contains("with failures"), "{out}");
+        let out = cli(&["history", "--status", "completed-with-failures", "--db", db]);
+        let rows: Vec<&str> = out.lines().filter(|l| l.contains("job")).collect();
+        assert_eq!(rows.len(), 1, "{out}");
+        assert!(rows[0].contains("partial"), "{out}");
+    }
+}

@@ -42,7 +42,7 @@
 //!
 //! | parameter | meaning |
 //! |---|---|
-//! | `status=failed` | `pending`, `running`, `completed`, `failed`, `cancelled` |
+//! | `status=failed` | `pending`, `running`, `completed` (with failures below or not), `completed_with_failures`, `failed`, `cancelled` |
 //! | `type=setlist_processing` | operation type, exact |
 //! | `name=setlist` | name contains this, case-insensitive |
 //! | `since=...`, `until=...` | when the operation finished (now, for a running one) is in the range, ends included. Unix milliseconds (`1767225600000`), RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T01:00:00.5+01:00`; parsed by `jiff`, which also takes ISO 8601 forms such as `2026-01-01T00:00Z` or `+0100`) or a date (`2026-01-01`, midnight UTC) |
@@ -55,7 +55,8 @@
 //! while the answer is written is left out).
 //!
 //! Status codes: 400 for a bad parameter or id (`{"error":"parameter status: invalid status
-//! \"done\": expected one of pending, running, completed, failed, cancelled"}`), for a missing
+//! \"done\": expected one of pending, running, completed, completed_with_failures, failed,
+//! cancelled"}`), for a missing
 //! or repeated `Host` header; 404 for an unknown id or path, 401 for a missing or wrong token,
 //! 403 for cancelling on a server without a token or a foreign `Host`; 503 for a request over
 //! the time limit or an event stream over the cap (with `Retry-After`).

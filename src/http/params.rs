@@ -2,7 +2,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::model::Status;
 use crate::store::{HistoryQuery, MetaFilter};
 use crate::time::parse_time;
 
@@ -134,8 +133,9 @@ impl Filters {
         params.check(allowed)?;
         let mut query = HistoryQuery::new();
         if let Some(s) = params.get("status") {
-            let status: Status = s.parse().map_err(|e| format!("parameter status: {e}"))?;
-            query = query.status(status);
+            query = query
+                .outcome(s)
+                .map_err(|e| format!("parameter status: {e}"))?;
         }
         if let Some(t) = params.get("type") {
             query = query.operation_type(t);
@@ -294,6 +294,20 @@ mod tests {
         );
         let p = Params::parse(Some("status=failed&status=completed")).unwrap();
         assert!(Filters::parse(&p, HISTORY_PARAMS, None).is_err());
+    }
+
+    #[test]
+    fn status_takes_the_completed_with_failures_outcome() {
+        let p = Params::parse(Some("status=completed_with_failures")).unwrap();
+        let f = Filters::parse(&p, HISTORY_PARAMS, None).unwrap();
+        assert_eq!(f.query.status, Some(crate::Status::Completed));
+        assert_eq!(f.query.with_failures, Some(true));
+        let p = Params::parse(Some("status=completed")).unwrap();
+        let f = Filters::parse(&p, HISTORY_PARAMS, None).unwrap();
+        assert_eq!(f.query.with_failures, None, "completed includes them");
+        let p = Params::parse(Some("status=done")).unwrap();
+        let e = Filters::parse(&p, HISTORY_PARAMS, None).unwrap_err();
+        assert!(e.contains("completed_with_failures"), "{e}");
     }
 
     #[test]

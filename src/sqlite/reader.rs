@@ -79,6 +79,9 @@ impl Filter {
             Some(Status::Cancelled) => f.sql.push_str(" AND status IN ('cancelled', 'running')"),
             Some(s) => f.and("status = ?", s.as_str().to_string().into()),
         }
+        if let Some(w) = q.with_failures {
+            f.and("with_failures = ?", i64::from(w).into());
+        }
         if let Some(n) = &q.name_contains {
             f.and("tp_name_contains(name, ?)", n.clone().into());
         }

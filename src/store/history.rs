@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use super::filter::MetaFilter;
 use crate::model::{
-    ErrorInfo, Estimate, FieldValue, Metadata, OperationId, ProgressLevel, ProgressState,
-    ResourceUsage, Status,
+    ErrorInfo, Estimate, FieldValue, Metadata, OperationId, ParseError, ProgressLevel,
+    ProgressState, ResourceUsage, Status,
 };
 
 /// Filters for [`Store::history`](crate::Store::history). Empty means "everything".
@@ -38,6 +38,8 @@ pub struct HistoryQuery {
     // Read by outside history sources (`crate::store::HistorySource`).
     pub(crate) operation_type: Option<String>,
     pub(crate) status: Option<Status>,
+    /// Completed with failures below the root (`true`) or without (`false`).
+    pub(crate) with_failures: Option<bool>,
     /// Lowercase.
     pub(crate) name_contains: Option<String>,
     pub(crate) since_us: Option<u64>,
@@ -63,6 +65,45 @@ impl HistoryQuery {
     pub fn status(mut self, s: Status) -> Self {
         self.status = Some(s);
         self
+    }
+
+    /// Only operations that completed with failures below their root (`true`: the
+    /// "completed with failures" outcome, whatever the status filter says), or that did not
+    /// (`false`: failed, cancelled and cleanly completed ones).
+    ///
+    /// ```
+    /// use tracing_progress::{HistoryQuery, Status};
+    /// let partial = HistoryQuery::new().status(Status::Completed).with_failures(true);
+    /// # let _ = partial;
+    /// ```
+    pub fn with_failures(mut self, yes: bool) -> Self {
+        self.with_failures = Some(yes);
+        self
+    }
+
+    /// Only operations with this outcome, as the CLI and the HTTP API take it: a status
+    /// (`pending`, `running`, `completed`, `failed`, `cancelled`; `completed` includes the
+    /// ones with failures below) or `completed_with_failures`.
+    ///
+    /// ```
+    /// use tracing_progress::HistoryQuery;
+    /// assert!(HistoryQuery::new().outcome("completed_with_failures").is_ok());
+    /// let err = HistoryQuery::new().outcome("done").unwrap_err();
+    /// assert!(err.to_string().contains("completed_with_failures"));
+    /// ```
+    pub fn outcome(self, outcome: &str) -> Result<Self, ParseError> {
+        let words = outcome.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+        if words == "completed_with_failures" {
+            return Ok(self.status(Status::Completed).with_failures(true));
+        }
+        match words.parse::<Status>() {
+            Ok(status) => Ok(self.status(status)),
+            Err(_) => Err(ParseError::new(
+                "status",
+                outcome,
+                "one of pending, running, completed, completed_with_failures, failed, cancelled",
+            )),
+        }
     }
 
     /// Only operations whose name contains this text (case-insensitive).
@@ -103,6 +144,7 @@ impl HistoryQuery {
             .as_deref()
             .is_none_or(|t| *s.operation_type == *t)
             && super::status_matches(self.status, s.status)
+            && self.with_failures.is_none_or(|w| s.with_failures == w)
             && self
                 .name_contains
                 .as_deref()

@@ -104,7 +104,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Filters {
-    /// Only this status: pending, running, completed, failed, cancelled (history: operations
+    /// Only this status: pending, running, completed, completed_with_failures, failed,
+    /// cancelled (`completed` includes the ones with failures below; history: operations
     /// interrupted by the end of their process are cancelled)
     #[arg(long)]
     status: Option<String>,

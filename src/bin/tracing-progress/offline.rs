@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tracing_progress::sqlite::{HistoryFile, StoredOperation};
 use tracing_progress::view::Verbose;
-use tracing_progress::{HistoryQuery, ProgressState, Status};
+use tracing_progress::{HistoryQuery, ProgressState};
 
 use crate::error::{CliError, Exit, print, print_line};
 use crate::{Emit, ExportArgs, ExportError, Filters, ShowArgs, table, write_records};
@@ -21,10 +21,7 @@ fn open(db: &Path) -> Result<HistoryFile, CliError> {
 fn query(filters: &Filters) -> Result<HistoryQuery, CliError> {
     let mut q = HistoryQuery::new();
     if let Some(s) = &filters.status {
-        let status: Status = s
-            .parse()
-            .map_err(|e: tracing_progress::ParseError| CliError::usage(e.to_string()))?;
-        q = q.status(status);
+        q = q.outcome(s).map_err(|e| CliError::usage(e.to_string()))?;
     }
     if let Some(t) = &filters.operation_type {
         q = q.operation_type(t.clone());

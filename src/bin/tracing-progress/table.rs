@@ -79,6 +79,8 @@ fn push_row(out: &mut String, row: &[String; 7], widths: &[usize; 7]) {
 pub(crate) fn status(op: &ProgressState) -> String {
     if op.cancel_requested && !op.status.is_finished() {
         "cancelling".to_owned()
+    } else if op.with_failures {
+        "completed with failures".to_owned()
     } else {
         op.status.to_string()
     }
