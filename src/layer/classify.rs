@@ -437,10 +437,10 @@ impl Classifier {
         }
     }
 
-    /// Sets the flag that makes closing spans look for their callsite's return events: a
-    /// span of `class` reported its return.
-    pub(crate) fn saw_return(&self, class: &SpanClass) {
-        class.saw_return();
+    /// A span of this callsite reported its return: from now on its spans that close without
+    /// one were dropped (and closing spans look for return events at all).
+    pub(crate) fn saw_return(&self, meta: &'static Metadata<'static>) {
+        self.with_class(meta, SpanClass::saw_return);
         if !self.any_returns.load(Ordering::Relaxed) {
             self.any_returns.store(true, Ordering::Relaxed);
         }

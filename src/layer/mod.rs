@@ -415,8 +415,7 @@ where
                 })
             });
             if let Some(span_meta) = span_meta {
-                let classifier = &self.shared.classifier;
-                classifier.with_class(span_meta, |class| classifier.saw_return(class));
+                self.shared.classifier.saw_return(span_meta);
             }
             return;
         }

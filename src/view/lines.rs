@@ -50,14 +50,16 @@ pub(super) fn is_counter(name: &str, value: &FieldValue) -> bool {
         "threshold",
         "level",
     ];
-    let ordinal = |n: &str| ORDINALS.contains(&n) || SETTINGS.contains(&n);
+    let not_a_count = |n: &str| ORDINALS.contains(&n) || SETTINGS.contains(&n);
     matches!(value, FieldValue::U64(_))
         && !matches!(name, "id" | "pid" | "exit_code" | "signal")
         && !name.ends_with("_id")
         && !name.starts_with("max_")
         && !name.starts_with("min_")
-        && !ordinal(name)
-        && !name.rsplit_once('_').is_some_and(|(_, last)| ordinal(last))
+        && !not_a_count(name)
+        && !name
+            .rsplit_once('_')
+            .is_some_and(|(_, last)| not_a_count(last))
 }
 
 pub(super) fn with_peak(label: &str, mean: String, peak: String) -> String {
