@@ -121,9 +121,13 @@ macro_rules! say {
     };
 }
 
-/// With a history file: what earlier runs left in it.
+/// With a history file: what earlier runs left in it; whether they left anything.
 #[cfg(feature = "sqlite")]
-fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path, to_stderr: bool) {
+fn show_earlier_runs(
+    store: &tracing_progress::Store,
+    path: &std::path::Path,
+    to_stderr: bool,
+) -> bool {
     let earlier = store.history(&HistoryQuery::new().limit(5));
     say!(
         to_stderr,
@@ -149,12 +153,17 @@ fn show_earlier_runs(store: &tracing_progress::Store, path: &std::path::Path, to
             tracing_progress::view::format_duration(op.root.timing.elapsed_us)
         );
     }
+    !earlier.is_empty()
 }
 
-/// Prints the setlist's first estimate from earlier runs, with how many songs were done by
-/// then (with an earlier run in the history file, it comes before the first song finishes),
-/// or else the first one once a song is done.
-fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thread::JoinHandle<()> {
+/// Prints the setlist's first estimate, with how many songs were done by then and where it
+/// came from: with an earlier run in the history file (`had_earlier`) it comes from that
+/// run, before the first song finishes; else from this run's rate.
+fn watch_first_eta(
+    store: tracing_progress::Store,
+    had_earlier: bool,
+    to_stderr: bool,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         while started.elapsed() < scaled(4_000) {
@@ -168,13 +177,15 @@ fn watch_first_eta(store: tracing_progress::Store, to_stderr: bool) -> std::thre
                 // Durations of earlier runs' nodes (priors from the history file) show as
                 // basis `History` somewhere in the tree. A parent costs the children that have
                 // not started from those durations too: an ETA for the setlist before any song
-                // finished can only come from them.
+                // finished can only come from them, when there are any (without, the rate of
+                // the running songs' units gives one too).
                 let mut stack = vec![&op.root];
-                let mut from_history = op.root.current == 0;
+                let mut from_history = had_earlier && op.root.current == 0;
                 while let Some(node) = stack.pop() {
-                    from_history |= node
-                        .estimate()
-                        .is_some_and(|e| e.basis == tracing_progress::EstimateBasis::History);
+                    from_history |= had_earlier
+                        && node
+                            .estimate()
+                            .is_some_and(|e| e.basis == tracing_progress::EstimateBasis::History);
                     stack.extend(node.children.iter());
                 }
                 say!(
@@ -292,9 +303,11 @@ fn main() {
         .init();
 
     #[cfg(feature = "sqlite")]
-    if let Some(path) = &history {
-        show_earlier_runs(&store, path, ndjson);
-    }
+    let had_earlier = history
+        .as_ref()
+        .is_some_and(|path| show_earlier_runs(&store, path, ndjson));
+    #[cfg(not(feature = "sqlite"))]
+    let had_earlier = false;
     #[cfg(not(feature = "terminal"))]
     let stop_reporter = start_reporter(store.clone());
     #[cfg(feature = "http")]
@@ -306,7 +319,7 @@ fn main() {
     let note_eta = !live.in_place();
     #[cfg(not(feature = "terminal"))]
     let note_eta = true;
-    let first_eta = note_eta.then(|| watch_first_eta(store.clone(), ndjson));
+    let first_eta = note_eta.then(|| watch_first_eta(store.clone(), had_earlier, ndjson));
     process_setlist("My Setlist", &SONGS);
     if let Some(t) = first_eta {
         let _ = t.join();

@@ -131,6 +131,13 @@ fn second_run_shows_the_first_and_an_eta_from_it() {
         &first,
         &[&format!("history file: {} (new", history.display())],
     );
+    // With nothing earlier, the first ETA is this run's own (it once said "from earlier
+    // runs" on a new file, whenever it came before the first song finished).
+    let eta = first
+        .lines()
+        .find(|l| l.starts_with("first ETA after "))
+        .unwrap_or_else(|| panic!("no ETA line in:\n{first}"));
+    assert!(eta.contains("(from this run's rate)"), "{eta}");
     // Full speed: the first song takes over a second, room for a loaded machine.
     let (second, _) = run_setlist_with(&history, "1");
     assert_has(
